@@ -1,0 +1,177 @@
+//! Scheduled work: the chain check, backups with retention, and maintenance jobs.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::StorageSpec;
+
+/// The weekly referral-chain integrity check (cycles, too-deep chains, orphans).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainCheckSpec {
+    /// Cron schedule in UTC. Default `0 3 * * 0` (Sundays 03:00).
+    #[serde(default = "default_chain_schedule")]
+    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    pub schedule: String,
+    /// Stop scheduling new runs; a run can still be asked for with the
+    /// `referral.dev/check-now` annotation. Default false.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for ChainCheckSpec {
+    fn default() -> Self {
+        Self { schedule: default_chain_schedule(), suspend: false }
+    }
+}
+
+/// Scheduled backups of MongoDB (mongodump) and Redis (RDB snapshot) into a volume.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Cron schedule in UTC. Default `0 1 * * *` (daily 01:00).
+    #[serde(default = "default_backup_schedule")]
+    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    pub schedule: String,
+    /// Stop scheduling backups. Existing backups are kept. Default false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// How many backups to keep (grandfather-father-son).
+    #[serde(default)]
+    pub retention: RetentionSpec,
+    /// Collections to dump; empty means the whole database.
+    /// Default the guide's `referrals` and `referralTransactions`.
+    #[serde(default = "default_collections")]
+    #[schemars(length(max = 100), inner(length(min = 1)))]
+    pub collections: Vec<String>,
+    /// Also snapshot Redis (RDB over the network). Default true.
+    #[serde(default = "default_true")]
+    pub include_redis: bool,
+    /// Volume the backups are written to. Default 20Gi.
+    #[serde(default = "default_backup_storage")]
+    pub storage: StorageSpec,
+    /// Image with `mongodump`/`mongorestore`. Default `mongo:7.0`.
+    #[serde(default = "default_mongo_tools_image")]
+    #[schemars(length(min = 1))]
+    pub mongo_tools_image: String,
+    /// Resources of each backup container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            schedule: default_backup_schedule(),
+            suspend: false,
+            retention: RetentionSpec::default(),
+            collections: default_collections(),
+            include_redis: true,
+            storage: default_backup_storage(),
+            mongo_tools_image: default_mongo_tools_image(),
+            resources: None,
+        }
+    }
+}
+
+/// Keep the newest complete backup of each of the last `daily` days, `weekly` ISO weeks
+/// and `monthly` months. The newest complete backup is always kept.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.daily + self.weekly + self.monthly >= 1",
+     "message": "retention must keep at least one backup: raise daily, weekly or monthly above 0"}
+]))]
+pub struct RetentionSpec {
+    /// Days with a kept backup. Default 7.
+    #[serde(default = "default_daily")]
+    #[schemars(range(max = 366))]
+    pub daily: u32,
+    /// ISO weeks with a kept backup. Default 4.
+    #[serde(default = "default_weekly")]
+    #[schemars(range(max = 520))]
+    pub weekly: u32,
+    /// Months with a kept backup. Default 6.
+    #[serde(default = "default_monthly")]
+    #[schemars(range(max = 240))]
+    pub monthly: u32,
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        Self { daily: default_daily(), weekly: default_weekly(), monthly: default_monthly() }
+    }
+}
+
+/// A named scheduled task of the service, such as the guide's weekly "clean up old
+/// transactions". It runs with the same image and environment as the workers.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.command) || has(self.args)",
+     "message": "a maintenance job needs command or args: say what it runs, e.g. args: [npm, run, cleanup:transactions]"}
+]))]
+pub struct MaintenanceJob {
+    /// Name, unique within the system; part of the CronJob name. Lower-case letters,
+    /// digits and '-', starting with a letter, at most 24 characters.
+    #[schemars(length(min = 1, max = 24), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Cron schedule in UTC.
+    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    pub schedule: String,
+    /// Stop scheduling this job. Default false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Image; defaults to `spec.image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Extra environment, same rules as a worker's `env`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Give up after this many seconds. Default 3600.
+    #[serde(default = "default_deadline")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub active_deadline_seconds: i64,
+    /// Resources of the job's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_chain_schedule() -> String {
+    "0 3 * * 0".into()
+}
+fn default_backup_schedule() -> String {
+    "0 1 * * *".into()
+}
+fn default_collections() -> Vec<String> {
+    vec!["referrals".into(), "referralTransactions".into()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backup_storage() -> StorageSpec {
+    StorageSpec { size: "20Gi".into(), storage_class_name: None, delete_with_system: false }
+}
+fn default_mongo_tools_image() -> String {
+    "mongo:7.0".into()
+}
+fn default_daily() -> u32 {
+    7
+}
+fn default_weekly() -> u32 {
+    4
+}
+fn default_monthly() -> u32 {
+    6
+}
+fn default_deadline() -> i64 {
+    3600
+}

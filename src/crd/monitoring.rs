@@ -1,0 +1,207 @@
+//! Metrics scraping, alert rules and dashboards.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How the system is watched: the workers' metrics endpoint, a ServiceMonitor,
+/// a PrometheusRule with the guide's alerts and the operator's own, and Grafana
+/// dashboards. ServiceMonitor and PrometheusRule are only created when the
+/// prometheus-operator CRDs are installed; a condition says so otherwise.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Port the workers serve `/metrics` on (METRICS_PORT). Default 9090.
+    #[serde(default = "default_metrics_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics_port: i32,
+    /// Create a ServiceMonitor for the workers. Default true.
+    #[serde(default = "default_true")]
+    pub service_monitor: bool,
+    /// Create a PrometheusRule with the alerts below. Default true.
+    #[serde(default = "default_true")]
+    pub prometheus_rule: bool,
+    /// Extra labels on the PrometheusRule and ServiceMonitor, so your Prometheus'
+    /// `ruleSelector`/`serviceMonitorSelector` picks them up (e.g. `release: prometheus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Base of every alert's `runbook_url`; the alert name is appended.
+    #[serde(default = "default_runbook_base")]
+    #[schemars(length(min = 1))]
+    pub runbook_base_url: String,
+    /// Thresholds of the built-in alerts.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+    /// Your own alerting rules, added to the same PrometheusRule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub additional_rules: Vec<AlertRuleSpec>,
+    /// Grafana dashboards as ConfigMaps for the Grafana sidecar.
+    #[serde(default)]
+    pub dashboards: DashboardsSpec,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            metrics_port: default_metrics_port(),
+            service_monitor: true,
+            prometheus_rule: true,
+            labels: BTreeMap::new(),
+            runbook_base_url: default_runbook_base(),
+            alerts: AlertsSpec::default(),
+            additional_rules: Vec::new(),
+            dashboards: DashboardsSpec::default(),
+        }
+    }
+}
+
+/// The built-in alerts. Each can be disabled on its own.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsSpec {
+    /// Failed rewards per second above `threshold` (guide: 0.1 for 5m).
+    #[serde(default = "default_high_failure_rate")]
+    pub high_failure_rate: ThresholdAlert,
+    /// Queue longer than `threshold` items (guide: 1000 for 10m).
+    #[serde(default = "default_queue_backlog")]
+    pub queue_backlog: ThresholdAlert,
+    /// No successful backup for 1.5 schedule intervals (threshold ignored).
+    #[serde(default = "default_enabled_alert")]
+    pub backup_missing: ToggleAlert,
+    /// The last chain check found violations (threshold ignored).
+    #[serde(default = "default_enabled_alert")]
+    pub chain_violations: ToggleAlert,
+    /// An index is missing or conflicting (threshold ignored).
+    #[serde(default = "default_enabled_alert")]
+    pub index_missing: ToggleAlert,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        Self {
+            high_failure_rate: default_high_failure_rate(),
+            queue_backlog: default_queue_backlog(),
+            backup_missing: default_enabled_alert(),
+            chain_violations: default_enabled_alert(),
+            index_missing: default_enabled_alert(),
+        }
+    }
+}
+
+/// An alert that fires when a value stays above a threshold.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdAlert {
+    /// Turn this alert off. Default false.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Value above which the alert fires.
+    #[schemars(range(min = 0.0))]
+    pub threshold: f64,
+    /// How long the value must stay above the threshold, e.g. `5m`.
+    #[serde(rename = "for")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub for_: String,
+    /// `severity` label. Default warning.
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+}
+
+/// An alert without a threshold.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToggleAlert {
+    /// Turn this alert off. Default false.
+    #[serde(default)]
+    pub disabled: bool,
+    /// `severity` label. Default warning.
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+}
+
+/// Alert severities.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One extra Prometheus alerting rule.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRuleSpec {
+    /// Alert name, e.g. `RewardLatencyHigh`.
+    #[schemars(pattern(r"^[a-zA-Z_][a-zA-Z0-9_]*$"))]
+    pub alert: String,
+    /// PromQL expression.
+    #[schemars(length(min = 1))]
+    pub expr: String,
+    /// Pending period, e.g. `5m`.
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    pub for_: Option<String>,
+    /// Labels of the alert.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the alert (summary, description, runbook_url).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Grafana dashboards shipped as ConfigMaps.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardsSpec {
+    /// Create the performance and error dashboards. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Labels the Grafana sidecar selects on. Default `grafana_dashboard: "1"`.
+    #[serde(default = "default_dashboard_labels")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for DashboardsSpec {
+    fn default() -> Self {
+        Self { enabled: true, labels: default_dashboard_labels() }
+    }
+}
+
+fn default_metrics_port() -> i32 {
+    9090
+}
+fn default_true() -> bool {
+    true
+}
+fn default_runbook_base() -> String {
+    "https://github.com/referral-dev/referral-operator/blob/main/docs/runbooks.md#".into()
+}
+fn default_severity() -> Severity {
+    Severity::Warning
+}
+fn default_high_failure_rate() -> ThresholdAlert {
+    ThresholdAlert { disabled: false, threshold: 0.1, for_: "5m".into(), severity: Severity::Warning }
+}
+fn default_queue_backlog() -> ThresholdAlert {
+    ThresholdAlert { disabled: false, threshold: 1000.0, for_: "10m".into(), severity: Severity::Warning }
+}
+fn default_enabled_alert() -> ToggleAlert {
+    ToggleAlert { disabled: false, severity: Severity::Warning }
+}
+fn default_dashboard_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("grafana_dashboard".to_string(), "1".to_string())])
+}

@@ -1,0 +1,111 @@
+//! What the operator reports back. Nothing here changes on every reconcile: times are
+//! only those of real events (a transition, a check run, a backup).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a ReferralSystem.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferralSystemStatus {
+    /// The `metadata.generation` this status describes. `Ready` means this generation
+    /// is in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, WorkersAvailable, RedisReady, MongoReachable, IndexesReady,
+    /// ChainIntegrity, BackupHealthy, ReconciliationPaused, SpecValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Ready pods over desired pods across all workers, e.g. `4/4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_ready: Option<String>,
+    /// Per worker: desired and ready pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerStatus>,
+    /// Children that are not ready yet, as `Kind/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources_not_ready: Vec<String>,
+    /// Short index summary, e.g. `6/6` present, or `5/6 (1 conflict)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_summary: Option<String>,
+    /// Per index: Present, Created, Missing or Conflict, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexStatus>,
+    /// Result of the last chain integrity check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_check: Option<ChainCheckStatus>,
+    /// Backups on the backup volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// Desired and ready pods of one worker.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    pub name: String,
+    pub desired: i32,
+    pub ready: i32,
+}
+
+/// State of one managed index.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum IndexState {
+    /// The database has the index as specified.
+    Present,
+    /// The operator created it.
+    Created,
+    /// Absent and not created (policy Report, or creation failed).
+    Missing,
+    /// An index with the same name or keys exists with other options.
+    Conflict,
+}
+
+/// One managed index and its state.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexStatus {
+    pub collection: String,
+    pub name: String,
+    pub state: IndexState,
+    /// Why, for Missing and Conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Summary of the last chain integrity check.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainCheckStatus {
+    /// When the check finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Time>,
+    /// `OK` or the number of violations, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    pub users: u64,
+    pub cycles: u64,
+    pub too_deep: u64,
+    pub orphans: u64,
+    pub self_referrals: u64,
+    pub malformed: u64,
+    /// Referral records whose tier or referrer disagrees with the user chain.
+    pub bad_referral_records: u64,
+    /// A few offenders, for a person to start from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+}
+
+/// Backups on the backup volume.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// Completion time of the newest complete backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Time>,
+    /// Complete backups kept after retention.
+    pub kept: u32,
+    /// Total size of the kept backups in bytes.
+    pub size_bytes: u64,
+}

@@ -1,0 +1,11 @@
+//! referral-operator: runs referral systems on Kubernetes from one `ReferralSystem`.
+//!
+//! - [`crd`]: the resource, its defaults and admission rules (no cluster).
+//! - [`reconcilers`]: pure builders, spec in, objects out, one module per concern.
+//! - [`render`]: the GitOps preview, every child object for a file, offline.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod crd;
+pub mod reconcilers;
+pub mod render;

@@ -1,0 +1,149 @@
+//! The referral-chain integrity check: a CronJob running this operator's own binary
+//! (`check chains`), with a ServiceAccount allowed to read its ReferralSystem and
+//! write that one object's status, and nothing else.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, ResourceRequirements,
+    ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::crd::GROUP;
+use crate::crd::validate::ValidatedSystem;
+
+use super::cron::{Schedule, cron_job};
+use super::env::from_secret;
+use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
+use super::security::{DEFAULT_USER, container_security, pod_security};
+use super::{BuildContext, Children};
+
+/// `app.kubernetes.io/component` of the chain-check objects.
+pub const COMPONENT: &str = "chain-check";
+
+/// Name of the check's ServiceAccount, Role and RoleBinding.
+pub fn identity_name(system: &ValidatedSystem) -> String {
+    child_name(&system.name, "checks", MAX_DNS_LABEL)
+}
+
+/// Name of the chain-check CronJob.
+pub fn cron_job_name(system: &ValidatedSystem) -> String {
+    child_name(&system.name, "chain-check", MAX_CRONJOB)
+}
+
+/// Adds the ServiceAccount, Role, RoleBinding and CronJob.
+pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
+    let identity = identity_name(system);
+    children.service_accounts.push(ServiceAccount {
+        metadata: object_meta(system, identity.clone(), COMPONENT),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    });
+    children.roles.push(Role {
+        metadata: object_meta(system, identity.clone(), COMPONENT),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![GROUP.into()]),
+                resources: Some(vec!["referralsystems".into()]),
+                resource_names: Some(vec![system.name.clone()]),
+                verbs: vec!["get".into()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![GROUP.into()]),
+                resources: Some(vec!["referralsystems/status".into()]),
+                resource_names: Some(vec![system.name.clone()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..PolicyRule::default()
+            },
+        ]),
+    });
+    children.role_bindings.push(RoleBinding {
+        metadata: object_meta(system, identity.clone(), COMPONENT),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: identity.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: identity.clone(),
+            namespace: Some(system.namespace.clone()),
+            ..Subject::default()
+        }]),
+    });
+    children.cron_jobs.push(check_cron_job(system, ctx, identity));
+}
+
+fn check_cron_job(
+    system: &ValidatedSystem,
+    ctx: &BuildContext,
+    service_account: String,
+) -> k8s_openapi::api::batch::v1::CronJob {
+    let spec = &system.spec;
+    let container = Container {
+        name: "check-chains".into(),
+        image: Some(ctx.operator_image.clone()),
+        args: Some(vec![
+            "check".into(),
+            "chains".into(),
+            "--system".into(),
+            system.name.clone(),
+            "--write-status".into(),
+        ]),
+        env: Some(vec![
+            from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
+            EnvVar {
+                name: "POD_NAMESPACE".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
+                    ..EnvVarSource::default()
+                }),
+            },
+        ]),
+        // The analysis keeps a few bytes per user; 10M users fit well under 512Mi.
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("128Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("512Mi".into()))])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some(service_account),
+        automount_service_account_token: Some(true),
+        security_context: Some(pod_security(DEFAULT_USER)),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    };
+    cron_job(
+        system,
+        ctx,
+        Schedule {
+            name: cron_job_name(system),
+            component: COMPONENT,
+            schedule: &spec.chain_check.schedule,
+            suspend: spec.chain_check.suspend,
+            backoff_limit: 1,
+            active_deadline_seconds: 2 * 3600,
+        },
+        pod,
+    )
+}

@@ -1,0 +1,85 @@
+//! `render`: every child object of the ReferralSystems in a file, as a YAML stream, with
+//! no cluster. The same admission rules the apiserver runs (schema and CEL, from the
+//! generated CRD) and the validate step run first, so a file `render` accepts is one
+//! `kubectl apply` accepts and the operator can build.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::crd::validate::{SpecProblem, validate};
+use crate::crd::{GROUP, ReferralSystem, VERSION, admission};
+use crate::reconcilers::{BuildContext, build};
+
+/// Why a file could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("document {document}: not valid YAML: {source}")]
+    Yaml { document: usize, source: serde_yaml::Error },
+    #[error("document {document}: expected apiVersion {GROUP}/{VERSION} and kind ReferralSystem, found {found}")]
+    NotAReferralSystem { document: usize, found: String },
+    #[error("document {document} ({name}) is invalid:\n{}", list(problems))]
+    Invalid { document: usize, name: String, problems: Vec<SpecProblem> },
+    #[error("no ReferralSystem found in the input")]
+    Empty,
+}
+
+fn list(problems: &[SpecProblem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// What `render` needs besides the file.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// Namespace for objects whose file names none.
+    pub default_namespace: String,
+    pub context: BuildContext,
+}
+
+/// Parses and checks one ReferralSystem document given as JSON.
+pub fn parse_system(document: usize, value: Value) -> Result<ReferralSystem, RenderError> {
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version != format!("{GROUP}/{VERSION}") || kind != "ReferralSystem" {
+        return Err(RenderError::NotAReferralSystem {
+            document,
+            found: format!("apiVersion {api_version:?}, kind {kind:?}"),
+        });
+    }
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
+    let invalid = |problems| RenderError::Invalid { document, name: name.clone(), problems };
+    admission::check(&value, None).map_err(invalid)?;
+    // The schema passed, so a type error here would be a gap between schema and
+    // types; report it with its path all the same rather than panic.
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| invalid(vec![SpecProblem { field_path: e.path().to_string(), message: e.inner().to_string() }]))
+}
+
+/// Renders every ReferralSystem in `input` (one or more YAML documents).
+pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderError> {
+    let mut out = String::new();
+    let mut rendered = 0;
+    for (index, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
+        let number = index + 1;
+        let value = Value::deserialize(document).map_err(|source| RenderError::Yaml { document: number, source })?;
+        if value.is_null() {
+            continue;
+        }
+        let system = parse_system(number, value)?;
+        let namespace = system.metadata.namespace.clone().unwrap_or_else(|| options.default_namespace.clone());
+        let name = system.metadata.name.clone().unwrap_or_default();
+        let validated = validate(&system, &namespace).map_err(|problems| RenderError::Invalid {
+            document: number,
+            name,
+            problems,
+        })?;
+        for object in build(&validated, &options.context).to_json_objects() {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&object).unwrap_or_default());
+        }
+        rendered += 1;
+    }
+    if rendered == 0 {
+        return Err(RenderError::Empty);
+    }
+    Ok(out)
+}
