@@ -104,14 +104,105 @@ fn openapi_for_jsonschema(schema: &Value) -> Value {
             for (k, v) in map {
                 out.insert(k.clone(), openapi_for_jsonschema(v));
             }
-            if out.get("nullable") == Some(&Value::Bool(true)) {
-                if let Some(Value::String(t)) = out.get("type").cloned() {
-                    out.insert("type".into(), Value::Array(vec![Value::String(t), "null".into()]));
-                }
+            if out.get("nullable") == Some(&Value::Bool(true))
+                && let Some(Value::String(t)) = out.get("type").cloned()
+            {
+                out.insert("type".into(), Value::Array(vec![Value::String(t), "null".into()]));
             }
             Value::Object(out)
         }
         Value::Array(items) => Value::Array(items.iter().map(openapi_for_jsonschema).collect()),
         other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The CRD's CEL rules run by a CEL engine (kube-cel), including the transition
+    //! rules that compare with the stored object.
+
+    use serde_json::{Value, json};
+
+    use super::check;
+
+    fn system(redis: Value) -> Value {
+        json!({
+            "apiVersion": "referral.dev/v1alpha1",
+            "kind": "ReferralSystem",
+            "metadata": {"name": "main", "namespace": "referrals"},
+            "spec": {
+                "image": "example/referral-service:1.4.2",
+                "workers": [{"name": "reward-processor"}],
+                "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": "neurolov"},
+                "redis": redis
+            }
+        })
+    }
+
+    fn messages(result: Result<(), Vec<super::SpecProblem>>) -> Vec<String> {
+        result.err().unwrap_or_default().into_iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn growing_storage_is_allowed_and_shrinking_is_refused() {
+        let old = system(json!({"managed": {"storage": {"size": "5Gi"}}}));
+        let grown = system(json!({"managed": {"storage": {"size": "10Gi"}}}));
+        let shrunk = system(json!({"managed": {"storage": {"size": "2Gi"}}}));
+        assert_eq!(check(&grown, Some(&old)), Ok(()));
+        let refused = messages(check(&shrunk, Some(&old)));
+        assert!(refused.iter().any(|m| m.contains("storage size cannot shrink")), "{refused:?}");
+        // On create there is no old object, so the transition rule does not apply.
+        assert_eq!(check(&shrunk, None), Ok(()));
+    }
+
+    #[test]
+    fn storage_class_is_immutable_once_set() {
+        let old = system(json!({"managed": {"storage": {"size": "1Gi", "storageClassName": "fast"}}}));
+        let changed = system(json!({"managed": {"storage": {"size": "1Gi", "storageClassName": "slow"}}}));
+        let refused = messages(check(&changed, Some(&old)));
+        assert!(refused.iter().any(|m| m.contains("storageClassName cannot be changed")), "{refused:?}");
+        assert_eq!(check(&old, Some(&old)), Ok(()));
+    }
+
+    #[test]
+    fn exactly_one_redis_kind() {
+        assert_eq!(check(&system(json!({"external": {"host": "redis.example"}})), None), Ok(()));
+        let both = messages(check(&system(json!({"managed": {}, "external": {"host": "r"}})), None));
+        assert!(both.iter().any(|m| m.starts_with("spec.redis: set exactly one")), "{both:?}");
+    }
+
+    #[test]
+    fn metadata_name_rule_sees_the_name() {
+        let mut long = system(json!({"managed": {}}));
+        long["metadata"]["name"] = json!("a".repeat(46));
+        assert!(messages(check(&long, None)).iter().any(|m| m.contains("at most 45 characters")));
+        long["metadata"]["name"] = json!("a".repeat(45));
+        assert_eq!(check(&long, None), Ok(()));
+    }
+
+    #[test]
+    fn every_rule_in_the_crd_compiles_and_carries_a_message() {
+        let compiled = kube_cel::compile_schema(super::openapi_schema());
+        assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
+        let mut rules = Vec::new();
+        collect_rules(super::openapi_schema(), &mut rules);
+        assert!(rules.len() >= 15, "only {} CEL rules found", rules.len());
+        for rule in rules {
+            let message = rule["message"].as_str().unwrap_or_default();
+            assert!(message.len() > 20, "rule {} needs a message a person can act on", rule["rule"]);
+        }
+    }
+
+    fn collect_rules(schema: &Value, out: &mut Vec<Value>) {
+        match schema {
+            Value::Object(map) => {
+                if let Some(Value::Array(rules)) = map.get("x-kubernetes-validations") {
+                    out.extend(rules.iter().cloned());
+                }
+                map.values().for_each(|v| collect_rules(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_rules(v, out)),
+            _ => {}
+        }
     }
 }

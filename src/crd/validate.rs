@@ -153,16 +153,15 @@ fn check_resources(resources: Option<&ResourceRequirements>, path: &str, problem
     for (resource, request) in &requests {
         if let (Some(req), Some(lim)) =
             (parse_quantity(&request.0), limits.get(resource).and_then(|l| parse_quantity(&l.0)))
+            && req > lim
         {
-            if req > lim {
-                problems.push(SpecProblem::new(
-                    format!("{path}.requests.{resource}"),
-                    format!(
-                        "request {} is above the limit {}; Kubernetes refuses such a pod",
-                        request.0, limits[resource].0
-                    ),
-                ));
-            }
+            problems.push(SpecProblem::new(
+                format!("{path}.requests.{resource}"),
+                format!(
+                    "request {} is above the limit {}; Kubernetes refuses such a pod",
+                    request.0, limits[resource].0
+                ),
+            ));
         }
     }
 }
@@ -253,13 +252,13 @@ fn check_redis(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
             .and_then(|q| parse_quantity(&q.0));
-        if let (Some(max), Some(limit)) = (max_memory, limit) {
-            if max as f64 >= limit {
-                problems.push(SpecProblem::new(
-                    "spec.redis.managed.maxMemory",
-                    format!("maxMemory {} is not below the pod's memory limit; Redis would be OOM-killed before it evicts: raise resources.limits.memory or lower maxMemory", managed.max_memory),
-                ));
-            }
+        if let (Some(max), Some(limit)) = (max_memory, limit)
+            && max as f64 >= limit
+        {
+            problems.push(SpecProblem::new(
+                "spec.redis.managed.maxMemory",
+                format!("maxMemory {} is not below the pod's memory limit; Redis would be OOM-killed before it evicts: raise resources.limits.memory or lower maxMemory", managed.max_memory),
+            ));
         }
         if parse_quantity(&managed.storage.size).is_none() {
             problems.push(SpecProblem::new(
@@ -268,13 +267,14 @@ fn check_redis(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
             ));
         }
     }
-    if let Some(external) = &redis.external {
-        if spec.backup.include_redis && !external.cluster_nodes.is_empty() {
-            problems.push(SpecProblem::new(
-                "spec.backup.includeRedis",
-                "a network RDB snapshot covers one node, not a Redis Cluster: set backup.includeRedis to false and back the cluster up with its own tooling",
-            ));
-        }
+    if let Some(external) = &redis.external
+        && spec.backup.include_redis
+        && !external.cluster_nodes.is_empty()
+    {
+        problems.push(SpecProblem::new(
+            "spec.backup.includeRedis",
+            "a network RDB snapshot covers one node, not a Redis Cluster: set backup.includeRedis to false and back the cluster up with its own tooling",
+        ));
     }
 }
 

@@ -1,0 +1,131 @@
+//! The e2e harness: a kube client for the test bed's control plane (or any cluster
+//! named by KUBECONFIG), a fresh namespace per test that enforces the restricted Pod
+//! Security Standard, and the addresses of the test bed's MongoDB-wire server and
+//! Redis. Start the bed with `tests/e2e/testbed.sh start` and source its `env` file;
+//! `scripts/test-all.sh` does both.
+//!
+//! Without a cluster the suite fails and says why, unless REFOP_SKIP_E2E=1 is set for
+//! a quick local loop, in which case each test prints that it was skipped.
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+/// Field manager the tests apply with (the operator uses its own).
+pub const TEST_MANAGER: &str = "referral-e2e";
+
+/// Whether the e2e suite should run; panics with instructions when it cannot.
+pub fn enabled() -> bool {
+    if std::env::var("REFOP_SKIP_E2E").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: e2e test (REFOP_SKIP_E2E=1)");
+        return false;
+    }
+    if std::env::var_os("KUBECONFIG").is_none() {
+        panic!(
+            "KUBECONFIG is not set: start the test bed with `tests/e2e/testbed.sh start` and \
+             `source /tmp/referral-testbed/env` (scripts/test-all.sh does both), point KUBECONFIG at a \
+             cluster of your own, or set REFOP_SKIP_E2E=1 to skip the e2e suite"
+        );
+    }
+    true
+}
+
+/// Reads a test bed variable, failing with the reason when it is absent.
+pub fn testbed_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: source the test bed's env file (tests/e2e/testbed.sh start writes it)")
+    })
+}
+
+pub async fn client() -> Client {
+    Client::try_default().await.expect("cannot build a kube client from KUBECONFIG")
+}
+
+/// A namespace that exists for one test and enforces `restricted` pod security.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> TestNamespace {
+        let suffix: u32 = std::process::id()
+            ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
+        let name = format!("e2e-{prefix}-{:x}", suffix % 0xfffff);
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "referral.dev/e2e": "true"
+                }
+            }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create namespace");
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await; kubectl deletes without blocking the test's runtime.
+        let _ = Command::new("kubectl").args(["delete", "namespace", &self.name, "--wait=false"]).output();
+    }
+}
+
+/// Applies the checked-in CRD and waits until the apiserver serves it.
+pub async fn install_crd(client: &Client) {
+    let crd = referral_operator::crd::definition();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = "referralsystems.referral.dev";
+    api.patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+    wait_for(Duration::from_secs(30), "the CRD to be Established", || async {
+        let crd = api.get(name).await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+/// Polls `probe` until it yields a value or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs kubectl against the test cluster and returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl is needed by the e2e suite");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}

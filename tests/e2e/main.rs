@@ -1,0 +1,7 @@
+//! End-to-end tests against a real kube-apiserver (with etcd and
+//! kube-controller-manager), a MongoDB-wire server and Redis. See `harness` for how
+//! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
+
+mod crd;
+mod harness;
+mod servers;
