@@ -5,6 +5,7 @@
 //! - [`render`]: the GitOps preview, every child object for a file, offline.
 //! - [`cli`]: the command line.
 
+pub mod checks;
 pub mod cli;
 pub mod crd;
 pub mod reconcilers;
