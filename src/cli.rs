@@ -25,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller: watch ReferralSystems and keep their children in line.
+    Run(RunArgs),
     /// Print the ReferralSystem CustomResourceDefinition as YAML.
     Crd,
     /// Print every object the operator would create for the ReferralSystems in a file,
@@ -42,10 +44,97 @@ pub enum Command {
     },
 }
 
+/// Flags of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (repeatable, or comma-separated in WATCH_NAMESPACES);
+    /// all namespaces when not given.
+    #[arg(short = 'n', long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Hold a Lease before writing, so several replicas are safe.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "referral-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Image of this operator, run by the chain-check and backup jobs.
+    #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
+    pub operator_image: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn run_controller(args: RunArgs) -> ExitCode {
+    let RunArgs { namespaces, listen, leader_elect, lease_name, lease_namespace, identity, operator_image, log_format } =
+        args;
+    init_logging(log_format);
+    let identity = identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("referral-operator-{}", std::process::id()));
+    let config = crate::controller::run::RunConfig {
+        namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+        listen,
+        settings: crate::controller::context::ControllerSettings {
+            operator_image,
+            ..crate::controller::context::ControllerSettings::default()
+        },
+        lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {
+            namespace: lease_namespace,
+            name: lease_name,
+            identity,
+            lease_duration: std::time::Duration::from_secs(15),
+            renew_every: std::time::Duration::from_secs(5),
+        }),
+        discovery_interval: std::time::Duration::from_secs(300),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::controller::run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the controller stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let Cli { command } = cli;
     match command {
+        Command::Run(args) => run_controller(args),
         Command::Crd => {
             print!("{}", crate::crd::definition_yaml());
             ExitCode::SUCCESS

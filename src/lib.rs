@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod reconcilers;
 pub mod render;

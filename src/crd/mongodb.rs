@@ -117,13 +117,7 @@ pub struct IndexSpec {
     pub collection: String,
     /// Key fields in order, each a one-entry map from field to direction (1 ascending,
     /// -1 descending), e.g. `[{referredBy: 1}, {createdAt: -1}]`.
-    #[schemars(length(min = 1, max = 32))]
-    #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self.all(k, size(k) == 1)",
-         "message": "each entry of keys must name exactly one field, e.g. {referralCode: 1}; list compound keys as separate entries"},
-        {"rule": "self.all(k, k.all(f, k[f] == 1 || k[f] == -1))",
-         "message": "index key directions must be 1 (ascending) or -1 (descending)"}
-    ]))]
+    #[schemars(schema_with = "index_keys_schema")]
     pub keys: Vec<BTreeMap<String, i32>>,
     /// Index name. Default: MongoDB's own naming (`field_1_other_-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +221,27 @@ impl Default for ChainModel {
             tier_field: default_tier(),
         }
     }
+}
+
+/// Schema of `keys`: bounded so the apiserver's CEL cost estimate stays small (a map
+/// without `maxProperties` is costed as unbounded).
+fn index_keys_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "maxProperties": 1,
+            "additionalProperties": {"type": "integer", "format": "int32"}
+        },
+        "x-kubernetes-validations": [
+            {"rule": "self.all(k, size(k) == 1)",
+             "message": "each entry of keys must name exactly one field, e.g. {referralCode: 1}; list compound keys as separate entries"},
+            {"rule": "self.all(k, k.all(f, k[f] == 1 || k[f] == -1))",
+             "message": "index key directions must be 1 (ascending) or -1 (descending)"}
+        ]
+    })
 }
 
 fn key(field: &str, dir: i32) -> BTreeMap<String, i32> {

@@ -1,0 +1,378 @@
+//! Status, computed purely from what was observed, and merged with the previous status
+//! so `lastTransitionTime` only moves when a condition's status really changes. No
+//! client here: the reconcile step gathers [`Observed`] and writes the result.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::status::{ReferralSystemStatus, WorkerStatus};
+
+pub const READY: &str = "Ready";
+pub const SPEC_VALID: &str = "SpecValid";
+pub const WORKERS_AVAILABLE: &str = "WorkersAvailable";
+pub const REDIS_READY: &str = "RedisReady";
+pub const MONGO_REACHABLE: &str = "MongoReachable";
+pub const MONITORING: &str = "MonitoringConfigured";
+pub const PAUSED: &str = "ReconciliationPaused";
+
+/// Outcome of a dependency probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Ok {
+        message: String,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
+    /// Not probed this time, with why (e.g. the spec is invalid).
+    Unknown {
+        reason: String,
+        message: String,
+    },
+}
+
+/// One worker's Deployment as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerObservation {
+    pub name: String,
+    pub deployment: String,
+    pub desired: i32,
+    pub ready: i32,
+    /// The Deployment controller has seen the latest template and every pod is updated and available.
+    pub rolled_out: bool,
+    /// The Deployment reports `ProgressDeadlineExceeded`.
+    pub stuck: bool,
+    /// The Deployment does not exist (yet).
+    pub missing: bool,
+}
+
+/// Everything one reconcile learned about a system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub generation: Option<i64>,
+    /// Problems that keep the spec from being built; empty when valid.
+    pub spec_problems: Vec<String>,
+    /// Secret references that could not be resolved.
+    pub missing_secrets: Vec<String>,
+    pub paused: bool,
+    pub stopped: bool,
+    pub workers: Vec<WorkerObservation>,
+    /// Managed Redis StatefulSet: (name, ready). None for external Redis.
+    pub redis_workload: Option<(String, bool)>,
+    pub redis: Probe,
+    pub mongo: Probe,
+    /// Monitoring objects are wanted but the prometheus-operator CRDs are missing.
+    pub monitoring_crds_missing: Option<String>,
+    /// The apply step failed with this message.
+    pub apply_error: Option<String>,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+fn unknown(type_: &str, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+    Condition { status: "Unknown".into(), ..condition(type_, false, reason, message, generation, now) }
+}
+
+fn probe_condition(type_: &str, probe: &Probe, generation: Option<i64>, now: &Time) -> Condition {
+    match probe {
+        Probe::Ok { message } => condition(type_, true, "Reachable", message.clone(), generation, now),
+        Probe::Failed { reason, message } => condition(type_, false, reason, message.clone(), generation, now),
+        Probe::Unknown { reason, message } => unknown(type_, reason, message.clone(), generation, now),
+    }
+}
+
+fn workers_condition(observed: &Observed, now: &Time) -> Condition {
+    let g = observed.generation;
+    if !observed.spec_problems.is_empty() {
+        return unknown(WORKERS_AVAILABLE, "InvalidSpec", "the spec is invalid; see SpecValid".into(), g, now);
+    }
+    let stuck: Vec<String> = observed.workers.iter().filter(|w| w.stuck).map(|w| w.deployment.clone()).collect();
+    if !stuck.is_empty() {
+        return condition(
+            WORKERS_AVAILABLE,
+            false,
+            "RolloutStuck",
+            format!("rollout exceeded its progress deadline: Deployment {}", stuck.join(", ")),
+            g,
+            now,
+        );
+    }
+    let waiting: Vec<String> = observed
+        .workers
+        .iter()
+        .filter(|w| w.missing || !w.rolled_out || w.ready < w.desired)
+        .map(|w| {
+            if w.missing {
+                format!("{} not created", w.deployment)
+            } else {
+                format!("{} {}/{} ready", w.deployment, w.ready, w.desired)
+            }
+        })
+        .collect();
+    let ready: i32 = observed.workers.iter().map(|w| w.ready).sum();
+    let desired: i32 = observed.workers.iter().map(|w| w.desired).sum();
+    if waiting.is_empty() {
+        let message = if observed.stopped {
+            "spec.stopped is true: every worker is scaled to zero".to_string()
+        } else {
+            format!("{ready}/{desired} pods ready across {} workers", observed.workers.len())
+        };
+        condition(WORKERS_AVAILABLE, true, if observed.stopped { "Stopped" } else { "AllAvailable" }, message, g, now)
+    } else {
+        condition(WORKERS_AVAILABLE, false, "Progressing", format!("waiting for {}", waiting.join("; ")), g, now)
+    }
+}
+
+fn redis_condition(observed: &Observed, now: &Time) -> Condition {
+    let g = observed.generation;
+    if let Some((name, false)) = &observed.redis_workload {
+        return condition(REDIS_READY, false, "NotReady", format!("StatefulSet {name} has no ready pod"), g, now);
+    }
+    probe_condition(REDIS_READY, &observed.redis, g, now)
+}
+
+/// Every condition for `observed`, before merging with the old ones.
+pub fn conditions(observed: &Observed, now: &Time) -> Vec<Condition> {
+    let g = observed.generation;
+    let mut out = Vec::new();
+    let spec_ok = observed.spec_problems.is_empty();
+    out.push(if spec_ok {
+        condition(SPEC_VALID, true, "Valid", "the spec passed validation".into(), g, now)
+    } else {
+        condition(SPEC_VALID, false, "InvalidSpec", observed.spec_problems.join("; "), g, now)
+    });
+    out.push(if observed.paused {
+        condition(
+            PAUSED,
+            true,
+            "Paused",
+            "spec.paused is true: children are not changed; status stays live".into(),
+            g,
+            now,
+        )
+    } else {
+        condition(PAUSED, false, "Reconciling", "children are kept in line with the spec".into(), g, now)
+    });
+    out.push(workers_condition(observed, now));
+    out.push(redis_condition(observed, now));
+    out.push(probe_condition(MONGO_REACHABLE, &observed.mongo, g, now));
+    out.push(match &observed.monitoring_crds_missing {
+        Some(message) => condition(MONITORING, false, "PrometheusOperatorNotInstalled", message.clone(), g, now),
+        None => condition(MONITORING, true, "Configured", "monitoring objects are applied as specified".into(), g, now),
+    });
+    out.push(ready_condition(observed, &out, now));
+    out
+}
+
+/// Ready means this generation is in place and its dependencies answer. The message
+/// names what blocks it.
+fn ready_condition(observed: &Observed, others: &[Condition], now: &Time) -> Condition {
+    let g = observed.generation;
+    let not_ready = |reason: &str, message: String| condition(READY, false, reason, message, g, now);
+    if !observed.spec_problems.is_empty() {
+        return not_ready("InvalidSpec", observed.spec_problems.join("; "));
+    }
+    if !observed.missing_secrets.is_empty() {
+        return not_ready("SecretMissing", format!("cannot resolve {}", observed.missing_secrets.join(", ")));
+    }
+    if let Some(error) = &observed.apply_error {
+        return not_ready("ApplyFailed", error.clone());
+    }
+    if observed.paused {
+        return not_ready("Paused", "spec.paused is true: this generation is not applied".into());
+    }
+    if observed.stopped {
+        return not_ready("Stopped", "spec.stopped is true: every worker is scaled to zero".into());
+    }
+    for type_ in [WORKERS_AVAILABLE, REDIS_READY, MONGO_REACHABLE] {
+        if let Some(c) = others.iter().find(|c| c.type_ == type_ && c.status != "True") {
+            return not_ready(&c.reason, format!("{type_}: {}", c.message));
+        }
+    }
+    condition(READY, true, "Ready", format!("generation {} is in place", g.unwrap_or_default()), g, now)
+}
+
+/// Keeps the old `lastTransitionTime` of every condition whose status did not change.
+pub fn merge(new: Vec<Condition>, old: &[Condition]) -> Vec<Condition> {
+    new.into_iter()
+        .map(|mut c| {
+            if let Some(previous) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+                c.last_transition_time = previous.last_transition_time.clone();
+            }
+            c
+        })
+        .collect()
+}
+
+/// The whole new status. Fields owned by other writers (index, chain and backup
+/// summaries) are carried over from the old status untouched.
+pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Time) -> ReferralSystemStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = merge(conditions(observed, now), old_conditions);
+    let mut not_ready: Vec<String> = observed
+        .workers
+        .iter()
+        .filter(|w| w.missing || !w.rolled_out || w.ready < w.desired)
+        .map(|w| format!("Deployment/{}", w.deployment))
+        .collect();
+    if let Some((name, false)) = &observed.redis_workload {
+        not_ready.push(format!("StatefulSet/{name}"));
+    }
+    let ready: i32 = observed.workers.iter().map(|w| w.ready).sum();
+    let desired: i32 = observed.workers.iter().map(|w| w.desired).sum();
+    let base = old.cloned().unwrap_or_default();
+    ReferralSystemStatus {
+        observed_generation: observed.generation,
+        conditions,
+        workers_ready: (!observed.workers.is_empty()).then(|| format!("{ready}/{desired}")),
+        workers: observed
+            .workers
+            .iter()
+            .map(|w| WorkerStatus { name: w.name.clone(), desired: w.desired, ready: w.ready })
+            .collect(),
+        resources_not_ready: not_ready,
+        ..base
+    }
+}
+
+/// Whether the condition of `type_` is True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn healthy() -> Observed {
+        Observed {
+            generation: Some(3),
+            spec_problems: vec![],
+            missing_secrets: vec![],
+            paused: false,
+            stopped: false,
+            workers: vec![WorkerObservation {
+                name: "api".into(),
+                deployment: "main-api".into(),
+                desired: 2,
+                ready: 2,
+                rolled_out: true,
+                stuck: false,
+                missing: false,
+            }],
+            redis_workload: Some(("main-redis".into(), true)),
+            redis: Probe::Ok { message: "PONG".into() },
+            mongo: Probe::Ok { message: "ping ok".into() },
+            monitoring_crds_missing: None,
+            apply_error: None,
+        }
+    }
+
+    fn get<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn healthy_system_is_ready_for_its_generation() {
+        let s = status(&healthy(), None, &at(100));
+        let ready = get(&s.conditions, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Ready"));
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.workers_ready.as_deref(), Some("2/2"));
+        assert!(s.resources_not_ready.is_empty());
+    }
+
+    #[test]
+    fn a_worker_short_of_pods_blocks_ready_and_is_named() {
+        let mut o = healthy();
+        o.workers[0].ready = 1;
+        let s = status(&o, None, &at(100));
+        let ready = get(&s.conditions, READY);
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "Progressing");
+        assert!(ready.message.contains("main-api 1/2 ready"), "{}", ready.message);
+        assert_eq!(s.resources_not_ready, ["Deployment/main-api"]);
+    }
+
+    #[test]
+    fn unreachable_mongo_blocks_ready_with_the_probe_reason() {
+        let mut o = healthy();
+        o.mongo = Probe::Failed { reason: "AuthenticationFailed".into(), message: "bad credentials".into() };
+        let s = status(&o, None, &at(100));
+        let ready = get(&s.conditions, READY);
+        assert_eq!(ready.reason, "AuthenticationFailed");
+        assert!(ready.message.starts_with("MongoReachable:"));
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_changes() {
+        let first = status(&healthy(), None, &at(100));
+        let same = status(&healthy(), Some(&first), &at(200));
+        assert_eq!(same, first, "an unchanged observation must produce an identical status");
+        let mut o = healthy();
+        o.workers[0].ready = 0;
+        let degraded = status(&o, Some(&first), &at(300));
+        assert_eq!(get(&degraded.conditions, READY).last_transition_time, at(300));
+        assert_eq!(get(&degraded.conditions, MONGO_REACHABLE).last_transition_time, at(100));
+        o.workers[0].ready = 1;
+        let still = status(&o, Some(&degraded), &at(400));
+        assert_eq!(get(&still.conditions, READY).last_transition_time, at(300), "message changed, status did not");
+    }
+
+    #[test]
+    fn invalid_spec_says_why_and_is_not_ready() {
+        let mut o = healthy();
+        o.spec_problems = vec!["spec.backup.schedule: minute field".into()];
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, SPEC_VALID).status, "False");
+        assert_eq!(get(&s.conditions, WORKERS_AVAILABLE).status, "Unknown");
+        assert_eq!(get(&s.conditions, READY).reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn paused_and_stopped_are_reported() {
+        let mut o = healthy();
+        o.paused = true;
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, PAUSED).status, "True");
+        assert_eq!(get(&s.conditions, READY).reason, "Paused");
+        let mut o = healthy();
+        o.stopped = true;
+        o.workers[0].desired = 0;
+        o.workers[0].ready = 0;
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, WORKERS_AVAILABLE).reason, "Stopped");
+        assert_eq!(get(&s.conditions, READY).reason, "Stopped");
+    }
+
+    #[test]
+    fn missing_monitoring_crds_are_reported_without_blocking_ready() {
+        let mut o = healthy();
+        o.monitoring_crds_missing = Some("PrometheusRule CRD not installed".into());
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, MONITORING).status, "False");
+        assert_eq!(get(&s.conditions, READY).status, "True");
+    }
+
+    #[test]
+    fn summaries_written_by_others_are_kept() {
+        let mut old = status(&healthy(), None, &at(1));
+        old.index_summary = Some("6/6".into());
+        let s = status(&healthy(), Some(&old), &at(2));
+        assert_eq!(s.index_summary.as_deref(), Some("6/6"));
+    }
+}

@@ -1,0 +1,540 @@
+//! The operator's own metrics: one `prometheus-client` registry, the reconcile
+//! counters and timing, and the per-system gauges the built-in alerts of
+//! [`crate::reconcilers::monitoring`] read.
+//!
+//! Every label value comes from a fixed set or from the name of a ReferralSystem, so
+//! the number of series is bounded by the number of systems: failure categories are
+//! `&'static str` chosen by the caller's error type (never `Debug` text), index states
+//! and violation kinds are checked against their constant lists, and
+//! [`Metrics::forget_system`] drops every series of a deleted system.
+//!
+//! This module does no I/O and knows nothing of Kubernetes or HTTP; `http` serves
+//! [`Metrics::encode`], and whoever observes a fact (reconcile, chain check, index
+//! check, backup status, leader election) reports it here.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::reconcilers::monitoring::{
+    CHAIN_VIOLATION_KINDS, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS,
+    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
+};
+
+/// Reconciles run, whatever their outcome.
+pub const RECONCILE_RUNS_TOTAL: &str = "referral_operator_reconcile_runs_total";
+/// Failed reconciles, by `category`.
+pub const RECONCILE_FAILURES_TOTAL: &str = "referral_operator_reconcile_failures_total";
+/// How long one reconcile took.
+pub const RECONCILE_DURATION_SECONDS: &str = "referral_operator_reconcile_duration_seconds";
+/// Child objects the operator manages for one system.
+pub const MANAGED_OBJECTS: &str = "referral_operator_managed_objects";
+/// 1 on the replica that holds the leader Lease, 0 on the others.
+pub const LEADER: &str = "referral_operator_leader";
+
+/// Content type of [`Metrics::encode`]: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the reconcile duration buckets, in seconds: a reconcile that only
+/// compares objects takes tens of milliseconds, one that waits on MongoDB can take
+/// seconds, and the API client gives up well before 30.
+const RECONCILE_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    category: &'static str,
+}
+
+// Field names are the label names; they must equal LABEL_REFERRAL_NAMESPACE and
+// LABEL_REFERRAL_SYSTEM, which a unit test checks against the encoded output.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SystemLabels {
+    referral_namespace: String,
+    referral_system: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IndexLabels {
+    referral_namespace: String,
+    referral_system: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    referral_namespace: String,
+    referral_system: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepthLabels {
+    referral_namespace: String,
+    referral_system: String,
+    depth: u32,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The operator's metrics and the registry that exports them. Share it behind an
+/// `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconcile_runs: Counter,
+    reconcile_failures: Family<FailureLabels, Counter>,
+    reconcile_duration: Histogram,
+    managed_objects: Family<SystemLabels, Gauge>,
+    indexes: Family<IndexLabels, Gauge>,
+    chain_violations: Family<ViolationLabels, Gauge>,
+    chain_users_by_depth: Family<DepthLabels, Gauge>,
+    backup_last_success: Family<SystemLabels, FloatGauge>,
+    backup_interval: Family<SystemLabels, FloatGauge>,
+    leader: Gauge,
+    /// Depths exported per system: unlike states and kinds they are not a fixed set,
+    /// so removing a system's series, or a depth that no longer occurs, needs them.
+    depths: Mutex<HashMap<SystemLabels, BTreeSet<u32>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let reconcile_runs = Counter::default();
+        let reconcile_failures = Family::<FailureLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(RECONCILE_BUCKETS);
+        let managed_objects = Family::<SystemLabels, Gauge>::default();
+        let indexes = Family::<IndexLabels, Gauge>::default();
+        let chain_violations = Family::<ViolationLabels, Gauge>::default();
+        let chain_users_by_depth = Family::<DepthLabels, Gauge>::default();
+        let backup_last_success = Family::<SystemLabels, FloatGauge>::default();
+        let backup_interval = Family::<SystemLabels, FloatGauge>::default();
+        let leader = Gauge::default();
+
+        // prometheus-client appends `_total` to counters itself.
+        registry.register(counter_base(RECONCILE_RUNS_TOTAL), "Reconciles run", reconcile_runs.clone());
+        registry.register(
+            counter_base(RECONCILE_FAILURES_TOTAL),
+            "Reconciles that failed, by error category",
+            reconcile_failures.clone(),
+        );
+        registry.register(RECONCILE_DURATION_SECONDS, "Time one reconcile took", reconcile_duration.clone());
+        registry.register(MANAGED_OBJECTS, "Child objects managed for a ReferralSystem", managed_objects.clone());
+        registry.register(OPERATOR_INDEXES, "Declared MongoDB indexes by state", indexes.clone());
+        registry.register(
+            OPERATOR_CHAIN_VIOLATIONS,
+            "Referral chain violations found by the last chain check, by kind",
+            chain_violations.clone(),
+        );
+        registry.register(
+            OPERATOR_CHAIN_USERS_BY_DEPTH,
+            "Users per referral chain depth found by the last chain check",
+            chain_users_by_depth.clone(),
+        );
+        registry.register(
+            OPERATOR_BACKUP_LAST_SUCCESS,
+            "Unix time of the newest complete backup",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            OPERATOR_BACKUP_INTERVAL,
+            "Nominal interval of the backup schedule in seconds",
+            backup_interval.clone(),
+        );
+        registry.register(LEADER, "1 when this replica holds the leader Lease", leader.clone());
+
+        Metrics {
+            registry,
+            reconcile_runs,
+            reconcile_failures,
+            reconcile_duration,
+            managed_objects,
+            indexes,
+            chain_violations,
+            chain_users_by_depth,
+            backup_last_success,
+            backup_interval,
+            leader,
+            depths: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts timing one reconcile; dropping the guard counts the run and records how
+    /// long it took, on every exit path including `?` and panics.
+    pub fn reconcile_timer(&self) -> ReconcileTimer {
+        ReconcileTimer {
+            started: Instant::now(),
+            runs: self.reconcile_runs.clone(),
+            duration: self.reconcile_duration.clone(),
+        }
+    }
+
+    /// Counts a failed reconcile. `category` must come from the error type's bounded
+    /// `category()` (snake_case, a handful of values), never from error text.
+    pub fn record_failure(&self, category: &'static str) {
+        debug_assert!(is_label_word(category), "failure category {category:?} is not a snake_case word");
+        self.reconcile_failures.get_or_create(&FailureLabels { category }).inc();
+    }
+
+    pub fn set_managed_objects(&self, ns: &str, name: &str, count: i64) {
+        self.managed_objects.get_or_create(&system(ns, name)).set(count);
+    }
+
+    /// Sets the index counts of one system. Every state of [`INDEX_STATES`] is
+    /// exported, 0 when absent from `counts`, so an alert sees a drop to zero rather
+    /// than a series that vanished.
+    pub fn set_index_states(&self, ns: &str, name: &str, counts: &[(&'static str, i64)]) {
+        for (state, count) in counted(&INDEX_STATES, counts, "index state") {
+            let labels = IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state };
+            self.indexes.get_or_create(&labels).set(count);
+        }
+    }
+
+    /// Sets the chain violation counts of one system, every kind of
+    /// [`CHAIN_VIOLATION_KINDS`], 0 when absent from `counts`.
+    pub fn set_chain_violations(&self, ns: &str, name: &str, counts: &[(&'static str, i64)]) {
+        for (kind, count) in counted(&CHAIN_VIOLATION_KINDS, counts, "chain violation kind") {
+            let labels = ViolationLabels { referral_namespace: ns.into(), referral_system: name.into(), kind };
+            self.chain_violations.get_or_create(&labels).set(count);
+        }
+    }
+
+    /// Replaces the users-per-depth histogram of one system: depths not in `depths`
+    /// lose their series, so a chain that got shorter does not leave stale ones.
+    pub fn set_chain_depths(&self, ns: &str, name: &str, depths: &[(u32, i64)]) {
+        let key = system(ns, name);
+        let mut exported = self.depths.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = exported.remove(&key).unwrap_or_default();
+        let current: BTreeSet<u32> = depths.iter().map(|(depth, _)| *depth).collect();
+        for depth in previous.difference(&current) {
+            self.chain_users_by_depth.remove(&depth_labels(ns, name, *depth));
+        }
+        for (depth, users) in depths {
+            self.chain_users_by_depth.get_or_create(&depth_labels(ns, name, *depth)).set(*users);
+        }
+        if !current.is_empty() {
+            exported.insert(key, current);
+        }
+    }
+
+    /// Sets the backup gauges of one system. Without a completed backup the timestamp
+    /// series is absent rather than 0: a 0 would read as a backup 50 years old and
+    /// fire the backup alert for every system that is new.
+    pub fn set_backup(&self, ns: &str, name: &str, last_success_unix: Option<f64>, interval_seconds: f64) {
+        let labels = system(ns, name);
+        match last_success_unix {
+            Some(at) => {
+                self.backup_last_success.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.backup_last_success.remove(&labels);
+            }
+        }
+        self.backup_interval.get_or_create(&labels).set(interval_seconds);
+    }
+
+    pub fn set_leader(&self, is_leader: bool) {
+        self.leader.set(i64::from(is_leader));
+    }
+
+    /// Removes every series of a system, for when its ReferralSystem is deleted.
+    pub fn forget_system(&self, ns: &str, name: &str) {
+        let key = system(ns, name);
+        self.managed_objects.remove(&key);
+        self.backup_last_success.remove(&key);
+        self.backup_interval.remove(&key);
+        for state in INDEX_STATES {
+            self.indexes.remove(&IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state });
+        }
+        for kind in CHAIN_VIOLATION_KINDS {
+            self.chain_violations.remove(&ViolationLabels {
+                referral_namespace: ns.into(),
+                referral_system: name.into(),
+                kind,
+            });
+        }
+        let depths = self.depths.lock().unwrap_or_else(PoisonError::into_inner).remove(&key).unwrap_or_default();
+        for depth in depths {
+            self.chain_users_by_depth.remove(&depth_labels(ns, name, depth));
+        }
+    }
+
+    /// Every metric in the Prometheus text format (see [`CONTENT_TYPE`]).
+    ///
+    /// prometheus-client writes OpenMetrics text, which the Prometheus text parser
+    /// (`promtool check metrics`, many scrapers and exporters' tooling) misreads: an
+    /// OpenMetrics counter is declared as `# TYPE x counter` with samples named
+    /// `x_total`, so a text parser sees an empty counter `x` and an untyped `x_total`.
+    /// The two formats agree on everything else this registry emits, so the output is
+    /// rewritten here rather than served as OpenMetrics: counter descriptors get their
+    /// `_total` name and the OpenMetrics-only `# UNIT` and `# EOF` lines are dropped.
+    pub fn encode(&self) -> String {
+        let mut openmetrics = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry)
+            .expect("writing to a String cannot fail");
+        openmetrics_to_prometheus_text(&openmetrics)
+    }
+}
+
+/// Times one reconcile; see [`Metrics::reconcile_timer`].
+#[must_use = "the reconcile is timed until the guard is dropped"]
+#[derive(Debug)]
+pub struct ReconcileTimer {
+    started: Instant,
+    runs: Counter,
+    duration: Histogram,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.runs.inc();
+        self.duration.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+fn counter_base(name: &'static str) -> &'static str {
+    name.strip_suffix("_total").expect("counter names end in _total")
+}
+
+fn system(ns: &str, name: &str) -> SystemLabels {
+    SystemLabels { referral_namespace: ns.into(), referral_system: name.into() }
+}
+
+fn depth_labels(ns: &str, name: &str, depth: u32) -> DepthLabels {
+    DepthLabels { referral_namespace: ns.into(), referral_system: name.into(), depth }
+}
+
+fn is_label_word(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 40 && value.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// Pairs every allowed label value with its count from `counts` (0 when absent). A
+/// value outside `allowed` is a bug in the caller: it fails debug builds and is
+/// dropped in release builds, so it can never grow the label set.
+fn counted<'a>(
+    allowed: &'a [&'static str],
+    counts: &'a [(&'static str, i64)],
+    what: &'static str,
+) -> impl Iterator<Item = (&'static str, i64)> + 'a {
+    for (value, _) in counts {
+        debug_assert!(allowed.contains(value), "{what} {value:?} is not one of {allowed:?}");
+    }
+    allowed.iter().map(move |value| {
+        let count = counts.iter().filter(|(v, _)| v == value).map(|(_, n)| n).sum();
+        (*value, count)
+    })
+}
+
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> =
+        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match descriptor {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::reconcilers::monitoring::{LABEL_REFERRAL_NAMESPACE, LABEL_REFERRAL_SYSTEM, OPERATOR_METRICS};
+
+    fn series(text: &str, name: &str) -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn populated() -> Metrics {
+        let metrics = Metrics::new();
+        drop(metrics.reconcile_timer());
+        metrics.record_failure("kubernetes_api");
+        metrics.set_managed_objects("referrals", "main", 17);
+        metrics.set_index_states("referrals", "main", &[("present", 4), ("missing", 1)]);
+        metrics.set_chain_violations("referrals", "main", &[("cycles", 2)]);
+        metrics.set_chain_depths("referrals", "main", &[(0, 100), (1, 40), (2, 3)]);
+        metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
+        metrics.set_leader(true);
+        metrics
+    }
+
+    #[test]
+    fn encode_names_every_metric() {
+        let text = populated().encode();
+        for name in [RECONCILE_RUNS_TOTAL, RECONCILE_FAILURES_TOTAL, MANAGED_OBJECTS, LEADER]
+            .into_iter()
+            .chain(OPERATOR_METRICS)
+        {
+            assert!(!series(&text, name).is_empty(), "no {name} series in\n{text}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE line for {name} in\n{text}");
+        }
+        assert!(text.contains(&format!("{RECONCILE_DURATION_SECONDS}_bucket{{le=\"30.0\"}} 1")), "{text}");
+        assert!(text.contains(&format!("{RECONCILE_RUNS_TOTAL} 1\n")), "{text}");
+        assert!(text.contains(&format!("{LEADER} 1\n")), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    }
+
+    #[test]
+    fn per_system_series_carry_the_labels_the_alerts_select_on() {
+        let text = populated().encode();
+        let selector = format!("{LABEL_REFERRAL_NAMESPACE}=\"referrals\",{LABEL_REFERRAL_SYSTEM}=\"main\"");
+        assert!(text.contains(&format!("{OPERATOR_BACKUP_LAST_SUCCESS}{{{selector}}} 1700000000.0")), "{text}");
+        assert!(text.contains(&format!("{OPERATOR_INDEXES}{{{selector},state=\"missing\"}} 1")), "{text}");
+        assert!(text.contains(&format!("{OPERATOR_CHAIN_VIOLATIONS}{{{selector},kind=\"cycles\"}} 2")), "{text}");
+        assert!(text.contains(&format!("{OPERATOR_CHAIN_USERS_BY_DEPTH}{{{selector},depth=\"2\"}} 3")), "{text}");
+        // Absent states and kinds read 0, so the whole fixed set is always there.
+        assert_eq!(series(&text, OPERATOR_INDEXES).len(), INDEX_STATES.len());
+        assert!(text.contains(&format!("{OPERATOR_INDEXES}{{{selector},state=\"conflict\"}} 0")), "{text}");
+        assert_eq!(series(&text, OPERATOR_CHAIN_VIOLATIONS).len(), CHAIN_VIOLATION_KINDS.len());
+    }
+
+    #[test]
+    fn failure_labels_stay_a_small_fixed_set() {
+        let metrics = Metrics::new();
+        for round in 0..500 {
+            let category = ["kubernetes_api", "invalid_spec", "dependency"][round % 3];
+            metrics.record_failure(category);
+        }
+        let text = metrics.encode();
+        let failures = series(&text, RECONCILE_FAILURES_TOTAL);
+        assert_eq!(failures.len(), 3, "{text}");
+        assert!(failures.contains(&format!("{RECONCILE_FAILURES_TOTAL}{{category=\"dependency\"}} 166")), "{text}");
+        // The only label is `category`: no error text, no object names.
+        for line in failures {
+            let labels = line.split_once('{').unwrap().1.split_once('}').unwrap().0;
+            assert!(labels.starts_with("category=\"") && !labels.contains(','), "{line}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "not a snake_case word")]
+    #[cfg(debug_assertions)]
+    fn a_failure_category_built_from_text_is_rejected() {
+        let text: &'static str = Box::leak(format!("{:?}", "ApiError { code: 409 }").into_boxed_str());
+        Metrics::new().record_failure(text);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not one of")]
+    #[cfg(debug_assertions)]
+    fn an_unknown_index_state_is_rejected() {
+        Metrics::new().set_index_states("referrals", "main", &[("dropped", 1)]);
+    }
+
+    #[test]
+    fn forget_system_removes_all_of_its_series_and_only_those() {
+        let metrics = populated();
+        metrics.set_managed_objects("referrals", "other", 3);
+        metrics.set_chain_depths("referrals", "other", &[(0, 5)]);
+        metrics.forget_system("referrals", "main");
+        let text = metrics.encode();
+        assert!(!text.contains("referral_system=\"main\""), "{text}");
+        assert_eq!(series(&text, MANAGED_OBJECTS).len(), 1, "{text}");
+        assert_eq!(series(&text, OPERATOR_CHAIN_USERS_BY_DEPTH).len(), 1, "{text}");
+        // Process-wide series are not per system and survive.
+        assert_eq!(series(&text, RECONCILE_RUNS_TOTAL).len(), 1, "{text}");
+    }
+
+    #[test]
+    fn depths_that_no_longer_occur_lose_their_series() {
+        let metrics = Metrics::new();
+        metrics.set_chain_depths("referrals", "main", &[(0, 10), (1, 4), (5, 1)]);
+        metrics.set_chain_depths("referrals", "main", &[(0, 12), (1, 4)]);
+        let depth_series = series(&metrics.encode(), OPERATOR_CHAIN_USERS_BY_DEPTH);
+        assert_eq!(depth_series.len(), 2, "{depth_series:?}");
+        assert!(depth_series.iter().all(|line| !line.contains("depth=\"5\"")), "{depth_series:?}");
+    }
+
+    #[test]
+    fn no_backup_yet_means_no_timestamp_series() {
+        let metrics = Metrics::new();
+        metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 3600.0);
+        metrics.set_backup("referrals", "main", None, 3600.0);
+        let text = metrics.encode();
+        assert!(series(&text, OPERATOR_BACKUP_LAST_SUCCESS).is_empty(), "{text}");
+        assert_eq!(series(&text, OPERATOR_BACKUP_INTERVAL).len(), 1, "{text}");
+    }
+
+    #[test]
+    fn the_timer_counts_runs_on_every_exit_path() {
+        let metrics = Metrics::new();
+        let failing = || -> Result<(), ()> {
+            let _timer = metrics.reconcile_timer();
+            Err(())
+        };
+        assert!(failing().is_err());
+        drop(metrics.reconcile_timer());
+        let text = metrics.encode();
+        assert!(text.contains(&format!("{RECONCILE_RUNS_TOTAL} 2\n")), "{text}");
+        assert!(text.contains(&format!("{RECONCILE_DURATION_SECONDS}_count 2\n")), "{text}");
+    }
+
+    /// Debian's `promtool check metrics` parses and lints the exposition the way
+    /// Prometheus tooling reads it.
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let Some(promtool) = find_tool("promtool") else {
+            if std::env::var("REFOP_ALLOW_MISSING_TOOLS").as_deref() == Ok("1") {
+                eprintln!("SKIPPED: promtool not found (REFOP_ALLOW_MISSING_TOOLS=1)");
+                return;
+            }
+            panic!(
+                "promtool not found: install Debian package `prometheus` (apt-get install prometheus), \
+                 or set REFOP_ALLOW_MISSING_TOOLS=1 to skip this test"
+            );
+        };
+        let text = populated().encode();
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start promtool");
+        child.stdin.take().unwrap().write_all(text.as_bytes()).expect("feed promtool");
+        let output = child.wait_with_output().expect("run promtool");
+        assert!(
+            output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+            "promtool check metrics rejected the exposition ({}):\n{}{}\n--- input ---\n{text}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
+
+    fn find_tool(name: &str) -> Option<std::path::PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    }
+}

@@ -1,0 +1,15 @@
+//! The controller: watches ReferralSystems and what they own, applies what the
+//! builders produce, and reports the truth in status. Wiring lives here; the pure
+//! parts (conditions, status) live in their own modules.
+
+pub mod http;
+pub mod leader;
+pub mod metrics;
+
+pub mod apply;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod reconcile;
+pub mod run;
+pub mod secrets;

@@ -1,0 +1,360 @@
+//! One reconcile of one ReferralSystem: fetch -> validate -> read Secrets -> probe
+//! dependencies -> build -> apply (unless paused) -> observe -> status -> events.
+//! Every step that can fail says so in status; only Kubernetes API failures are
+//! returned as errors (and retried with backoff).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::crd::ReferralSystem;
+use crate::crd::status::ReferralSystemStatus;
+use crate::crd::validate::{ValidatedSystem, validate};
+use crate::reconcilers::env::redis_endpoint;
+use crate::reconcilers::workers::worker_name;
+use crate::reconcilers::{BuildContext, build};
+
+use super::apply::{Applied, Target, apply_all};
+use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
+use super::context::Context;
+use super::error::Error;
+use super::secrets::{self, SecretValues};
+
+/// Field manager of the status the controller writes.
+pub const STATUS_MANAGER: &str = "referral-operator-status";
+
+/// Entry point for the kube-runtime Controller.
+pub async fn reconcile(guard: Arc<DeserializeGuard<ReferralSystem>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let system = match &guard.0 {
+        Ok(system) => system,
+        Err(invalid) => {
+            // One object that does not decode must not stall the others: report it
+            // on the object and wait for someone to fix it.
+            let reference = guard.object_ref(&());
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(truncate(&format!("cannot decode this ReferralSystem: {}", invalid.error), 1000)),
+                action: "Decode".into(),
+                secondary: None,
+            };
+            let _ = ctx.recorder.publish(&event, &reference).await;
+            ctx.metrics.record_failure("invalid_spec");
+            return Ok(Action::await_change());
+        }
+    };
+    let result = reconcile_system(system, &ctx).await;
+    let key = format!("{}/{}", system.namespace().unwrap_or_default(), system.name_any());
+    if result.is_ok() {
+        ctx.reset_backoff(&key);
+    }
+    result
+}
+
+/// Requeue policy after an error: exponential backoff per object.
+pub fn error_policy(guard: Arc<DeserializeGuard<ReferralSystem>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any());
+    ctx.metrics.record_failure(error.category());
+    let wait = ctx.next_backoff(&key);
+    tracing::warn!(system = %key, category = error.category(), %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+fn new_observed(system: &ReferralSystem) -> Observed {
+    Observed {
+        generation: system.metadata.generation,
+        spec_problems: Vec::new(),
+        missing_secrets: Vec::new(),
+        paused: system.spec.paused,
+        stopped: system.spec.stopped,
+        workers: Vec::new(),
+        redis_workload: None,
+        redis: Probe::Unknown { reason: "NotChecked".into(), message: "not checked yet".into() },
+        mongo: Probe::Unknown { reason: "NotChecked".into(), message: "not checked yet".into() },
+        monitoring_crds_missing: None,
+        apply_error: None,
+    }
+}
+
+async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Action, Error> {
+    let namespace = system.namespace().ok_or(Error::NoNamespace)?;
+    let name = system.name_any();
+    let mut observed = new_observed(system);
+
+    let validated = match validate(system, &namespace) {
+        Ok(validated) => validated,
+        Err(problems) => {
+            observed.spec_problems = problems.iter().map(ToString::to_string).collect();
+            write_status(system, ctx, &observed).await?;
+            // Nothing will change until the spec does.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let secret_api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let secrets = secrets::read(&secret_api, &system.spec).await?;
+    observed.missing_secrets = secrets.missing.clone();
+    let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
+    observed.mongo = mongo;
+    observed.redis = redis;
+
+    let children = build(
+        &validated,
+        &BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: Some(secrets.hash.clone()) },
+    );
+    let monitoring_wanted = !children.prometheus_rules.is_empty() || !children.service_monitors.is_empty();
+    let mut apply_failure = None;
+    let applied = if system.spec.paused || !secrets.missing.is_empty() {
+        // Paused: no child writes. Missing Secret: applying would roll pods into a
+        // state where they cannot start, so keep what runs and say why.
+        observe_only(ctx, &validated).await?
+    } else {
+        let uid = system.metadata.uid.clone().unwrap_or_default();
+        let target = Target { client: &ctx.client, namespace: &namespace, system: &name, uid: &uid };
+        match apply_all(&target, &children, &ctx.capabilities()).await {
+            Ok(applied) => {
+                ctx.metrics.set_managed_objects(&namespace, &name, applied.count as i64);
+                applied
+            }
+            Err(error) => {
+                observed.apply_error = Some(error.to_string());
+                apply_failure = Some(error);
+                observe_only(ctx, &validated).await?
+            }
+        }
+    };
+    if monitoring_wanted && !applied.skipped_monitoring.is_empty() {
+        observed.monitoring_crds_missing = Some(format!(
+            "the prometheus-operator CRDs for {} are not installed (monitoring.coreos.com); alerts and scraping are not configured",
+            applied.skipped_monitoring.join(" and ")
+        ));
+    }
+    observe_workloads(&validated, &applied, &mut observed);
+
+    let status = write_status(system, ctx, &observed).await?;
+    if let Some(error) = apply_failure {
+        return Err(error);
+    }
+    let ready = conditions::is_true(&status.conditions, READY);
+    Ok(Action::requeue(if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready }))
+}
+
+async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> Probe {
+    let Some(uri) = &secrets.mongo_uri else {
+        return Probe::Unknown {
+            reason: "SecretMissing".into(),
+            message: "the MongoDB URI Secret cannot be read".into(),
+        };
+    };
+    match ctx.mongo.ping(uri, ctx.settings.probe_timeout).await {
+        Ok(()) => Probe::Ok { message: "MongoDB answered ping".into() },
+        Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+    }
+}
+
+async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretValues) -> Probe {
+    let redis = &system.spec.redis;
+    if redis.password_secret_ref.is_some() && secrets.redis_password.is_none() {
+        return Probe::Unknown {
+            reason: "SecretMissing".into(),
+            message: "the Redis password Secret cannot be read".into(),
+        };
+    }
+    if redis.external.as_ref().is_some_and(|e| e.tls) {
+        return Probe::Unknown {
+            reason: "TLSNotProbed".into(),
+            message: "Redis over TLS is not probed by the operator; workers connect directly".into(),
+        };
+    }
+    let (host, port) = redis_endpoint(system);
+    // Managed Redis is reached through its Service's cluster DNS name.
+    let host = if redis.managed.is_some() { format!("{host}.{}.svc", system.namespace) } else { host };
+    let port = u16::try_from(port).unwrap_or(6379);
+    match crate::checks::redis_probe::ping(&host, port, secrets.redis_password.as_deref(), ctx.settings.probe_timeout)
+        .await
+    {
+        Ok(()) => Probe::Ok { message: format!("Redis at {host}:{port} answered PING") },
+        Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+    }
+}
+
+/// Reads the workloads without writing anything (paused, or apply failed).
+async fn observe_only(ctx: &Context, system: &ValidatedSystem) -> Result<Applied, Error> {
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &system.namespace);
+    let mut applied = Applied::default();
+    for worker in &system.spec.workers {
+        let name = worker_name(system, &worker.name);
+        if let Some(d) =
+            deployments.get_opt(&name).await.map_err(|source| Error::Read { kind: "Deployment", name, source })?
+        {
+            applied.deployments.push(d);
+        }
+    }
+    if system.spec.redis.managed.is_some() {
+        let name = crate::reconcilers::env::managed_redis_name(system);
+        let sets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &system.namespace);
+        if let Some(s) =
+            sets.get_opt(&name).await.map_err(|source| Error::Read { kind: "StatefulSet", name, source })?
+        {
+            applied.stateful_sets.push(s);
+        }
+    }
+    Ok(applied)
+}
+
+fn observe_workloads(system: &ValidatedSystem, applied: &Applied, observed: &mut Observed) {
+    for worker in &system.spec.workers {
+        let name = worker_name(system, &worker.name);
+        let deployment = applied.deployments.iter().find(|d| d.metadata.name.as_deref() == Some(name.as_str()));
+        observed.workers.push(match deployment {
+            None => WorkerObservation {
+                name: worker.name.clone(),
+                deployment: name,
+                desired: if system.spec.stopped { 0 } else { worker.replicas.unwrap_or(1) },
+                ready: 0,
+                rolled_out: false,
+                stuck: false,
+                missing: true,
+            },
+            Some(d) => observe_deployment(&worker.name, name, d),
+        });
+    }
+    if system.spec.redis.managed.is_some() {
+        let name = crate::reconcilers::env::managed_redis_name(system);
+        let ready = applied
+            .stateful_sets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+            >= 1;
+        observed.redis_workload = Some((name, ready));
+    }
+}
+
+fn observe_deployment(worker: &str, name: String, d: &Deployment) -> WorkerObservation {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let rolled_out = current
+        && status.updated_replicas.unwrap_or(0) >= desired
+        && status.available_replicas.unwrap_or(0) >= desired
+        && status.replicas.unwrap_or(0) <= desired;
+    let stuck = status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    WorkerObservation { name: worker.to_string(), deployment: name, desired, ready, rolled_out, stuck, missing: false }
+}
+
+fn now() -> Time {
+    // Whole seconds: the apiserver stores conditions at that precision, and a finer
+    // value would make an unchanged status look changed.
+    let seconds = k8s_openapi::jiff::Timestamp::now().as_second();
+    Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()))
+}
+
+/// The status fields this controller owns, with explicit nulls so a merge patch
+/// removes what is gone. Summaries written by the check jobs are left alone.
+fn status_patch(status: &ReferralSystemStatus) -> Value {
+    let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
+    json!({
+        "status": {
+            "observedGeneration": status.observed_generation,
+            "conditions": status.conditions,
+            "workersReady": status.workers_ready,
+            "workers": or_null(json!(status.workers), status.workers.is_empty()),
+            "resourcesNotReady": or_null(json!(status.resources_not_ready), status.resources_not_ready.is_empty()),
+        }
+    })
+}
+
+async fn write_status(
+    system: &ReferralSystem,
+    ctx: &Context,
+    observed: &Observed,
+) -> Result<ReferralSystemStatus, Error> {
+    let old = system.status.clone();
+    let status = conditions::status(observed, old.as_ref(), &now());
+    if old.as_ref() == Some(&status) {
+        return Ok(status);
+    }
+    let namespace = system.namespace().unwrap_or_default();
+    let name = system.name_any();
+    let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &namespace);
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&status)))
+        .await
+        .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    publish_transitions(
+        system,
+        ctx,
+        old.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default(),
+        &status.conditions,
+    )
+    .await;
+    Ok(status)
+}
+
+fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Events for the transitions a person wants to see in `kubectl describe`.
+async fn publish_transitions(system: &ReferralSystem, ctx: &Context, old: &[Condition], new: &[Condition]) {
+    let mut events = Vec::new();
+    let was = |t: &str| find(old, t).map(|c| c.status.as_str());
+    let is = |t: &str| find(new, t);
+    if let Some(c) = is(conditions::SPEC_VALID)
+        && c.status == "False"
+        && was(conditions::SPEC_VALID) != Some("False")
+    {
+        events.push((EventType::Warning, "InvalidSpec", c.message.clone()));
+    }
+    if let Some(c) = is(conditions::PAUSED) {
+        match (was(conditions::PAUSED), c.status.as_str()) {
+            (Some("True"), "False") => events.push((EventType::Normal, "Resumed", c.message.clone())),
+            (old, "True") if old != Some("True") => events.push((EventType::Normal, "Paused", c.message.clone())),
+            _ => {}
+        }
+    }
+    if let Some(c) = is(READY) {
+        match (was(READY), c.status.as_str()) {
+            (None, _) => events.push((EventType::Normal, "Created", "children created; status is now reported".into())),
+            (Some(old), "True") if old != "True" => events.push((EventType::Normal, "Ready", c.message.clone())),
+            (Some("True"), status) if status != "True" => {
+                events.push((EventType::Warning, "Degraded", format!("{}: {}", c.reason, c.message)))
+            }
+            _ => {}
+        }
+        if was(READY).is_none() && c.status == "True" {
+            events.push((EventType::Normal, "Ready", c.message.clone()));
+        }
+    }
+    let reference = system.object_ref(&());
+    for (type_, reason, note) in events {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(&note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason, "could not publish an event");
+        }
+    }
+}

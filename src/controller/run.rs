@@ -1,0 +1,228 @@
+//! `referral-operator run`: wires the kube-runtime Controller(s), the health and
+//! metrics endpoints, leader election and periodic discovery together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{Controller, WatchStreamExt};
+
+use kube::{Client, Resource};
+
+use crate::crd::ReferralSystem;
+use crate::reconcilers::meta::{LABEL_MANAGED_BY, MANAGER};
+
+use super::context::{Capabilities, Context, ControllerSettings};
+use super::http::{self, Health};
+use super::leader::{self, LeaseConfig};
+use super::metrics::Metrics;
+use super::reconcile::{error_policy, reconcile};
+
+/// How `run` was asked to behave.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Watch only these namespaces; all when empty.
+    pub namespaces: Vec<String>,
+    pub listen: SocketAddr,
+    pub settings: ControllerSettings,
+    /// Hold a Lease before writing; `None` runs without election (one replica).
+    pub lease: Option<LeaseConfig>,
+    /// How often to look for the prometheus-operator CRDs again.
+    pub discovery_interval: Duration,
+}
+
+/// Why `run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build a Kubernetes client (in-cluster config or KUBECONFIG): {source}")]
+    Client { source: kube::Error },
+    #[error("the health and metrics server failed: {source}")]
+    Http { source: http::HttpError },
+    #[error("lost the leader lease {name}; exiting so a replica that holds it takes over")]
+    LostLease { name: String },
+}
+
+/// Looks for the prometheus-operator kinds.
+pub async fn discover(client: &Client) -> Capabilities {
+    match kube::discovery::group(client, "monitoring.coreos.com").await {
+        Ok(group) => Capabilities {
+            prometheus_rule: group.recommended_kind("PrometheusRule").map(|(r, _)| r),
+            service_monitor: group.recommended_kind("ServiceMonitor").map(|(r, _)| r),
+        },
+        Err(_) => Capabilities::default(),
+    }
+}
+
+fn child_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
+}
+
+/// One Controller over one namespace (or all), sharing `ctx`.
+async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>) {
+    fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let systems: Api<DeserializeGuard<ReferralSystem>> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    // Managed fields are dropped before caching: they are the largest part of most
+    // objects and the controller never reads them.
+    let stream = watcher(systems, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|guard: &mut DeserializeGuard<ReferralSystem>| {
+            guard.meta_mut().managed_fields = None;
+        })
+        .reflect(writer)
+        .touched_objects();
+    let children = |client: &Client| {
+        (
+            watcher(api::<PartialObjectMeta<Deployment>>(client, &namespace), child_config()).touched_objects(),
+            watcher(api::<PartialObjectMeta<StatefulSet>>(client, &namespace), child_config()).touched_objects(),
+        )
+    };
+    let (deployments, stateful_sets) = children(&client);
+    Controller::for_stream(stream, reader)
+        .owns_stream(deployments)
+        .owns_stream(stateful_sets)
+        .owns_stream(watcher(api::<PartialObjectMeta<Service>>(&client, &namespace), child_config()).touched_objects())
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &namespace), child_config()).touched_objects(),
+        )
+        .owns_stream(watcher(api::<PartialObjectMeta<CronJob>>(&client, &namespace), child_config()).touched_objects())
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, &namespace), child_config())
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, &namespace), child_config())
+                .touched_objects(),
+        )
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<NetworkPolicy>>(&client, &namespace), child_config()).touched_objects(),
+        )
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<ServiceAccount>>(&client, &namespace), child_config()).touched_objects(),
+        )
+        .owns_stream(watcher(api::<PartialObjectMeta<Role>>(&client, &namespace), child_config()).touched_objects())
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<RoleBinding>>(&client, &namespace), child_config()).touched_objects(),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(system = %object_key(&object), "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+fn object_key(object: &ObjectRef<DeserializeGuard<ReferralSystem>>) -> String {
+    format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name)
+}
+
+/// Runs until SIGTERM/SIGINT, or until the lease is lost.
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(|source| RunError::Client { source })?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let server = tokio::spawn(http::serve(config.listen, metrics.clone(), health.clone()));
+
+    let mut leadership = None;
+    if let Some(lease) = &config.lease {
+        let (mut is_leader, task) = leader::spawn(client.clone(), lease.clone());
+        tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
+        while !*is_leader.borrow() {
+            if is_leader.changed().await.is_err() {
+                return Err(RunError::LostLease { name: lease.name.clone() });
+            }
+        }
+        metrics.set_leader(true);
+        tracing::info!(lease = %lease.name, "holding the leader lease");
+        leadership = Some((is_leader, task));
+    }
+
+    let reporter = Reporter { controller: MANAGER.into(), instance: config.lease.as_ref().map(|l| l.identity.clone()) };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+        config.settings.clone(),
+    ));
+    let found = discover(&client).await;
+    if let Ok(mut caps) = ctx.capabilities.write() {
+        *caps = found;
+    }
+    let discovery_ctx = ctx.clone();
+    let interval = config.discovery_interval;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let found = discover(&discovery_ctx.client).await;
+            if let Ok(mut caps) = discovery_ctx.capabilities.write() {
+                *caps = found;
+            }
+        }
+    });
+
+    let namespaces: Vec<Option<String>> =
+        if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
+    let controllers =
+        futures::future::join_all(namespaces.into_iter().map(|ns| controller(client.clone(), ns, ctx.clone())));
+    health.set_ready(true);
+    tracing::info!("controller started");
+
+    let lost = async {
+        match &mut leadership {
+            Some((is_leader, _)) => loop {
+                if is_leader.changed().await.is_err() || !*is_leader.borrow() {
+                    break;
+                }
+            },
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => {
+            tracing::info!("controller stopped");
+            if let Some(lease) = &config.lease {
+                let _ = leader::release(client.clone(), lease).await;
+            }
+            Ok(())
+        }
+        _ = lost => {
+            metrics.set_leader(false);
+            Err(RunError::LostLease { name: config.lease.map(|l| l.name).unwrap_or_default() })
+        }
+        result = server => match result {
+            Ok(Err(source)) => Err(RunError::Http { source }),
+            _ => Ok(()),
+        },
+    }
+}

@@ -1,0 +1,75 @@
+//! Referenced Secrets, read by name when needed: never listed, never watched, never
+//! cached beyond one reconcile. Values stay in memory for the dependency probes; only
+//! a hash of them leaves this module (into pod templates, so a rotation rolls pods).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{ReferralSystemSpec, SecretKeyRef};
+
+use super::error::Error;
+
+/// The secret values one system needs, with a hash over all of them.
+pub struct SecretValues {
+    pub mongo_uri: Option<String>,
+    pub redis_password: Option<Vec<u8>>,
+    /// SHA-256 over every referenced (secret, key, value), hex, cut to 16 characters.
+    pub hash: String,
+    /// References that could not be resolved, as "Secret NAME key KEY", for status.
+    pub missing: Vec<String>,
+}
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a value, at any log level.
+        f.debug_struct("SecretValues").field("hash", &self.hash).field("missing", &self.missing).finish()
+    }
+}
+
+/// Every Secret key the spec refers to, in a stable order.
+pub fn references(spec: &ReferralSystemSpec) -> Vec<&SecretKeyRef> {
+    let mut refs = vec![&spec.mongodb.uri_secret_ref];
+    refs.extend(spec.redis.password_secret_ref.as_ref());
+    refs
+}
+
+/// Reads the referenced keys. A missing Secret or key is reported, not an error;
+/// an API failure is.
+pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec) -> Result<SecretValues, Error> {
+    let mut secrets: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    for reference in references(spec) {
+        if !secrets.contains_key(&reference.name) {
+            let secret = api
+                .get_opt(&reference.name)
+                .await
+                .map_err(|source| Error::ReadSecret { name: reference.name.clone(), source })?;
+            secrets.insert(reference.name.clone(), secret);
+        }
+    }
+    let value = |reference: &SecretKeyRef| -> Option<Vec<u8>> {
+        secrets.get(&reference.name)?.as_ref()?.data.as_ref()?.get(&reference.key).map(|b| b.0.clone())
+    };
+    let mut hasher = Sha256::new();
+    let mut missing = Vec::new();
+    for reference in references(spec) {
+        hasher.update(reference.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(reference.key.as_bytes());
+        hasher.update([0]);
+        match value(reference) {
+            Some(v) => hasher.update(&v),
+            None => missing.push(format!("Secret {} key {}", reference.name, reference.key)),
+        }
+        hasher.update([0xff]);
+    }
+    let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(SecretValues {
+        mongo_uri: value(&spec.mongodb.uri_secret_ref).and_then(|v| String::from_utf8(v).ok()),
+        redis_password: spec.redis.password_secret_ref.as_ref().and_then(value),
+        hash,
+        missing,
+    })
+}
