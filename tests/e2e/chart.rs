@@ -3,12 +3,15 @@
 //! says and nothing more (`kubectl auth can-i --list` as the ServiceAccount), never
 //! list/watch on Secrets, and are enough for the operator to create every child it
 //! builds, the Roles included (the API server's escalation check). The whole chart
-//! installs into a namespace that enforces the restricted Pod Security Standard.
+//! installs into a namespace that enforces the restricted Pod Security Standard,
+//! and the controller itself, run with a token of the chart's ServiceAccount,
+//! reconciles a system (Secret read, children applied and pruned, status, events,
+//! Lease) without one Forbidden.
 //!
 //! For other e2e tests: [`render_chart`] renders the chart to a file and
 //! [`Installed`] applies it and removes its cluster-scoped objects on drop;
 //! [`service_account_kubeconfig`] writes a kubeconfig that acts as the operator's
-//! ServiceAccount, so `referral-operator run` can be started with exactly its rights.
+//! ServiceAccount, and [`RunningOperator`] starts `referral-operator run` with it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -424,4 +427,167 @@ async fn the_whole_chart_installs_under_restricted_pod_security() {
     let mut system: referral_operator::crd::ReferralSystem = serde_yaml::from_str(&text).unwrap();
     system.metadata.namespace = Some(watched.name.clone());
     systems.create(&PostParams::default(), &system).await.expect("create a ReferralSystem");
+}
+
+/// `referral-operator run` started on this machine with a kubeconfig that acts as the
+/// chart's ServiceAccount: the controller itself, with exactly the chart's rights.
+/// Killed on drop.
+pub struct RunningOperator {
+    child: std::process::Child,
+    pub log: PathBuf,
+    pub listen: std::net::SocketAddr,
+}
+
+impl RunningOperator {
+    pub fn start(kubeconfig: &Path, log: PathBuf, lease_namespace: &str, identity: &str, watch: &[&str]) -> Self {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_referral-operator"));
+        command
+            .args(["run", "--leader-elect", "--lease-name=referral-operator", "--log-format=text"])
+            .arg(format!("--listen={listen}"))
+            .arg(format!("--identity={identity}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", lease_namespace)
+            .env("RUST_LOG", "info")
+            .env_remove("WATCH_NAMESPACES")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap());
+        for namespace in watch {
+            command.arg(format!("--namespace={namespace}"));
+        }
+        RunningOperator { child: command.spawn().expect("start referral-operator run"), log, listen }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_operator_reconciles_with_exactly_the_charts_rights() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    use referral_operator::crd::ReferralSystem;
+    use std::time::Duration;
+
+    if !enabled() {
+        return;
+    }
+    let client = client().await;
+    install_crd(&client).await;
+    let operator_ns = TestNamespace::create(&client, "refop").await;
+    let watched = TestNamespace::create(&client, "watched").await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = format!("run-{}", suffix());
+    let path = render_chart(
+        dir.path(),
+        "rbac.yaml",
+        &[
+            "--mode",
+            "namespaced",
+            "--namespace",
+            &operator_ns.name,
+            "--watch",
+            &watched.name,
+            "--release",
+            &release,
+            "--set",
+            "leaderElection.enabled=true",
+            "--only",
+            "rbac",
+        ],
+    );
+    let installed = Installed::apply(path);
+    let (sa_namespace, sa_name) = installed.service_account();
+    let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "referral-mongo"},
+        "stringData": {"uri": crate::harness::testbed_var("REFOP_TEST_MONGODB_URI")},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &watched.name).create(&PostParams::default(), &secret).await.unwrap();
+    let systems = Api::<ReferralSystem>::namespaced(client.clone(), &watched.name);
+    let text = std::fs::read_to_string(format!("{}/examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    system.metadata.name = Some("main".into());
+    system.metadata.namespace = Some(watched.name.clone());
+    system.spec.workers.push(serde_json::from_value(serde_json::json!({"name": "api"})).unwrap());
+    systems.create(&PostParams::default(), &system).await.unwrap();
+
+    let operator = RunningOperator::start(
+        &kubeconfig,
+        dir.path().join("operator.log"),
+        &operator_ns.name,
+        "e2e-0",
+        &[&watched.name],
+    );
+    let reconciled =
+        wait_for(Duration::from_secs(90), "the operator to write a status for this generation", || async {
+            let log = operator.log_text();
+            assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
+            let current = systems.get("main").await.ok()?;
+            let status = current.status.clone()?;
+            (status.observed_generation == current.metadata.generation).then_some(status)
+        })
+        .await;
+    let condition = |type_: &str| reconciled.conditions.iter().find(|c| c.type_ == type_).cloned();
+    assert_eq!(condition("SpecValid").map(|c| c.status), Some("True".into()), "{reconciled:?}");
+    // The MongoDB URI came from the Secret, read by name with `get` only.
+    assert_eq!(condition("MongoReachable").map(|c| c.status), Some("True".into()), "{reconciled:?}");
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &watched.name);
+    wait_for(Duration::from_secs(30), "both worker Deployments", || async {
+        let api = deployments.get_opt("main-api").await.ok()??;
+        let rewards = deployments.get_opt("main-reward-processor").await.ok()??;
+        Some((api, rewards))
+    })
+    .await;
+    let (ok, roles, _) =
+        kubectl(&["get", "roles,rolebindings,cronjobs,statefulsets", "-n", &watched.name, "-o", "name"], None);
+    assert!(ok && roles.contains("role.rbac.authorization.k8s.io/main-checks"), "{roles}");
+    assert!(roles.contains("rolebinding.rbac.authorization.k8s.io/main-checks"), "{roles}");
+    let lease = Api::<Lease>::namespaced(client.clone(), &operator_ns.name).get("referral-operator").await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("e2e-0"));
+    let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &watched.name, "-o", "json"], None);
+    assert!(ok && events.contains("\"reportingController\": \"referral-operator\""), "no event from the operator");
+
+    // Pruning a worker needs list and delete on Deployments.
+    let mut workers = serde_json::to_value(&system.spec.workers).unwrap();
+    workers.as_array_mut().unwrap().retain(|w| w["name"] != "api");
+    systems
+        .patch("main", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"workers": workers}})))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the operator to prune the removed worker", || async {
+        let log = operator.log_text();
+        assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
+        deployments.get_opt("main-api").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    let log = operator.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
+    let (ok, body, _) = curl_ready(operator.listen);
+    assert!(ok && body.contains("ready"), "/readyz: {body}\n{log}");
+}
+
+/// GET /readyz over a plain socket: (200?, body).
+fn curl_ready(addr: std::net::SocketAddr) -> (bool, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the operator's HTTP port");
+    stream.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.starts_with("HTTP/1.1 200"), body.to_string(), head.to_string())
 }
