@@ -42,6 +42,9 @@ pub enum Command {
         #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
     },
+    /// The kubectl plugin's commands: what `kubectl referral ...` runs when this binary
+    /// is installed (or linked) as `kubectl-referral`.
+    Plugin(crate::plugin::PluginArgs),
 }
 
 /// Flags of `run`.
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let Cli { command } = cli;
     match command {
         Command::Run(args) => run_controller(args),
+        Command::Plugin(args) => crate::plugin::run(args),
         Command::Crd => {
             print!("{}", crate::crd::definition_yaml());
             ExitCode::SUCCESS

@@ -4,10 +4,12 @@
 //! - [`reconcilers`]: pure builders, spec in, objects out, one module per concern.
 //! - [`render`]: the GitOps preview, every child object for a file, offline.
 //! - [`cli`]: the command line.
+//! - [`plugin`]: `kubectl referral`, the kubectl plugin face of the binary.
 
 pub mod checks;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod plugin;
 pub mod reconcilers;
 pub mod render;
