@@ -3,8 +3,10 @@
 //! - [`crd`]: the resource, its defaults and admission rules (no cluster).
 //! - [`reconcilers`]: pure builders, spec in, objects out, one module per concern.
 //! - [`render`]: the GitOps preview, every child object for a file, offline.
+//! - [`backup`]: backup names, the retention planner, the backup folder on disk.
 //! - [`cli`]: the command line.
 
+pub mod backup;
 pub mod checks;
 pub mod cli;
 pub mod controller;
