@@ -6,5 +6,8 @@
 //! Nothing here talks to a cluster or to a database; `referral-operator backup ...`
 //! (in [`crate::commands::backup`]) and the controller put these pieces to work.
 
+pub mod health;
 pub mod name;
 pub mod retention;
+pub mod schedule;
+pub mod store;
