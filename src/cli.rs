@@ -42,6 +42,9 @@ pub enum Command {
         #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
     },
+    /// Backups on a backup volume: list, prune by retention, finalize a run, verify one.
+    #[command(subcommand)]
+    Backup(crate::commands::backup::BackupCommand),
 }
 
 /// Flags of `run`.
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let Cli { command } = cli;
     match command {
         Command::Run(args) => run_controller(args),
+        Command::Backup(command) => crate::commands::backup::run(command),
         Command::Crd => {
             print!("{}", crate::crd::definition_yaml());
             ExitCode::SUCCESS

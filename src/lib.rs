@@ -4,11 +4,12 @@
 //! - [`reconcilers`]: pure builders, spec in, objects out, one module per concern.
 //! - [`render`]: the GitOps preview, every child object for a file, offline.
 //! - [`backup`]: backup names, the retention planner, the backup folder on disk.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line; [`commands`] holds each subcommand's work.
 
 pub mod backup;
 pub mod checks;
 pub mod cli;
+pub mod commands;
 pub mod controller;
 pub mod crd;
 pub mod reconcilers;

@@ -108,4 +108,26 @@ pub struct BackupStatus {
     pub kept: u32,
     /// Total size of the kept backups in bytes.
     pub size_bytes: u64,
+    /// Name of the newest complete backup, e.g. `20261123T010000Z`: what a
+    /// ReferralRestore names to go back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
+    /// Complete backups on the volume after retention, newest first (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<String>,
+    /// Incomplete backups on the volume (runs in progress, or stale ones left by
+    /// failed runs, which are never deleted automatically).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incomplete: u32,
+    /// What a person should look at: stale incomplete backups, folders that are not
+    /// backups, backups dated in the future, deletions that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// When the backup Job last wrote this summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<Time>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
