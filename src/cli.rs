@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller: watch ReferralSystems and keep their children in line.
     Run(RunArgs),
-    /// Print the ReferralSystem CustomResourceDefinition as YAML.
+    /// Print the CustomResourceDefinitions (ReferralSystem, ReferralRestore) as YAML.
     Crd,
     /// Print every object the operator would create for the ReferralSystems in a file,
     /// with no cluster: the GitOps preview.
@@ -140,7 +140,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run_controller(args),
         Command::Backup(command) => crate::commands::backup::run(command),
         Command::Crd => {
-            print!("{}", crate::crd::definition_yaml());
+            print!("{}", crate::crd::all_definitions_yaml());
             ExitCode::SUCCESS
         }
         Command::Render { file, namespace, operator_image } => {
