@@ -113,6 +113,7 @@ finish() {
 trap finish EXIT
 i=0
 until [ "$(source_cli PING 2>/dev/null)" = "PONG" ]; do
+  kill -0 "$server" 2>/dev/null || { echo "redis-server could not load the snapshot $rdb" >&2; exit 1; }
   i=$((i + 1)); [ "$i" -le 600 ] || { echo "the snapshot did not load within 10 minutes" >&2; exit 1; }
   sleep 1
 done
