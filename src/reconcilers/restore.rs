@@ -348,7 +348,10 @@ pub struct RestoreObservation<'a> {
     pub backup_running: Option<&'a str>,
     /// An image change of the system is between backup and rollout.
     pub upgrade_in_progress: bool,
-    /// Every worker Deployment of the system reports zero pods (status.replicas 0).
+    /// Every worker Deployment has a spec of zero replicas and no worker pod is
+    /// left, terminating ones included (list the pods, or require
+    /// `status.observedGeneration >= metadata.generation` and `status.replicas` and
+    /// `status.terminatingReplicas` at 0: a status not yet updated reads as 0).
     pub workers_stopped: bool,
     /// The restore Job ([`restore_job_name`]).
     pub restore_job: JobPhase,
