@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec, PodFailurePolicy};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec, PodFailurePolicy};
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -54,5 +54,58 @@ pub fn one_off_job(system: &ValidatedSystem, ctx: &BuildContext, run: OneOff<'_>
             ..JobSpec::default()
         }),
         status: None,
+    }
+}
+
+/// A Job from a CronJob's template, as `kubectl create job --from=cronjob/...` makes:
+/// for a check asked for now (`referral.dev/check-now`) or the chain check after a
+/// restore. Same labels and owner as the CronJob, plus [`LABEL_PURPOSE`]. `None`
+/// when the CronJob has no template.
+pub fn job_from_cron_job(cron: &CronJob, job_name: &str, purpose: &str) -> Option<Job> {
+    let template = cron.spec.as_ref()?.job_template.clone();
+    let mut labels = cron.metadata.labels.clone().unwrap_or_default();
+    labels.extend(template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default());
+    labels.insert(LABEL_PURPOSE.to_string(), purpose.to_string());
+    let mut spec = template.spec?;
+    if spec.ttl_seconds_after_finished.is_none() {
+        spec.ttl_seconds_after_finished = Some(FINISHED_JOB_TTL_SECONDS);
+    }
+    Some(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name.to_string()),
+            namespace: cron.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: cron.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ReferralSystem;
+    use crate::crd::validate::validate;
+
+    #[test]
+    fn a_job_from_the_chain_check_cronjob_keeps_its_pod_and_owner() {
+        let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml")).unwrap();
+        let mut parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        parsed.metadata.uid = Some("1234".into());
+        let system = validate(&parsed, "referrals").unwrap();
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
+        let children = super::super::build(&system, &ctx);
+        let cron =
+            children.cron_jobs.iter().find(|c| c.metadata.name.as_deref() == Some("minimal-chain-check")).unwrap();
+        let job = job_from_cron_job(cron, "minimal-restore-check-1", "restore-check").unwrap();
+        let template = &cron.spec.as_ref().unwrap().job_template;
+        assert_eq!(job.spec.as_ref().unwrap().template, template.spec.as_ref().unwrap().template);
+        assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].uid, "1234");
+        assert_eq!(job.metadata.namespace.as_deref(), Some("referrals"));
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_PURPOSE], "restore-check");
+        assert_eq!(labels["app.kubernetes.io/component"], "chain-check");
     }
 }

@@ -394,8 +394,8 @@ pub enum RestoreStep {
     },
     /// Ensure the system's declared MongoDB indexes now, then record the outcome.
     EnsureIndexes,
-    /// Create a chain-check Job with this name (from the chain-check CronJob's
-    /// template, as `referral.dev/check-now` does).
+    /// Create a chain-check Job with this name: `job::job_from_cron_job` on the
+    /// chain-check CronJob, purpose `restore-check`.
     RunChainCheck {
         job_name: String,
     },

@@ -510,12 +510,10 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
             }
             RestoreStep::EnsureIndexes => indexes = IndexOutcome::Ensured,
             RestoreStep::RunChainCheck { job_name } => {
-                // Stands in for the chain-check Job the controller makes from the CronJob.
-                let mut job = backup_job(&system, &ctx(), job_name, BackupPurpose::Manual);
-                job.metadata
-                    .labels
-                    .get_or_insert_default()
-                    .insert("referral.dev/purpose".into(), "restore-check".into());
+                let built = build(&system, &ctx());
+                let cron = built.cron_jobs.iter().find(|c| c.name_any() == "main-chain-check").unwrap();
+                let job =
+                    referral_operator::reconcilers::job::job_from_cron_job(cron, job_name, "restore-check").unwrap();
                 jobs.create(&PostParams::default(), &job).await.expect("create check Job");
             }
             RestoreStep::WaitForWorkersToStop => {
