@@ -36,6 +36,10 @@ if ! command -v promtool >/dev/null; then
   log "installing promtool (Debian package prometheus)"
   apt_install prometheus
 fi
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  log "installing redis-server and redis-tools (the backup and restore script tests run them)"
+  apt_install redis-server redis-tools
+fi
 if ! command -v kubernetes-validate >/dev/null; then
   log "installing kubernetes-validate (PyPI)"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "kubernetes-validate==1.37.0"
