@@ -46,6 +46,10 @@ if ! python3 -c 'import pytest, helm_python, yaml' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     "pytest>=8" "helm-python-sdk==0.2.2" "pyyaml>=6"
 fi
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  log "installing redis-server and redis-tools (the backup and restore script tests run them)"
+  apt_install redis-server redis-tools
+fi
 if ! command -v kubernetes-validate >/dev/null; then
   log "installing kubernetes-validate (PyPI)"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "kubernetes-validate==1.37.0"

@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller: watch ReferralSystems and keep their children in line.
     Run(RunArgs),
-    /// Print the ReferralSystem CustomResourceDefinition as YAML.
+    /// Print the CustomResourceDefinitions (ReferralSystem, ReferralRestore) as YAML.
     Crd,
     /// Print every object the operator would create for the ReferralSystems in a file,
     /// with no cluster: the GitOps preview.
@@ -45,6 +45,10 @@ pub enum Command {
     /// The kubectl plugin's commands: what `kubectl referral ...` runs when this binary
     /// is installed (or linked) as `kubectl-referral`.
     Plugin(crate::plugin::PluginArgs),
+
+    /// Backups on a backup volume: list, prune by retention, finalize a run, verify one.
+    #[command(subcommand)]
+    Backup(crate::commands::backup::BackupCommand),
 }
 
 /// Flags of `run`.
@@ -139,8 +143,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match command {
         Command::Run(args) => run_controller(args),
         Command::Plugin(args) => crate::plugin::run(args),
+        Command::Backup(command) => crate::commands::backup::run(command),
         Command::Crd => {
-            print!("{}", crate::crd::definition_yaml());
+            print!("{}", crate::crd::all_definitions_yaml());
             ExitCode::SUCCESS
         }
         Command::Render { file, namespace, operator_image } => {

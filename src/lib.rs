@@ -3,11 +3,14 @@
 //! - [`crd`]: the resource, its defaults and admission rules (no cluster).
 //! - [`reconcilers`]: pure builders, spec in, objects out, one module per concern.
 //! - [`render`]: the GitOps preview, every child object for a file, offline.
-//! - [`cli`]: the command line.
 //! - [`plugin`]: `kubectl referral`, the kubectl plugin face of the binary.
+//! - [`backup`]: backup names, the retention planner, the backup folder on disk.
+//! - [`cli`]: the command line; [`commands`] holds each subcommand's work.
 
+pub mod backup;
 pub mod checks;
 pub mod cli;
+pub mod commands;
 pub mod controller;
 pub mod crd;
 pub mod plugin;
