@@ -11,6 +11,7 @@ use kube::runtime::events::Recorder;
 
 use crate::checks::mongo_probe::MongoClients;
 
+use super::live::LiveState;
 use super::metrics::Metrics;
 
 /// Settings of the controller that do not come from a ReferralSystem.
@@ -52,6 +53,8 @@ pub struct Context {
     pub settings: ControllerSettings,
     pub capabilities: RwLock<Capabilities>,
     pub mongo: MongoClients,
+    /// What the child watches have seen.
+    pub live: LiveState,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -64,6 +67,7 @@ impl Context {
             settings,
             capabilities: RwLock::new(Capabilities::default()),
             mongo: MongoClients::default(),
+            live: LiveState::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

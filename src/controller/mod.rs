@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod leader;
+pub mod live;
 pub mod metrics;
 
 pub mod apply;

@@ -117,25 +117,33 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     );
     let monitoring_wanted = !children.prometheus_rules.is_empty() || !children.service_monitors.is_empty();
     let mut apply_failure = None;
-    let applied = if system.spec.paused || !secrets.missing.is_empty() {
+    let mut applied = if system.spec.paused || !secrets.missing.is_empty() {
         // Paused: no child writes. Missing Secret: applying would roll pods into a
         // state where they cannot start, so keep what runs and say why.
-        observe_only(ctx, &validated).await?
+        Applied::default()
     } else {
         let uid = system.metadata.uid.clone().unwrap_or_default();
-        let target = Target { client: &ctx.client, namespace: &namespace, system: &name, uid: &uid };
+        let target = Target { client: &ctx.client, namespace: &namespace, system: &name, uid: &uid, live: &ctx.live };
         match apply_all(&target, &children, &ctx.capabilities()).await {
             Ok(applied) => {
                 ctx.metrics.set_managed_objects(&namespace, &name, applied.count as i64);
+                tracing::debug!(
+                    system = %name,
+                    patched = applied.patched,
+                    unchanged = applied.unchanged,
+                    deleted = applied.deleted,
+                    "applied children"
+                );
                 applied
             }
             Err(error) => {
                 observed.apply_error = Some(error.to_string());
                 apply_failure = Some(error);
-                observe_only(ctx, &validated).await?
+                Applied::default()
             }
         }
     };
+    current_workloads(ctx, &validated, &mut applied).await?;
     if monitoring_wanted && !applied.skipped_monitoring.is_empty() {
         observed.monitoring_crds_missing = Some(format!(
             "the prometheus-operator CRDs for {} are not installed (monitoring.coreos.com); alerts and scraping are not configured",
@@ -191,28 +199,41 @@ async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretVa
     }
 }
 
-/// Reads the workloads without writing anything (paused, or apply failed).
-async fn observe_only(ctx: &Context, system: &ValidatedSystem) -> Result<Applied, Error> {
-    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &system.namespace);
-    let mut applied = Applied::default();
+/// The workloads as they are now, without writing anything: fresh from this
+/// reconcile's patches, else from the watch-fed state, else read (before the
+/// watches have listed).
+async fn current_workloads(ctx: &Context, system: &ValidatedSystem, applied: &mut Applied) -> Result<(), Error> {
+    let ns = &system.namespace;
     for worker in &system.spec.workers {
         let name = worker_name(system, &worker.name);
-        if let Some(d) =
-            deployments.get_opt(&name).await.map_err(|source| Error::Read { kind: "Deployment", name, source })?
-        {
-            applied.deployments.push(d);
+        if applied.deployments.iter().any(|d| d.metadata.name.as_deref() == Some(name.as_str())) {
+            continue;
         }
+        let found = if ctx.live.synced("Deployment", ns) {
+            ctx.live.deployment(ns, &name)
+        } else {
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Read { kind: "Deployment", name: name.clone(), source })?
+        };
+        applied.deployments.extend(found);
     }
     if system.spec.redis.managed.is_some() {
         let name = crate::reconcilers::env::managed_redis_name(system);
-        let sets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &system.namespace);
-        if let Some(s) =
-            sets.get_opt(&name).await.map_err(|source| Error::Read { kind: "StatefulSet", name, source })?
-        {
-            applied.stateful_sets.push(s);
+        if !applied.stateful_sets.iter().any(|s| s.metadata.name.as_deref() == Some(name.as_str())) {
+            let found = if ctx.live.synced("StatefulSet", ns) {
+                ctx.live.stateful_set(ns, &name)
+            } else {
+                Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| Error::Read { kind: "StatefulSet", name: name.clone(), source })?
+            };
+            applied.stateful_sets.extend(found);
         }
     }
-    Ok(applied)
+    Ok(())
 }
 
 fn observe_workloads(system: &ValidatedSystem, applied: &Applied, observed: &mut Observed) {

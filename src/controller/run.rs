@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -29,6 +29,7 @@ use crate::reconcilers::meta::{LABEL_MANAGED_BY, MANAGER};
 use super::context::{Capabilities, Context, ControllerSettings};
 use super::http::{self, Health};
 use super::leader::{self, LeaseConfig};
+use super::live::Observable;
 use super::metrics::Metrics;
 use super::reconcile::{error_policy, reconcile};
 
@@ -99,39 +100,52 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         })
         .reflect(writer)
         .touched_objects();
-    let children = |client: &Client| {
-        (
-            watcher(api::<PartialObjectMeta<Deployment>>(client, &namespace), child_config()).touched_objects(),
-            watcher(api::<PartialObjectMeta<StatefulSet>>(client, &namespace), child_config()).touched_objects(),
-        )
-    };
-    let (deployments, stateful_sets) = children(&client);
+    // Every child watch feeds the live state (what the apply step compares against)
+    // before it wakes the owner's reconcile.
+    fn feed<K>(
+        api: Api<K>,
+        scope: &Option<String>,
+        ctx: &Arc<Context>,
+        modify: fn(&mut K),
+    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Resource<DynamicType = ()>
+            + Observable
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        let live = ctx.clone();
+        let scope = scope.clone();
+        watcher(api, child_config())
+            .default_backoff()
+            .map_ok(move |event| {
+                let event = event.modify(modify);
+                live.live.observe(&scope, &event);
+                event
+            })
+            .touched_objects()
+    }
+    fn strip<K: Resource>(object: &mut K) {
+        object.meta_mut().managed_fields = None;
+    }
+    let c = &ctx;
+    let ns = &namespace;
     Controller::for_stream(stream, reader)
-        .owns_stream(deployments)
-        .owns_stream(stateful_sets)
-        .owns_stream(watcher(api::<PartialObjectMeta<Service>>(&client, &namespace), child_config()).touched_objects())
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<ConfigMap>>(&client, &namespace), child_config()).touched_objects(),
-        )
-        .owns_stream(watcher(api::<PartialObjectMeta<CronJob>>(&client, &namespace), child_config()).touched_objects())
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, &namespace), child_config())
-                .touched_objects(),
-        )
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, &namespace), child_config())
-                .touched_objects(),
-        )
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<NetworkPolicy>>(&client, &namespace), child_config()).touched_objects(),
-        )
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<ServiceAccount>>(&client, &namespace), child_config()).touched_objects(),
-        )
-        .owns_stream(watcher(api::<PartialObjectMeta<Role>>(&client, &namespace), child_config()).touched_objects())
-        .owns_stream(
-            watcher(api::<PartialObjectMeta<RoleBinding>>(&client, &namespace), child_config()).touched_objects(),
-        )
+        .owns_stream(feed(api::<Deployment>(&client, ns), ns, c, strip::<Deployment>))
+        .owns_stream(feed(api::<StatefulSet>(&client, ns), ns, c, strip::<StatefulSet>))
+        .owns_stream(feed(api::<PartialObjectMeta<Service>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<ConfigMap>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<CronJob>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<NetworkPolicy>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<ServiceAccount>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<Role>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<RoleBinding>>(&client, ns), ns, c, strip))
+        .owns_stream(feed(api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns), ns, c, strip))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -267,7 +267,7 @@ async fn namespaced_mode_grants_exactly_the_chart_rules_in_the_watched_namespace
     assert_eq!(verbs_on(&granted, "secrets"), set(&["get"]), "Secrets: get by name only");
     assert_eq!(verbs_on(&granted, "referralsystems.referral.dev"), set(&["get", "list", "watch"]));
     assert_eq!(verbs_on(&granted, "referralsystems.referral.dev/status"), set(&["get", "patch"]));
-    assert_eq!(verbs_on(&granted, "persistentvolumeclaims"), set(&["get", "create", "patch"]));
+    assert_eq!(verbs_on(&granted, "persistentvolumeclaims"), set(&["get", "list", "watch", "create", "patch"]));
     assert_eq!(verbs_on(&granted, "deployments.apps"), set(&["get", "list", "watch", "create", "patch", "delete"]));
     assert_eq!(verbs_on(&granted, "events.events.k8s.io"), set(&["create", "patch"]));
 
