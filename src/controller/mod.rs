@@ -12,5 +12,6 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod reconcile;
+pub mod restore;
 pub mod run;
 pub mod secrets;

@@ -111,10 +111,13 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     observed.mongo = mongo;
     observed.redis = redis;
 
-    let children = build(
+    let mut children = build(
         &validated,
         &BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: Some(secrets.hash.clone()) },
     );
+    if super::restore::restore_holding(ctx, &validated).await?.is_some() {
+        crate::reconcilers::restore::hold_for_restore(&mut children);
+    }
     let monitoring_wanted = !children.prometheus_rules.is_empty() || !children.service_monitors.is_empty();
     let mut apply_failure = None;
     let mut applied = if system.spec.paused || !secrets.missing.is_empty() {

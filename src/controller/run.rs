@@ -146,6 +146,7 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         .owns_stream(feed(api::<PartialObjectMeta<Role>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<RoleBinding>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns), ns, c, strip))
+        .watches_stream(super::restore::restore_triggers(&client, ns), super::restore::system_of_restore)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -207,8 +208,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
-    let controllers =
+    let restores = futures::future::join_all(
+        namespaces.iter().cloned().map(|ns| super::restore::controller(client.clone(), ns, ctx.clone())),
+    );
+    let systems =
         futures::future::join_all(namespaces.into_iter().map(|ns| controller(client.clone(), ns, ctx.clone())));
+    let controllers = futures::future::join(systems, restores);
     health.set_ready(true);
     tracing::info!("controller started");
 
