@@ -876,9 +876,11 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
                 }
                 Err(error) => {
                     // Not a verdict on the indexes (MongoDB unreachable, Secret
-                    // missing): say so and retry, still holding the system.
-                    status.message =
-                        Some(truncate(&format!("could not ensure the indexes yet, retrying: {error}"), 1000));
+                    // missing): say so and retry with backoff, still holding the
+                    // system. In the condition, not `message`: the step rewrites its
+                    // message each reconcile, and two writers of one field would
+                    // wake each other without end.
+                    set_condition(&mut status.conditions, retrying_indexes(&error, &now()));
                     write_status(ctx, restore, &written, &status).await?;
                     return Err(error);
                 }
@@ -925,6 +927,12 @@ impl IndexesResult {
             condition(INDEXES_ENSURED, false, REASON_INDEXES_NOT_ENSURED, self.message.clone(), now)
         }
     }
+}
+
+/// `IndexesEnsured=Unknown` while the indexes cannot be ensured yet.
+fn retrying_indexes(error: &RestoreError, now: &Time) -> Condition {
+    let message = truncate(&format!("could not ensure the indexes yet, retrying: {error}"), 1000);
+    Condition { status: "Unknown".into(), ..condition(INDEXES_ENSURED, false, "Retrying", message, now) }
 }
 
 async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<IndexesResult, RestoreError> {
@@ -1150,8 +1158,12 @@ mod tests {
         let bad = IndexesResult { in_place: false, message: "5/6 (1 conflict)".into() };
         set_condition(&mut status.conditions, bad.condition(&at(2)));
         assert_eq!(recorded_indexes(Some(&status)), IndexOutcome::Failed("5/6 (1 conflict)".into()));
-        // Any other False (an older operator's note, a hand edit) is not a verdict.
-        status.conditions[0].reason = "Retrying".into();
+        // Retrying (MongoDB unreachable) is not a verdict, nor is any other False.
+        let unreachable = RestoreError::EnsureIndexes { system: "main".into(), reason: "unreachable".into() };
+        set_condition(&mut status.conditions, retrying_indexes(&unreachable, &at(3)));
+        assert_eq!(status.conditions[0].status, "Unknown");
+        assert_eq!(recorded_indexes(Some(&status)), IndexOutcome::NotYet);
+        status.conditions[0].status = "False".into();
         assert_eq!(recorded_indexes(Some(&status)), IndexOutcome::NotYet);
     }
 
