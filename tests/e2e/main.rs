@@ -7,4 +7,5 @@ mod chart;
 mod crd;
 mod harness;
 mod plugin;
+mod restore;
 mod servers;
