@@ -2,6 +2,8 @@
 //! here imports kube or k8s-openapi. The controller and the CLI call in with plain
 //! values (addresses, URIs, field names) and get plain results back.
 
+pub mod chain_keys;
+pub mod chains;
 pub mod index_sync;
 pub mod indexes;
 pub mod mongo_error;

@@ -1,0 +1,980 @@
+//! The referral-chain integrity engine: users in, one report out.
+//!
+//! Fed one user document at a time ([`ChainBuilder::add_user`]), it interns ids into
+//! dense `u32` numbers ([`super::chain_keys`]) and keeps one parent number per user.
+//! [`ChainBuilder::finish`] then classifies every user in one pass over that array:
+//! depth (hops to a user with no referrer), member of a cycle, self-referral, below a
+//! cycle, orphan (its referrer names no user). Referral records are checked one at a
+//! time afterwards ([`ChainAnalysis::add_record`]), each by a walk of at most `tier`
+//! steps, `tier` being bounded by the maximum chain depth.
+//!
+//! Memory is proportional to the number of users and nothing else: about 4 bytes of
+//! parent, 1 byte of state and 13 bytes of key per user, a hash index of 4 bytes per
+//! slot (load ≤ 3/4), and capped example lists. No recursion: each user is visited at
+//! most twice by the classification walk and cycles once more.
+//!
+//! Pure: no I/O, no Kubernetes. [`super::chain_source`] streams the documents in;
+//! the CLI prints the report and the repair plan. The repair plan is only data: this
+//! module never applies it.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::crd::mongodb::ReferredByHolds;
+
+pub use super::chain_keys::{FieldValue, KeyRef, KeyTable, KeyTableError, NONE, UserKey};
+
+/// Depths at or above this are stored as this ("250 or more").
+pub const DEPTH_CAP: u8 = 250;
+const IN_CYCLE: u8 = 251;
+const SELF_REFERRAL: u8 = 252;
+const BELOW_CYCLE: u8 = 253;
+const ON_PATH: u8 = 254;
+const UNVISITED: u8 = 255;
+
+/// Members of a cycle shown in one example.
+const CYCLE_EXAMPLE_MEMBERS: usize = 10;
+
+/// What the engine needs to know besides the documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainOptions {
+    /// `referral.maxChainDepth`: highest tier a referral record may have.
+    pub max_depth: u8,
+    /// Whether `referredBy` holds the referrer's id or referral code.
+    pub holds: ReferredByHolds,
+    /// Examples kept per kind of violation.
+    pub examples_per_kind: usize,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        ChainOptions { max_depth: 3, holds: ReferredByHolds::UserId, examples_per_kind: 10 }
+    }
+}
+
+/// Kinds of finding, as they appear in examples and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FindingKind {
+    Cycle,
+    SelfReferral,
+    Orphan,
+    TierTooHigh,
+    WrongReferrer,
+    UnknownReferred,
+    UnknownReferrer,
+    Malformed,
+}
+
+impl FindingKind {
+    const ALL: [FindingKind; 8] = [
+        FindingKind::Cycle,
+        FindingKind::SelfReferral,
+        FindingKind::Orphan,
+        FindingKind::TierTooHigh,
+        FindingKind::WrongReferrer,
+        FindingKind::UnknownReferred,
+        FindingKind::UnknownReferrer,
+        FindingKind::Malformed,
+    ];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// One offender, for a person to start from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainExample {
+    pub kind: FindingKind,
+    pub message: String,
+    /// The users involved (a cycle's members in referral order, capped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+/// Documents the engine could not use, by what was wrong. Counted, never fatal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MalformedCounts {
+    /// User documents without an id.
+    pub user_without_id: u64,
+    /// User ids of a type no id can have (array, boolean, fraction, ...). Skipped.
+    pub user_id_type: u64,
+    /// `referredBy` of the wrong type; the user is treated as having no referrer.
+    pub referred_by_type: u64,
+    /// Own referral code of the wrong type (referral-code mode).
+    pub referral_code_type: u64,
+    /// A second user document with an id already seen. Skipped.
+    pub duplicate_user_id: u64,
+    /// A second user claiming a referral code already claimed (referral-code mode).
+    pub duplicate_referral_code: u64,
+    /// Referral records lacking referrer, referred user or tier.
+    pub record_missing_field: u64,
+    /// Referral records with a field of the wrong type, or a tier below 1.
+    pub record_field_type: u64,
+}
+
+impl MalformedCounts {
+    pub fn total(&self) -> u64 {
+        self.user_without_id
+            + self.user_id_type
+            + self.referred_by_type
+            + self.referral_code_type
+            + self.duplicate_user_id
+            + self.duplicate_referral_code
+            + self.record_missing_field
+            + self.record_field_type
+    }
+}
+
+/// Referral records by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordCounts {
+    /// Records read (malformed ones included).
+    pub total: u64,
+    /// Tier above the maximum chain depth.
+    pub tier_too_high: u64,
+    /// The referrer is not the referred user's tier-th ancestor.
+    pub wrong_referrer: u64,
+    /// The referred user does not exist.
+    pub unknown_referred: u64,
+    /// The chain agrees with the record but that referrer does not exist.
+    pub unknown_referrer: u64,
+}
+
+impl RecordCounts {
+    /// Records whose referrer or users disagree with the user chain.
+    pub fn bad(&self) -> u64 {
+        self.wrong_referrer + self.unknown_referred + self.unknown_referrer
+    }
+}
+
+/// Users at one depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DepthCount {
+    pub depth: u32,
+    pub users: u64,
+}
+
+/// Everything one check found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainReport {
+    pub database: String,
+    pub users_collection: String,
+    pub referrals_collection: String,
+    pub max_chain_depth: u8,
+    pub referred_by_holds: ReferredByHolds,
+    /// User documents accepted (malformed and duplicate ones excluded).
+    pub users: u64,
+    /// Users with no referrer.
+    pub roots: u64,
+    /// Everything below that is wrong: cycles + selfReferrals + orphans +
+    /// records.tierTooHigh + records.bad + malformed. 0 means the data is sound.
+    pub violations: u64,
+    /// Cycles of two or more users.
+    pub cycles: u64,
+    pub users_in_cycles: u64,
+    /// Users whose chain runs into a cycle (or a self-referral); not counted as
+    /// violations of their own, and they have no depth.
+    pub users_below_cycles: u64,
+    pub self_referrals: u64,
+    /// Users whose referrer names no user.
+    pub orphans: u64,
+    /// Distinct missing referrers the orphans name.
+    pub missing_referrers: u64,
+    /// Users deeper than `maxChainDepth`: information, not a violation (only the
+    /// first `maxChainDepth` referrers are rewarded).
+    pub deeper_than_max: u64,
+    pub records: RecordCounts,
+    pub malformed: MalformedCounts,
+    /// Users per depth (orphans count their missing referrer as a root). The last
+    /// bucket, 250, holds every deeper user.
+    pub depth_distribution: Vec<DepthCount>,
+    pub examples: Vec<ChainExample>,
+    /// Things a person should know that are not violations (an empty collection).
+    pub warnings: Vec<String>,
+}
+
+impl ChainReport {
+    /// `status.chainCheck.summary`: `OK`, or the number of violations.
+    pub fn summary(&self) -> String {
+        match self.violations {
+            0 if self.users == 0 => "OK (no users)".into(),
+            0 => "OK".into(),
+            1 => "1 violation".into(),
+            n => format!("{n} violations"),
+        }
+    }
+}
+
+fn type_name_of(value: FieldValue<'_>) -> &'static str {
+    match value {
+        FieldValue::WrongType(name) => name,
+        FieldValue::Absent => "absent",
+        FieldValue::Key(_) => "a key",
+    }
+}
+
+#[derive(Debug, Default)]
+struct Examples {
+    per_kind: Vec<Vec<ChainExample>>,
+    cap: usize,
+}
+
+impl Examples {
+    fn new(cap: usize) -> Examples {
+        Examples { per_kind: vec![Vec::new(); FindingKind::ALL.len()], cap }
+    }
+
+    fn wants(&self, kind: FindingKind) -> bool {
+        self.per_kind[kind.slot()].len() < self.cap
+    }
+
+    fn push(&mut self, kind: FindingKind, message: String, users: Vec<String>) {
+        if self.wants(kind) {
+            self.per_kind[kind.slot()].push(ChainExample { kind, message, users });
+        }
+    }
+
+    fn all(&self) -> Vec<ChainExample> {
+        self.per_kind.iter().flatten().cloned().collect()
+    }
+}
+
+/// Bit per node: is it a user (rather than a referrer nobody has seen as a user)?
+#[derive(Debug, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn get(&self, i: u32) -> bool {
+        self.0.get(i as usize / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+    fn set(&mut self, i: u32) {
+        let word = i as usize / 64;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (i % 64);
+    }
+}
+
+/// Referral codes and who owns them (referral-code mode only).
+#[derive(Debug, Default)]
+struct CodeBook {
+    codes: KeyTable,
+    owner: Vec<u32>,
+    /// Per node: the code its `referredBy` holds, NONE when none. Kept after
+    /// resolution because the repair plan must name the current value.
+    referenced: Vec<u32>,
+}
+
+/// Why the engine stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("interning user ids: {0}")]
+    Ids(KeyTableError),
+    #[error("interning referral codes: {0}")]
+    Codes(KeyTableError),
+}
+
+/// Collects users during the streaming pass.
+#[derive(Debug)]
+pub struct ChainBuilder {
+    options: ChainOptions,
+    ids: KeyTable,
+    /// Per node: parent node (id mode) or referenced code (code mode, until finish).
+    parent: Vec<u32>,
+    is_user: Bits,
+    codes: Option<CodeBook>,
+    malformed: MalformedCounts,
+    examples: Examples,
+    users: u64,
+}
+
+impl ChainBuilder {
+    /// A builder sized for about `expected_users` users (0 when unknown).
+    pub fn new(options: ChainOptions, expected_users: usize) -> ChainBuilder {
+        let codes = (options.holds == ReferredByHolds::ReferralCode).then(|| CodeBook {
+            codes: KeyTable::with_capacity(expected_users),
+            owner: Vec::with_capacity(expected_users),
+            referenced: Vec::with_capacity(expected_users),
+        });
+        ChainBuilder {
+            options,
+            ids: KeyTable::with_capacity(expected_users),
+            parent: Vec::with_capacity(expected_users),
+            is_user: Bits(Vec::with_capacity(expected_users / 64 + 1)),
+            codes,
+            malformed: MalformedCounts::default(),
+            examples: Examples::new(options.examples_per_kind),
+            users: 0,
+        }
+    }
+
+    fn node(&mut self, key: KeyRef<'_>) -> Result<(u32, bool), ChainError> {
+        let (id, added) = self.ids.intern(key).map_err(ChainError::Ids)?;
+        if added {
+            self.parent.push(NONE);
+            if let Some(book) = &mut self.codes {
+                book.referenced.push(NONE);
+            }
+        }
+        Ok((id, added))
+    }
+
+    /// Adds one user document: its id, its `referredBy` and (referral-code mode) its
+    /// own referral code. Malformed documents are counted, never an error.
+    pub fn add_user(
+        &mut self,
+        id: FieldValue<'_>,
+        referred_by: FieldValue<'_>,
+        referral_code: FieldValue<'_>,
+    ) -> Result<(), ChainError> {
+        let key = match id {
+            FieldValue::Key(key) => key,
+            FieldValue::Absent => {
+                self.malformed.user_without_id += 1;
+                self.examples.push(FindingKind::Malformed, "a user document has no id".into(), Vec::new());
+                return Ok(());
+            }
+            FieldValue::WrongType(type_name) => {
+                self.malformed.user_id_type += 1;
+                self.examples.push(FindingKind::Malformed, format!("a user id is {type_name}"), Vec::new());
+                return Ok(());
+            }
+        };
+        let (node, _) = self.node(key)?;
+        if self.is_user.get(node) {
+            self.malformed.duplicate_user_id += 1;
+            if self.examples.wants(FindingKind::Malformed) {
+                let who = self.ids.key(node).to_string();
+                self.examples.push(FindingKind::Malformed, format!("user {who} appears twice"), vec![who]);
+            }
+            return Ok(());
+        }
+        self.is_user.set(node);
+        self.users += 1;
+
+        let reference = match referred_by {
+            FieldValue::Key(reference) => Some(reference),
+            FieldValue::Absent => None,
+            FieldValue::WrongType(type_name) => {
+                self.malformed.referred_by_type += 1;
+                if self.examples.wants(FindingKind::Malformed) {
+                    let who = self.ids.key(node).to_string();
+                    self.examples.push(
+                        FindingKind::Malformed,
+                        format!("user {who}: referredBy is {type_name}; treated as no referrer"),
+                        vec![who],
+                    );
+                }
+                None
+            }
+        };
+        if self.codes.is_none() {
+            if let Some(reference) = reference {
+                let (parent, _) = self.node(reference)?;
+                self.parent[node as usize] = parent;
+            }
+            return Ok(());
+        }
+        // Referral-code mode: remember the code referenced and the code owned.
+        if let Some(reference) = reference {
+            let code = self.code(reference)?;
+            if let Some(book) = &mut self.codes {
+                book.referenced[node as usize] = code;
+            }
+        }
+        match referral_code {
+            FieldValue::Absent => {}
+            FieldValue::WrongType(type_name) => {
+                self.malformed.referral_code_type += 1;
+                if self.examples.wants(FindingKind::Malformed) {
+                    let who = self.ids.key(node).to_string();
+                    self.examples.push(
+                        FindingKind::Malformed,
+                        format!("user {who}: referral code is {type_name}"),
+                        vec![who],
+                    );
+                }
+            }
+            FieldValue::Key(own) => {
+                let code = self.code(own)?;
+                let Some(book) = &mut self.codes else { return Ok(()) };
+                let owner = &mut book.owner[code as usize];
+                if *owner == NONE {
+                    *owner = node;
+                } else {
+                    self.malformed.duplicate_referral_code += 1;
+                    if self.examples.wants(FindingKind::Malformed) {
+                        let first = self.ids.key(*owner).to_string();
+                        let who = self.ids.key(node).to_string();
+                        let code_text = own.to_owned_key().to_string();
+                        self.examples.push(
+                            FindingKind::Malformed,
+                            format!("users {first} and {who} both claim referral code {code_text}"),
+                            vec![first, who],
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn code(&mut self, key: KeyRef<'_>) -> Result<u32, ChainError> {
+        let Some(book) = &mut self.codes else { return Ok(NONE) };
+        let (code, added) = book.codes.intern(key).map_err(ChainError::Codes)?;
+        if added {
+            book.owner.push(NONE);
+        }
+        Ok(code)
+    }
+
+    /// Resolves referral codes (code mode) and classifies every user.
+    pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
+        let mut book = self.codes.take();
+        if let Some(book) = &mut book {
+            // A code nobody owns gets one placeholder node, shared by everyone naming it.
+            // Placeholders are not indexed: a code must never be found as a user id.
+            let mut placeholder_of_code = vec![NONE; book.codes.len()];
+            for node in 0..self.parent.len() {
+                let code = book.referenced.get(node).copied().unwrap_or(NONE);
+                if code == NONE {
+                    continue;
+                }
+                let owner = book.owner[code as usize];
+                self.parent[node] = if owner != NONE {
+                    owner
+                } else if placeholder_of_code[code as usize] != NONE {
+                    placeholder_of_code[code as usize]
+                } else {
+                    let key = book.codes.key_ref(code);
+                    let placeholder = self.ids.push_unindexed(key).map_err(ChainError::Ids)?;
+                    self.parent.push(NONE);
+                    placeholder_of_code[code as usize] = placeholder;
+                    placeholder
+                };
+            }
+        }
+        let mut analysis = ChainAnalysis {
+            options: self.options,
+            mark: Vec::new(),
+            ids: self.ids,
+            parent: self.parent,
+            is_user: self.is_user,
+            codes: book,
+            cycles: Vec::new(),
+            malformed: self.malformed,
+            records: RecordCounts::default(),
+            examples: self.examples,
+            users: self.users,
+        };
+        analysis.classify();
+        Ok(analysis)
+    }
+}
+
+/// One cycle: its length and the member at which a repair breaks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cycle {
+    cut_at: u32,
+    length: u32,
+}
+
+/// Where a user stands, as the classification found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserClass {
+    /// Hops to a user with no referrer (or to a referrer that names no user).
+    Depth(u8),
+    InCycle,
+    SelfReferral,
+    BelowCycle,
+}
+
+/// The classified user graph; referral records are checked against it.
+#[derive(Debug)]
+pub struct ChainAnalysis {
+    options: ChainOptions,
+    ids: KeyTable,
+    parent: Vec<u32>,
+    is_user: Bits,
+    codes: Option<CodeBook>,
+    /// Per node: depth (≤ DEPTH_CAP) or one of the state markers.
+    mark: Vec<u8>,
+    cycles: Vec<Cycle>,
+    malformed: MalformedCounts,
+    records: RecordCounts,
+    examples: Examples,
+    users: u64,
+}
+
+impl ChainAnalysis {
+    /// Number of nodes (users and referrers that are not users).
+    pub fn nodes(&self) -> usize {
+        self.parent.len()
+    }
+
+    /// Bytes held by the graph, for the benchmark's accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.ids.heap_bytes() + self.parent.capacity() * 4 + self.mark.capacity() + self.is_user.0.capacity() * 8
+    }
+
+    /// Whether node `n` is a user (not a referrer only named by others).
+    pub fn is_user(&self, node: u32) -> bool {
+        self.is_user.get(node)
+    }
+
+    /// The id of node `n`.
+    pub fn key(&self, node: u32) -> UserKey {
+        self.ids.key(node)
+    }
+
+    /// The parent array: per node its referrer's node, or [`NONE`].
+    pub fn parents(&self) -> &[u32] {
+        &self.parent
+    }
+
+    /// The class of node `n`.
+    pub fn class(&self, node: u32) -> UserClass {
+        match self.mark[node as usize] {
+            IN_CYCLE => UserClass::InCycle,
+            SELF_REFERRAL => UserClass::SelfReferral,
+            BELOW_CYCLE => UserClass::BelowCycle,
+            depth => UserClass::Depth(depth.min(DEPTH_CAP)),
+        }
+    }
+
+    /// The one pass: every node gets a depth or a cycle state. A walk goes up from an
+    /// unvisited node, marking it "on path", until it reaches a root, a node already
+    /// classified, or a node on its own path (a new cycle); a second walk over the
+    /// same path writes the result. Placeholders (referrers that are not users) have
+    /// no parent, so they end walks as roots at depth 0.
+    fn classify(&mut self) {
+        let n = self.parent.len();
+        self.mark = vec![UNVISITED; n];
+        let parent = &self.parent;
+        let mark = &mut self.mark;
+        for start in 0..n as u32 {
+            if mark[start as usize] != UNVISITED {
+                continue;
+            }
+            let mut v = start;
+            let mut steps: u64 = 0;
+            let end = loop {
+                mark[v as usize] = ON_PATH;
+                steps += 1;
+                let p = parent[v as usize];
+                if p == NONE {
+                    break Some(0u64);
+                }
+                match mark[p as usize] {
+                    UNVISITED => v = p,
+                    depth @ 0..=DEPTH_CAP => break Some(u64::from(depth) + 1),
+                    ON_PATH => {
+                        let cycle = close_cycle(parent, mark, p, &self.ids);
+                        self.cycles.push(cycle);
+                        break None;
+                    }
+                    _ => break None,
+                }
+            };
+            match end {
+                // `last` is the depth of the path's last node; the start is steps-1 above it.
+                Some(last) => {
+                    let mut depth = last + steps - 1;
+                    let mut x = start;
+                    for _ in 0..steps {
+                        mark[x as usize] = depth.min(u64::from(DEPTH_CAP)) as u8;
+                        depth = depth.saturating_sub(1);
+                        x = parent[x as usize];
+                    }
+                }
+                None => {
+                    let mut x = start;
+                    while x != NONE && mark[x as usize] == ON_PATH {
+                        mark[x as usize] = BELOW_CYCLE;
+                        x = parent[x as usize];
+                    }
+                }
+            }
+        }
+        self.collect_cycle_examples();
+    }
+
+    fn collect_cycle_examples(&mut self) {
+        for i in 0..self.cycles.len() {
+            let cycle = self.cycles[i];
+            if cycle.length == 1 {
+                if self.examples.wants(FindingKind::SelfReferral) {
+                    let who = self.ids.key(cycle.cut_at).to_string();
+                    let value = self.current_reference(cycle.cut_at).map(|k| k.to_string()).unwrap_or_default();
+                    self.examples.push(
+                        FindingKind::SelfReferral,
+                        format!("user {who} refers itself (referredBy {value})"),
+                        vec![who],
+                    );
+                }
+                continue;
+            }
+            if !self.examples.wants(FindingKind::Cycle) {
+                continue;
+            }
+            let mut members = Vec::new();
+            let mut x = cycle.cut_at;
+            for _ in 0..cycle.length.min(CYCLE_EXAMPLE_MEMBERS as u32) {
+                members.push(self.ids.key(x).to_string());
+                x = self.parent[x as usize];
+            }
+            let mut message = format!("cycle of {} users: {}", cycle.length, members.join(" -> "));
+            if cycle.length as usize > CYCLE_EXAMPLE_MEMBERS {
+                message.push_str(" -> …");
+            } else {
+                message.push_str(&format!(" -> {}", members[0]));
+            }
+            self.examples.push(FindingKind::Cycle, message, members);
+        }
+    }
+
+    /// The value `referredBy` holds for a user with a referrer: the referrer's id, or
+    /// in referral-code mode the code.
+    fn current_reference(&self, node: u32) -> Option<UserKey> {
+        let p = *self.parent.get(node as usize)?;
+        if p == NONE {
+            return None;
+        }
+        match &self.codes {
+            None => Some(self.ids.key(p)),
+            Some(book) => {
+                let code = *book.referenced.get(node as usize)?;
+                (code != NONE).then(|| book.codes.key(code))
+            }
+        }
+    }
+
+    /// Checks one referral record: `referrer` must be the `tier`-th ancestor of
+    /// `referred`. Referral records name users by id in both modes.
+    pub fn add_record(
+        &mut self,
+        record_id: FieldValue<'_>,
+        referrer: FieldValue<'_>,
+        referred: FieldValue<'_>,
+        tier: FieldValue<'_>,
+    ) {
+        self.records.total += 1;
+        let record = || match record_id {
+            FieldValue::Key(k) => k.to_owned_key().to_string(),
+            _ => "(without _id)".into(),
+        };
+        let (referrer, referred, tier) = match (referrer, referred, tier) {
+            (FieldValue::Key(a), FieldValue::Key(b), FieldValue::Key(KeyRef::Int(t))) if t >= 1 => (a, b, t),
+            (FieldValue::Absent, _, _) | (_, FieldValue::Absent, _) | (_, _, FieldValue::Absent) => {
+                self.malformed.record_missing_field += 1;
+                if self.examples.wants(FindingKind::Malformed) {
+                    self.examples.push(
+                        FindingKind::Malformed,
+                        format!("referral record {} lacks its referrer, referred user or tier", record()),
+                        Vec::new(),
+                    );
+                }
+                return;
+            }
+            (a, b, t) => {
+                self.malformed.record_field_type += 1;
+                if self.examples.wants(FindingKind::Malformed) {
+                    let what = match (a, b, t) {
+                        (FieldValue::WrongType(n), _, _) => format!("referrer is {n}"),
+                        (_, FieldValue::WrongType(n), _) => format!("referred user is {n}"),
+                        (_, _, FieldValue::Key(KeyRef::Int(t))) => format!("tier is {t}, below 1"),
+                        (_, _, t) => format!("tier is {}", tier_type(t)),
+                    };
+                    self.examples.push(
+                        FindingKind::Malformed,
+                        format!("referral record {}: {what}", record()),
+                        Vec::new(),
+                    );
+                }
+                return;
+            }
+        };
+        let referred_node = self.ids.get(referred).filter(|&n| self.is_user.get(n));
+        let Some(referred_node) = referred_node else {
+            self.records.unknown_referred += 1;
+            if self.examples.wants(FindingKind::UnknownReferred) {
+                let who = referred.to_owned_key().to_string();
+                self.examples.push(
+                    FindingKind::UnknownReferred,
+                    format!("referral record {} names referred user {who}, which does not exist", record()),
+                    vec![who],
+                );
+            }
+            return;
+        };
+        if tier > i64::from(self.options.max_depth) {
+            self.records.tier_too_high += 1;
+            if self.examples.wants(FindingKind::TierTooHigh) {
+                let who = referred.to_owned_key().to_string();
+                self.examples.push(
+                    FindingKind::TierTooHigh,
+                    format!(
+                        "referral record {}: tier {tier} exceeds maxChainDepth {} (referred user {who})",
+                        record(),
+                        self.options.max_depth
+                    ),
+                    vec![who],
+                );
+            }
+            return;
+        }
+        // tier ≤ max_depth ≤ 255: a bounded walk.
+        let mut ancestor = referred_node;
+        let mut reached = 0;
+        while reached < tier {
+            let p = self.parent[ancestor as usize];
+            if p == NONE {
+                break;
+            }
+            ancestor = p;
+            reached += 1;
+        }
+        let referrer_node = self.ids.get(referrer);
+        if reached == tier && referrer_node == Some(ancestor) {
+            if !self.is_user.get(ancestor) {
+                self.records.unknown_referrer += 1;
+                if self.examples.wants(FindingKind::UnknownReferrer) {
+                    let who = referrer.to_owned_key().to_string();
+                    self.examples.push(
+                        FindingKind::UnknownReferrer,
+                        format!("referral record {} names referrer {who}, which does not exist", record()),
+                        vec![who],
+                    );
+                }
+            }
+            return;
+        }
+        self.records.wrong_referrer += 1;
+        if self.examples.wants(FindingKind::WrongReferrer) {
+            let who = referred.to_owned_key().to_string();
+            let named = referrer.to_owned_key().to_string();
+            let chain_says = if reached == tier {
+                format!("the chain says {}", self.ids.key(ancestor))
+            } else {
+                format!("the chain has only {reached} referrer(s) above that user")
+            };
+            self.examples.push(
+                FindingKind::WrongReferrer,
+                format!(
+                    "referral record {}: tier {tier} referrer of user {who} is {named} in the record, {chain_says}",
+                    record()
+                ),
+                vec![who, named],
+            );
+        }
+    }
+
+    /// The report, with examples gathered from one more pass over the users.
+    pub fn report(&self) -> ChainReport {
+        let mut examples = Examples::new(self.options.examples_per_kind);
+        let mut histogram = vec![0u64; usize::from(DEPTH_CAP) + 1];
+        let (mut roots, mut in_cycles, mut below, mut orphans, mut deeper) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut missing = Bits::default();
+        let mut missing_count = 0u64;
+        let max = self.options.max_depth;
+        for node in 0..self.parent.len() as u32 {
+            if !self.is_user.get(node) {
+                continue;
+            }
+            let p = self.parent[node as usize];
+            if p == NONE {
+                roots += 1;
+            } else if !self.is_user.get(p) {
+                orphans += 1;
+                if !missing.get(p) {
+                    missing.set(p);
+                    missing_count += 1;
+                }
+                if examples.wants(FindingKind::Orphan) {
+                    let who = self.ids.key(node).to_string();
+                    let value = self.current_reference(node).map(|k| k.to_string()).unwrap_or_default();
+                    examples.push(
+                        FindingKind::Orphan,
+                        format!("user {who} has referredBy {value}, which names no user"),
+                        vec![who],
+                    );
+                }
+            }
+            match self.class(node) {
+                UserClass::Depth(d) => {
+                    histogram[usize::from(d)] += 1;
+                    if d > max {
+                        deeper += 1;
+                    }
+                }
+                UserClass::InCycle => in_cycles += 1,
+                UserClass::SelfReferral => {}
+                UserClass::BelowCycle => below += 1,
+            }
+        }
+        let self_referrals = self.cycles.iter().filter(|c| c.length == 1).count() as u64;
+        let cycles = self.cycles.len() as u64 - self_referrals;
+        let mut all_examples = self.examples.all();
+        all_examples.extend(examples.all());
+        all_examples.sort_by_key(|e| FindingKind::ALL.iter().position(|k| *k == e.kind));
+        let violations = cycles
+            + self_referrals
+            + orphans
+            + self.records.tier_too_high
+            + self.records.bad()
+            + self.malformed.total();
+        ChainReport {
+            database: String::new(),
+            users_collection: String::new(),
+            referrals_collection: String::new(),
+            max_chain_depth: max,
+            referred_by_holds: self.options.holds,
+            users: self.users,
+            roots,
+            violations,
+            cycles,
+            users_in_cycles: in_cycles,
+            users_below_cycles: below,
+            self_referrals,
+            orphans,
+            missing_referrers: missing_count,
+            deeper_than_max: deeper,
+            records: self.records,
+            malformed: self.malformed,
+            depth_distribution: histogram
+                .iter()
+                .enumerate()
+                .filter(|(_, users)| **users > 0)
+                .map(|(depth, users)| DepthCount { depth: depth as u32, users: *users })
+                .collect(),
+            examples: all_examples,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The updates that would break every cycle (at its smallest member id) and
+    /// clear every orphan reference. Each filter names the current value, so an
+    /// update applies only to data that has not changed since the check.
+    pub fn repair_plan(&self, user_id_field: &str, referred_by_field: &str) -> Vec<RepairUpdate> {
+        let mut updates = Vec::new();
+        let update = |node: u32, reason: RepairReason, note: String| {
+            let value = self.current_reference(node)?;
+            let mut filter = mongodb::bson::Document::new();
+            filter.insert(user_id_field, self.ids.key(node).to_bson());
+            filter.insert(referred_by_field, value.to_bson());
+            let mut unset = mongodb::bson::Document::new();
+            unset.insert(referred_by_field, "");
+            let mut change = mongodb::bson::Document::new();
+            change.insert("$unset", unset);
+            Some(RepairUpdate {
+                reason,
+                note,
+                filter: mongodb::bson::Bson::Document(filter).into_relaxed_extjson(),
+                update: mongodb::bson::Bson::Document(change).into_relaxed_extjson(),
+            })
+        };
+        for cycle in &self.cycles {
+            let (reason, note) = if cycle.length == 1 {
+                (RepairReason::SelfReferral, "the user refers itself".to_string())
+            } else {
+                (RepairReason::Cycle, format!("breaks a cycle of {} users at its smallest id", cycle.length))
+            };
+            updates.extend(update(cycle.cut_at, reason, note));
+        }
+        for node in 0..self.parent.len() as u32 {
+            let p = self.parent[node as usize];
+            if self.is_user.get(node) && p != NONE && !self.is_user.get(p) {
+                updates.extend(update(node, RepairReason::Orphan, "the referrer names no user".into()));
+            }
+        }
+        updates
+    }
+}
+
+fn tier_type(value: FieldValue<'_>) -> &'static str {
+    match value {
+        FieldValue::Key(KeyRef::Str(_)) => "a string",
+        FieldValue::Key(KeyRef::ObjectId(_)) => "an ObjectId",
+        other => type_name_of(other),
+    }
+}
+
+/// Marks the cycle that contains `entry` and returns it, cut at its smallest id.
+fn close_cycle(parent: &[u32], mark: &mut [u8], entry: u32, ids: &KeyTable) -> Cycle {
+    let mut length = 0u32;
+    let mut cut_at = entry;
+    let mut x = entry;
+    loop {
+        mark[x as usize] = IN_CYCLE;
+        length += 1;
+        if x != cut_at && ids.key_ref(x).to_owned_key() < ids.key_ref(cut_at).to_owned_key() {
+            cut_at = x;
+        }
+        x = parent[x as usize];
+        if x == entry {
+            break;
+        }
+    }
+    if length == 1 {
+        mark[entry as usize] = SELF_REFERRAL;
+    }
+    Cycle { cut_at, length }
+}
+
+/// Why an update is in the repair plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RepairReason {
+    Cycle,
+    SelfReferral,
+    Orphan,
+}
+
+/// One update of a repair plan, in MongoDB relaxed extended JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairUpdate {
+    pub reason: RepairReason,
+    pub note: String,
+    /// `{<id field>: <id>, <referredBy field>: <current value>}`.
+    pub filter: serde_json::Value,
+    /// `{"$unset": {<referredBy field>: ""}}`.
+    pub update: serde_json::Value,
+}
+
+/// The per-user ancestor walk a first implementation would do: for every user, follow
+/// `referredBy` upwards with a set of the users seen, until a root or a repeat. It is
+/// the baseline the benchmark compares with, and a second opinion in the tests.
+pub fn naive_class(parent: &[u32], node: u32) -> UserClass {
+    let mut seen = HashSet::new();
+    let mut v = node;
+    let mut depth: u64 = 0;
+    loop {
+        if !seen.insert(v) {
+            return if v == node {
+                if parent[node as usize] == node { UserClass::SelfReferral } else { UserClass::InCycle }
+            } else {
+                UserClass::BelowCycle
+            };
+        }
+        let p = parent[v as usize];
+        if p == NONE {
+            return UserClass::Depth(depth.min(u64::from(DEPTH_CAP)) as u8);
+        }
+        v = p;
+        depth += 1;
+    }
+}
+
+#[cfg(test)]
+#[path = "chains_tests.rs"]
+mod tests;
