@@ -13,7 +13,7 @@ use mongodb::bson::{Bson, doc};
 use mongodb::{Client, Database};
 use serde::Serialize;
 
-use crate::crd::status::{IndexState, IndexStatus};
+use crate::crd::status::{IndexState, IndexStatus, UnmanagedIndexStatus};
 use crate::crd::{IndexPolicy, IndexSpec};
 
 use super::indexes::{DesiredIndex, ExistingIndex, ExistingIndexError, IndexDrift, UnmanagedIndex, diff_collection};
@@ -149,6 +149,18 @@ impl IndexReport {
                 name: i.name.clone(),
                 state: i.state,
                 message: i.message.clone(),
+            })
+            .collect()
+    }
+
+    /// `status.unmanagedIndexes`.
+    pub fn unmanaged_statuses(&self) -> Vec<UnmanagedIndexStatus> {
+        self.unmanaged
+            .iter()
+            .map(|u| UnmanagedIndexStatus {
+                collection: u.collection.clone(),
+                name: u.name.clone(),
+                keys: u.keys.clone(),
             })
             .collect()
     }
