@@ -42,6 +42,13 @@ pub enum Command {
         #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
     },
+    /// Check a referral system's MongoDB: declared indexes, referral-chain integrity,
+    /// and applying a chain repair plan. Exit 0 sound, 1 problems found, 2 could not run.
+    #[command(subcommand)]
+    Check(crate::commands::check::CheckCommand),
+    /// Measure the chain check on a synthetic population (CPU, memory, documents/s).
+    #[command(subcommand)]
+    Bench(crate::commands::bench::BenchCommand),
 }
 
 /// Flags of `run`.
@@ -135,6 +142,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let Cli { command } = cli;
     match command {
         Command::Run(args) => run_controller(args),
+        Command::Check(command) => crate::commands::check::run(command),
+        Command::Bench(command) => crate::commands::bench::run(command),
         Command::Crd => {
             print!("{}", crate::crd::definition_yaml());
             ExitCode::SUCCESS

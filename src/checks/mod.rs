@@ -9,6 +9,7 @@
 
 pub mod chain_generator;
 pub mod chain_keys;
+pub mod chain_repair;
 pub mod chain_source;
 pub mod chains;
 pub mod index_sync;
