@@ -38,9 +38,20 @@ pub fn classify(error: &Error) -> MongoFailure {
     }
 }
 
-/// The first line of the driver's message, at most 300 characters. Driver messages
-/// name hosts, never the password; the connection string itself is never passed in.
+/// What went wrong, in one line of at most 300 characters: the server's code name
+/// and message for a command error, the driver's message otherwise (never the raw
+/// server response). Driver messages name hosts, never the password; the connection
+/// string itself is never passed in.
 pub fn describe(error: &Error) -> String {
-    let text = error.to_string();
+    let text = match error.kind.as_ref() {
+        ErrorKind::Command(c) => format!("{} ({}): {}", c.code_name, c.code, c.message),
+        ErrorKind::Authentication { message, .. }
+        | ErrorKind::ServerSelection { message, .. }
+        | ErrorKind::ConnectionPoolCleared { message, .. }
+        | ErrorKind::InvalidArgument { message, .. }
+        | ErrorKind::InvalidResponse { message, .. } => message.clone(),
+        ErrorKind::Io(e) => format!("I/O error: {e}"),
+        other => other.to_string(),
+    };
     text.lines().next().unwrap_or_default().chars().take(300).collect()
 }
