@@ -2,6 +2,7 @@
 //! kube-controller-manager), a MongoDB-wire server and Redis. See `harness` for how
 //! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
 
+mod chain_check;
 mod crd;
 mod harness;
 mod servers;
