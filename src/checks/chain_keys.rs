@@ -176,6 +176,52 @@ fn stored(key: KeyRef<'_>) -> Stored<'_> {
     }
 }
 
+/// The key of an inline cell (anything but a long string).
+fn decode_inline(tag: u8, cell: &[u8; INLINE]) -> KeyRef<'_> {
+    match tag {
+        TAG_OBJECT_ID => KeyRef::ObjectId(*cell),
+        TAG_INT => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&cell[..8]);
+            KeyRef::Int(i64::from_le_bytes(b))
+        }
+        short => {
+            let len = usize::from(short.saturating_sub(TAG_SHORT_STR)).min(INLINE);
+            // Inline strings were copied from a &str, so they are UTF-8.
+            KeyRef::Str(std::str::from_utf8(&cell[..len]).unwrap_or_default())
+        }
+    }
+}
+
+/// A key copied out of its document, so that a batch of keys can outlive the
+/// cursor buffer they were read from. Only strings longer than 12 bytes allocate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedKey {
+    Inline(u8, [u8; INLINE]),
+    Long(Box<str>),
+}
+
+impl OwnedKey {
+    pub fn new(key: KeyRef<'_>) -> OwnedKey {
+        match stored(key) {
+            Stored::Inline(tag, cell) => OwnedKey::Inline(tag, cell),
+            Stored::Long(s) => OwnedKey::Long(s.into()),
+        }
+    }
+
+    pub fn key_ref(&self) -> KeyRef<'_> {
+        match self {
+            OwnedKey::Inline(tag, cell) => decode_inline(*tag, cell),
+            OwnedKey::Long(s) => KeyRef::Str(s),
+        }
+    }
+}
+
+/// The hash the table indexes `key` by; [`KeyTable::warm`] takes these.
+pub fn key_hash(key: KeyRef<'_>) -> u64 {
+    hash_key(key)
+}
+
 fn hash_key(key: KeyRef<'_>) -> u64 {
     match stored(key) {
         Stored::Inline(tag, cell) => hash_cell(tag, &cell),
@@ -195,7 +241,7 @@ pub enum KeyTableError {
 /// Each index slot holds a key number in its low `bits` bits and a fragment of the
 /// key's hash in the rest, so a probe compares stored keys (a cache miss each) only
 /// when the fragments agree.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyTable {
     tags: Vec<u8>,
     cells: Vec<[u8; INLINE]>,
@@ -212,8 +258,15 @@ impl KeyTable {
     /// A table sized for `expected` keys without growing.
     pub fn with_capacity(expected: usize) -> KeyTable {
         let expected = expected.min(MAX_KEYS);
-        let mut table =
-            KeyTable { tags: Vec::with_capacity(expected), cells: Vec::with_capacity(expected), ..KeyTable::default() };
+        let mut table = KeyTable {
+            tags: Vec::with_capacity(expected),
+            cells: Vec::with_capacity(expected),
+            long_strings: Vec::new(),
+            slots: Vec::new(),
+            bits: 0,
+            indexed: 0,
+        };
+        // Never without slots: probing relies on a non-empty, power-of-two index.
         table.resize_index(slots_for(expected));
         table
     }
@@ -277,28 +330,48 @@ impl KeyTable {
         let i = id as usize;
         let tag = self.tags[i] & !UNINDEXED;
         let cell = &self.cells[i];
-        match tag {
-            TAG_OBJECT_ID => KeyRef::ObjectId(*cell),
-            TAG_INT => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&cell[..8]);
-                KeyRef::Int(i64::from_le_bytes(b))
-            }
-            TAG_LONG_STR => {
-                let mut off = [0u8; 8];
-                off.copy_from_slice(&cell[..8]);
-                let mut len = [0u8; 4];
-                len.copy_from_slice(&cell[8..]);
-                let start = u64::from_le_bytes(off) as usize;
-                let end = start + u32::from_le_bytes(len) as usize;
-                // Interned bytes came from a &str, so they are UTF-8.
-                KeyRef::Str(std::str::from_utf8(&self.long_strings[start..end]).unwrap_or_default())
-            }
-            short => {
-                let len = usize::from(short - TAG_SHORT_STR);
-                KeyRef::Str(std::str::from_utf8(&cell[..len]).unwrap_or_default())
+        if tag != TAG_LONG_STR {
+            return decode_inline(tag, cell);
+        }
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&cell[..8]);
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&cell[8..]);
+        let start = u64::from_le_bytes(off) as usize;
+        let end = start + u32::from_le_bytes(len) as usize;
+        // Interned bytes came from a &str, so they are UTF-8.
+        KeyRef::Str(std::str::from_utf8(&self.long_strings[start..end]).unwrap_or_default())
+    }
+
+    /// Loads the index slots and stored keys that lookups of these hashes will read,
+    /// all at once. Lookups one after another each wait for their own cache misses (a
+    /// slot, then a key, in tables of hundreds of MB); here the loads of a whole batch
+    /// are independent of each other, so the processor has many in flight at a time
+    /// and the lookups that follow find them in cache. Returns a value only so the
+    /// loads cannot be optimised away.
+    pub fn warm(&self, hashes: &[u64]) -> u64 {
+        let mut sink = 0u64;
+        for &hash in hashes {
+            sink ^= u64::from(self.slots[self.home(hash)]);
+        }
+        let mask = self.slots.len() - 1;
+        for &hash in hashes {
+            let fragment = self.fragment(hash);
+            let mut slot = self.home(hash);
+            for _ in 0..4 {
+                let packed = self.slots[slot];
+                if packed == NONE {
+                    break;
+                }
+                if self.bits >= 32 || packed >> self.bits == fragment {
+                    let id = self.id_of_slot(packed) as usize;
+                    sink ^= u64::from(self.tags[id]) ^ u64::from(self.cells[id][0]);
+                    break;
+                }
+                slot = (slot + 1) & mask;
             }
         }
+        std::hint::black_box(sink)
     }
 
     pub fn key(&self, id: u32) -> UserKey {
@@ -392,6 +465,12 @@ impl KeyTable {
             }
         }
         Ok(id as u32)
+    }
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable::with_capacity(0)
     }
 }
 

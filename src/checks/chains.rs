@@ -4,9 +4,14 @@
 //! dense `u32` numbers ([`super::chain_keys`]) and keeps one parent number per user.
 //! [`ChainBuilder::finish`] then classifies every user in one pass over that array:
 //! depth (hops to a user with no referrer), member of a cycle, self-referral, below a
-//! cycle, orphan (its referrer names no user). Referral records are checked one at a
-//! time afterwards ([`ChainAnalysis::add_record`]), each by a walk of at most `tier`
-//! steps, `tier` being bounded by the maximum chain depth.
+//! cycle, orphan (its referrer names no user). Referral records are checked afterwards
+//! ([`ChainAnalysis::add_record`]), each by a walk of at most `tier` steps, `tier`
+//! being bounded by the maximum chain depth.
+//!
+//! Users and records are taken in small batches: the table lookups of a whole batch
+//! are loaded first and the record walks advance in lockstep, so the cache misses of
+//! different documents overlap instead of queueing (2.5-3.5× less CPU on 10M users
+//! than one document at a time). Results do not depend on where batches split.
 //!
 //! Memory is proportional to the number of users and nothing else: about 4 bytes of
 //! parent, 1 byte of state and 13 bytes of key per user, a hash index of 4 bytes per
@@ -23,7 +28,81 @@ use serde::Serialize;
 
 use crate::crd::mongodb::ReferredByHolds;
 
-pub use super::chain_keys::{FieldValue, KeyRef, KeyTable, KeyTableError, NONE, UserKey};
+pub use super::chain_keys::{FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, UserKey, key_hash};
+
+/// Documents handled per batch: their table lookups are loaded together (see
+/// [`KeyTable::warm`]). Large enough to keep many cache misses in flight, small
+/// enough that the warmed lines are still in cache when the batch is processed.
+///
+/// 32 measured fastest on the 10M-user benchmark (16: 3.2 s, 32: 2.3 s, 64: 3.1 s,
+/// 128: 2.5 s, 256: 2.8 s of ingest CPU; 1, i.e. no batching: 8.0 s).
+#[cfg(not(test))]
+const BATCH: usize = 32;
+/// Small in tests, so that the random graphs of the property tests cross batch
+/// boundaries (a referrer in one batch, its user in the next, a duplicate split
+/// across two).
+#[cfg(test)]
+const BATCH: usize = 5;
+
+/// A field value copied out of its document for a batch.
+#[derive(Debug, Clone, PartialEq)]
+enum PendingValue {
+    Absent,
+    Key(OwnedKey),
+    WrongType(&'static str),
+}
+
+impl PendingValue {
+    fn new(value: FieldValue<'_>) -> PendingValue {
+        match value {
+            FieldValue::Absent => PendingValue::Absent,
+            FieldValue::Key(key) => PendingValue::Key(OwnedKey::new(key)),
+            FieldValue::WrongType(name) => PendingValue::WrongType(name),
+        }
+    }
+
+    fn field(&self) -> FieldValue<'_> {
+        match self {
+            PendingValue::Absent => FieldValue::Absent,
+            PendingValue::Key(key) => FieldValue::Key(key.key_ref()),
+            PendingValue::WrongType(name) => FieldValue::WrongType(name),
+        }
+    }
+
+    fn hash(&self) -> Option<u64> {
+        match self {
+            PendingValue::Key(key) => Some(key_hash(key.key_ref())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PendingUser {
+    id: OwnedKey,
+    referred_by: PendingValue,
+    referral_code: PendingValue,
+}
+
+#[derive(Debug)]
+struct PendingRecord {
+    record_id: PendingValue,
+    referrer: OwnedKey,
+    referred: OwnedKey,
+    tier: i64,
+}
+
+/// Where the ancestor walk of a pending record stands.
+#[derive(Debug, Clone, Copy)]
+struct RecordWalk {
+    referred: Option<u32>,
+    referrer: Option<u32>,
+    /// The node reached so far (NONE when the referred user is unknown).
+    ancestor: u32,
+    /// Steps taken.
+    reached: i64,
+    stopped: bool,
+}
 
 /// Depths at or above this are stored as this ("250 or more").
 pub const DEPTH_CAP: u8 = 250;
@@ -295,6 +374,10 @@ pub struct ChainBuilder {
     malformed: MalformedCounts,
     examples: Examples,
     users: u64,
+    /// Documents per batch: [`BATCH`], or another size in tests.
+    batch: usize,
+    pending: Vec<PendingUser>,
+    hashes: Vec<u64>,
 }
 
 impl ChainBuilder {
@@ -314,7 +397,18 @@ impl ChainBuilder {
             malformed: MalformedCounts::default(),
             examples: Examples::new(options.examples_per_kind),
             users: 0,
+            batch: BATCH,
+            pending: Vec::with_capacity(BATCH),
+            hashes: Vec::with_capacity(2 * BATCH),
         }
+    }
+
+    /// The same builder with another batch size (at least 1; 1 is one document at a
+    /// time): for tests, which show that results do not depend on it, and for the
+    /// benchmark, which measures what batching gains.
+    pub fn with_batch(mut self, batch: usize) -> ChainBuilder {
+        self.batch = batch.max(1);
+        self
     }
 
     fn node(&mut self, key: KeyRef<'_>) -> Result<(u32, bool), ChainError> {
@@ -331,6 +425,68 @@ impl ChainBuilder {
     /// Adds one user document: its id, its `referredBy` and (referral-code mode) its
     /// own referral code. Malformed documents are counted, never an error.
     pub fn add_user(
+        &mut self,
+        id: FieldValue<'_>,
+        referred_by: FieldValue<'_>,
+        referral_code: FieldValue<'_>,
+    ) -> Result<(), ChainError> {
+        match id {
+            FieldValue::Key(key) => {
+                self.pending.push(PendingUser {
+                    id: OwnedKey::new(key),
+                    referred_by: PendingValue::new(referred_by),
+                    referral_code: PendingValue::new(referral_code),
+                });
+                if self.pending.len() >= self.batch {
+                    self.flush_users()?;
+                }
+                Ok(())
+            }
+            // Rare: the batch before it is handled first, so that examples (capped per
+            // kind) come out in document order wherever the batches split.
+            other => {
+                self.flush_users()?;
+                self.add_one_user(other, referred_by, referral_code)
+            }
+        }
+    }
+
+    fn flush_users(&mut self) -> Result<(), ChainError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.hashes.clear();
+        let code_mode = self.codes.is_some();
+        for user in &pending {
+            self.hashes.push(key_hash(user.id.key_ref()));
+            if !code_mode {
+                self.hashes.extend(user.referred_by.hash());
+            }
+        }
+        self.ids.warm(&self.hashes);
+        if let Some(book) = &self.codes {
+            self.hashes.clear();
+            for user in &pending {
+                self.hashes.extend(user.referred_by.hash());
+                self.hashes.extend(user.referral_code.hash());
+            }
+            book.codes.warm(&self.hashes);
+        }
+        let mut result = Ok(());
+        for user in &pending {
+            result = self.add_one_user(
+                FieldValue::Key(user.id.key_ref()),
+                user.referred_by.field(),
+                user.referral_code.field(),
+            );
+            if result.is_err() {
+                break;
+            }
+        }
+        self.pending = pending;
+        self.pending.clear();
+        result
+    }
+
+    fn add_one_user(
         &mut self,
         id: FieldValue<'_>,
         referred_by: FieldValue<'_>,
@@ -439,6 +595,7 @@ impl ChainBuilder {
 
     /// Resolves referral codes (code mode) and classifies every user.
     pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
+        self.flush_users()?;
         let mut book = self.codes.take();
         if let Some(book) = &mut book {
             // A code nobody owns gets one placeholder node, shared by everyone naming it.
@@ -475,6 +632,10 @@ impl ChainBuilder {
             records: RecordCounts::default(),
             examples: self.examples,
             users: self.users,
+            batch: self.batch,
+            pending_records: Vec::with_capacity(BATCH),
+            record_walks: Vec::with_capacity(BATCH),
+            record_hashes: Vec::with_capacity(2 * BATCH),
         };
         analysis.classify();
         Ok(analysis)
@@ -513,6 +674,11 @@ pub struct ChainAnalysis {
     records: RecordCounts,
     examples: Examples,
     users: u64,
+    batch: usize,
+    pending_records: Vec<PendingRecord>,
+    /// Scratch of [`ChainAnalysis::flush_records`], kept to avoid allocating per batch.
+    record_walks: Vec<RecordWalk>,
+    record_hashes: Vec<u64>,
 }
 
 impl ChainAnalysis {
@@ -529,6 +695,11 @@ impl ChainAnalysis {
     /// Whether node `n` is a user (not a referrer only named by others).
     pub fn is_user(&self, node: u32) -> bool {
         self.is_user.get(node)
+    }
+
+    /// The node of a user id or referrer id, if the check saw it.
+    pub fn node_of(&self, key: KeyRef<'_>) -> Option<u32> {
+        self.ids.get(key)
     }
 
     /// The id of node `n`.
@@ -659,7 +830,8 @@ impl ChainAnalysis {
     }
 
     /// Checks one referral record: `referrer` must be the `tier`-th ancestor of
-    /// `referred`. Referral records name users by id in both modes.
+    /// `referred`. Referral records name users by id in both modes. Records are
+    /// checked in batches; [`ChainAnalysis::report`] checks what is left.
     pub fn add_record(
         &mut self,
         record_id: FieldValue<'_>,
@@ -672,8 +844,18 @@ impl ChainAnalysis {
             FieldValue::Key(k) => k.to_owned_key().to_string(),
             _ => "(without _id)".into(),
         };
-        let (referrer, referred, tier) = match (referrer, referred, tier) {
-            (FieldValue::Key(a), FieldValue::Key(b), FieldValue::Key(KeyRef::Int(t))) if t >= 1 => (a, b, t),
+        match (referrer, referred, tier) {
+            (FieldValue::Key(a), FieldValue::Key(b), FieldValue::Key(KeyRef::Int(t))) if t >= 1 => {
+                self.pending_records.push(PendingRecord {
+                    record_id: PendingValue::new(record_id),
+                    referrer: OwnedKey::new(a),
+                    referred: OwnedKey::new(b),
+                    tier: t,
+                });
+                if self.pending_records.len() >= self.batch {
+                    self.flush_records();
+                }
+            }
             (FieldValue::Absent, _, _) | (_, FieldValue::Absent, _) | (_, _, FieldValue::Absent) => {
                 self.malformed.record_missing_field += 1;
                 if self.examples.wants(FindingKind::Malformed) {
@@ -683,7 +865,6 @@ impl ChainAnalysis {
                         Vec::new(),
                     );
                 }
-                return;
             }
             (a, b, t) => {
                 self.malformed.record_field_type += 1;
@@ -700,22 +881,84 @@ impl ChainAnalysis {
                         Vec::new(),
                     );
                 }
-                return;
             }
+        }
+    }
+
+    /// Checks the pending records. Lookups are warmed for the whole batch first, and
+    /// the ancestor walks advance one step per round across the batch, so that the
+    /// cache misses of different records overlap instead of queueing.
+    fn flush_records(&mut self) {
+        let pending = std::mem::take(&mut self.pending_records);
+        let mut walks = std::mem::take(&mut self.record_walks);
+        self.record_hashes.clear();
+        for record in &pending {
+            self.record_hashes.push(key_hash(record.referred.key_ref()));
+            self.record_hashes.push(key_hash(record.referrer.key_ref()));
+        }
+        self.ids.warm(&self.record_hashes);
+        let max = i64::from(self.options.max_depth);
+        walks.clear();
+        walks.extend(pending.iter().map(|record| {
+            let referred = self.ids.get(record.referred.key_ref()).filter(|&n| self.is_user.get(n));
+            RecordWalk {
+                referred,
+                referrer: self.ids.get(record.referrer.key_ref()),
+                ancestor: referred.unwrap_or(NONE),
+                reached: 0,
+                // A record with an unknown user or a tier above the maximum is judged
+                // without a walk; every other walk takes at most max_depth steps.
+                stopped: referred.is_none() || record.tier > max,
+            }
+        }));
+        loop {
+            let mut moved = false;
+            for (walk, record) in walks.iter_mut().zip(&pending) {
+                if walk.stopped || walk.reached >= record.tier {
+                    continue;
+                }
+                let p = self.parent[walk.ancestor as usize];
+                if p == NONE {
+                    walk.stopped = true;
+                } else {
+                    walk.ancestor = p;
+                    walk.reached += 1;
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        for (walk, record) in walks.iter().zip(&pending) {
+            self.judge_record(record, walk);
+        }
+        self.pending_records = pending;
+        self.pending_records.clear();
+        self.record_walks = walks;
+    }
+
+    fn judge_record(&mut self, record: &PendingRecord, walk: &RecordWalk) {
+        let RecordWalk { referred: referred_node, referrer: referrer_node, ancestor, reached, stopped: _ } = *walk;
+        let record_name = || match record.record_id.field() {
+            FieldValue::Key(k) => k.to_owned_key().to_string(),
+            _ => "(without _id)".into(),
         };
-        let referred_node = self.ids.get(referred).filter(|&n| self.is_user.get(n));
-        let Some(referred_node) = referred_node else {
+        let tier = record.tier;
+        let referred = record.referred.key_ref();
+        let referrer = record.referrer.key_ref();
+        if referred_node.is_none() {
             self.records.unknown_referred += 1;
             if self.examples.wants(FindingKind::UnknownReferred) {
                 let who = referred.to_owned_key().to_string();
                 self.examples.push(
                     FindingKind::UnknownReferred,
-                    format!("referral record {} names referred user {who}, which does not exist", record()),
+                    format!("referral record {} names referred user {who}, which does not exist", record_name()),
                     vec![who],
                 );
             }
             return;
-        };
+        }
         if tier > i64::from(self.options.max_depth) {
             self.records.tier_too_high += 1;
             if self.examples.wants(FindingKind::TierTooHigh) {
@@ -724,7 +967,7 @@ impl ChainAnalysis {
                     FindingKind::TierTooHigh,
                     format!(
                         "referral record {}: tier {tier} exceeds maxChainDepth {} (referred user {who})",
-                        record(),
+                        record_name(),
                         self.options.max_depth
                     ),
                     vec![who],
@@ -732,18 +975,6 @@ impl ChainAnalysis {
             }
             return;
         }
-        // tier ≤ max_depth ≤ 255: a bounded walk.
-        let mut ancestor = referred_node;
-        let mut reached = 0;
-        while reached < tier {
-            let p = self.parent[ancestor as usize];
-            if p == NONE {
-                break;
-            }
-            ancestor = p;
-            reached += 1;
-        }
-        let referrer_node = self.ids.get(referrer);
         if reached == tier && referrer_node == Some(ancestor) {
             if !self.is_user.get(ancestor) {
                 self.records.unknown_referrer += 1;
@@ -751,7 +982,7 @@ impl ChainAnalysis {
                     let who = referrer.to_owned_key().to_string();
                     self.examples.push(
                         FindingKind::UnknownReferrer,
-                        format!("referral record {} names referrer {who}, which does not exist", record()),
+                        format!("referral record {} names referrer {who}, which does not exist", record_name()),
                         vec![who],
                     );
                 }
@@ -771,15 +1002,17 @@ impl ChainAnalysis {
                 FindingKind::WrongReferrer,
                 format!(
                     "referral record {}: tier {tier} referrer of user {who} is {named} in the record, {chain_says}",
-                    record()
+                    record_name()
                 ),
                 vec![who, named],
             );
         }
     }
 
-    /// The report, with examples gathered from one more pass over the users.
-    pub fn report(&self) -> ChainReport {
+    /// The report, with examples gathered from one more pass over the users. Checks
+    /// the referral records still pending first.
+    pub fn report(&mut self) -> ChainReport {
+        self.flush_records();
         let mut examples = Examples::new(self.options.examples_per_kind);
         let mut histogram = vec![0u64; usize::from(DEPTH_CAP) + 1];
         let (mut roots, mut in_cycles, mut below, mut orphans, mut deeper) = (0u64, 0u64, 0u64, 0u64, 0u64);

@@ -54,7 +54,11 @@ fn user(id: Value, referred_by: Value) -> User {
 }
 
 fn run(users: &[User], records: &[Record], options: ChainOptions) -> ChainAnalysis {
-    let mut builder = ChainBuilder::new(options, 0);
+    run_in_batches(users, records, options, BATCH)
+}
+
+fn run_in_batches(users: &[User], records: &[Record], options: ChainOptions, batch: usize) -> ChainAnalysis {
+    let mut builder = ChainBuilder::new(options, 0).with_batch(batch);
     for u in users {
         builder.add_user(u.id.field(), u.referred_by.field(), u.code.field()).unwrap();
     }
@@ -89,7 +93,7 @@ fn a_sound_tree_has_depths_and_no_violations() {
         Record { referrer: int(2), referred: int(4), tier: int(2) },
         Record { referrer: int(1), referred: int(4), tier: int(3) },
     ];
-    let analysis = run(&users, &records, options(3));
+    let mut analysis = run(&users, &records, options(3));
     let report = analysis.report();
     assert_eq!(report.violations, 0, "{report:#?}");
     assert_eq!(report.summary(), "OK");
@@ -134,7 +138,7 @@ fn every_defect_kind_is_found_with_examples() {
         Record { referrer: s("root"), referred: s("orphan"), tier: s("1") },       // tier type
         Record { referrer: s("root"), referred: s("orphan"), tier: int(0) },       // tier below 1
     ];
-    let analysis = run(&users, &records, options(3));
+    let mut analysis = run(&users, &records, options(3));
     let r = analysis.report();
     assert_eq!((r.cycles, r.users_in_cycles, r.users_below_cycles), (1, 3, 1));
     assert_eq!(r.self_referrals, 1);
@@ -224,7 +228,7 @@ fn referral_code_mode_resolves_codes_and_never_confuses_codes_with_ids() {
     ];
     let mut opts = options(3);
     opts.holds = ReferredByHolds::ReferralCode;
-    let analysis = run(&users, &records, opts);
+    let mut analysis = run(&users, &records, opts);
     let r = analysis.report();
     assert_eq!(class_of(&analysis, &UserKey::Int(3)), UserClass::Depth(2));
     assert_eq!((r.orphans, r.self_referrals), (1, 1));
@@ -481,7 +485,7 @@ fn reference(users: &[User], records: &[Record], opts: ChainOptions) -> Expected
     e
 }
 
-fn observed(analysis: &ChainAnalysis, users: &[User]) -> Expected {
+fn observed(analysis: &mut ChainAnalysis, users: &[User]) -> Expected {
     let r = analysis.report();
     let mut classes = HashMap::new();
     for u in users {
@@ -589,8 +593,8 @@ proptest! {
         max_depth in 1u8..5,
     ) {
         let opts = options(max_depth);
-        let analysis = run(&users, &records, opts);
-        prop_assert_eq!(observed(&analysis, &users), reference(&users, &records, opts));
+        let mut analysis = run(&users, &records, opts);
+        prop_assert_eq!(observed(&mut analysis, &users), reference(&users, &records, opts));
     }
 
     #[test]
@@ -600,8 +604,26 @@ proptest! {
         max_depth in 1u8..5,
     ) {
         let opts = ChainOptions { max_depth, holds: ReferredByHolds::ReferralCode, examples_per_kind: 3 };
-        let analysis = run(&users, &records, opts);
-        prop_assert_eq!(observed(&analysis, &users), reference(&users, &records, opts));
+        let mut analysis = run(&users, &records, opts);
+        prop_assert_eq!(observed(&mut analysis, &users), reference(&users, &records, opts));
+    }
+
+    #[test]
+    fn where_batches_split_changes_nothing_not_even_the_examples(
+        users in users_strategy(false),
+        records in records_strategy(),
+        code_mode in any::<bool>(),
+        batches in (2usize..9, 9usize..40),
+    ) {
+        // Examples are capped per kind, so their choice shows any change of order.
+        let holds = if code_mode { ReferredByHolds::ReferralCode } else { ReferredByHolds::UserId };
+        let opts = ChainOptions { max_depth: 3, holds, examples_per_kind: 2 };
+        let mut one_at_a_time = run_in_batches(&users, &records, opts, 1);
+        let expected = (one_at_a_time.report(), one_at_a_time.repair_plan("_id", "referredBy"));
+        for batch in [batches.0, batches.1] {
+            let mut batched = run_in_batches(&users, &records, opts, batch);
+            prop_assert_eq!(&(batched.report(), batched.repair_plan("_id", "referredBy")), &expected, "batch {}", batch);
+        }
     }
 
     #[test]
@@ -615,7 +637,7 @@ proptest! {
     #[test]
     fn applying_the_repair_plan_leaves_no_cycle_and_no_orphan(mut users in users_strategy(false)) {
         let opts = options(3);
-        let analysis = run(&users, &[], opts);
+        let mut analysis = run(&users, &[], opts);
         let report = analysis.report();
         let plan = analysis.repair_plan("_id", "referredBy");
         prop_assert_eq!(plan.len() as u64, report.cycles + report.self_referrals + report.orphans);
