@@ -20,6 +20,23 @@ const TAG_INT: u8 = 1;
 const TAG_SHORT_STR: u8 = 2;
 const TAG_LONG_STR: u8 = TAG_SHORT_STR + 13;
 const INLINE: usize = 12;
+/// A stored key: the inline bytes and the tag.
+const CELL: usize = INLINE + 1;
+
+/// The tag (without the unindexed flag) and the inline bytes of a stored cell.
+fn split_cell(cell: &[u8; CELL]) -> (u8, &[u8; INLINE]) {
+    let (body, tag) = cell.split_at(INLINE);
+    // `split_at(INLINE)` of a CELL-byte array: the body is exactly INLINE bytes.
+    let body: &[u8; INLINE] = body.try_into().unwrap_or(&[0; INLINE]);
+    (tag[0] & !UNINDEXED, body)
+}
+
+fn join_cell(tag: u8, body: &[u8; INLINE]) -> [u8; CELL] {
+    let mut cell = [0u8; CELL];
+    cell[..INLINE].copy_from_slice(body);
+    cell[INLINE] = tag;
+    cell
+}
 
 /// A key borrowed from a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,8 +260,9 @@ pub enum KeyTableError {
 /// when the fragments agree.
 #[derive(Debug)]
 pub struct KeyTable {
-    tags: Vec<u8>,
-    cells: Vec<[u8; INLINE]>,
+    /// Per key: 12 bytes of key (or a long string's offset and length), then the tag.
+    /// One array rather than two, so that comparing a key costs one cache miss.
+    cells: Vec<[u8; CELL]>,
     long_strings: Vec<u8>,
     slots: Vec<u32>,
     bits: u32,
@@ -259,8 +277,7 @@ impl KeyTable {
     pub fn with_capacity(expected: usize) -> KeyTable {
         let expected = expected.min(MAX_KEYS);
         let mut table = KeyTable {
-            tags: Vec::with_capacity(expected),
-            cells: Vec::with_capacity(expected),
+            cells: huge_page_vec(expected),
             long_strings: Vec::new(),
             slots: Vec::new(),
             bits: 0,
@@ -272,23 +289,26 @@ impl KeyTable {
     }
 
     pub fn len(&self) -> usize {
-        self.tags.len()
+        self.cells.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tags.is_empty()
+        self.cells.is_empty()
     }
 
     /// Bytes held, for the benchmark's accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.tags.capacity() + self.cells.capacity() * INLINE + self.long_strings.capacity() + self.slots.capacity() * 4
+        self.cells.capacity() * CELL + self.long_strings.capacity() + self.slots.capacity() * 4
     }
 
     fn resize_index(&mut self, capacity: usize) {
         let capacity = capacity.max(16).next_power_of_two();
         self.bits = capacity.trailing_zeros();
-        self.slots = vec![NONE; capacity];
-        for id in 0..self.tags.len() as u32 {
+        // Written right after the hint, so the first touch already gets huge pages.
+        let mut slots = huge_page_vec(capacity);
+        slots.resize(capacity, NONE);
+        self.slots = slots;
+        for id in 0..self.cells.len() as u32 {
             // Only keys that were indexed go back in: unindexed keys have no slot.
             if self.is_indexed_key(id) {
                 let hash = self.hash_of(id);
@@ -302,7 +322,7 @@ impl KeyTable {
     }
 
     fn is_indexed_key(&self, id: u32) -> bool {
-        self.tags.get(id as usize).is_some_and(|t| t & UNINDEXED == 0)
+        self.cells.get(id as usize).is_some_and(|c| c[INLINE] & UNINDEXED == 0)
     }
 
     fn home(&self, hash: u64) -> usize {
@@ -328,8 +348,7 @@ impl KeyTable {
     /// The key with number `id`.
     pub fn key_ref(&self, id: u32) -> KeyRef<'_> {
         let i = id as usize;
-        let tag = self.tags[i] & !UNINDEXED;
-        let cell = &self.cells[i];
+        let (tag, cell) = split_cell(&self.cells[i]);
         if tag != TAG_LONG_STR {
             return decode_inline(tag, cell);
         }
@@ -343,35 +362,34 @@ impl KeyTable {
         KeyRef::Str(std::str::from_utf8(&self.long_strings[start..end]).unwrap_or_default())
     }
 
-    /// Loads the index slots and stored keys that lookups of these hashes will read,
-    /// all at once. Lookups one after another each wait for their own cache misses (a
-    /// slot, then a key, in tables of hundreds of MB); here the loads of a whole batch
-    /// are independent of each other, so the processor has many in flight at a time
-    /// and the lookups that follow find them in cache. Returns a value only so the
-    /// loads cannot be optimised away.
-    pub fn warm(&self, hashes: &[u64]) -> u64 {
-        let mut sink = 0u64;
-        for &hash in hashes {
-            sink ^= u64::from(self.slots[self.home(hash)]);
+    /// Asks for the index slot a lookup of `hash` starts at to be brought into cache,
+    /// without waiting for it. First stage of a lookup that will come later.
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(self.home(hash)) {
+            prefetch(slot);
         }
+    }
+
+    /// Reads the slots of `hash` (in cache after [`KeyTable::prefetch_slot`]) and asks
+    /// for the stored key they point at, without waiting for it. Second stage.
+    pub fn prefetch_key(&self, hash: u64) {
+        let fragment = self.fragment(hash);
         let mask = self.slots.len() - 1;
-        for &hash in hashes {
-            let fragment = self.fragment(hash);
-            let mut slot = self.home(hash);
-            for _ in 0..4 {
-                let packed = self.slots[slot];
-                if packed == NONE {
-                    break;
-                }
-                if self.bits >= 32 || packed >> self.bits == fragment {
-                    let id = self.id_of_slot(packed) as usize;
-                    sink ^= u64::from(self.tags[id]) ^ u64::from(self.cells[id][0]);
-                    break;
-                }
-                slot = (slot + 1) & mask;
+        let mut slot = self.home(hash);
+        // A hint: the first few probes find nearly every key at a load of 3/4.
+        for _ in 0..4 {
+            let packed = self.slots[slot];
+            if packed == NONE {
+                return;
             }
+            if self.bits >= 32 || packed >> self.bits == fragment {
+                if let Some(cell) = self.cells.get(self.id_of_slot(packed) as usize) {
+                    prefetch(cell);
+                }
+                return;
+            }
+            slot = (slot + 1) & mask;
         }
-        std::hint::black_box(sink)
     }
 
     pub fn key(&self, id: u32) -> UserKey {
@@ -380,16 +398,21 @@ impl KeyTable {
 
     fn matches(&self, id: u32, form: Stored<'_>) -> bool {
         let i = id as usize;
-        let tag = self.tags[i] & !UNINDEXED;
+        let (tag, cell) = split_cell(&self.cells[i]);
         match form {
-            Stored::Inline(want_tag, want_cell) => tag == want_tag && self.cells[i] == want_cell,
+            Stored::Inline(want_tag, want_cell) => tag == want_tag && *cell == want_cell,
             Stored::Long(s) => tag == TAG_LONG_STR && self.key_ref(id) == KeyRef::Str(s),
         }
     }
 
     /// The number of `key`, if it was interned with [`KeyTable::intern`].
     pub fn get(&self, key: KeyRef<'_>) -> Option<u32> {
-        let hash = hash_key(key);
+        self.get_hashed(key, hash_key(key))
+    }
+
+    /// [`KeyTable::get`] with the key's [`key_hash`] already computed.
+    pub(super) fn get_hashed(&self, key: KeyRef<'_>, hash: u64) -> Option<u32> {
+        debug_assert_eq!(hash, hash_key(key));
         let form = stored(key);
         let fragment = self.fragment(hash);
         let mask = self.slots.len() - 1;
@@ -409,6 +432,12 @@ impl KeyTable {
 
     /// The number of `key`, adding it when new; the flag says whether it was added.
     pub fn intern(&mut self, key: KeyRef<'_>) -> Result<(u32, bool), KeyTableError> {
+        self.intern_hashed(key, hash_key(key))
+    }
+
+    /// [`KeyTable::intern`] with the key's [`key_hash`] already computed.
+    pub(super) fn intern_hashed(&mut self, key: KeyRef<'_>, hash: u64) -> Result<(u32, bool), KeyTableError> {
+        debug_assert_eq!(hash, hash_key(key));
         if (self.indexed + 1) * 4 > self.slots.len() * 3 {
             if self.slots.len() > MAX_KEYS {
                 return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
@@ -416,7 +445,6 @@ impl KeyTable {
             let doubled = self.slots.len() * 2;
             self.resize_index(doubled);
         }
-        let hash = hash_key(key);
         let form = stored(key);
         let fragment = self.fragment(hash);
         let mask = self.slots.len() - 1;
@@ -445,23 +473,21 @@ impl KeyTable {
     }
 
     fn push(&mut self, form: Stored<'_>, unindexed: bool) -> Result<u32, KeyTableError> {
-        let id = self.tags.len();
+        let id = self.cells.len();
         if id >= MAX_KEYS {
             return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
         }
         let flag = if unindexed { UNINDEXED } else { 0 };
         match form {
             Stored::Inline(tag, cell) => {
-                self.tags.push(tag | flag);
-                self.cells.push(cell);
+                self.cells.push(join_cell(tag | flag, &cell));
             }
             Stored::Long(s) => {
                 let mut cell = [0u8; INLINE];
                 cell[..8].copy_from_slice(&(self.long_strings.len() as u64).to_le_bytes());
                 cell[8..].copy_from_slice(&(s.len() as u32).to_le_bytes());
                 self.long_strings.extend_from_slice(s.as_bytes());
-                self.tags.push(TAG_LONG_STR | flag);
-                self.cells.push(cell);
+                self.cells.push(join_cell(TAG_LONG_STR | flag, &cell));
             }
         }
         Ok(id as u32)
@@ -473,6 +499,61 @@ impl Default for KeyTable {
         KeyTable::with_capacity(0)
     }
 }
+
+/// A vector with room for `len` elements whose memory the kernel is asked to back
+/// with transparent huge pages.
+///
+/// The chain check reads its tables at random: every lookup lands on another 4 KiB
+/// page, and with hundreds of MB the page-table walk costs as much as the cache miss.
+/// 2 MiB pages cut the walks to almost none. Where huge pages are only given on
+/// request (`transparent_hugepage/enabled = madvise`, the common default) this asks;
+/// it is a hint, so a refusal changes nothing but speed, and the memory is still only
+/// committed as it is first written.
+/// Asks the processor to bring the cache line holding `value` in, without waiting.
+/// Taking a reference keeps the address a valid one.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and cannot fault; SSE, which the instruction
+    // needs, is part of every x86_64 processor.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+pub fn huge_page_vec<T>(len: usize) -> Vec<T> {
+    let v = Vec::with_capacity(len);
+    advise_huge_pages(&v);
+    v
+}
+
+/// Below this the hint is not worth a system call (and a VMA split).
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(v: &Vec<T>) {
+    let bytes = v.capacity().saturating_mul(std::mem::size_of::<T>());
+    if bytes < HUGE_PAGE_MIN_BYTES {
+        return;
+    }
+    const PAGE: usize = 4096;
+    let start = v.as_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let end = (start + bytes) / PAGE * PAGE;
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: madvise(MADV_HUGEPAGE) changes no contents and no mapping: it marks the
+    // page-aligned range inside this vector's own allocation as eligible for huge
+    // pages. The range is not used as a pointer by anything here. A failure (a kernel
+    // without THP, a range it will not take) only means 4 KiB pages, so it is ignored.
+    let _ = unsafe { libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_v: &Vec<T>) {}
 
 /// High bit of a tag: the key is stored but has no index slot.
 const UNINDEXED: u8 = 0x80;

@@ -8,10 +8,12 @@
 //! ([`ChainAnalysis::add_record`]), each by a walk of at most `tier` steps, `tier`
 //! being bounded by the maximum chain depth.
 //!
-//! Users and records are taken in small batches: the table lookups of a whole batch
-//! are loaded first and the record walks advance in lockstep, so the cache misses of
-//! different documents overlap instead of queueing (2.5-3.5× less CPU on 10M users
-//! than one document at a time). Results do not depend on where batches split.
+//! Lookups at random in tables of hundreds of MB are cache misses, so documents do
+//! not go straight in: a user waits in a short pipeline while the index slots and
+//! then the keys its lookups need are prefetched, and records are checked in batches
+//! whose walks advance in lockstep. The misses of different documents overlap instead
+//! of queueing. Documents are still handled in arrival order, so results (examples
+//! included) are those of one document at a time; a property test holds it to that.
 //!
 //! Memory is proportional to the number of users and nothing else: about 4 bytes of
 //! parent, 1 byte of state and 13 bytes of key per user, a hash index of 4 bytes per
@@ -22,29 +24,35 @@
 //! the CLI prints the report and the repair plan. The repair plan is only data: this
 //! module never applies it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use serde::Serialize;
 
 use crate::crd::mongodb::ReferredByHolds;
 
+use super::chain_keys::huge_page_vec;
 pub use super::chain_keys::{FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, UserKey, key_hash};
 
-/// Documents handled per batch: their table lookups are loaded together (see
-/// [`KeyTable::warm`]). Large enough to keep many cache misses in flight, small
-/// enough that the warmed lines are still in cache when the batch is processed.
-///
-/// 32 measured fastest on the 10M-user benchmark (16: 3.2 s, 32: 2.3 s, 64: 3.1 s,
-/// 128: 2.5 s, 256: 2.8 s of ingest CPU; 1, i.e. no batching: 8.0 s).
+/// Documents a user waits between the prefetch of its index slots and the prefetch
+/// of the keys they point at, and again before it is interned. Table lookups at
+/// random in hundreds of MB each wait for two cache misses (a slot, then a key); this
+/// way every lookup finds both in cache and the misses of many documents overlap.
+/// Long enough for memory to answer, short enough that the lines are still cached.
+#[cfg(not(test))]
+const LEAD: usize = 16;
+/// Small in tests, so that the random graphs of the property tests wrap around the
+/// pipeline (a referrer interned while its user waits, a duplicate inside it).
+#[cfg(test)]
+const LEAD: usize = 3;
+
+/// Referral records are checked in batches: lookups prefetched, then the ancestor
+/// walks advance in lockstep, so the misses of different records overlap.
 #[cfg(not(test))]
 const BATCH: usize = 32;
-/// Small in tests, so that the random graphs of the property tests cross batch
-/// boundaries (a referrer in one batch, its user in the next, a duplicate split
-/// across two).
 #[cfg(test)]
 const BATCH: usize = 5;
 
-/// A field value copied out of its document for a batch.
+/// A field value copied out of its document, to wait in the pipeline.
 #[derive(Debug, Clone, PartialEq)]
 enum PendingValue {
     Absent,
@@ -77,11 +85,30 @@ impl PendingValue {
     }
 }
 
+/// A user document waiting in the ingest pipeline, with the hashes of its keys.
 #[derive(Debug)]
 struct PendingUser {
-    id: OwnedKey,
+    id: PendingValue,
     referred_by: PendingValue,
     referral_code: PendingValue,
+    id_hash: Option<u64>,
+    referred_by_hash: Option<u64>,
+    referral_code_hash: Option<u64>,
+}
+
+impl PendingUser {
+    fn new(id: FieldValue<'_>, referred_by: FieldValue<'_>, referral_code: FieldValue<'_>) -> PendingUser {
+        let (id, referred_by, referral_code) =
+            (PendingValue::new(id), PendingValue::new(referred_by), PendingValue::new(referral_code));
+        PendingUser {
+            id_hash: id.hash(),
+            referred_by_hash: referred_by.hash(),
+            referral_code_hash: referral_code.hash(),
+            id,
+            referred_by,
+            referral_code,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -89,6 +116,8 @@ struct PendingRecord {
     record_id: PendingValue,
     referrer: OwnedKey,
     referred: OwnedKey,
+    referrer_hash: u64,
+    referred_hash: u64,
     tier: i64,
 }
 
@@ -374,15 +403,20 @@ pub struct ChainBuilder {
     malformed: MalformedCounts,
     examples: Examples,
     users: u64,
-    /// Documents per batch: [`BATCH`], or another size in tests.
+    /// Users waiting, oldest first: see [`LEAD`].
+    pipeline: VecDeque<PendingUser>,
+    /// [`LEAD`], or another depth in tests and the benchmark.
+    lead: usize,
+    /// Referral records per batch for the analysis: [`BATCH`] or another size.
     batch: usize,
-    pending: Vec<PendingUser>,
-    hashes: Vec<u64>,
 }
 
 impl ChainBuilder {
     /// A builder sized for about `expected_users` users (0 when unknown).
     pub fn new(options: ChainOptions, expected_users: usize) -> ChainBuilder {
+        // Referrers that are no user (orphans' missing ids, unowned codes) are nodes
+        // too: a little room for them keeps the big arrays from doubling for a few.
+        let expected_users = expected_users.saturating_add(expected_users / 64);
         let codes = (options.holds == ReferredByHolds::ReferralCode).then(|| CodeBook {
             codes: KeyTable::with_capacity(expected_users),
             owner: Vec::with_capacity(expected_users),
@@ -391,28 +425,35 @@ impl ChainBuilder {
         ChainBuilder {
             options,
             ids: KeyTable::with_capacity(expected_users),
-            parent: Vec::with_capacity(expected_users),
+            parent: huge_page_vec(expected_users),
             is_user: Bits(Vec::with_capacity(expected_users / 64 + 1)),
             codes,
             malformed: MalformedCounts::default(),
             examples: Examples::new(options.examples_per_kind),
             users: 0,
+            pipeline: VecDeque::with_capacity(2 * LEAD + 1),
+            lead: LEAD,
             batch: BATCH,
-            pending: Vec::with_capacity(BATCH),
-            hashes: Vec::with_capacity(2 * BATCH),
         }
     }
 
-    /// The same builder with another batch size (at least 1; 1 is one document at a
-    /// time): for tests, which show that results do not depend on it, and for the
-    /// benchmark, which measures what batching gains.
-    pub fn with_batch(mut self, batch: usize) -> ChainBuilder {
+    /// The same builder with another pipeline depth for users and batch size for
+    /// records (0 and 1: one document at a time). For tests, which show that results
+    /// do not depend on them, and for the benchmark, which measures what they gain.
+    /// The pipeline depth and record batch size the engine uses unless told otherwise.
+    pub fn default_pipeline() -> (usize, usize) {
+        (LEAD, BATCH)
+    }
+
+    pub fn with_pipeline(mut self, lead: usize, batch: usize) -> ChainBuilder {
+        self.lead = lead;
         self.batch = batch.max(1);
         self
     }
 
-    fn node(&mut self, key: KeyRef<'_>) -> Result<(u32, bool), ChainError> {
-        let (id, added) = self.ids.intern(key).map_err(ChainError::Ids)?;
+    fn node(&mut self, key: KeyRef<'_>, hash: Option<u64>) -> Result<(u32, bool), ChainError> {
+        let hash = hash.unwrap_or_else(|| key_hash(key));
+        let (id, added) = self.ids.intern_hashed(key, hash).map_err(ChainError::Ids)?;
         if added {
             self.parent.push(NONE);
             if let Some(book) = &mut self.codes {
@@ -424,75 +465,65 @@ impl ChainBuilder {
 
     /// Adds one user document: its id, its `referredBy` and (referral-code mode) its
     /// own referral code. Malformed documents are counted, never an error.
+    ///
+    /// The document waits in a short pipeline (see [`LEAD`]) and is interned in
+    /// arrival order, so results are those of handling it at once;
+    /// [`ChainBuilder::finish`] handles the rest.
     pub fn add_user(
         &mut self,
         id: FieldValue<'_>,
         referred_by: FieldValue<'_>,
         referral_code: FieldValue<'_>,
     ) -> Result<(), ChainError> {
-        match id {
-            FieldValue::Key(key) => {
-                self.pending.push(PendingUser {
-                    id: OwnedKey::new(key),
-                    referred_by: PendingValue::new(referred_by),
-                    referral_code: PendingValue::new(referral_code),
-                });
-                if self.pending.len() >= self.batch {
-                    self.flush_users()?;
-                }
-                Ok(())
-            }
-            // Rare: the batch before it is handled first, so that examples (capped per
-            // kind) come out in document order wherever the batches split.
-            other => {
-                self.flush_users()?;
-                self.add_one_user(other, referred_by, referral_code)
-            }
+        let user = PendingUser::new(id, referred_by, referral_code);
+        self.prefetch_slots(&user);
+        self.pipeline.push_back(user);
+        let waiting = self.pipeline.len();
+        if let Some(user) = waiting.checked_sub(self.lead + 1).and_then(|i| self.pipeline.get(i)) {
+            self.prefetch_keys(user);
+        }
+        if waiting > 2 * self.lead
+            && let Some(user) = self.pipeline.pop_front()
+        {
+            self.add_one_user(&user)?;
+        }
+        Ok(())
+    }
+
+    /// The table a user's `referredBy` is looked up in: ids, or codes in code mode.
+    fn reference_table(&self) -> &KeyTable {
+        self.codes.as_ref().map_or(&self.ids, |book| &book.codes)
+    }
+
+    fn prefetch_slots(&self, user: &PendingUser) {
+        if let Some(hash) = user.id_hash {
+            self.ids.prefetch_slot(hash);
+        }
+        if let Some(hash) = user.referred_by_hash {
+            self.reference_table().prefetch_slot(hash);
+        }
+        if let (Some(book), Some(hash)) = (&self.codes, user.referral_code_hash) {
+            book.codes.prefetch_slot(hash);
         }
     }
 
-    fn flush_users(&mut self) -> Result<(), ChainError> {
-        let pending = std::mem::take(&mut self.pending);
-        self.hashes.clear();
-        let code_mode = self.codes.is_some();
-        for user in &pending {
-            self.hashes.push(key_hash(user.id.key_ref()));
-            if !code_mode {
-                self.hashes.extend(user.referred_by.hash());
-            }
+    /// A new id needs no key (its slot is empty); an id seen before as someone's
+    /// referrer does, and so does every `referredBy`.
+    fn prefetch_keys(&self, user: &PendingUser) {
+        if let Some(hash) = user.id_hash {
+            self.ids.prefetch_key(hash);
         }
-        self.ids.warm(&self.hashes);
-        if let Some(book) = &self.codes {
-            self.hashes.clear();
-            for user in &pending {
-                self.hashes.extend(user.referred_by.hash());
-                self.hashes.extend(user.referral_code.hash());
-            }
-            book.codes.warm(&self.hashes);
+        if let Some(hash) = user.referred_by_hash {
+            self.reference_table().prefetch_key(hash);
         }
-        let mut result = Ok(());
-        for user in &pending {
-            result = self.add_one_user(
-                FieldValue::Key(user.id.key_ref()),
-                user.referred_by.field(),
-                user.referral_code.field(),
-            );
-            if result.is_err() {
-                break;
-            }
+        if let (Some(book), Some(hash)) = (&self.codes, user.referral_code_hash) {
+            book.codes.prefetch_key(hash);
         }
-        self.pending = pending;
-        self.pending.clear();
-        result
     }
 
-    fn add_one_user(
-        &mut self,
-        id: FieldValue<'_>,
-        referred_by: FieldValue<'_>,
-        referral_code: FieldValue<'_>,
-    ) -> Result<(), ChainError> {
-        let key = match id {
+    fn add_one_user(&mut self, user: &PendingUser) -> Result<(), ChainError> {
+        let (referred_by, referral_code) = (user.referred_by.field(), user.referral_code.field());
+        let key = match user.id.field() {
             FieldValue::Key(key) => key,
             FieldValue::Absent => {
                 self.malformed.user_without_id += 1;
@@ -505,7 +536,7 @@ impl ChainBuilder {
                 return Ok(());
             }
         };
-        let (node, _) = self.node(key)?;
+        let (node, _) = self.node(key, user.id_hash)?;
         if self.is_user.get(node) {
             self.malformed.duplicate_user_id += 1;
             if self.examples.wants(FindingKind::Malformed) {
@@ -535,14 +566,14 @@ impl ChainBuilder {
         };
         if self.codes.is_none() {
             if let Some(reference) = reference {
-                let (parent, _) = self.node(reference)?;
+                let (parent, _) = self.node(reference, user.referred_by_hash)?;
                 self.parent[node as usize] = parent;
             }
             return Ok(());
         }
         // Referral-code mode: remember the code referenced and the code owned.
         if let Some(reference) = reference {
-            let code = self.code(reference)?;
+            let code = self.code(reference, user.referred_by_hash)?;
             if let Some(book) = &mut self.codes {
                 book.referenced[node as usize] = code;
             }
@@ -561,7 +592,7 @@ impl ChainBuilder {
                 }
             }
             FieldValue::Key(own) => {
-                let code = self.code(own)?;
+                let code = self.code(own, user.referral_code_hash)?;
                 let Some(book) = &mut self.codes else { return Ok(()) };
                 let owner = &mut book.owner[code as usize];
                 if *owner == NONE {
@@ -584,9 +615,10 @@ impl ChainBuilder {
         Ok(())
     }
 
-    fn code(&mut self, key: KeyRef<'_>) -> Result<u32, ChainError> {
+    fn code(&mut self, key: KeyRef<'_>, hash: Option<u64>) -> Result<u32, ChainError> {
         let Some(book) = &mut self.codes else { return Ok(NONE) };
-        let (code, added) = book.codes.intern(key).map_err(ChainError::Codes)?;
+        let hash = hash.unwrap_or_else(|| key_hash(key));
+        let (code, added) = book.codes.intern_hashed(key, hash).map_err(ChainError::Codes)?;
         if added {
             book.owner.push(NONE);
         }
@@ -595,7 +627,9 @@ impl ChainBuilder {
 
     /// Resolves referral codes (code mode) and classifies every user.
     pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
-        self.flush_users()?;
+        while let Some(user) = self.pipeline.pop_front() {
+            self.add_one_user(&user)?;
+        }
         let mut book = self.codes.take();
         if let Some(book) = &mut book {
             // A code nobody owns gets one placeholder node, shared by everyone naming it.
@@ -635,7 +669,6 @@ impl ChainBuilder {
             batch: self.batch,
             pending_records: Vec::with_capacity(BATCH),
             record_walks: Vec::with_capacity(BATCH),
-            record_hashes: Vec::with_capacity(2 * BATCH),
         };
         analysis.classify();
         Ok(analysis)
@@ -678,7 +711,6 @@ pub struct ChainAnalysis {
     pending_records: Vec<PendingRecord>,
     /// Scratch of [`ChainAnalysis::flush_records`], kept to avoid allocating per batch.
     record_walks: Vec<RecordWalk>,
-    record_hashes: Vec<u64>,
 }
 
 impl ChainAnalysis {
@@ -729,7 +761,9 @@ impl ChainAnalysis {
     /// no parent, so they end walks as roots at depth 0.
     fn classify(&mut self) {
         let n = self.parent.len();
-        self.mark = vec![UNVISITED; n];
+        let mut mark = huge_page_vec(n);
+        mark.resize(n, UNVISITED);
+        self.mark = mark;
         let parent = &self.parent;
         let mark = &mut self.mark;
         for start in 0..n as u32 {
@@ -846,12 +880,18 @@ impl ChainAnalysis {
         };
         match (referrer, referred, tier) {
             (FieldValue::Key(a), FieldValue::Key(b), FieldValue::Key(KeyRef::Int(t))) if t >= 1 => {
-                self.pending_records.push(PendingRecord {
+                let record = PendingRecord {
                     record_id: PendingValue::new(record_id),
                     referrer: OwnedKey::new(a),
                     referred: OwnedKey::new(b),
+                    referrer_hash: key_hash(a),
+                    referred_hash: key_hash(b),
                     tier: t,
-                });
+                };
+                // The slots arrive while the rest of the batch does.
+                self.ids.prefetch_slot(record.referred_hash);
+                self.ids.prefetch_slot(record.referrer_hash);
+                self.pending_records.push(record);
                 if self.pending_records.len() >= self.batch {
                     self.flush_records();
                 }
@@ -885,25 +925,25 @@ impl ChainAnalysis {
         }
     }
 
-    /// Checks the pending records. Lookups are warmed for the whole batch first, and
-    /// the ancestor walks advance one step per round across the batch, so that the
-    /// cache misses of different records overlap instead of queueing.
+    /// Checks the pending records. Their slots were prefetched as they came; the keys
+    /// of the whole batch are prefetched before the first lookup, and the ancestor
+    /// walks advance one step per round across the batch, so that the cache misses of
+    /// different records overlap instead of queueing.
     fn flush_records(&mut self) {
         let pending = std::mem::take(&mut self.pending_records);
         let mut walks = std::mem::take(&mut self.record_walks);
-        self.record_hashes.clear();
         for record in &pending {
-            self.record_hashes.push(key_hash(record.referred.key_ref()));
-            self.record_hashes.push(key_hash(record.referrer.key_ref()));
+            self.ids.prefetch_key(record.referred_hash);
+            self.ids.prefetch_key(record.referrer_hash);
         }
-        self.ids.warm(&self.record_hashes);
         let max = i64::from(self.options.max_depth);
         walks.clear();
         walks.extend(pending.iter().map(|record| {
-            let referred = self.ids.get(record.referred.key_ref()).filter(|&n| self.is_user.get(n));
+            let referred =
+                self.ids.get_hashed(record.referred.key_ref(), record.referred_hash).filter(|&n| self.is_user.get(n));
             RecordWalk {
                 referred,
-                referrer: self.ids.get(record.referrer.key_ref()),
+                referrer: self.ids.get_hashed(record.referrer.key_ref(), record.referrer_hash),
                 ancestor: referred.unwrap_or(NONE),
                 reached: 0,
                 // A record with an unknown user or a tier above the maximum is judged

@@ -54,11 +54,17 @@ fn user(id: Value, referred_by: Value) -> User {
 }
 
 fn run(users: &[User], records: &[Record], options: ChainOptions) -> ChainAnalysis {
-    run_in_batches(users, records, options, BATCH)
+    run_pipelined(users, records, options, LEAD, BATCH)
 }
 
-fn run_in_batches(users: &[User], records: &[Record], options: ChainOptions, batch: usize) -> ChainAnalysis {
-    let mut builder = ChainBuilder::new(options, 0).with_batch(batch);
+fn run_pipelined(
+    users: &[User],
+    records: &[Record],
+    options: ChainOptions,
+    lead: usize,
+    batch: usize,
+) -> ChainAnalysis {
+    let mut builder = ChainBuilder::new(options, 0).with_pipeline(lead, batch);
     for u in users {
         builder.add_user(u.id.field(), u.referred_by.field(), u.code.field()).unwrap();
     }
@@ -609,20 +615,22 @@ proptest! {
     }
 
     #[test]
-    fn where_batches_split_changes_nothing_not_even_the_examples(
+    fn pipeline_depth_and_batch_size_change_nothing_not_even_the_examples(
         users in users_strategy(false),
         records in records_strategy(),
         code_mode in any::<bool>(),
-        batches in (2usize..9, 9usize..40),
+        short in (1usize..4, 2usize..9),
+        long in (4usize..25, 9usize..40),
     ) {
         // Examples are capped per kind, so their choice shows any change of order.
         let holds = if code_mode { ReferredByHolds::ReferralCode } else { ReferredByHolds::UserId };
         let opts = ChainOptions { max_depth: 3, holds, examples_per_kind: 2 };
-        let mut one_at_a_time = run_in_batches(&users, &records, opts, 1);
+        let mut one_at_a_time = run_pipelined(&users, &records, opts, 0, 1);
         let expected = (one_at_a_time.report(), one_at_a_time.repair_plan("_id", "referredBy"));
-        for batch in [batches.0, batches.1] {
-            let mut batched = run_in_batches(&users, &records, opts, batch);
-            prop_assert_eq!(&(batched.report(), batched.repair_plan("_id", "referredBy")), &expected, "batch {}", batch);
+        for (lead, batch) in [short, long] {
+            let mut pipelined = run_pipelined(&users, &records, opts, lead, batch);
+            let got = (pipelined.report(), pipelined.repair_plan("_id", "referredBy"));
+            prop_assert_eq!(&got, &expected, "lead {}, batch {}", lead, batch);
         }
     }
 
