@@ -8,7 +8,7 @@
 //! `referredBy` built over every user, and a per-user walk through it with a visited
 //! set, timed on an evenly spread sample and extrapolated linearly (each walk is
 //! independent of the others; the output says so); it prints the RATIO of that to
-//! the engine. A per-node walk over the engine's own parent array
+//! the engine. A per-user walk over the engine's own parent array
 //! ([`crate::checks::chains::naive_class`]) isolates the classification pass. It also
 //! checks that the engine found exactly the injected defects and that both baselines
 //! agree with it on every sampled user.
@@ -373,47 +373,37 @@ fn bench_memory(args: &BenchChainsArgs) -> bool {
         println!("  the naive baseline agrees with the engine on all {map_walked} sampled users");
     }
 
-    // The per-node walk over the engine's own parent array: isolates the
-    // classification algorithm from the id handling.
-    let nodes = analysis.nodes() as u64;
-    let sample = args.naive_sample.clamp(1, nodes.max(1));
-    let stride = (nodes / sample).max(1);
+    // The per-user walk over the engine's own parent array: isolates the
+    // classification algorithm from the id handling. Same sample of users.
+    let sampled_nodes: Vec<u32> =
+        map_classes.iter().filter_map(|(id, _)| analysis.node_of(KeyRef::ObjectId(*id))).collect();
     let parents = analysis.parents();
-    let mut disagreements = 0u64;
-    let mut walked = 0u64;
     let t = thread_cpu_ns();
-    let mut node = 0u64;
-    let mut classes = Vec::with_capacity(sample as usize);
-    while node < nodes && walked < sample {
-        classes.push(naive_class(parents, node as u32));
-        walked += 1;
-        node += stride;
-    }
+    let classes: Vec<UserClass> = sampled_nodes.iter().map(|&node| naive_class(parents, node)).collect();
     let naive_ns = thread_cpu_ns() - t;
-    for (k, class) in classes.iter().enumerate() {
-        let fast: UserClass = analysis.class((k as u64 * stride) as u32);
-        if fast != *class {
-            disagreements += 1;
-        }
-    }
-    let naive_all_ns = naive_ns as f64 * nodes as f64 / walked.max(1) as f64;
-    let exact = walked == nodes;
+    let walked = classes.len() as u64;
+    let disagreements =
+        sampled_nodes.iter().zip(&classes).filter(|&(&node, class)| analysis.class(node) != *class).count();
+    let naive_all_ns = naive_ns as f64 * n as f64 / walked.max(1) as f64;
+    let exact = walked == n;
     println!(
-        "  per-node walk over the interned parent array (visited set per node): {:.3} s CPU on {walked} of {nodes} nodes{}",
+        "  per-user walk over the interned parent array (visited set per user): {:.3} s CPU on {walked} of {n} users{}",
         secs(naive_ns),
         if exact { String::new() } else { format!(", extrapolated to all: {:.2} s", naive_all_ns / 1e9) }
     );
     println!(
-        "  ratio per-node walk / classification pass: {:.1}x{}; per-node walk / whole analysis: {:.1}x",
+        "  ratio per-user walk / classification pass: {:.1}x{}; per-user walk / whole analysis: {:.1}x",
         naive_all_ns / classify_ns.max(1) as f64,
         if exact { "" } else { " (extrapolated from the sample)" },
         naive_all_ns / (engine_users_ns + report_ns).max(1) as f64
     );
-    if disagreements > 0 {
-        println!("  MISMATCH: the per-node walk disagrees with the engine on {disagreements} sampled nodes");
+    if disagreements > 0 || walked != map_walked {
+        println!(
+            "  MISMATCH: the per-user walk disagrees with the engine on {disagreements} of {walked} sampled users ({map_walked} sampled)"
+        );
         ok = false;
     } else {
-        println!("  the per-node walk agrees with the engine on all {walked} sampled nodes");
+        println!("  the per-user walk agrees with the engine on all {walked} sampled users");
     }
     ok
 }
