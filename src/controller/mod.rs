@@ -12,5 +12,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod reconcile;
+pub mod requests;
 pub mod run;
 pub mod secrets;
+pub mod upgrade;

@@ -44,6 +44,30 @@ pub struct ReferralSystemStatus {
     /// Progress lives here, not in the operator's memory, so a restart resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+    /// The run-now requests (`referral.dev/check-now`, `referral.dev/backup-now`)
+    /// the operator acted on: a request is handled once, even after its Job is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_requests: Option<HandledRequests>,
+}
+
+/// The last run-now request of each kind that started a Job.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequests {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_now: Option<HandledRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_now: Option<HandledRequest>,
+}
+
+/// One handled run-now request.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequest {
+    /// The annotation's value.
+    pub token: String,
+    /// The Job it started.
+    pub job: String,
 }
 
 /// Where an image change is.

@@ -4,6 +4,7 @@
 
 mod backup;
 mod chart;
+mod controller_jobs;
 mod crd;
 mod harness;
 mod plugin;

@@ -1,0 +1,287 @@
+//! The controller's Jobs, through the running operator (as the chart's
+//! ServiceAccount): run-now annotations start one Job per token and never again, and
+//! an image change waits for the pre-upgrade backup and the migration before the
+//! Deployments change, across an operator restart. No kubelet: the test marks Jobs
+//! succeeded and Deployments available by patching their status.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::status::UpgradePhase;
+use referral_operator::crd::validate::{ValidatedSystem, validate};
+use referral_operator::reconcilers::backup::manual_backup_job_name;
+use referral_operator::reconcilers::chain_check::manual_check_job_name;
+use referral_operator::reconcilers::upgrade::{backup_job_name, migration_job_name, upgrade_target};
+use serde_json::json;
+
+use crate::backup::succeed_job;
+use crate::chart::{Installed, RunningOperator, render_chart, service_account_kubeconfig};
+use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, testbed_var, wait_for};
+
+const OLD: &str = "example/referral-service:1.4.2";
+const NEW: &str = "example/referral-service:1.5.0";
+
+/// A namespace the operator watches, the chart's RBAC for it, and the kubeconfig of
+/// the chart's ServiceAccount.
+struct Setup {
+    client: Client,
+    operator_ns: TestNamespace,
+    watched: TestNamespace,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let client = client().await;
+    install_crd(&client).await;
+    let operator_ns = TestNamespace::create(&client, &format!("{prefix}-op")).await;
+    let watched = TestNamespace::create(&client, prefix).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = render_chart(
+        dir.path(),
+        "rbac.yaml",
+        &[
+            "--mode",
+            "namespaced",
+            "--namespace",
+            &operator_ns.name,
+            "--watch",
+            &watched.name,
+            "--release",
+            &format!("{prefix}-{}", &watched.name[watched.name.len().saturating_sub(5)..]),
+            "--set",
+            "leaderElection.enabled=true",
+            "--only",
+            "rbac",
+        ],
+    );
+    let installed = Installed::apply(path);
+    let (sa_namespace, sa_name) = installed.service_account();
+    let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "referral-mongo"},
+        "stringData": {"uri": testbed_var("REFOP_TEST_MONGODB_URI")},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &watched.name).create(&PostParams::default(), &secret).await.unwrap();
+    Setup { client, operator_ns, watched, dir, kubeconfig }
+}
+
+impl Setup {
+    fn start(&self, identity: &str) -> RunningOperator {
+        RunningOperator::start(
+            &self.kubeconfig,
+            self.dir.path().join(format!("{identity}.log")),
+            &self.operator_ns.name,
+            identity,
+            &[&self.watched.name],
+        )
+    }
+
+    fn systems(&self) -> Api<ReferralSystem> {
+        Api::namespaced(self.client.clone(), &self.watched.name)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.watched.name)
+    }
+
+    async fn create_system(&self, spec: serde_json::Value) -> ValidatedSystem {
+        // The test bed's Redis, so the dependency probe answers.
+        let url = testbed_var("REFOP_TEST_REDIS_URL");
+        let address = url.trim_start_matches("redis://").trim_end_matches('/');
+        let (host, port) = address.rsplit_once(':').expect("REFOP_TEST_REDIS_URL is redis://host:port");
+        let port: u16 = port.parse().expect("a port number");
+        let mut full = json!({
+            "image": OLD,
+            "workers": [{"name": "reward-processor", "replicas": 1}],
+            "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": "e2e"},
+            "redis": {"external": {"host": host, "port": port}},
+        });
+        if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+            full.extend(extra.clone());
+        }
+        let system: ReferralSystem = serde_json::from_value(json!({
+            "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem",
+            "metadata": {"name": "main", "namespace": self.watched.name}, "spec": full
+        }))
+        .unwrap();
+        let created = self.systems().create(&PostParams::default(), &system).await.expect("create the system");
+        validate(&created, &self.watched.name).expect("a valid system")
+    }
+
+    /// Waits until the operator reported the current generation.
+    async fn reconciled(&self, operator: &RunningOperator) -> ReferralSystem {
+        wait_for(Duration::from_secs(60), "a status for the current generation", || async {
+            let log = operator.log_text();
+            assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
+            let current = self.systems().get("main").await.ok()?;
+            let observed = current.status.as_ref()?.observed_generation;
+            (observed == current.metadata.generation).then_some(current)
+        })
+        .await
+    }
+
+    async fn annotate(&self, annotation: &str, token: &str) {
+        self.systems()
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {annotation: token}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn worker_image(&self) -> Option<String> {
+        let d = Api::<Deployment>::namespaced(self.client.clone(), &self.watched.name)
+            .get_opt("main-reward-processor")
+            .await
+            .ok()??;
+        d.spec?.template.spec?.containers.first()?.image.clone()
+    }
+}
+
+fn condition(system: &ReferralSystem, type_: &str) -> Option<(String, String, String)> {
+    let c = system.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn run_now_annotations_start_one_job_per_token() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("runnow").await;
+    let system = s.create_system(json!({})).await;
+    let operator = s.start("runnow-0");
+    s.reconciled(&operator).await;
+
+    s.annotate("referral.dev/check-now", "2026-11-23T10:00:00Z").await;
+    s.annotate("referral.dev/backup-now", "2026-11-23T10:00:00Z").await;
+    let check = manual_check_job_name(&system, "2026-11-23T10:00:00Z");
+    let backup = manual_backup_job_name(&system, "2026-11-23T10:00:00Z");
+    let handled = wait_for(Duration::from_secs(60), "both requests handled in status", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let handled = current.status?.handled_requests?;
+        (handled.check_now.is_some() && handled.backup_now.is_some()).then_some(handled)
+    })
+    .await;
+    assert_eq!(handled.check_now.as_ref().map(|r| r.job.as_str()), Some(check.as_str()));
+    assert_eq!(handled.backup_now.as_ref().map(|r| r.job.as_str()), Some(backup.as_str()));
+    let check_job = s.jobs().get(&check).await.expect("the check Job exists");
+    let args = check_job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+    assert!(args.join(" ").contains("chains"), "the check Job runs the chain check: {args:?}");
+    assert_eq!(check_job.metadata.owner_references.unwrap()[0].name, "main");
+    s.jobs().get(&backup).await.expect("the backup Job exists");
+    let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
+    assert!(ok && events.contains("ChainCheckStarted") && events.contains("BackupStarted"), "{events}");
+
+    // The check Job goes away (its TTL, or a person); a later reconcile must not start
+    // it again for the same token.
+    s.jobs().delete(&check, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(30), "the Job to be gone", || async {
+        s.jobs().get_opt(&check).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    s.systems()
+        .patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"workers": [{"name": "reward-processor", "replicas": 2}]}})),
+        )
+        .await
+        .unwrap();
+    s.reconciled(&operator).await;
+    assert!(s.jobs().get_opt(&check).await.unwrap().is_none(), "a handled token started its Job again");
+
+    // A new token is a new request.
+    s.annotate("referral.dev/check-now", "2026-11-23T11:00:00Z").await;
+    let second = manual_check_job_name(&system, "2026-11-23T11:00:00Z");
+    assert_ne!(second, check);
+    wait_for(Duration::from_secs(60), "the second check Job", || async {
+        s.jobs().get_opt(&second).await.ok()?.map(|_| ())
+    })
+    .await;
+    let jobs: Vec<String> =
+        s.jobs().list(&Default::default()).await.unwrap().items.iter().map(|j| j.name_any()).collect();
+    assert_eq!(jobs.len(), 2, "exactly the backup and the second check: {jobs:?}");
+}
+
+#[tokio::test]
+async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("upgrade").await;
+    s.create_system(json!({"migration": {"command": ["npm", "run", "migrate"]}})).await;
+    let operator = s.start("upgrade-0");
+    s.reconciled(&operator).await;
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD));
+
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    let current = s.reconciled(&operator).await;
+    let validated = validate(&current, &s.watched.name).unwrap();
+    let target = upgrade_target(&validated);
+    let backup = backup_job_name(&validated, &target);
+    let migration = migration_job_name(&validated, &target);
+    wait_for(Duration::from_secs(30), "the pre-upgrade backup Job", || async {
+        s.jobs().get_opt(&backup).await.ok()?.map(|_| ())
+    })
+    .await;
+    let current = s.systems().get("main").await.unwrap();
+    let upgrade = current.status.clone().unwrap().upgrade.expect("status.upgrade is recorded");
+    assert_eq!(upgrade.phase, UpgradePhase::BackingUp);
+    assert_eq!(upgrade.previous_images.get("reward-processor").map(String::as_str), Some(OLD));
+    let (status, reason, _) = condition(&current, "Ready").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "UpgradeInProgress"));
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the backup finished");
+    assert!(s.jobs().get_opt(&migration).await.unwrap().is_none(), "the migration started before the backup finished");
+
+    // The operator restarts in the middle: nothing carries over but the cluster.
+    drop(operator);
+    succeed_job(&s.client, &s.watched.name, &backup).await;
+    let operator = s.start("upgrade-1");
+    wait_for(Duration::from_secs(60), "the migration Job after the backup", || async {
+        s.jobs().get_opt(&migration).await.ok()?.map(|_| ())
+    })
+    .await;
+    let job = s.jobs().get(&backup).await.unwrap();
+    assert!(job.metadata.deletion_timestamp.is_none());
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the migration finished");
+    let phase = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap().phase;
+    assert_eq!(phase, UpgradePhase::Migrating);
+
+    succeed_job(&s.client, &s.watched.name, &migration).await;
+    wait_for(Duration::from_secs(60), "the new image on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(NEW)).then_some(())
+    })
+    .await;
+    let upgrade = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap();
+    assert_eq!(upgrade.phase, UpgradePhase::RollingOut);
+
+    // The Deployment controller would report the rollout done once pods are up.
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.watched.name);
+    let d = deployments.get("main-reward-processor").await.unwrap();
+    let generation = d.metadata.generation;
+    deployments
+        .patch_status(
+            "main-reward-processor",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}})),
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the upgrade to be recorded as succeeded", || async {
+        let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
+        (upgrade.phase == UpgradePhase::Succeeded).then_some(())
+    })
+    .await;
+    let log = operator.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}
