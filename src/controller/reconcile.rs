@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::ReferralSystemStatus;
+use crate::crd::status::{ChainCheckStatus, ReferralSystemStatus};
 use crate::crd::validate::{ValidatedSystem, validate};
 use crate::reconcilers::env::redis_endpoint;
 use crate::reconcilers::workers::worker_name;
@@ -183,6 +183,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     observe_workloads(&validated, &applied, &mut observed);
     let backup_due = backup.due;
     observed.backup = Some(backup);
+    export_chain_check(ctx, &validated, observed.chain_check.as_ref());
 
     let status = write_status(system, ctx, &observed).await?;
     if let Some(error) = apply_failure {
@@ -221,6 +222,25 @@ fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSyste
         );
     }
     health
+}
+
+/// The last chain check's counts as gauges (the check Job reports into status; the
+/// operator is what Prometheus scrapes).
+fn export_chain_check(ctx: &Context, system: &ValidatedSystem, check: Option<&ChainCheckStatus>) {
+    let Some(c) = check else { return };
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    ctx.metrics.set_chain_violations(
+        &system.namespace,
+        &system.name,
+        &[
+            ("cycles", count(c.cycles)),
+            ("too_deep", count(c.too_deep)),
+            ("orphans", count(c.orphans)),
+            ("self_referrals", count(c.self_referrals)),
+            ("bad_referral_records", count(c.bad_referral_records)),
+            ("malformed", count(c.malformed)),
+        ],
+    );
 }
 
 /// An event per Job started on request.

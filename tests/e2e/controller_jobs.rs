@@ -20,7 +20,7 @@ use referral_operator::reconcilers::upgrade::{backup_job_name, migration_job_nam
 use serde_json::json;
 
 use crate::backup::succeed_job;
-use crate::chart::{Installed, RunningOperator, render_chart, service_account_kubeconfig};
+use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
 use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, testbed_var, wait_for};
 
 const OLD: &str = "example/referral-service:1.4.2";
@@ -182,6 +182,44 @@ async fn run_now_annotations_start_one_job_per_token() {
     let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
     assert!(ok && events.contains("ChainCheckStarted") && events.contains("BackupStarted"), "{events}");
 
+    // The check Job reports as the chain-check identity would (its own field
+    // manager, a merge patch of status.chainCheck); the operator turns it into
+    // ChainIntegrity and gauges, and its own status writes keep the report.
+    let report = json!({"status": {"chainCheck": {
+        "lastRun": "2026-11-23T10:05:00Z", "summary": "3 violations", "users": 1000, "cycles": 2,
+        "tooDeep": 0, "orphans": 1, "selfReferrals": 0, "malformed": 0, "badReferralRecords": 0,
+        "examples": ["cycle: u1 -> u2 -> u1"]
+    }}});
+    s.systems()
+        .patch_status("main", &PatchParams::apply("referral-operator-jobs"), &Patch::Merge(&report))
+        .await
+        .unwrap();
+    let with_report = wait_for(Duration::from_secs(60), "ChainIntegrity from the check's report", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "ChainIntegrity")?.0 == "False").then_some(current)
+    })
+    .await;
+    let (_, reason, message) = condition(&with_report, "ChainIntegrity").unwrap();
+    assert_eq!(reason, "ViolationsFound");
+    assert!(message.contains("2 users in cycles") && message.contains("cycle: u1 -> u2 -> u1"), "{message}");
+    let metrics = wait_for(Duration::from_secs(30), "the chain gauges on /metrics", || async {
+        let (ok, body, _) = http_get(operator.listen, "/metrics");
+        (ok && body.contains("referral_operator_chain_violations{")).then_some(body)
+    })
+    .await;
+    let line = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("referral_operator_chain_violations{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains(&format!("referral_namespace=\"{}\"", s.watched.name))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+    };
+    assert_eq!(line("cycles").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(line("orphans").as_deref(), Some("1"), "{metrics}");
+
     // The check Job goes away (its TTL, or a person); a later reconcile must not start
     // it again for the same token.
     s.jobs().delete(&check, &Default::default()).await.unwrap();
@@ -197,8 +235,13 @@ async fn run_now_annotations_start_one_job_per_token() {
         )
         .await
         .unwrap();
-    s.reconciled(&operator).await;
+    let after = s.reconciled(&operator).await;
     assert!(s.jobs().get_opt(&check).await.unwrap().is_none(), "a handled token started its Job again");
+    assert_eq!(
+        after.status.and_then(|st| st.chain_check).map(|c| c.cycles),
+        Some(2),
+        "the controller's status writes cleared the check's report"
+    );
 
     // A new token is a new request.
     s.annotate("referral.dev/check-now", "2026-11-23T11:00:00Z").await;
