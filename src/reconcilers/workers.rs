@@ -137,6 +137,7 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
         spec: Some(DeploymentSpec {
             replicas: replicas(system, worker),
             revision_history_limit: Some(5),
+            progress_deadline_seconds: system.spec.upgrade.progress_deadline_seconds,
             selector: LabelSelector { match_labels: Some(worker_selector(system, worker)), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(template_labels), annotations, ..ObjectMeta::default() }),

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::backup::succeed_job;
 use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
-use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, testbed_var, wait_for};
+use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, testbed_var, wait_for};
 
 const OLD: &str = "example/referral-service:1.4.2";
 const NEW: &str = "example/referral-service:1.5.0";
@@ -277,12 +277,16 @@ async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
         s.jobs().get_opt(&backup).await.ok()?.map(|_| ())
     })
     .await;
-    let current = s.systems().get("main").await.unwrap();
+    // status.upgrade is written before the Job; Ready at the end of that reconcile.
+    let current = wait_for(Duration::from_secs(30), "Ready to say UpgradeInProgress", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.1 == "UpgradeInProgress").then_some(current)
+    })
+    .await;
     let upgrade = current.status.clone().unwrap().upgrade.expect("status.upgrade is recorded");
     assert_eq!(upgrade.phase, UpgradePhase::BackingUp);
     assert_eq!(upgrade.previous_images.get("reward-processor").map(String::as_str), Some(OLD));
-    let (status, reason, _) = condition(&current, "Ready").unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "UpgradeInProgress"));
+    assert_eq!(condition(&current, "Ready").unwrap().0, "False");
     assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the backup finished");
     assert!(s.jobs().get_opt(&migration).await.unwrap().is_none(), "the migration started before the backup finished");
 
@@ -308,23 +312,52 @@ async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
     let upgrade = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap();
     assert_eq!(upgrade.phase, UpgradePhase::RollingOut);
 
-    // The Deployment controller would report the rollout done once pods are up.
-    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.watched.name);
-    let d = deployments.get("main-reward-processor").await.unwrap();
-    let generation = d.metadata.generation;
-    deployments
-        .patch_status(
-            "main-reward-processor",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await
-        .unwrap();
+    // The pods come up (the test plays the kubelet), the Deployment controller
+    // finishes the rollout, and the operator records the upgrade as done.
     wait_for(Duration::from_secs(60), "the upgrade to be recorded as succeeded", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
         let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
         (upgrade.phase == UpgradePhase::Succeeded).then_some(())
     })
     .await;
     let log = operator.log_text();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}
+
+#[tokio::test]
+async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("rollback").await;
+    s.create_system(json!({"upgrade": {"backupFirst": false, "autoRollback": true, "progressDeadlineSeconds": 10}}))
+        .await;
+    let operator = s.start("rollback-0");
+    s.reconciled(&operator).await;
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD));
+
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    // No backup asked for: the new image goes out at once.
+    wait_for(Duration::from_secs(60), "the new image on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(NEW)).then_some(())
+    })
+    .await;
+    // No kubelet: the new pods never become ready, so the Deployment controller
+    // itself reports ProgressDeadlineExceeded after progressDeadlineSeconds.
+    wait_for(Duration::from_secs(60), "the previous image back on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(OLD)).then_some(())
+    })
+    .await;
+    // The status write follows the apply within the same reconcile.
+    let current = wait_for(Duration::from_secs(30), "Ready to say RolledBack", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.1 == "RolledBack").then_some(current)
+    })
+    .await;
+    let upgrade = current.status.clone().unwrap().upgrade.unwrap();
+    assert_eq!(upgrade.phase, UpgradePhase::RolledBack);
+    assert!(upgrade.message.unwrap_or_default().contains("timed out"));
+    assert_eq!(condition(&current, "Ready").unwrap().0, "False");
+    // The spec is not touched: it still asks for the new image.
+    assert_eq!(current.spec.image, NEW);
 }

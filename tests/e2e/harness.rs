@@ -113,6 +113,39 @@ where
     }
 }
 
+/// Plays the kubelet for every pod of `namespace`: marks it Running and Ready, so
+/// the ReplicaSet, Deployment and StatefulSet controllers compute availability
+/// themselves. (Patching a Deployment's status directly does not stick: the
+/// Deployment controller recomputes it from its ReplicaSets on the next event.)
+pub async fn mark_pods_ready(client: &Client, namespace: &str) -> usize {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), namespace);
+    let Ok(list) = pods.list(&Default::default()).await else { return 0 };
+    let now =
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second()).unwrap().to_string();
+    let mut marked = 0;
+    for pod in list.items {
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let Some(name) = pod.metadata.name.clone() else { continue };
+        if ready || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let patch = serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ]}});
+        if pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            marked += 1;
+        }
+    }
+    marked
+}
+
 /// Runs kubectl against the test cluster and returns (success, stdout, stderr).
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
