@@ -152,11 +152,20 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
             watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config()).default_backoff().touched_objects(),
         )
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(system = %object_key(&object), "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile error"),
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(system = %object_key(&object), "reconciled"),
+                    // A system that is gone: its series go too, or a deleted system's
+                    // backup age would grow until it fires the backup alert.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                        ctx.metrics.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
+                        tracing::debug!(system = %object.name, "deleted; its metrics are removed");
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile error"),
+                }
             }
         })
         .await;

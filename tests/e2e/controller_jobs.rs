@@ -254,6 +254,15 @@ async fn run_now_annotations_start_one_job_per_token() {
     let jobs: Vec<String> =
         s.jobs().list(&Default::default()).await.unwrap().items.iter().map(|j| j.name_any()).collect();
     assert_eq!(jobs.len(), 2, "exactly the backup and the second check: {jobs:?}");
+
+    // A deleted system takes its series with it.
+    s.systems().delete("main", &Default::default()).await.unwrap();
+    let namespace_label = format!("referral_namespace=\"{}\"", s.watched.name);
+    wait_for(Duration::from_secs(30), "the deleted system's series to leave /metrics", || async {
+        let (ok, body, _) = http_get(operator.listen, "/metrics");
+        (ok && !body.lines().any(|l| !l.starts_with('#') && l.contains(&namespace_label))).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
