@@ -6,5 +6,6 @@ mod backup;
 mod chart;
 mod crd;
 mod harness;
+mod operator;
 mod plugin;
 mod servers;
