@@ -440,6 +440,19 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub fn start(kubeconfig: &Path, log: PathBuf, lease_namespace: &str, identity: &str, watch: &[&str]) -> Self {
+        Self::start_with(kubeconfig, log, lease_namespace, identity, watch, "info", &[])
+    }
+
+    /// Like [`Self::start`], with a `RUST_LOG` filter and extra `run` flags.
+    pub fn start_with(
+        kubeconfig: &Path,
+        log: PathBuf,
+        lease_namespace: &str,
+        identity: &str,
+        watch: &[&str],
+        rust_log: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_referral-operator"));
         command
@@ -448,13 +461,14 @@ impl RunningOperator {
             .arg(format!("--identity={identity}"))
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", lease_namespace)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("WATCH_NAMESPACES")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap());
         for namespace in watch {
             command.arg(format!("--namespace={namespace}"));
         }
+        command.args(extra_args);
         RunningOperator { child: command.spawn().expect("start referral-operator run"), log, listen }
     }
 

@@ -7,5 +7,6 @@ mod chart;
 mod controller_jobs;
 mod crd;
 mod harness;
+mod operator;
 mod plugin;
 mod servers;
