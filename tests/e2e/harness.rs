@@ -113,10 +113,12 @@ where
     }
 }
 
-/// Plays the kubelet for every pod of `namespace`: marks it Running and Ready, so
-/// the ReplicaSet, Deployment and StatefulSet controllers compute availability
-/// themselves. (Patching a Deployment's status directly does not stick: the
-/// Deployment controller recomputes it from its ReplicaSets on the next event.)
+/// Plays the kubelet for every pod of `namespace`. No kubelet runs in the test bed,
+/// so no container ever starts, and patching a Deployment's status to "available"
+/// does not stick: the Deployment controller recomputes it from its ReplicaSets
+/// within a second. So this reports what a kubelet would: each Pod's status
+/// subresource becomes Running and Ready, and the ReplicaSet, Deployment and
+/// StatefulSet controllers compute their own status from those pods.
 pub async fn mark_pods_ready(client: &Client, namespace: &str) -> usize {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
@@ -136,8 +138,10 @@ pub async fn mark_pods_ready(client: &Client, namespace: &str) -> usize {
             continue;
         }
         let patch = serde_json::json!({"status": {"phase": "Running", "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
             {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
         ]}});
         if pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
             marked += 1;
