@@ -5,7 +5,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::backup::health::BackupHealth;
-use crate::crd::status::{ChainCheckStatus, HandledRequests, ReferralSystemStatus, UpgradeStatus, WorkerStatus};
+use crate::crd::status::{
+    ChainCheckStatus, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus, UnmanagedIndexStatus,
+    UpgradeStatus, WorkerStatus,
+};
 
 pub const READY: &str = "Ready";
 pub const SPEC_VALID: &str = "SpecValid";
@@ -15,6 +18,7 @@ pub const MONGO_REACHABLE: &str = "MongoReachable";
 pub const MONITORING: &str = "MonitoringConfigured";
 pub const PAUSED: &str = "ReconciliationPaused";
 pub const CHAIN_INTEGRITY: &str = "ChainIntegrity";
+pub const INDEXES_READY: &str = "IndexesReady";
 pub const BACKUP_HEALTHY: &str = "BackupHealthy";
 
 /// Outcome of a dependency probe.
@@ -78,6 +82,22 @@ pub struct Observed {
     pub upgrade_status: Option<UpgradeStatus>,
     /// `status.handledRequests` after this reconcile started the requested Jobs.
     pub handled_requests: Option<HandledRequests>,
+    /// What this reconcile learned about the declared indexes.
+    pub indexes: IndexObservation,
+    /// `status.indexes` as stored, judged when the indexes were not checked now.
+    pub stored_indexes: Vec<IndexStatus>,
+}
+
+/// The declared indexes this reconcile.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum IndexObservation {
+    /// Not due (checked within the interval), or paused: the stored result stands.
+    #[default]
+    NotChecked,
+    /// Checked now.
+    Fresh { statuses: Vec<IndexStatus>, unmanaged: Vec<UnmanagedIndexStatus>, summary: String },
+    /// Could not be compared (MongoDB unreachable, credentials, ...).
+    Failed { reason: String, message: String },
 }
 
 /// How an image change in progress affects Ready.
@@ -176,6 +196,16 @@ fn chain_condition(observed: &Observed, now: &Time) -> Condition {
             now,
         );
     };
+    if let Some(failure) = &check.failure {
+        let last = check.last_run.as_ref().map(|t| format!("; the counts in status are from the check of {}", t.0));
+        return unknown(
+            CHAIN_INTEGRITY,
+            &failure.reason,
+            format!("the last chain check could not run: {}{}", failure.message, last.unwrap_or_default()),
+            g,
+            now,
+        );
+    }
     let kinds = [
         (check.cycles, "in cycles"),
         (check.self_referrals, "referring themselves"),
@@ -199,6 +229,47 @@ fn chain_condition(observed: &Observed, now: &Time) -> Condition {
         message.push_str("; `referral-operator check chains --repair-plan` prints the fixes");
         condition(CHAIN_INTEGRITY, false, "ViolationsFound", message, g, now)
     }
+}
+
+/// The declared indexes' verdict: from this reconcile's check, or from the stored
+/// result when none was due. Like the other data checks it does not block Ready.
+fn indexes_condition(observed: &Observed, now: &Time) -> Condition {
+    let g = observed.generation;
+    let statuses = match &observed.indexes {
+        IndexObservation::Failed { reason, message } => {
+            return unknown(INDEXES_READY, reason, format!("the indexes could not be checked: {message}"), g, now);
+        }
+        IndexObservation::Fresh { statuses, .. } => statuses,
+        IndexObservation::NotChecked if observed.stored_indexes.is_empty() => {
+            return unknown(
+                INDEXES_READY,
+                "NotCheckedYet",
+                "the declared indexes have not been checked yet".into(),
+                g,
+                now,
+            );
+        }
+        IndexObservation::NotChecked => &observed.stored_indexes,
+    };
+    let named = |state: IndexState| -> Vec<String> {
+        statuses
+            .iter()
+            .filter(|i| i.state == state)
+            .map(|i| match &i.message {
+                Some(m) => format!("{}.{}: {m}", i.collection, i.name),
+                None => format!("{}.{}", i.collection, i.name),
+            })
+            .collect()
+    };
+    let conflicts = named(IndexState::Conflict);
+    if !conflicts.is_empty() {
+        return condition(INDEXES_READY, false, "IndexConflict", conflicts.join("; "), g, now);
+    }
+    let missing = named(IndexState::Missing);
+    if !missing.is_empty() {
+        return condition(INDEXES_READY, false, "IndexesMissing", missing.join("; "), g, now);
+    }
+    condition(INDEXES_READY, true, "AllPresent", format!("{} declared indexes in place", statuses.len()), g, now)
 }
 
 fn backup_condition(observed: &Observed, now: &Time) -> Option<Condition> {
@@ -235,6 +306,9 @@ pub fn conditions(observed: &Observed, now: &Time) -> Vec<Condition> {
         Some(message) => condition(MONITORING, false, "PrometheusOperatorNotInstalled", message.clone(), g, now),
         None => condition(MONITORING, true, "Configured", "monitoring objects are applied as specified".into(), g, now),
     });
+    if observed.spec_problems.is_empty() {
+        out.push(indexes_condition(observed, now));
+    }
     out.push(chain_condition(observed, now));
     out.extend(backup_condition(observed, now));
     out.push(ready_condition(observed, &out, now));
@@ -316,6 +390,18 @@ pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Tim
         resources_not_ready: not_ready,
         upgrade: observed.upgrade_status.clone().or(base.upgrade.clone()),
         handled_requests: observed.handled_requests.clone().or(base.handled_requests.clone()),
+        indexes: match &observed.indexes {
+            IndexObservation::Fresh { statuses, .. } => statuses.clone(),
+            _ => base.indexes.clone(),
+        },
+        index_summary: match &observed.indexes {
+            IndexObservation::Fresh { summary, .. } => Some(summary.clone()),
+            _ => base.index_summary.clone(),
+        },
+        unmanaged_indexes: match &observed.indexes {
+            IndexObservation::Fresh { unmanaged, .. } => unmanaged.clone(),
+            _ => base.unmanaged_indexes.clone(),
+        },
         ..base
     }
 }
@@ -359,6 +445,8 @@ mod tests {
             upgrade: None,
             upgrade_status: None,
             handled_requests: None,
+            indexes: IndexObservation::NotChecked,
+            stored_indexes: vec![],
         }
     }
 
@@ -522,5 +610,44 @@ mod tests {
         let ready = get(&status(&o, None, &at(1)).conditions, READY).clone();
         assert_eq!(ready.reason, "MigrationFailed");
         assert_eq!(ready.message, "migration Job y failed");
+    }
+
+    #[test]
+    fn indexes_are_judged_fresh_or_from_status_and_never_block_ready() {
+        let index = |name: &str, state: IndexState, message: Option<&str>| IndexStatus {
+            collection: "users".into(),
+            name: name.into(),
+            state,
+            message: message.map(Into::into),
+        };
+        let mut o = healthy();
+        assert_eq!(get(&status(&o, None, &at(1)).conditions, INDEXES_READY).reason, "NotCheckedYet");
+        o.indexes = IndexObservation::Fresh {
+            statuses: vec![
+                index("referralCode_1", IndexState::Conflict, Some("exists without unique: true")),
+                index("email_1", IndexState::Present, None),
+            ],
+            unmanaged: vec![],
+            summary: "1/2 (1 conflict)".into(),
+        };
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, INDEXES_READY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "IndexConflict"));
+        assert_eq!(c.message, "users.referralCode_1: exists without unique: true");
+        assert_eq!(s.index_summary.as_deref(), Some("1/2 (1 conflict)"));
+        assert_eq!(s.indexes.len(), 2);
+        assert_eq!(get(&s.conditions, READY).status, "True");
+
+        // Not due: the stored result is judged and kept.
+        let mut later = healthy();
+        later.stored_indexes = s.indexes.clone();
+        let kept = status(&later, Some(&s), &at(2));
+        assert_eq!(kept.indexes, s.indexes);
+        assert_eq!(get(&kept.conditions, INDEXES_READY).reason, "IndexConflict");
+
+        later.indexes = IndexObservation::Failed { reason: "MongoUnreachable".into(), message: "no server".into() };
+        let failed = status(&later, Some(&s), &at(3));
+        assert_eq!(get(&failed.conditions, INDEXES_READY).status, "Unknown");
+        assert_eq!(failed.indexes, s.indexes, "a failed check keeps the last result");
     }
 }

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod indexes;
 pub mod reconcile;
 pub mod requests;
 pub mod run;

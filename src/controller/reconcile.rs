@@ -30,7 +30,7 @@ use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
 use super::secrets::{self, SecretValues};
-use super::{requests, upgrade};
+use super::{indexes, requests, upgrade};
 
 /// Field manager of the status the controller writes.
 pub const STATUS_MANAGER: &str = "referral-operator-status";
@@ -95,6 +95,8 @@ fn new_observed(system: &ReferralSystem) -> Observed {
         upgrade: None,
         upgrade_status: None,
         handled_requests: None,
+        indexes: conditions::IndexObservation::NotChecked,
+        stored_indexes: system.status.as_ref().map(|s| s.indexes.clone()).unwrap_or_default(),
     }
 }
 
@@ -119,6 +121,9 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
     observed.mongo = mongo;
     observed.redis = redis;
+    if matches!(observed.mongo, Probe::Ok { .. }) {
+        observed.indexes = indexes::observe_indexes(ctx, &validated, secrets.mongo_uri.as_deref()).await;
+    }
 
     let build_context =
         BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: Some(secrets.hash.clone()) };
@@ -229,6 +234,8 @@ fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSyste
 fn export_chain_check(ctx: &Context, system: &ValidatedSystem, check: Option<&ChainCheckStatus>) {
     let Some(c) = check else { return };
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let depths: Vec<(u32, i64)> = c.depths.iter().map(|d| (d.depth, count(d.users))).collect();
+    ctx.metrics.set_chain_depths(&system.namespace, &system.name, &depths);
     ctx.metrics.set_chain_violations(
         &system.namespace,
         &system.name,
@@ -408,9 +415,9 @@ fn now() -> Time {
 
 /// The status fields this controller owns, with explicit nulls so a merge patch
 /// removes what is gone. Summaries written by the check jobs are left alone.
-fn status_patch(status: &ReferralSystemStatus) -> Value {
+fn status_patch(status: &ReferralSystemStatus, fresh_indexes: bool) -> Value {
     let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
-    json!({
+    let mut patch = json!({
         "status": {
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
@@ -420,7 +427,19 @@ fn status_patch(status: &ReferralSystemStatus) -> Value {
             "upgrade": status.upgrade,
             "handledRequests": status.handled_requests,
         }
-    })
+    });
+    // The index result is written only when this reconcile checked the indexes (then
+    // it is the whole truth, and an empty list clears the old one); otherwise it is
+    // left as stored.
+    if fresh_indexes && let Some(fields) = patch.get_mut("status").and_then(Value::as_object_mut) {
+        fields.insert("indexes".into(), or_null(json!(status.indexes), status.indexes.is_empty()));
+        fields.insert("indexSummary".into(), json!(status.index_summary));
+        fields.insert(
+            "unmanagedIndexes".into(),
+            or_null(json!(status.unmanaged_indexes), status.unmanaged_indexes.is_empty()),
+        );
+    }
+    patch
 }
 
 async fn write_status(
@@ -436,9 +455,13 @@ async fn write_status(
     let namespace = system.namespace().unwrap_or_default();
     let name = system.name_any();
     let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&status)))
-        .await
-        .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(status_patch(&status, matches!(observed.indexes, conditions::IndexObservation::Fresh { .. }))),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
     publish_transitions(
         system,
         ctx,

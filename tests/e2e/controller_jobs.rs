@@ -370,3 +370,66 @@ async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
     // The spec is not touched: it still asks for the new image.
     assert_eq!(current.spec.image, NEW);
 }
+
+#[tokio::test]
+async fn the_operator_ensures_declared_indexes_and_reports_a_conflict_without_dropping_it() {
+    use mongodb::bson::doc;
+    if !enabled() {
+        return;
+    }
+    let s = setup("indexes").await;
+    let database = format!("idx-{}", &s.watched.name[s.watched.name.len().saturating_sub(5)..]);
+    let mongo = mongodb::Client::with_uri_str(testbed_var("REFOP_TEST_MONGODB_URI")).await.unwrap();
+    let db = mongo.database(&database);
+    // Someone created the referral-code index without `unique` by hand.
+    db.run_command(
+        doc! {"createIndexes": "users", "indexes": [{"key": {"referralCode": 1}, "name": "referralCode_1"}]},
+    )
+    .await
+    .unwrap();
+    s.create_system(
+        json!({"mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database}}),
+    )
+    .await;
+    let operator = s.start("indexes-0");
+    let current = wait_for(Duration::from_secs(60), "IndexesReady from the operator's check", || async {
+        let current = s.systems().get("main").await.ok()?;
+        condition(&current, "IndexesReady").filter(|c| c.0 != "Unknown").map(|_| current)
+    })
+    .await;
+    let (status, reason, message) = condition(&current, "IndexesReady").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "IndexConflict"), "{message}");
+    assert!(message.contains("referralCode_1") && message.contains("unique"), "{message}");
+    let st = current.status.clone().unwrap();
+    assert_eq!(st.index_summary.as_deref(), Some("5/6 (1 conflict)"), "{:?}", st.indexes);
+    // The workers come up (the test plays the kubelet): Ready despite the conflict.
+    wait_for(Duration::from_secs(60), "Ready with an index conflict", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.0 == "True" && condition(&current, "IndexesReady")?.1 == "IndexConflict")
+            .then_some(())
+    })
+    .await;
+
+    // The five others exist in the database now; the conflicting one is untouched.
+    let mut names = Vec::new();
+    for collection in ["users", "referrals", "referralTransactions"] {
+        let mut cursor = db.collection::<mongodb::bson::Document>(collection).list_indexes().await.unwrap();
+        while cursor.advance().await.unwrap() {
+            let index = cursor.deserialize_current().unwrap();
+            names.push((index.keys.to_string(), index.options.and_then(|o| o.unique).unwrap_or(false)));
+        }
+    }
+    assert_eq!(names.iter().filter(|(k, _)| !k.contains("_id")).count(), 6, "{names:?}");
+    assert!(
+        names.iter().any(|(k, unique)| k.contains("referralCode") && !unique),
+        "the conflicting index was rebuilt: {names:?}"
+    );
+
+    // A no-op: another reconcile within the interval leaves status as it is.
+    let before = s.systems().get("main").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.systems().get("main").await.unwrap().metadata.resource_version, before);
+    let _ = db.drop().await;
+    drop(operator);
+}
