@@ -14,6 +14,7 @@ pub mod error;
 pub mod indexes;
 pub mod reconcile;
 pub mod requests;
+pub mod restore;
 pub mod run;
 pub mod secrets;
 pub mod upgrade;

@@ -130,6 +130,10 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     let mut children = build(&validated, &build_context);
     let now = now();
     let backup = judge_backups(ctx, system, &validated, &now);
+    let restore_hold = super::restore::restore_holding(ctx, &validated).await?;
+    if restore_hold.is_some() {
+        crate::reconcilers::restore::hold_for_restore(&mut children);
+    }
     let monitoring_wanted = !children.prometheus_rules.is_empty() || !children.service_monitors.is_empty();
     let before = current_workloads(ctx, &validated).await?;
     let mut apply_failure = None;
@@ -143,7 +147,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
             system,
             &validated,
             &before.deployments,
-            false,
+            restore_hold.is_some(),
             &mut children,
             &build_context,
             now.clone(),
@@ -163,10 +167,13 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
                     deleted = applied.deleted,
                     "applied children"
                 );
-                let (handled, started) =
-                    requests::start_requested_jobs(ctx, system, &validated, &children, &build_context).await?;
-                observed.handled_requests = handled;
-                publish_started(system, ctx, &started).await;
+                // A restore owns the data until it ends: run-now requests wait for it.
+                if restore_hold.is_none() {
+                    let (handled, started) =
+                        requests::start_requested_jobs(ctx, system, &validated, &children, &build_context).await?;
+                    observed.handled_requests = handled;
+                    publish_started(system, ctx, &started).await;
+                }
                 applied
             }
             Err(error) => {

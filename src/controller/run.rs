@@ -151,6 +151,7 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         .owns_stream(
             watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config()).default_backoff().touched_objects(),
         )
+        .watches_stream(super::restore::restore_triggers(&client, ns), super::restore::system_of_restore)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
@@ -254,8 +255,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
-    let controllers =
+    let restores = futures::future::join_all(
+        namespaces.iter().cloned().map(|ns| super::restore::controller(client.clone(), ns, ctx.clone())),
+    );
+    let systems =
         futures::future::join_all(namespaces.into_iter().map(|ns| controller(client.clone(), ns, ctx.clone())));
+    let controllers = futures::future::join(systems, restores);
     tracing::info!("controller started");
 
     let lost = async {
