@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of referral-operator on a fresh machine:
-#   1. installs the tools the tests use (Debian's prometheus for promtool, the
-#      kubernetes-validate Python package), skipping what is already there;
-#   2. checks formatting and clippy;
+#   1. installs the tools the tests use (Debian's prometheus for promtool, lua5.1
+#      and lua-yaml; the kubernetes-validate, pytest, helm-python-sdk and pyyaml
+#      Python packages), skipping what is already there;
+#   2. checks formatting and clippy, and runs the chart and Argo CD tests (pytest);
 #   3. builds (cached) and starts the e2e test bed: kube-apiserver + etcd +
 #      kube-controller-manager, a MongoDB-wire server and Redis, on loopback;
 #   4. runs unit, integration and e2e tests, then stops the bed.
@@ -36,6 +37,19 @@ if ! command -v promtool >/dev/null; then
   log "installing promtool (Debian package prometheus)"
   apt_install prometheus
 fi
+if ! command -v lua5.1 >/dev/null || ! lua5.1 -e 'require("lyaml")' >/dev/null 2>&1; then
+  log "installing lua5.1 and lua-yaml (Debian), for the Argo CD health check tests"
+  apt_install lua5.1 lua-yaml
+fi
+if ! python3 -c 'import pytest, helm_python, yaml' >/dev/null 2>&1; then
+  log "installing pytest, helm-python-sdk (Helm v4's engine) and pyyaml (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    "pytest>=8" "helm-python-sdk==0.2.2" "pyyaml>=6"
+fi
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  log "installing redis-server and redis-tools (the backup and restore script tests run them)"
+  apt_install redis-server redis-tools
+fi
 if ! command -v kubernetes-validate >/dev/null; then
   log "installing kubernetes-validate (PyPI)"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "kubernetes-validate==1.37.0"
@@ -46,6 +60,10 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+
+# ---------------------------------------------------- chart and Argo CD ---
+log "pytest tests/chart tests/argocd"
+python3 -m pytest -q -p no:cacheprovider tests/chart tests/argocd
 
 # ---------------------------------------------------------------- bed ---
 if [[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]]; then

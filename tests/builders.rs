@@ -55,9 +55,10 @@ fn full_example_children_have_exact_names() {
             "main-maint-update-statistics"
         ]
     );
-    assert_eq!(names(&objects, "ServiceAccount"), ["main-checks"]);
-    assert_eq!(names(&objects, "Role"), ["main-checks"]);
-    assert_eq!(names(&objects, "RoleBinding"), ["main-checks"]);
+    // main-backup: the backup pods' identity (finalize writes status.backup).
+    assert_eq!(names(&objects, "ServiceAccount"), ["main-backup", "main-checks"]);
+    assert_eq!(names(&objects, "Role"), ["main-backup", "main-checks"]);
+    assert_eq!(names(&objects, "RoleBinding"), ["main-backup", "main-checks"]);
     assert!(names(&objects, "ConfigMap").contains(&"main-redis-config".to_string()));
 }
 

@@ -35,6 +35,11 @@ fn crd_yaml_is_current() {
     check("crds/referralsystems.referral.dev.yaml", &referral_operator::crd::definition_yaml());
 }
 
+#[test]
+fn restore_crd_yaml_is_current() {
+    check("crds/referralrestores.referral.dev.yaml", &referral_operator::crd::restore_definition_yaml());
+}
+
 fn rendered(example: &str) -> String {
     let input = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(example)).unwrap();
     let options = RenderOptions {

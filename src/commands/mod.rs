@@ -1,8 +1,8 @@
-//! Subcommands whose work is more than wiring: the `check` family (index and chain
-//! checks, standalone or as the in-cluster Job, and applying a repair plan) and
-//! `bench`. Kubernetes access for the in-cluster mode lives here, never in
+//! The work of each subcommand, one module each; `cli.rs` only parses and dispatches.
+//! Kubernetes access for the in-cluster check Job lives here, never in
 //! [`crate::checks`].
 
+pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod mongo_client;

@@ -18,12 +18,23 @@ use crate::reconcilers::meta::{MANAGER, system_selector};
 
 use super::context::Capabilities;
 use super::error::Error;
+use super::live::{ChildKey, LiveState, content_hash};
 
-/// What the apply step returns for observation.
+/// What the apply step did, and the workloads it patched (fresh from the server).
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// Deployments patched in this reconcile; unchanged ones are in the live state.
     pub deployments: Vec<Deployment>,
+    /// StatefulSets patched in this reconcile.
     pub stateful_sets: Vec<StatefulSet>,
+    /// Children patched (a write request each).
+    pub patched: usize,
+    /// Children skipped because nothing changed since our last apply.
+    pub unchanged: usize,
+    /// Children deleted as no longer wanted.
+    pub deleted: usize,
+    /// Label lists made to prune (before the watches had listed, or unwatched kinds).
+    pub listed: usize,
     /// Number of objects applied.
     pub count: usize,
     /// Monitoring objects wanted but not applied because their CRDs are missing.
@@ -36,56 +47,99 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     pub system: &'a str,
     pub uid: &'a str,
+    pub live: &'a LiveState,
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
     meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-async fn apply_typed<K>(target: &Target<'_>, kind: &'static str, items: &[K], prune: bool) -> Result<Vec<K>, Error>
+/// Server-side applies `items` of one kind, skipping those the watch shows unchanged
+/// since our last apply, then (with `prune`) deletes owned children not in `items`.
+/// Deployments and StatefulSets come back as the live state knows them.
+async fn apply_typed<K>(
+    target: &Target<'_>,
+    kind: &'static str,
+    items: &[K],
+    prune: bool,
+    applied: &mut Applied,
+) -> Result<Vec<K>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let api = Api::<K>::namespaced(target.client.clone(), target.namespace);
     let params = PatchParams::apply(MANAGER).force();
-    let mut applied = Vec::with_capacity(items.len());
+    let mut returned = Vec::with_capacity(items.len());
     let mut wanted = BTreeSet::new();
     for item in items {
         let name = item.name_any();
+        let key = ChildKey::new(kind, target.namespace, &name);
+        let desired = content_hash(item);
+        wanted.insert(name.clone());
+        if target.live.unchanged_since_apply(&key, desired) {
+            applied.unchanged += 1;
+            continue;
+        }
         let result = api.patch(&name, &params, &Patch::Apply(item)).await.map_err(|source| Error::Apply {
             kind,
             name: name.clone(),
             source,
         })?;
-        wanted.insert(name);
-        applied.push(result);
+        target.live.record_apply(key, desired, result.meta());
+        applied.patched += 1;
+        returned.push(result);
     }
     if prune {
-        let selector = system_selector(target.system);
-        let existing = api
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| Error::ListChildren { kind, system: target.system.to_string(), source })?;
-        for object in existing {
-            let name = object.name_any();
-            if !wanted.contains(&name) && owned_by(&object.metadata, target.uid) {
-                tracing::info!(kind, name, system = target.system, "deleting a child that is no longer wanted");
-                match api.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                    Err(source) => return Err(Error::Prune { kind, name, source }),
-                }
-            }
-        }
+        prune_typed(target, kind, &api, &wanted, applied).await?;
     }
-    Ok(applied)
+    Ok(returned)
 }
 
+/// Deletes children of `kind` this system controls that are no longer wanted. Reads
+/// the watch-fed state once it has listed; before that, lists by label.
+async fn prune_typed<K>(
+    target: &Target<'_>,
+    kind: &'static str,
+    api: &Api<K>,
+    wanted: &BTreeSet<String>,
+    applied: &mut Applied,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let owned = if target.live.synced(kind, target.namespace) {
+        target.live.owned(kind, target.namespace, target.uid)
+    } else {
+        applied.listed += 1;
+        api.list_metadata(&ListParams::default().labels(&system_selector(target.system)))
+            .await
+            .map_err(|source| Error::ListChildren { kind, system: target.system.to_string(), source })?
+            .into_iter()
+            .filter(|o| owned_by(&o.metadata, target.uid))
+            .map(|o| o.name_any())
+            .collect()
+    };
+    for name in owned.into_iter().filter(|n| !wanted.contains(n)) {
+        tracing::info!(kind, name, system = target.system, "deleting a child that is no longer wanted");
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(source) => return Err(Error::Prune { kind, name, source }),
+        }
+        target.live.forget(&ChildKey::new(kind, target.namespace, &name));
+        applied.deleted += 1;
+    }
+    Ok(())
+}
+
+/// Kinds that are not watched (they may not exist in the cluster): the live object is
+/// read before deciding to patch, and pruning lists by label. Reads, never idle writes.
 async fn apply_dynamic(
     target: &Target<'_>,
     kind: &'static str,
     resource: Option<&ApiResource>,
     items: &[DynamicObject],
+    applied: &mut Applied,
 ) -> Result<bool, Error> {
     let Some(resource) = resource else { return Ok(false) };
     let api = Api::<DynamicObject>::namespaced_with(target.client.clone(), target.namespace, resource);
@@ -93,13 +147,24 @@ async fn apply_dynamic(
     let mut wanted = BTreeSet::new();
     for item in items {
         let name = item.name_any();
-        api.patch(&name, &params, &Patch::Apply(item)).await.map_err(|source| Error::Apply {
+        let key = ChildKey::new(kind, target.namespace, &name);
+        let desired = content_hash(item);
+        wanted.insert(name.clone());
+        let live =
+            api.get_metadata_opt(&name).await.map_err(|source| Error::Read { kind, name: name.clone(), source })?;
+        if live.is_some_and(|live| target.live.unchanged_against(&key, desired, &live.metadata)) {
+            applied.unchanged += 1;
+            continue;
+        }
+        let result = api.patch(&name, &params, &Patch::Apply(item)).await.map_err(|source| Error::Apply {
             kind,
             name: name.clone(),
             source,
         })?;
-        wanted.insert(name);
+        target.live.record_apply(key, desired, &result.metadata);
+        applied.patched += 1;
     }
+    applied.listed += 1;
     let existing = api
         .list_metadata(&ListParams::default().labels(&system_selector(target.system)))
         .await
@@ -112,6 +177,8 @@ async fn apply_dynamic(
                 Err(kube::Error::Api(status)) if status.is_not_found() => {}
                 Err(source) => return Err(Error::Prune { kind, name, source }),
             }
+            target.live.forget(&ChildKey::new(kind, target.namespace, &name));
+            applied.deleted += 1;
         }
     }
     Ok(true)
@@ -141,31 +208,32 @@ pub async fn apply_all(
         prometheus_rules,
         service_monitors,
     } = children;
-    apply_typed(target, "ServiceAccount", service_accounts, true).await?;
-    apply_typed(target, "Role", roles, true).await?;
-    apply_typed(target, "RoleBinding", role_bindings, true).await?;
-    apply_typed(target, "ConfigMap", config_maps, true).await?;
+    let mut applied = Applied::default();
+    let a = &mut applied;
+    apply_typed(target, "ServiceAccount", service_accounts, true, a).await?;
+    apply_typed(target, "Role", roles, true, a).await?;
+    apply_typed(target, "RoleBinding", role_bindings, true, a).await?;
+    apply_typed(target, "ConfigMap", config_maps, true, a).await?;
     // Claims hold data: applied, never pruned.
-    apply_typed(target, "PersistentVolumeClaim", persistent_volume_claims, false).await?;
-    apply_typed(target, "Service", services, true).await?;
-    let stateful_sets = apply_typed(target, "StatefulSet", stateful_sets, true).await?;
-    let deployments = apply_typed(target, "Deployment", deployments, true).await?;
-    apply_typed(target, "PodDisruptionBudget", pod_disruption_budgets, true).await?;
-    apply_typed(target, "HorizontalPodAutoscaler", horizontal_pod_autoscalers, true).await?;
-    apply_typed(target, "NetworkPolicy", network_policies, true).await?;
-    apply_typed(target, "CronJob", cron_jobs, true).await?;
-    let mut skipped_monitoring = Vec::new();
-    if !apply_dynamic(target, "PrometheusRule", capabilities.prometheus_rule.as_ref(), prometheus_rules).await?
+    apply_typed(target, "PersistentVolumeClaim", persistent_volume_claims, false, a).await?;
+    apply_typed(target, "Service", services, true, a).await?;
+    a.stateful_sets = apply_typed(target, "StatefulSet", stateful_sets, true, a).await?;
+    a.deployments = apply_typed(target, "Deployment", deployments, true, a).await?;
+    apply_typed(target, "PodDisruptionBudget", pod_disruption_budgets, true, a).await?;
+    apply_typed(target, "HorizontalPodAutoscaler", horizontal_pod_autoscalers, true, a).await?;
+    apply_typed(target, "NetworkPolicy", network_policies, true, a).await?;
+    apply_typed(target, "CronJob", cron_jobs, true, a).await?;
+    if !apply_dynamic(target, "PrometheusRule", capabilities.prometheus_rule.as_ref(), prometheus_rules, a).await?
         && !prometheus_rules.is_empty()
     {
-        skipped_monitoring.push("PrometheusRule");
+        a.skipped_monitoring.push("PrometheusRule");
     }
-    if !apply_dynamic(target, "ServiceMonitor", capabilities.service_monitor.as_ref(), service_monitors).await?
+    if !apply_dynamic(target, "ServiceMonitor", capabilities.service_monitor.as_ref(), service_monitors, a).await?
         && !service_monitors.is_empty()
     {
-        skipped_monitoring.push("ServiceMonitor");
+        a.skipped_monitoring.push("ServiceMonitor");
     }
-    let count = service_accounts.len()
+    applied.count = service_accounts.len()
         + roles.len()
         + role_bindings.len()
         + config_maps.len()
@@ -179,5 +247,5 @@ pub async fn apply_all(
         + cron_jobs.len()
         + if capabilities.prometheus_rule.is_some() { prometheus_rules.len() } else { 0 }
         + if capabilities.service_monitor.is_some() { service_monitors.len() } else { 0 };
-    Ok(Applied { deployments, stateful_sets, count, skipped_monitoring })
+    Ok(applied)
 }

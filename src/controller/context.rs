@@ -11,6 +11,7 @@ use kube::runtime::events::Recorder;
 
 use crate::checks::mongo_probe::MongoClients;
 
+use super::live::LiveState;
 use super::metrics::Metrics;
 
 /// Settings of the controller that do not come from a ReferralSystem.
@@ -52,6 +53,10 @@ pub struct Context {
     pub settings: ControllerSettings,
     pub capabilities: RwLock<Capabilities>,
     pub mongo: MongoClients,
+    /// What the child watches have seen.
+    pub live: LiveState,
+    /// When each system's indexes were last checked.
+    pub index_schedule: super::indexes::IndexSchedule,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -64,6 +69,8 @@ impl Context {
             settings,
             capabilities: RwLock::new(Capabilities::default()),
             mongo: MongoClients::default(),
+            live: LiveState::default(),
+            index_schedule: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -4,12 +4,17 @@
 
 pub mod http;
 pub mod leader;
+pub mod live;
 pub mod metrics;
 
 pub mod apply;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod indexes;
 pub mod reconcile;
+pub mod requests;
+pub mod restore;
 pub mod run;
 pub mod secrets;
+pub mod upgrade;

@@ -41,9 +41,10 @@ pub struct BackupSpec {
     #[serde(default)]
     pub retention: RetentionSpec,
     /// Collections to dump; empty means the whole database.
-    /// Default the guide's `referrals` and `referralTransactions`.
+    /// Default the guide's `referrals` and `referralTransactions`. Each name becomes
+    /// part of a file name, so `/` is refused.
     #[serde(default = "default_collections")]
-    #[schemars(length(max = 100), inner(length(min = 1)))]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 120), pattern(r"^[^$/\x00]+$")))]
     pub collections: Vec<String>,
     /// Also snapshot Redis (RDB over the network). Default true.
     #[serde(default = "default_true")]
@@ -55,6 +56,11 @@ pub struct BackupSpec {
     #[serde(default = "default_mongo_tools_image")]
     #[schemars(length(min = 1))]
     pub mongo_tools_image: String,
+    /// Image with `redis-cli` (and `redis-server`, for restores). Default: the managed
+    /// Redis image, or `redis:7.2` for an external Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub redis_tools_image: Option<String>,
     /// Resources of each backup container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -70,6 +76,7 @@ impl Default for BackupSpec {
             include_redis: true,
             storage: default_backup_storage(),
             mongo_tools_image: default_mongo_tools_image(),
+            redis_tools_image: None,
             resources: None,
         }
     }

@@ -232,7 +232,7 @@ fn index_keys_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "maxItems": 32,
         "items": {
             "type": "object",
-            "maxProperties": 1,
+            "maxProperties": 8,
             "additionalProperties": {"type": "integer", "format": "int32"}
         },
         "x-kubernetes-validations": [

@@ -1,6 +1,8 @@
 //! What the operator reports back. Nothing here changes on every reconcile: times are
 //! only those of real events (a transition, a check run, a backup).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,80 @@ pub struct ReferralSystemStatus {
     /// Backups on the backup volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// The last change of worker images: backup first, migration, rollout, rollback.
+    /// Progress lives here, not in the operator's memory, so a restart resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+    /// The run-now requests (`referral.dev/check-now`, `referral.dev/backup-now`)
+    /// the operator acted on: a request is handled once, even after its Job is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_requests: Option<HandledRequests>,
+}
+
+/// The last run-now request of each kind that started a Job.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequests {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_now: Option<HandledRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_now: Option<HandledRequest>,
+}
+
+/// One handled run-now request.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequest {
+    /// The annotation's value.
+    pub token: String,
+    /// The Job it started.
+    pub job: String,
+}
+
+/// Where an image change is.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UpgradePhase {
+    /// The pre-upgrade backup Job runs; workers keep their old images.
+    BackingUp,
+    /// The migration Job runs; workers keep their old images.
+    Migrating,
+    /// Deployments have the new images; pods are rolling.
+    RollingOut,
+    /// Every Deployment runs the new images.
+    Succeeded,
+    /// Stopped: the backup or migration failed (old images kept), or the rollout
+    /// exceeded its progress deadline without autoRollback.
+    Failed,
+    /// The rollout stalled and the previous images were put back; they stay until
+    /// the spec's images change.
+    RolledBack,
+}
+
+/// Progress of the last image change.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    pub phase: UpgradePhase,
+    /// Identifies the change: a hash of the target images (and the migration).
+    pub target: String,
+    /// Image per worker being rolled out.
+    #[serde(default)]
+    pub target_images: BTreeMap<String, String>,
+    /// Image per worker before the change: what a rollback puts back.
+    #[serde(default)]
+    pub previous_images: BTreeMap<String, String>,
+    /// The pre-upgrade backup Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_job: Option<String>,
+    /// The migration Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_job: Option<String>,
+    /// What is happening or what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When this change started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }
 
 /// Desired and ready pods of one worker.
@@ -162,4 +238,26 @@ pub struct BackupStatus {
     pub kept: u32,
     /// Total size of the kept backups in bytes.
     pub size_bytes: u64,
+    /// Name of the newest complete backup, e.g. `20261123T010000Z`: what a
+    /// ReferralRestore names to go back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
+    /// Complete backups on the volume after retention, newest first (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<String>,
+    /// Incomplete backups on the volume (runs in progress, or stale ones left by
+    /// failed runs, which are never deleted automatically).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incomplete: u32,
+    /// What a person should look at: stale incomplete backups, folders that are not
+    /// backups, backups dated in the future, deletions that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// When the backup Job last wrote this summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<Time>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

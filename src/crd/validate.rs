@@ -304,8 +304,18 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         check_env(&job.env, &format!("{path}.env"), problems);
         check_resources(job.resources.as_ref(), &format!("{path}.resources"), problems);
     }
+    if let Some(migration) = &spec.migration {
+        if let Some(image) = &migration.image {
+            check_image(image, "spec.migration.image", problems);
+        }
+        check_env(&migration.env, "spec.migration.env", problems);
+        check_resources(migration.resources.as_ref(), "spec.migration.resources", problems);
+    }
     let backup = &spec.backup;
     check_image(&backup.mongo_tools_image, "spec.backup.mongoToolsImage", problems);
+    if let Some(image) = &backup.redis_tools_image {
+        check_image(image, "spec.backup.redisToolsImage", problems);
+    }
     check_resources(backup.resources.as_ref(), "spec.backup.resources", problems);
     let mut seen = BTreeSet::new();
     for (i, collection) in backup.collections.iter().enumerate() {

@@ -1,22 +1,36 @@
 //! Backups: a CronJob that dumps MongoDB (mongodump, gzip archive per collection) and
 //! snapshots Redis over the network (`redis-cli --rdb`) into a timestamped folder on
-//! the backup volume, then lets this operator's binary mark it complete and apply
-//! the retention. The volume is kept when the system is deleted unless the spec says
-//! otherwise.
+//! the backup volume, then lets this operator's binary mark it complete, apply the
+//! retention and report to `status.backup`. The same pod runs as a one-off Job for a
+//! backup asked for now (`referral.dev/backup-now`) and before an upgrade
+//! ([`backup_job`]). The volume is kept when the system is deleted unless the spec
+//! says otherwise.
+//!
+//! Credentials reach the pod only through `secretKeyRef`; the MongoDB URI goes from
+//! the environment into a config file in memory, never onto a command line.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, Volume, VolumeMount, VolumeResourceRequirements,
+use k8s_openapi::api::batch::v1::{
+    CronJob, Job, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
+use k8s_openapi::api::core::v1::{
+    ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSpec, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::backup::retention::BACKUP_JOB_DEADLINE_SECONDS;
+use crate::commands::backup::EXIT_STATUS_NOT_WRITTEN;
+use crate::crd::GROUP;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
-use super::env::{from_secret, mongo_env, redis_endpoint};
+use super::env::{from_secret, redis_endpoint};
+use super::job::{OneOff, one_off_job};
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
 use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::{BuildContext, Children};
@@ -27,38 +41,65 @@ pub const COMPONENT: &str = "backup";
 pub const BACKUP_MOUNT: &str = "/backups";
 /// Scratch space shared by the backup containers (in memory: it briefly holds the
 /// mongodump config with the connection string).
-const WORK_MOUNT: &str = "/work";
+pub const WORK_MOUNT: &str = "/work";
 /// File in [`WORK_MOUNT`] naming the folder this run writes.
 const NAME_FILE: &str = "/work/backup-name";
-/// Image for `redis-cli` when Redis is external.
-const DEFAULT_REDIS_TOOLS_IMAGE: &str = "redis:7.2";
+/// Image for `redis-cli` when Redis is external and no tools image is set.
+pub const DEFAULT_REDIS_TOOLS_IMAGE: &str = "redis:7.2";
 
 /// mongodump, one archive per collection (or one for the whole database when no
 /// collection is listed). Collections arrive as positional arguments, never spliced
 /// into the script, and the connection string goes through a config file in memory
-/// rather than the command line, where any process could read it.
-const MONGODUMP_SCRIPT: &str = r#"set -eu
+/// rather than the command line, where any process could read it. `mkdir` without
+/// `-p`: two runs starting in the same second must not share a folder; the second
+/// fails and its Job retries under a new name.
+pub const MONGODUMP_SCRIPT: &str = r#"set -eu
+backups="${BACKUP_DIR:-/backups}"
+work="${WORK_DIR:-/work}"
 name=$(date -u +%Y%m%dT%H%M%SZ)
-dir="/backups/$name.partial"
-mkdir -p "$dir"
-printf '%s' "$name" > /work/backup-name
+if [ -n "${BACKUP_LABEL:-}" ]; then name="$name-$BACKUP_LABEL"; fi
+dir="$backups/$name.partial"
+mkdir "$dir"
+printf '%s' "$name" > "$work/backup-name"
+printf '%s\n' "$MONGODB_DATABASE" > "$dir/mongodb-database.txt"
 umask 077
-printf 'uri: "%s"\n' "$MONGODB_URI" > /work/mongodump.yaml
-trap 'rm -f /work/mongodump.yaml' EXIT
+trap 'rm -f "$work/mongodump.yaml"' EXIT
+printf 'uri: "%s"\n' "$MONGODB_URI" > "$work/mongodump.yaml"
 if [ "$#" -eq 0 ]; then
-  mongodump --config=/work/mongodump.yaml --db="$MONGODB_DATABASE" --archive="$dir/mongodb.archive.gz" --gzip
+  mongodump --config="$work/mongodump.yaml" --db="$MONGODB_DATABASE" --archive="$dir/mongodb.archive.gz" --gzip
 else
   for collection in "$@"; do
-    mongodump --config=/work/mongodump.yaml --db="$MONGODB_DATABASE" --collection="$collection" --archive="$dir/mongodb-$collection.archive.gz" --gzip
+    mongodump --config="$work/mongodump.yaml" --db="$MONGODB_DATABASE" --collection="$collection" --archive="$dir/mongodb-$collection.archive.gz" --gzip
   done
 fi
 "#;
 
 /// RDB snapshot over the network; the password comes from REDISCLI_AUTH.
-const REDIS_SNAPSHOT_SCRIPT: &str = r#"set -eu
-name=$(cat /work/backup-name)
-redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" $REDIS_TLS_FLAG --rdb "/backups/$name.partial/redis.rdb"
+pub const REDIS_SNAPSHOT_SCRIPT: &str = r#"set -eu
+backups="${BACKUP_DIR:-/backups}"
+work="${WORK_DIR:-/work}"
+name=$(cat "$work/backup-name")
+redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" $REDIS_TLS_FLAG --rdb "$backups/$name.partial/redis.rdb"
 "#;
+
+/// Why a one-off backup runs; becomes the backup's name label and the Job's
+/// `referral.dev/purpose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupPurpose {
+    /// Asked for with the `referral.dev/backup-now` annotation.
+    Manual,
+    /// Taken before workers get a new image.
+    PreUpgrade,
+}
+
+impl BackupPurpose {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::PreUpgrade => "pre-upgrade",
+        }
+    }
+}
 
 /// Name of the backup volume's claim.
 pub fn claim_name(system: &ValidatedSystem) -> String {
@@ -70,10 +111,60 @@ pub fn cron_job_name(system: &ValidatedSystem) -> String {
     child_name(&system.name, "backup", MAX_CRONJOB)
 }
 
-/// Adds the backup volume claim and CronJob.
+/// Name of the ServiceAccount, Role and RoleBinding the backup pods run as: they may
+/// read their own ReferralSystem and patch its status, nothing else.
+pub fn identity_name(system: &ValidatedSystem) -> String {
+    child_name(&system.name, "backup", MAX_DNS_LABEL)
+}
+
+/// Adds the backup volume claim, the identity of the backup pods, and the CronJob.
 pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
     children.persistent_volume_claims.push(claim(system));
+    let (account, role, binding) = identity(system);
+    children.service_accounts.push(account);
+    children.roles.push(role);
+    children.role_bindings.push(binding);
     children.cron_jobs.push(backup_cron_job(system, ctx));
+}
+
+fn identity(system: &ValidatedSystem) -> (ServiceAccount, Role, RoleBinding) {
+    let name = identity_name(system);
+    let account = ServiceAccount {
+        metadata: object_meta(system, name.clone(), COMPONENT),
+        // Only the finalize container gets a token (see api_access_volume).
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    };
+    let role = Role {
+        metadata: object_meta(system, name.clone(), COMPONENT),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![GROUP.into()]),
+                resources: Some(vec!["referralsystems".into()]),
+                resource_names: Some(vec![system.name.clone()]),
+                verbs: vec!["get".into()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![GROUP.into()]),
+                resources: Some(vec!["referralsystems/status".into()]),
+                resource_names: Some(vec![system.name.clone()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..PolicyRule::default()
+            },
+        ]),
+    };
+    let binding = RoleBinding {
+        metadata: object_meta(system, name.clone(), COMPONENT),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: Some(system.namespace.clone()),
+            ..Subject::default()
+        }]),
+    };
+    (account, role, binding)
 }
 
 fn claim(system: &ValidatedSystem) -> PersistentVolumeClaim {
@@ -109,43 +200,75 @@ fn mounts(with_work: bool) -> Vec<VolumeMount> {
     mounts
 }
 
-fn env_literal(name: &str, value: impl ToString) -> EnvVar {
+pub(crate) fn env_literal(name: &str, value: impl ToString) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.to_string()), value_from: None }
 }
 
-fn backup_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> CronJob {
+pub(crate) fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// The image with `redis-cli` and `redis-server`.
+pub fn redis_tools_image(system: &ValidatedSystem) -> String {
+    let spec = &system.spec;
+    spec.backup
+        .redis_tools_image
+        .clone()
+        .or_else(|| spec.redis.managed.as_ref().map(|m| m.image.clone()))
+        .unwrap_or_else(|| DEFAULT_REDIS_TOOLS_IMAGE.to_string())
+}
+
+/// How containers reach Redis: host, port, TLS flag, password from the Secret.
+pub(crate) fn redis_client_env(system: &ValidatedSystem) -> Vec<EnvVar> {
+    let spec = &system.spec;
+    let (host, port) = redis_endpoint(system);
+    let tls = spec.redis.external.as_ref().is_some_and(|e| e.tls);
+    let mut env = vec![
+        env_literal("REDIS_HOST", host),
+        env_literal("REDIS_PORT", port),
+        env_literal("REDIS_TLS_FLAG", if tls { "--tls" } else { "" }),
+    ];
+    if let Some(secret) = &spec.redis.password_secret_ref {
+        env.push(from_secret("REDISCLI_AUTH", secret));
+    }
+    env
+}
+
+/// The backup pod: dump, snapshot, finalize. `label` names why a one-off runs.
+fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>) -> PodSpec {
     let spec = &system.spec;
     let backup = &spec.backup;
+    let mut dump_env = vec![
+        from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
+        env_literal("MONGODB_DATABASE", &spec.mongodb.database),
+    ];
+    if let Some(label) = label {
+        dump_env.push(env_literal("BACKUP_LABEL", label));
+    }
     let mut init_containers = vec![Container {
         name: "mongodump".into(),
         image: Some(backup.mongo_tools_image.clone()),
         command: Some(vec!["sh".into(), "-c".into(), MONGODUMP_SCRIPT.into(), "mongodump".into()]),
         args: Some(backup.collections.clone()),
-        env: Some(
-            mongo_env(system).into_iter().filter(|e| e.name == "MONGODB_URI" || e.name == "MONGODB_DATABASE").collect(),
-        ),
+        env: Some(dump_env),
         resources: backup.resources.clone(),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts(true)),
         ..Container::default()
     }];
     if backup.include_redis {
-        let (host, port) = redis_endpoint(system);
-        let tls = spec.redis.external.as_ref().is_some_and(|e| e.tls);
-        let mut env = vec![
-            env_literal("REDIS_HOST", host),
-            env_literal("REDIS_PORT", port),
-            env_literal("REDIS_TLS_FLAG", if tls { "--tls" } else { "" }),
-        ];
-        if let Some(secret) = &spec.redis.password_secret_ref {
-            env.push(from_secret("REDISCLI_AUTH", secret));
-        }
-        let image = spec.redis.managed.as_ref().map_or(DEFAULT_REDIS_TOOLS_IMAGE.to_string(), |m| m.image.clone());
         init_containers.push(Container {
             name: "redis-snapshot".into(),
-            image: Some(image),
+            image: Some(redis_tools_image(system)),
             command: Some(vec!["sh".into(), "-c".into(), REDIS_SNAPSHOT_SCRIPT.into()]),
-            env: Some(env),
+            env: Some(redis_client_env(system)),
             resources: backup.resources.clone(),
             security_context: Some(container_security()),
             volume_mounts: Some(mounts(true)),
@@ -153,28 +276,45 @@ fn backup_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> CronJob {
         });
     }
     let retention = &backup.retention;
+    let mut args = vec![
+        "backup".into(),
+        "finalize".into(),
+        "--dir".into(),
+        BACKUP_MOUNT.into(),
+        "--name-file".into(),
+        NAME_FILE.into(),
+        "--daily".into(),
+        retention.daily.to_string(),
+        "--weekly".into(),
+        retention.weekly.to_string(),
+        "--monthly".into(),
+        retention.monthly.to_string(),
+        "--system".into(),
+        system.name.clone(),
+    ];
+    if backup.include_redis {
+        args.push("--expect-redis".into());
+    }
+    let mut finalize_mounts = mounts(true);
+    finalize_mounts.push(VolumeMount {
+        name: "api-access".into(),
+        mount_path: SERVICE_ACCOUNT_MOUNT.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
     let finalize = Container {
         name: "finalize".into(),
         image: Some(ctx.operator_image.clone()),
-        args: Some(vec![
-            "backup".into(),
-            "finalize".into(),
-            "--dir".into(),
-            BACKUP_MOUNT.into(),
-            "--name-file".into(),
-            NAME_FILE.into(),
-            "--daily".into(),
-            retention.daily.to_string(),
-            "--weekly".into(),
-            retention.weekly.to_string(),
-            "--monthly".into(),
-            retention.monthly.to_string(),
-        ]),
+        args: Some(args),
+        env: Some(vec![env_field("POD_NAMESPACE", "metadata.namespace")]),
         security_context: Some(container_security()),
-        volume_mounts: Some(mounts(true)),
+        volume_mounts: Some(finalize_mounts),
         ..Container::default()
     };
-    let pod = PodSpec {
+    PodSpec {
+        service_account_name: Some(identity_name(system)),
+        // Not automounted: only finalize gets the token (api_access_volume), so the
+        // third-party dump tools never see it.
         automount_service_account_token: Some(false),
         security_context: Some(pod_security(DEFAULT_USER)),
         image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
@@ -198,10 +338,77 @@ fn backup_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> CronJob {
                 ..Volume::default()
             },
             Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+            api_access_volume(),
         ]),
         ..PodSpec::default()
-    };
-    cron_job(
+    }
+}
+
+/// Where a client library looks for the in-cluster token, CA and namespace.
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// What automounting would give every container, as a volume one container mounts:
+/// a short-lived token, the cluster CA and the namespace.
+fn api_access_volume() -> Volume {
+    Volume {
+        name: "api-access".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3600),
+                        audience: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), mode: None }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".into(),
+                                api_version: None,
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// A backup that finished but could not write its status must not be retried: a
+/// retry would dump everything again. Any other failure is retried.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![PodFailurePolicyRule {
+            action: "FailJob".into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some("finalize".into()),
+                operator: "In".into(),
+                values: vec![i32::from(EXIT_STATUS_NOT_WRITTEN)],
+            }),
+            on_pod_conditions: None,
+        }],
+    }
+}
+
+fn backup_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> CronJob {
+    let backup = &system.spec.backup;
+    let mut cron = cron_job(
         system,
         ctx,
         Schedule {
@@ -210,8 +417,167 @@ fn backup_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> CronJob {
             schedule: &backup.schedule,
             suspend: backup.suspend,
             backoff_limit: 2,
-            active_deadline_seconds: 6 * 3600,
+            active_deadline_seconds: BACKUP_JOB_DEADLINE_SECONDS,
         },
-        pod,
+        backup_pod(system, ctx, None),
+    );
+    if let Some(job) = cron.spec.as_mut().and_then(|s| s.job_template.spec.as_mut()) {
+        job.pod_failure_policy = Some(pod_failure_policy());
+    }
+    cron
+}
+
+/// A one-off backup Job with the CronJob's pod: the backup asked for now, or the one
+/// taken before an upgrade. The controller picks `job_name` (deterministic, so a
+/// restarted operator finds the Job it created instead of starting another).
+pub fn backup_job(system: &ValidatedSystem, ctx: &BuildContext, job_name: &str, purpose: BackupPurpose) -> Job {
+    one_off_job(
+        system,
+        ctx,
+        OneOff {
+            name: job_name,
+            component: COMPONENT,
+            purpose: purpose.label(),
+            backoff_limit: 2,
+            active_deadline_seconds: BACKUP_JOB_DEADLINE_SECONDS,
+            pod_failure_policy: Some(pod_failure_policy()),
+        },
+        backup_pod(system, ctx, Some(purpose.label())),
     )
+}
+
+/// Name of the Job for a backup asked for with `referral.dev/backup-now: <token>`:
+/// the same token always gives the same name, so the Job is created once.
+pub fn manual_backup_job_name(system: &ValidatedSystem, token: &str) -> String {
+    let hash = super::meta::short_hash(token.as_bytes());
+    child_name(&system.name, &format!("backup-now-{}", &hash[..8]), MAX_DNS_LABEL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ReferralSystem;
+    use crate::crd::validate::validate;
+
+    fn system(extra: &str) -> ValidatedSystem {
+        let yaml = format!(
+            r#"
+apiVersion: referral.dev/v1alpha1
+kind: ReferralSystem
+metadata: {{name: main, namespace: referrals, uid: 1234}}
+spec:
+  image: example/referral-service:1.4.2
+  workers: [{{name: reward-processor}}]
+  mongodb: {{uriSecretRef: {{name: referral-mongo, key: uri}}, database: neurolov}}
+  redis: {{managed: {{}}, passwordSecretRef: {{name: referral-redis, key: password}}}}
+{extra}
+"#
+        );
+        let parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        validate(&parsed, "referrals").unwrap()
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext { operator_image: "operator:test".into(), secrets_hash: Some("abc".into()) }
+    }
+
+    fn pod_of_cron(cron: &CronJob) -> &PodSpec {
+        cron.spec.as_ref().unwrap().job_template.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn the_cronjob_dumps_snapshots_and_finalizes_with_the_retention() {
+        let system = system("");
+        let mut children = Children::default();
+        build(&system, &ctx(), &mut children);
+        let cron = &children.cron_jobs[0];
+        let spec = cron.spec.as_ref().unwrap();
+        assert_eq!(spec.schedule, "0 1 * * *");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        let pod = pod_of_cron(cron);
+        let init: Vec<&str> = pod.init_containers.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(init, ["mongodump", "redis-snapshot"]);
+        let dump = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(dump.image.as_deref(), Some("mongo:7.0"));
+        assert_eq!(dump.args.as_ref().unwrap(), &["referrals", "referralTransactions"]);
+        let finalize = &pod.containers[0];
+        assert_eq!(finalize.image.as_deref(), Some("operator:test"));
+        assert_eq!(
+            finalize.args.as_ref().unwrap().join(" "),
+            "backup finalize --dir /backups --name-file /work/backup-name --daily 7 --weekly 4 --monthly 6 --system main --expect-redis"
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("main-backup"));
+        let policy = spec.job_template.spec.as_ref().unwrap().pod_failure_policy.as_ref().unwrap();
+        assert_eq!(policy.rules[0].on_exit_codes.as_ref().unwrap().values, [3]);
+        assert_eq!(
+            children.roles[0].rules.as_ref().unwrap()[1].resources.as_ref().unwrap(),
+            &["referralsystems/status"]
+        );
+        assert_eq!(children.roles[0].rules.as_ref().unwrap()[1].resource_names.as_ref().unwrap(), &["main"]);
+    }
+
+    #[test]
+    fn credentials_only_come_from_secrets_and_never_reach_a_command_line() {
+        let system = system("");
+        let pod = backup_pod(&system, &ctx(), None);
+        for container in pod.init_containers.iter().flatten().chain(pod.containers.iter()) {
+            for var in container.env.iter().flatten() {
+                if var.name == "MONGODB_URI" || var.name == "REDISCLI_AUTH" {
+                    assert!(var.value.is_none(), "{} is a literal", var.name);
+                    assert!(var.value_from.as_ref().unwrap().secret_key_ref.is_some());
+                }
+            }
+            let words: Vec<&String> =
+                container.command.iter().flatten().chain(container.args.iter().flatten()).collect();
+            assert!(words.iter().all(|w| !w.contains("--uri") && !w.contains(" -a ")), "{words:?}");
+        }
+        assert!(MONGODUMP_SCRIPT.contains("--config="));
+    }
+
+    #[test]
+    fn whole_database_without_redis_and_a_tools_image() {
+        let system = system("  backup: {collections: [], includeRedis: false, redisToolsImage: my/redis:7}");
+        let pod = backup_pod(&system, &ctx(), None);
+        let init = pod.init_containers.as_ref().unwrap();
+        assert_eq!(init.len(), 1);
+        assert!(init[0].args.as_ref().unwrap().is_empty());
+        assert!(!pod.containers[0].args.as_ref().unwrap().contains(&"--expect-redis".to_string()));
+        let with_redis = system.clone();
+        let mut with_redis = with_redis;
+        with_redis.spec.backup.include_redis = true;
+        assert_eq!(
+            backup_pod(&with_redis, &ctx(), None).init_containers.unwrap()[1].image.as_deref(),
+            Some("my/redis:7")
+        );
+    }
+
+    #[test]
+    fn a_one_off_backup_job_has_the_cronjobs_pod_and_a_label() {
+        let system = system("");
+        let job = backup_job(&system, &ctx(), "main-backup-now-12345678", BackupPurpose::Manual);
+        assert_eq!(job.metadata.name.as_deref(), Some("main-backup-now-12345678"));
+        assert_eq!(job.metadata.labels.as_ref().unwrap()["referral.dev/purpose"], "manual");
+        assert_eq!(job.metadata.owner_references.as_ref().unwrap()[0].uid, "1234");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(BACKUP_JOB_DEADLINE_SECONDS));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let dump_env = pod.init_containers.as_ref().unwrap()[0].env.as_ref().unwrap();
+        assert!(dump_env.iter().any(|e| e.name == "BACKUP_LABEL" && e.value.as_deref() == Some("manual")));
+        let mut cron_pod = pod_of_cron(&backup_cron_job(&system, &ctx())).clone();
+        cron_pod.restart_policy = None;
+        let mut job_pod = pod.clone();
+        job_pod.restart_policy = None;
+        job_pod.init_containers.as_mut().unwrap()[0].env.as_mut().unwrap().retain(|e| e.name != "BACKUP_LABEL");
+        assert_eq!(job_pod, cron_pod, "the one-off pod is the scheduled pod plus its label");
+    }
+
+    #[test]
+    fn the_manual_job_name_follows_the_annotation_token() {
+        let system = system("");
+        let a = manual_backup_job_name(&system, "2026-11-23T10:00:00Z");
+        assert_eq!(a, manual_backup_job_name(&system, "2026-11-23T10:00:00Z"));
+        assert_ne!(a, manual_backup_job_name(&system, "2026-11-23T10:00:01Z"));
+        assert!(a.starts_with("main-backup-now-") && a.len() <= 63, "{a}");
+    }
 }

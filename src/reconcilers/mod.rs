@@ -7,11 +7,14 @@ pub mod chain_check;
 pub mod cron;
 pub mod dashboards;
 pub mod env;
+pub mod job;
 pub mod maintenance;
 pub mod meta;
 pub mod monitoring;
 pub mod redis;
+pub mod restore;
 pub mod security;
+pub mod upgrade;
 pub mod workers;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

@@ -2,7 +2,12 @@
 //! kube-controller-manager), a MongoDB-wire server and Redis. See `harness` for how
 //! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
 
+mod backup;
 mod chain_check;
+mod chart;
+mod controller_jobs;
 mod crd;
 mod harness;
+mod operator;
+mod plugin;
 mod servers;
