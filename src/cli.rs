@@ -49,6 +49,13 @@ pub enum Command {
     /// Backups on a backup volume: list, prune by retention, finalize a run, verify one.
     #[command(subcommand)]
     Backup(crate::commands::backup::BackupCommand),
+    /// Check a referral system's MongoDB: declared indexes, referral-chain integrity,
+    /// and applying a chain repair plan. Exit 0 sound, 1 problems found, 2 could not run.
+    #[command(subcommand)]
+    Check(crate::commands::check::CheckCommand),
+    /// Measure the chain check on a synthetic population (CPU, memory, documents/s).
+    #[command(subcommand)]
+    Bench(crate::commands::bench::BenchCommand),
 }
 
 /// Flags of `run`.
@@ -79,6 +86,22 @@ pub struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Re-check a Ready system this often even when nothing changes (picks up a
+    /// rotated Secret, which is read by name and not watched). Go-style duration.
+    #[arg(long, default_value = "5m", value_parser = resync_interval)]
+    pub resync_ready: std::time::Duration,
+    /// Re-check a system that is not Ready this often.
+    #[arg(long, default_value = "30s", value_parser = resync_interval)]
+    pub resync_not_ready: std::time::Duration,
+}
+
+/// A resync interval: a duration of at least one second (shorter would hot-loop).
+fn resync_interval(value: &str) -> Result<std::time::Duration, String> {
+    let interval = crate::crd::duration::parse_duration(value).map_err(|e| e.to_string())?;
+    if interval < std::time::Duration::from_secs(1) {
+        return Err(format!("{value:?} is shorter than 1s; a resync that often would hot-loop"));
+    }
+    Ok(interval)
 }
 
 /// Log output formats.
@@ -91,7 +114,10 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: `kubectl logs` and log collectors read a pipe, where
+    // escape codes would be noise in every line.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -99,8 +125,18 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_controller(args: RunArgs) -> ExitCode {
-    let RunArgs { namespaces, listen, leader_elect, lease_name, lease_namespace, identity, operator_image, log_format } =
-        args;
+    let RunArgs {
+        namespaces,
+        listen,
+        leader_elect,
+        lease_name,
+        lease_namespace,
+        identity,
+        operator_image,
+        log_format,
+        resync_ready,
+        resync_not_ready,
+    } = args;
     init_logging(log_format);
     let identity = identity
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -110,6 +146,8 @@ fn run_controller(args: RunArgs) -> ExitCode {
         listen,
         settings: crate::controller::context::ControllerSettings {
             operator_image,
+            resync_ready,
+            resync_not_ready,
             ..crate::controller::context::ControllerSettings::default()
         },
         lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {
@@ -144,6 +182,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run_controller(args),
         Command::Plugin(args) => crate::plugin::run(args),
         Command::Backup(command) => crate::commands::backup::run(command),
+        Command::Check(command) => crate::commands::check::run(command),
+        Command::Bench(command) => crate::commands::bench::run(command),
         Command::Crd => {
             print!("{}", crate::crd::all_definitions_yaml());
             ExitCode::SUCCESS
@@ -176,5 +216,32 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn run_args(extra: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        let mut argv = vec!["referral-operator", "run"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resync_intervals_default_to_five_minutes_and_thirty_seconds_and_refuse_hot_loops() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!((args.resync_ready, args.resync_not_ready), (Duration::from_secs(300), Duration::from_secs(30)));
+        let args = run_args(&["--resync-ready=5s", "--resync-not-ready=1m30s"]).unwrap();
+        assert_eq!((args.resync_ready, args.resync_not_ready), (Duration::from_secs(5), Duration::from_secs(90)));
+        let error = run_args(&["--resync-ready=500ms"]).unwrap_err().to_string();
+        assert!(error.contains("shorter than 1s"), "{error}");
+        assert!(run_args(&["--resync-not-ready=soon"]).is_err());
     }
 }

@@ -96,7 +96,7 @@ pub(crate) async fn job_phase(client: &Client, ns: &str, name: &str) -> JobPhase
 }
 
 /// Marks a Job succeeded, as the Job controller would once its pod exits 0.
-pub(crate) async fn succeed_job(client: &Client, ns: &str, name: &str) {
+pub async fn succeed_job(client: &Client, ns: &str, name: &str) {
     let api = Api::<Job>::namespaced(client.clone(), ns);
     // The Job controller sets startTime first; completion must not precede it.
     let started = wait_for(Duration::from_secs(30), "the Job controller to start the Job", || async {

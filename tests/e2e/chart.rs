@@ -440,6 +440,19 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub fn start(kubeconfig: &Path, log: PathBuf, lease_namespace: &str, identity: &str, watch: &[&str]) -> Self {
+        Self::start_with(kubeconfig, log, lease_namespace, identity, watch, "info", &[])
+    }
+
+    /// Like [`Self::start`], with a `RUST_LOG` filter and extra `run` flags.
+    pub fn start_with(
+        kubeconfig: &Path,
+        log: PathBuf,
+        lease_namespace: &str,
+        identity: &str,
+        watch: &[&str],
+        rust_log: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_referral-operator"));
         command
@@ -448,13 +461,14 @@ impl RunningOperator {
             .arg(format!("--identity={identity}"))
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", lease_namespace)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("WATCH_NAMESPACES")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap());
         for namespace in watch {
             command.arg(format!("--namespace={namespace}"));
         }
+        command.args(extra_args);
         RunningOperator { child: command.spawn().expect("start referral-operator run"), log, listen }
     }
 
@@ -583,9 +597,14 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
 
 /// GET /readyz over a plain socket: (200?, body).
 fn curl_ready(addr: std::net::SocketAddr) -> (bool, String, String) {
+    http_get(addr, "/readyz")
+}
+
+/// GET `path` over a plain socket: (200?, body, head).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (bool, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the operator's HTTP port");
-    stream.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));

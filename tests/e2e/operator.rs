@@ -1,0 +1,1136 @@
+//! The controller end to end: `referral-operator run`, started from the built binary
+//! as a process that authenticates as the chart's ServiceAccount (namespaced mode,
+//! exactly the chart's RBAC, not admin), reconciling ReferralSystems in a namespace
+//! that enforces the restricted Pod Security Standard, against the test bed's real
+//! kube-apiserver, kube-controller-manager (garbage collector, Deployment, ReplicaSet,
+//! StatefulSet, HPA and disruption controllers), MongoDB-wire server and Redis.
+//!
+//! One test per behaviour of issue 4, each in its own namespace with its own operator,
+//! whose trace-level log is kept in the test's temporary directory. The operator runs
+//! with `--resync-ready`/`--resync-not-ready` of [`RESYNC`] so that periodic requeues
+//! (the only way a rotated Secret is noticed, and what the no-op test must survive)
+//! happen many times within each test.
+//!
+//! There is no kubelet: Pods are created by the real controllers and admitted (or
+//! refused) by Pod Security admission, but never run. See [`mark_pods_ready`] for how
+//! a workload is made available.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{PostParams, ResourceExt};
+use referral_operator::crd::ReferralSystem;
+use referral_operator::reconcilers::meta::{ANNOTATION_SECRETS_HASH, MANAGER, system_selector};
+use referral_operator::reconcilers::{BuildContext, build};
+use serde_json::{Value, json};
+
+use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
+use crate::harness::{
+    TEST_MANAGER, TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, testbed_var, wait_for,
+};
+
+/// Resync interval given to the operator under test (both Ready and not Ready).
+const RESYNC: Duration = Duration::from_secs(3);
+/// How long a convergence may take on a busy 2-core machine.
+const CONVERGE: Duration = Duration::from_secs(90);
+/// Name of the ReferralSystem every test creates.
+const SYSTEM: &str = "main";
+
+/// Every kind the operator creates, as (group, version, kind, plural).
+const CHILD_KINDS: &[(&str, &str, &str, &str)] = &[
+    ("", "v1", "ServiceAccount", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    ("", "v1", "ConfigMap", "configmaps"),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ("", "v1", "Service", "services"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "Deployment", "deployments"),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+    ("batch", "v1", "CronJob", "cronjobs"),
+];
+
+/// Which Redis the system uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RedisKind {
+    /// The example's own: a managed StatefulSet (its probe cannot reach a pod that
+    /// never runs, so Ready stays False).
+    Managed,
+    /// The test bed's Redis as `spec.redis.external`, so the probe answers.
+    External,
+}
+
+/// One test's world: a restricted namespace, the chart's RBAC for it, the MongoDB
+/// Secret, and the operator running as the chart's ServiceAccount.
+struct Fixture {
+    /// Declared first so it is killed before the namespace goes.
+    operator: RunningOperator,
+    client: Client,
+    systems: Api<ReferralSystem>,
+    ns: TestNamespace,
+    _installed: Installed,
+    _dir: tempfile::TempDir,
+}
+
+fn suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:x}", (std::process::id() ^ nanos.rotate_left(7)) % 0xfffff)
+}
+
+/// Creates a Secret in `namespace` with string data.
+async fn put_secret(client: &Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
+    let string_data: BTreeMap<&str, &str> = data.iter().copied().collect();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
+}
+
+impl Fixture {
+    /// Sets up everything, with the MongoDB URI Secret pointing at the test bed
+    /// (`mongo_uri` overrides it) and `extra_secrets` created before the operator starts.
+    async fn start(prefix: &str, mongo_uri: Option<&str>, extra_secrets: &[(&str, &[(&str, &str)])]) -> Fixture {
+        let client = client().await;
+        install_crd(&client).await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let dir = tempfile::tempdir().unwrap();
+        let release = format!("op{}", suffix());
+        let rbac = render_chart(
+            dir.path(),
+            "rbac.yaml",
+            &[
+                "--mode",
+                "namespaced",
+                "--namespace",
+                &ns.name,
+                "--watch",
+                &ns.name,
+                "--release",
+                &release,
+                "--set",
+                "leaderElection.enabled=true",
+                "--only",
+                "rbac",
+            ],
+        );
+        let installed = Installed::apply(rbac);
+        let (sa_namespace, sa_name) = installed.service_account();
+        let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+        let default_uri = testbed_var("REFOP_TEST_MONGODB_URI");
+        put_secret(&client, &ns.name, "referral-mongo", &[("uri", mongo_uri.unwrap_or(&default_uri))]).await;
+        for (name, data) in extra_secrets {
+            put_secret(&client, &ns.name, name, data).await;
+        }
+        let resync = format!("{}s", RESYNC.as_secs());
+        let operator = RunningOperator::start_with(
+            &kubeconfig,
+            dir.path().join("operator.log"),
+            &ns.name,
+            &format!("{prefix}-0"),
+            &[&ns.name],
+            "trace",
+            &[&format!("--resync-ready={resync}"), &format!("--resync-not-ready={resync}")],
+        );
+        let systems = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name);
+        Fixture { operator, client, systems, ns, _installed: installed, _dir: dir }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.operator.log.clone()
+    }
+
+    /// Creates the ReferralSystem `main` from `examples/<file>`.
+    async fn create_system(&self, example: &str, redis: RedisKind) -> ReferralSystem {
+        let system = example_system(example, &self.ns.name, redis);
+        self.systems.create(&PostParams::default(), &system).await.expect("create the ReferralSystem")
+    }
+
+    async fn system(&self) -> ReferralSystem {
+        self.systems.get(SYSTEM).await.expect("get the ReferralSystem")
+    }
+
+    /// Merge-patches the spec as a person with kubectl would (a new generation).
+    async fn patch_spec(&self, spec: Value) -> i64 {
+        let patched = self
+            .systems
+            .patch(SYSTEM, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .await
+            .expect("patch the spec");
+        patched.metadata.generation.unwrap()
+    }
+
+    /// Waits until the status describes the current generation and returns it.
+    async fn observed(&self) -> ReferralSystem {
+        wait_for(CONVERGE, "the status to describe the current generation", || async {
+            let system = self.systems.get(SYSTEM).await.ok()?;
+            let status = system.status.as_ref()?;
+            (status.observed_generation.is_some() && status.observed_generation == system.metadata.generation)
+                .then_some(system)
+        })
+        .await
+    }
+
+    async fn children(&self) -> BTreeMap<String, DynamicObject> {
+        children(&self.client, &self.ns.name).await
+    }
+
+    /// Marks pods Ready until the system is Ready for its current generation with every
+    /// worker's desired count equal to its Deployment's replicas, and every autoscaled
+    /// Deployment at its HorizontalPodAutoscaler's minimum at least (the HPA controller
+    /// raises it shortly after creation; Ready before that would not last).
+    async fn make_ready(&self) -> ReferralSystem {
+        wait_for(CONVERGE, "the system to become Ready with every workload available", || async {
+            let children = self.children().await;
+            let replicas = |name: &str| {
+                children.get(&format!("Deployment/{name}")).map(|d| d.data["spec"]["replicas"].as_i64().unwrap_or(1))
+            };
+            for hpa in children.iter().filter(|(k, _)| k.starts_with("HorizontalPodAutoscaler/")).map(|(_, o)| o) {
+                let target = hpa.data["spec"]["scaleTargetRef"]["name"].as_str()?;
+                if replicas(target)? < hpa.data["spec"]["minReplicas"].as_i64().unwrap_or(1) {
+                    return None;
+                }
+            }
+            mark_pods_ready(&self.client, &self.ns.name).await;
+            let system = self.systems.get(SYSTEM).await.ok()?;
+            let status = system.status.as_ref()?;
+            let ready = condition(&status.conditions, "Ready").is_some_and(|c| c.status == "True");
+            if !ready || status.observed_generation != system.metadata.generation {
+                return None;
+            }
+            let counted =
+                status.workers.iter().all(|w| replicas(&format!("{SYSTEM}-{}", w.name)) == Some(i64::from(w.desired)));
+            counted.then_some(system)
+        })
+        .await
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// What the operator logged after `offset` (a [`Self::log_len`]).
+    fn log_since(&self, offset: usize) -> String {
+        let bytes = std::fs::read(self.log_path()).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(offset..).unwrap_or_default()).into_owned()
+    }
+
+    fn log_len(&self) -> usize {
+        std::fs::metadata(self.log_path()).map(|m| m.len() as usize).unwrap_or(0)
+    }
+}
+
+/// The `patched=N` count of every "applied children" line the reconcile step logs
+/// (debug level) in `log`.
+fn apply_steps(log: &str) -> Vec<u64> {
+    let patched = regex::Regex::new(r"patched=(\d+)").unwrap();
+    log.lines()
+        .filter(|line| line.contains("applied children"))
+        .map(|line| {
+            let count = patched.captures(line).unwrap_or_else(|| panic!("no patched= in {line:?}"));
+            count[1].parse().unwrap()
+        })
+        .collect()
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // The temporary directory goes with the fixture; a failed test keeps the log.
+        if std::thread::panicking() {
+            let kept = std::env::temp_dir().join(format!("{}-operator.log", self.ns.name));
+            if std::fs::copy(self.log_path(), &kept).is_ok() {
+                eprintln!("the operator's log is kept in {}", kept.display());
+            }
+        }
+    }
+}
+
+/// The example `examples/<file>` as the system `main` in `namespace`.
+fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSystem {
+    let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut value: Value = serde_yaml::from_str(&text).unwrap();
+    value["metadata"] = json!({"name": SYSTEM, "namespace": namespace});
+    if redis == RedisKind::External {
+        let (host, port) = redis_address();
+        value["spec"]["redis"] = json!({"external": {"host": host, "port": port}, "keyPrefix": "ref:"});
+    }
+    serde_json::from_value(value).expect("the example is a ReferralSystem")
+}
+
+/// Host and port of the test bed's Redis.
+fn redis_address() -> (String, u16) {
+    let url = testbed_var("REFOP_TEST_REDIS_URL");
+    let address = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (host, port) = address.rsplit_once(':').expect("REFOP_TEST_REDIS_URL is redis://HOST:PORT");
+    (host.to_string(), port.parse().expect("a numeric Redis port"))
+}
+
+fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn condition_of(system: &ReferralSystem, type_: &str) -> Condition {
+    let status = system.status.as_ref().expect("a status");
+    condition(&status.conditions, type_).cloned().unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
+}
+
+fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+/// Every child of the system `main` in `namespace`, found by the labels every child
+/// carries, keyed `Kind/name`.
+async fn children(client: &Client, namespace: &str) -> BTreeMap<String, DynamicObject> {
+    let selector = system_selector(SYSTEM);
+    let mut out = BTreeMap::new();
+    for (group, version, kind, plural) in CHILD_KINDS {
+        let api = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            namespace,
+            &api_resource(group, version, kind, plural),
+        );
+        let list =
+            api.list(&ListParams::default().labels(&selector)).await.unwrap_or_else(|e| panic!("list {kind}: {e}"));
+        for object in list {
+            out.insert(format!("{kind}/{}", object.name_any()), object);
+        }
+    }
+    out
+}
+
+/// `Kind/name` of everything the builders make for `system` that the test bed can
+/// hold (the prometheus-operator kinds are not installed there).
+fn expected_children(system: &ReferralSystem) -> BTreeSet<String> {
+    let namespace = system.namespace().unwrap();
+    let validated = referral_operator::crd::validate::validate(system, &namespace).expect("a valid example");
+    let context =
+        BuildContext { operator_image: referral_operator::cli::DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None };
+    build(&validated, &context)
+        .to_json_objects()
+        .iter()
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .filter(|key| !key.starts_with("PrometheusRule/") && !key.starts_with("ServiceMonitor/"))
+        .collect()
+}
+
+fn resource_versions(children: &BTreeMap<String, DynamicObject>) -> BTreeMap<String, String> {
+    children.iter().map(|(k, o)| (k.clone(), o.resource_version().unwrap_or_default())).collect()
+}
+
+/// The managed-fields entries of `object`, keyed by (manager, operation, subresource).
+fn field_managers(object: &DynamicObject) -> BTreeMap<String, Value> {
+    object
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| {
+            let key = format!(
+                "{}/{}/{}",
+                m.manager.as_deref().unwrap_or_default(),
+                m.operation.as_deref().unwrap_or_default(),
+                m.subresource.as_deref().unwrap_or_default()
+            );
+            (key, serde_json::to_value(m).unwrap())
+        })
+        .collect()
+}
+
+/// For each child whose resourceVersion moved between two snapshots, the managers
+/// that wrote it: whose managed-fields entry is new or has a new time. (An entry that
+/// only lost fields was not written by its manager: someone else took them.) A child
+/// that appeared or disappeared is listed with `created`/`deleted`.
+fn writers(
+    before: &BTreeMap<String, DynamicObject>,
+    after: &BTreeMap<String, DynamicObject>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for key in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
+        match (before.get(key), after.get(key)) {
+            (Some(_), None) => {
+                out.insert(key.clone(), vec!["deleted".to_string()]);
+            }
+            (None, Some(_)) => {
+                out.insert(key.clone(), vec!["created".to_string()]);
+            }
+            (Some(old), Some(new)) if old.resource_version() != new.resource_version() => {
+                let (old_m, new_m) = (field_managers(old), field_managers(new));
+                let changed: Vec<String> = old_m
+                    .keys()
+                    .chain(new_m.keys())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .filter(|m| {
+                        let time = |entries: &BTreeMap<String, Value>| entries.get(*m).map(|e| e["time"].clone());
+                        new_m.contains_key(*m) && time(&old_m) != time(&new_m)
+                    })
+                    .cloned()
+                    .collect();
+                out.insert(key.clone(), changed);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn by_operator(managers: &[String]) -> bool {
+    managers.iter().any(|m| m.starts_with(&format!("{MANAGER}/")) || m == "created" || m == "deleted")
+}
+
+/// The operator's `referral_operator_reconcile_runs_total`.
+fn reconcile_runs(operator: &RunningOperator) -> f64 {
+    let (_, metrics, _) = http_get(operator.listen, "/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("referral_operator_reconcile_runs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no reconcile counter in /metrics:\n{metrics}"))
+}
+
+/// Pod specs of every workload child: (Kind/name, pod spec).
+fn pod_templates(children: &BTreeMap<String, DynamicObject>) -> Vec<(String, Value)> {
+    children
+        .iter()
+        .filter_map(|(key, object)| {
+            let spec = if key.starts_with("CronJob/") {
+                object.data["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone()
+            } else if key.starts_with("Deployment/") || key.starts_with("StatefulSet/") {
+                object.data["spec"]["template"]["spec"].clone()
+            } else {
+                return None;
+            };
+            Some((key.clone(), spec))
+        })
+        .collect()
+}
+
+/// Asserts the restricted profile's requirements on a pod spec.
+fn assert_restricted(key: &str, spec: &Value) {
+    let pod = &spec["securityContext"];
+    assert_eq!(pod["runAsNonRoot"], json!(true), "{key}: pod runAsNonRoot");
+    assert_eq!(pod["seccompProfile"]["type"], json!("RuntimeDefault"), "{key}: pod seccomp profile");
+    let containers = spec["containers"].as_array().into_iter().flatten();
+    let init = spec["initContainers"].as_array().into_iter().flatten();
+    let mut seen = 0;
+    for container in containers.chain(init) {
+        seen += 1;
+        let name = container["name"].as_str().unwrap_or_default();
+        let sc = &container["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], json!(false), "{key} container {name}: allowPrivilegeEscalation");
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{key} container {name}: capabilities.drop");
+        assert!(sc["capabilities"]["add"].is_null(), "{key} container {name} adds capabilities");
+        assert_ne!(sc["privileged"], json!(true), "{key} container {name} is privileged");
+        assert_ne!(sc["runAsNonRoot"], json!(false), "{key} container {name} overrides runAsNonRoot");
+    }
+    assert!(seen > 0, "{key} has no containers");
+}
+
+/// Server-side dry run of a Pod with `spec` in `namespace`: what admission says.
+fn dry_run_pod(namespace: &str, name: &str, spec: &Value) -> (bool, String) {
+    let pod =
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec});
+    let (ok, stdout, stderr) =
+        kubectl(&["create", "--dry-run=server", "-o", "name", "-f", "-"], Some(&pod.to_string()));
+    (ok, format!("{stdout}{stderr}"))
+}
+
+// ------------------------------------------------------------------- tests ---
+
+#[tokio::test]
+async fn an_applied_example_gets_every_child_owned_labelled_restricted_and_admitted() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("children", None, &[("referral-redis", &[("password", "not-a-canary")])]).await;
+    let created = fx.create_system("full.yaml", RedisKind::Managed).await;
+    let uid = created.metadata.uid.clone().unwrap();
+    let expected = expected_children(&created);
+    assert!(expected.len() > 15, "the full example builds many children: {expected:?}");
+
+    let children = wait_for(CONVERGE, "every built child to exist", || async {
+        let children = fx.children().await;
+        let present: BTreeSet<String> = children.keys().cloned().collect();
+        expected.is_subset(&present).then_some(children)
+    })
+    .await;
+    // The StatefulSet controller labels the claim it makes from the template; nothing
+    // else may carry this system's labels.
+    let extra: Vec<&String> = children
+        .keys()
+        .filter(|k| !expected.contains(*k))
+        .filter(|k| !k.starts_with("PersistentVolumeClaim/data-"))
+        .collect();
+    assert!(extra.is_empty(), "children nobody built: {extra:?}");
+
+    for key in &expected {
+        let object = &children[key];
+        let labels = object.labels();
+        for (label, value) in [
+            ("app.kubernetes.io/name", "referral-system"),
+            ("app.kubernetes.io/instance", SYSTEM),
+            ("app.kubernetes.io/managed-by", "referral-operator"),
+            ("app.kubernetes.io/part-of", "referral-system"),
+        ] {
+            assert_eq!(labels.get(label).map(String::as_str), Some(value), "{key}: label {label}");
+        }
+        assert!(labels.get("app.kubernetes.io/component").is_some_and(|c| !c.is_empty()), "{key}: component label");
+        let owners = object.owner_references();
+        if key.starts_with("PersistentVolumeClaim/") {
+            // Claims hold data: no owner, so deleting the system keeps them.
+            assert!(owners.is_empty(), "{key} has owners {owners:?}");
+        } else {
+            assert_eq!(owners.len(), 1, "{key}: {owners:?}");
+            let owner = &owners[0];
+            assert_eq!(
+                (
+                    owner.kind.as_str(),
+                    owner.name.as_str(),
+                    owner.uid.as_str(),
+                    owner.controller,
+                    owner.api_version.as_str()
+                ),
+                ("ReferralSystem", SYSTEM, uid.as_str(), Some(true), "referral.dev/v1alpha1"),
+                "{key}: owner reference"
+            );
+        }
+        let managers = field_managers(object);
+        assert!(
+            managers.keys().any(|m| m == &format!("{MANAGER}/Apply/")),
+            "{key}: not applied by {MANAGER}: {managers:?}"
+        );
+    }
+
+    let templates = pod_templates(&children);
+    assert!(
+        templates.iter().filter(|(k, _)| k.starts_with("CronJob/")).count() >= 3
+            && templates.iter().any(|(k, _)| k.starts_with("StatefulSet/"))
+            && templates.iter().filter(|(k, _)| k.starts_with("Deployment/")).count() == 3,
+        "{:?}",
+        templates.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    for (key, spec) in &templates {
+        assert_restricted(key, spec);
+    }
+
+    // Admission, for real: the namespace enforces `restricted` (a pod without the
+    // restricted security settings is refused), the ReplicaSet and StatefulSet controllers got every workload's pods
+    // admitted, and each CronJob's pod passes a server-side dry run.
+    let (admitted, why) =
+        dry_run_pod(&fx.ns.name, "control", &json!({"containers": [{"name": "c", "image": "busybox"}]}));
+    assert!(!admitted && why.contains("violates PodSecurity"), "the namespace must refuse an unrestricted pod: {why}");
+    let pods = Api::<Pod>::namespaced(fx.client.clone(), &fx.ns.name);
+    for (key, object) in children.iter().filter(|(k, _)| k.starts_with("Deployment/") || k.starts_with("StatefulSet/"))
+    {
+        let selector: Vec<String> = object.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+            .collect();
+        let selector = selector.join(",");
+        wait_for(CONVERGE, &format!("a pod of {key} to be admitted"), || async {
+            let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
+            (!list.items.is_empty()).then_some(())
+        })
+        .await;
+    }
+    let (ok, events, _) = kubectl(&["get", "events", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok && !events.contains("FailedCreate"), "a controller could not create a pod:\n{events}");
+    for (key, spec) in templates.iter().filter(|(k, _)| k.starts_with("CronJob/")) {
+        let name = format!("dry-{}", key.trim_start_matches("CronJob/"));
+        let (admitted, why) = dry_run_pod(&fx.ns.name, &name, spec);
+        assert!(admitted, "{key}'s pod is refused: {why}");
+    }
+
+    // The managed Redis StatefulSet: not ready until its pod is, then no longer blocking.
+    let before = fx.observed().await;
+    let not_ready = &before.status.as_ref().unwrap().resources_not_ready;
+    let redis_sts = children.keys().find(|k| k.starts_with("StatefulSet/")).unwrap().clone();
+    assert!(not_ready.contains(&redis_sts), "{redis_sts} must block while its pod is not ready: {not_ready:?}");
+    assert_eq!(condition_of(&before, "RedisReady").reason, "NotReady");
+    let monitoring = condition_of(&before, "MonitoringConfigured");
+    assert_eq!((monitoring.status.as_str(), monitoring.reason.as_str()), ("False", "PrometheusOperatorNotInstalled"));
+    wait_for(CONVERGE, "the Redis StatefulSet to stop blocking once its pod is Ready", || async {
+        mark_pods_ready(&fx.client, &fx.ns.name).await;
+        let system = fx.systems.get(SYSTEM).await.ok()?;
+        let status = system.status.as_ref()?;
+        let redis = condition(&status.conditions, "RedisReady")?;
+        (!status.resources_not_ready.contains(&redis_sts) && redis.reason != "NotReady").then_some(())
+    })
+    .await;
+    let log = fx.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits");
+}
+
+#[tokio::test]
+async fn conditions_progress_as_workloads_become_available_and_kubectl_wait_returns() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("conditions", None, &[]).await;
+    fx.create_system("full.yaml", RedisKind::External).await;
+    let first = fx.observed().await;
+    for (type_, status) in
+        [("SpecValid", "True"), ("MongoReachable", "True"), ("RedisReady", "True"), ("ReconciliationPaused", "False")]
+    {
+        assert_eq!(condition_of(&first, type_).status, status, "{type_}: {:?}", condition_of(&first, type_));
+    }
+    let workers = condition_of(&first, "WorkersAvailable");
+    assert_eq!((workers.status.as_str(), workers.reason.as_str()), ("False", "Progressing"), "{workers:?}");
+    let ready = condition_of(&first, "Ready");
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("main-"), "Ready names what blocks it: {ready:?}");
+    assert!(!first.status.as_ref().unwrap().resources_not_ready.is_empty());
+
+    let kubectl_bin = testbed_var("TESTBED_KUBECTL");
+    let wait = |timeout: &str| {
+        std::process::Command::new(&kubectl_bin)
+            .args(["wait", "--for=condition=Ready", &format!("refsys/{SYSTEM}"), "-n", &fx.ns.name])
+            .arg(format!("--timeout={timeout}"))
+            .output()
+            .expect("run TESTBED_KUBECTL wait")
+    };
+    assert!(!wait("1s").status.success(), "kubectl wait must not return while workers are unavailable");
+
+    let waiter = {
+        let kubectl_bin = kubectl_bin.clone();
+        let namespace = fx.ns.name.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(kubectl_bin)
+                .args(["wait", "--for=condition=Ready", &format!("refsys/{SYSTEM}"), "-n", &namespace, "--timeout=90s"])
+                .output()
+                .expect("run TESTBED_KUBECTL wait")
+        })
+    };
+    let ready = fx.make_ready().await;
+    let out = waiter.join().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl wait failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+
+    let status = ready.status.as_ref().unwrap();
+    let workers = condition_of(&ready, "WorkersAvailable");
+    assert_eq!((workers.status.as_str(), workers.reason.as_str()), ("True", "AllAvailable"));
+    assert_eq!(condition_of(&ready, "Ready").observed_generation, ready.metadata.generation);
+    assert!(status.resources_not_ready.is_empty(), "{status:?}");
+    assert!(status.workers.iter().all(|w| w.ready == w.desired && w.desired > 0), "{:?}", status.workers);
+    // Conditions that did not change keep their transition time.
+    assert_eq!(
+        condition_of(&ready, "MongoReachable").last_transition_time,
+        condition_of(&first, "MongoReachable").last_transition_time
+    );
+}
+
+#[tokio::test]
+async fn editing_one_workers_replicas_changes_only_that_deployment() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("replicas", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    let expected = expected_children(&created);
+    let before = settled_children(&fx, &expected, RESYNC).await;
+
+    let mut workers = serde_json::to_value(&created.spec.workers).unwrap();
+    let target = "main-reward-processor";
+    for worker in workers.as_array_mut().unwrap() {
+        if worker["name"] == "reward-processor" {
+            assert_eq!(worker["replicas"], json!(2));
+            worker["replicas"] = json!(3);
+        }
+    }
+    let log_offset = fx.log_len();
+    let generation = fx.patch_spec(json!({"workers": workers})).await;
+    let deployments = Api::<Deployment>::namespaced(fx.client.clone(), &fx.ns.name);
+    wait_for(CONVERGE, "the edited worker's Deployment to be scaled", || async {
+        let d = deployments.get(target).await.ok()?;
+        (d.spec?.replicas == Some(3)).then_some(())
+    })
+    .await;
+    let system = fx.observed().await;
+    assert_eq!(system.metadata.generation, Some(generation));
+    // Several resyncs, so a stray write would have happened by now.
+    tokio::time::sleep(RESYNC * 3).await;
+    let after = fx.children().await;
+    let written = writers(&before, &after);
+    let by_us: BTreeMap<&String, &Vec<String>> = written.iter().filter(|(_, m)| by_operator(m)).collect();
+    assert_eq!(
+        by_us.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        [format!("Deployment/{target}")],
+        "the operator wrote more than the edited Deployment: {written:?}"
+    );
+    // Anything else that moved was written by the cluster's own controllers (the
+    // disruption controller counts the new pod in the worker's PodDisruptionBudget
+    // status), never by the operator.
+    for (key, managers) in &written {
+        if key != &format!("Deployment/{target}") {
+            assert!(
+                !managers.is_empty() && managers.iter().all(|m| m.starts_with("kube-controller-manager/")),
+                "{key} changed by {managers:?}"
+            );
+            assert_eq!(before[key].metadata.generation, after[key].metadata.generation, "{key}: spec changed");
+        }
+    }
+    // A server-side apply that changes nothing leaves no trace in resourceVersions, so
+    // the operator's own account is checked too: one patch in all, the Deployment.
+    let patches: Vec<u64> = apply_steps(&fx.log_since(log_offset));
+    assert!(!patches.is_empty(), "no apply step logged after the edit");
+    assert_eq!(patches.iter().sum::<u64>(), 1, "patches per apply step after the edit: {patches:?}");
+    let unchanged =
+        resource_versions(&before).into_iter().filter(|(k, rv)| resource_versions(&after).get(k) == Some(rv)).count();
+    assert!(unchanged >= expected.len() - 3, "{unchanged} of {} children unchanged: {written:?}", expected.len());
+}
+
+/// Waits until the operator has applied everything and nothing has written any child
+/// for `quiet` (snapshots a resync apart agree), and returns the last snapshot.
+async fn settled_children(
+    fx: &Fixture,
+    expected: &BTreeSet<String>,
+    quiet: Duration,
+) -> BTreeMap<String, DynamicObject> {
+    fx.observed().await;
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mut last = fx.children().await;
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(RESYNC).await;
+        let now = fx.children().await;
+        let present: BTreeSet<String> = now.keys().cloned().collect();
+        if !expected.is_subset(&present) || resource_versions(&now) != resource_versions(&last) {
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= quiet {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the children did not settle within {CONVERGE:?}: {:?}",
+            writers(&last, &now)
+        );
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn removing_a_worker_deletes_its_deployment_and_nothing_else() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("remove", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    let before = settled_children(&fx, &expected_children(&created), RESYNC).await;
+    assert!(before.contains_key("Deployment/main-api") && before.contains_key("Service/main-api"));
+
+    let mut workers = serde_json::to_value(&created.spec.workers).unwrap();
+    workers.as_array_mut().unwrap().retain(|w| w["name"] != "api");
+    fx.patch_spec(json!({"workers": workers})).await;
+    let edited = fx.system().await;
+    let wanted = expected_children(&edited);
+    assert!(!wanted.contains("Deployment/main-api"));
+    let after = wait_for(CONVERGE, "the removed worker's children to be deleted", || async {
+        let now = fx.children().await;
+        (!now.contains_key("Deployment/main-api")).then_some(now)
+    })
+    .await;
+    let system = fx.observed().await;
+    assert!(system.status.unwrap().workers.iter().all(|w| w.name != "api"));
+    // Exactly what the new spec builds is left: the worker's Service, autoscaler and
+    // disruption budget went with it; everything else is still there, untouched.
+    let left: BTreeSet<String> = after.keys().cloned().collect();
+    assert_eq!(left, wanted, "children left after removing the api worker");
+    let gone: BTreeSet<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert!(gone.iter().all(|k| k.ends_with("/main-api")), "deleted more than the api worker's children: {gone:?}");
+    for key in &left {
+        assert_eq!(before[key].metadata.generation, after[key].metadata.generation, "{key} was changed");
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_system_collects_its_children_but_keeps_the_claims() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("delete", None, &[("referral-redis", &[("password", "not-a-canary")])]).await;
+    let created = fx.create_system("full.yaml", RedisKind::Managed).await;
+    let expected = expected_children(&created);
+    let claims_expected: BTreeSet<String> =
+        expected.iter().filter(|k| k.starts_with("PersistentVolumeClaim/")).cloned().collect();
+    assert!(!claims_expected.is_empty(), "the full example keeps backups on a claim");
+    // The StatefulSet controller makes the Redis data claim from its template.
+    let pvcs = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(fx.client.clone(), &fx.ns.name);
+    let claims_before = wait_for(CONVERGE, "every child and the Redis data claim", || async {
+        let now = fx.children().await;
+        let present: BTreeSet<String> = now.keys().cloned().collect();
+        let claims: BTreeSet<String> =
+            pvcs.list(&ListParams::default()).await.ok()?.iter().map(|c| c.name_any()).collect();
+        (expected.is_subset(&present) && claims.len() > claims_expected.len()).then_some(claims)
+    })
+    .await;
+
+    fx.systems.delete(SYSTEM, &DeleteParams::default()).await.expect("delete the ReferralSystem");
+    wait_for(Duration::from_secs(120), "the garbage collector to delete every owned child", || async {
+        let now = fx.children().await;
+        let left: Vec<&String> = now.keys().filter(|k| !k.starts_with("PersistentVolumeClaim/")).collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+    let claims_after: BTreeSet<String> =
+        pvcs.list(&ListParams::default()).await.unwrap().iter().map(|c| c.name_any()).collect();
+    assert_eq!(claims_after, claims_before, "claims hold data and must outlive the system");
+    for claim in pvcs.list(&ListParams::default()).await.unwrap() {
+        assert!(claim.metadata.deletion_timestamp.is_none(), "{} is being deleted", claim.name_any());
+    }
+}
+
+#[tokio::test]
+async fn rotating_the_mongo_secret_changes_the_worker_pod_template_hash() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("rotate", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    let worker_names: Vec<String> = created.spec.workers.iter().map(|w| format!("main-{}", w.name)).collect();
+    let deployments = Api::<Deployment>::namespaced(fx.client.clone(), &fx.ns.name);
+    let hash_of = |d: &Deployment| -> Option<String> {
+        d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(ANNOTATION_SECRETS_HASH).cloned()
+    };
+    let hashes = |names: Vec<String>| {
+        let deployments = deployments.clone();
+        async move {
+            let mut out = BTreeSet::new();
+            for name in &names {
+                out.insert(hash_of(&deployments.get(name).await.ok()?)?);
+            }
+            Some(out)
+        }
+    };
+    let first = wait_for(CONVERGE, "every worker to carry the Secret hash", || hashes(worker_names.clone())).await;
+    assert_eq!(first.len(), 1, "one hash for all workers: {first:?}");
+    let generation_before = fx.observed().await.metadata.generation;
+
+    // Same server, different bytes: a rotation the probe still accepts.
+    let rotated = format!("{}/?appName=rotated-{}", testbed_var("REFOP_TEST_MONGODB_URI"), suffix());
+    put_secret(&fx.client, &fx.ns.name, "referral-mongo", &[("uri", &rotated)]).await;
+    // No Secret watch (the operator may only `get` Secrets): the change is seen on the
+    // next resync, which is what this waits for. The spec is not touched.
+    let second = wait_for(CONVERGE, "the workers' Secret hash to change", || async {
+        let now = hashes(worker_names.clone()).await?;
+        (now.len() == 1 && now != first).then_some(now)
+    })
+    .await;
+    assert_ne!(first, second);
+    let system = fx.observed().await;
+    assert_eq!(system.metadata.generation, generation_before, "the operator never writes the spec");
+    assert_eq!(condition_of(&system, "MongoReachable").status, "True");
+    // Every worker rolls: a new ReplicaSet per Deployment.
+    for name in &worker_names {
+        let d = deployments.get(name).await.unwrap();
+        assert!(d.metadata.generation.unwrap() >= 2, "{name} was not updated");
+    }
+}
+
+#[tokio::test]
+async fn paused_systems_get_no_child_writes_and_resume_when_unpaused() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("pause", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    settled_children(&fx, &expected_children(&created), RESYNC).await;
+
+    fx.patch_spec(json!({"paused": true})).await;
+    let paused = fx.observed().await;
+    let condition = condition_of(&paused, "ReconciliationPaused");
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "Paused"));
+    assert_eq!(condition_of(&paused, "Ready").reason, "Paused");
+    let quiet_before = fx.children().await;
+    let paused_log = fx.log_len();
+
+    // A person edits a child, and the spec changes: neither is acted on while paused.
+    let deployments = Api::<Deployment>::namespaced(fx.client.clone(), &fx.ns.name);
+    let scale = json!({"spec": {"replicas": 4}});
+    deployments
+        .patch("main-queue-cleanup", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("edit a child");
+    let mut workers = serde_json::to_value(&created.spec.workers).unwrap();
+    for worker in workers.as_array_mut().unwrap() {
+        if worker["name"] == "reward-processor" {
+            worker["replicas"] = json!(3);
+        }
+    }
+    let generation = fx.patch_spec(json!({"workers": workers})).await;
+    let observed = fx.observed().await;
+    assert_eq!(observed.metadata.generation, Some(generation), "status keeps up while paused");
+    assert_eq!(condition_of(&observed, "ReconciliationPaused").status, "True");
+    let runs = reconcile_runs(&fx.operator);
+    tokio::time::sleep(RESYNC * 3).await;
+    assert!(reconcile_runs(&fx.operator) > runs, "the operator kept reconciling while paused");
+    let replicas = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move { deployments.get(name).await.unwrap().spec.unwrap().replicas }
+    };
+    assert_eq!(replicas("main-queue-cleanup").await, Some(4), "a paused system's child edit was reverted");
+    assert_eq!(replicas("main-reward-processor").await, Some(2), "a paused system's new spec was applied");
+    let quiet_after = fx.children().await;
+    let written: Vec<(String, Vec<String>)> =
+        writers(&quiet_before, &quiet_after).into_iter().filter(|(_, m)| by_operator(m)).collect();
+    assert!(written.is_empty(), "the operator wrote while paused: {written:?}");
+    let applies = apply_steps(&fx.log_since(paused_log));
+    assert!(applies.is_empty(), "apply steps ran while paused: {applies:?}");
+
+    fx.patch_spec(json!({"paused": false})).await;
+    wait_for(CONVERGE, "the edit to be reverted and the new spec applied after unpausing", || async {
+        let cleanup = deployments.get("main-queue-cleanup").await.ok()?.spec?.replicas;
+        let rewards = deployments.get("main-reward-processor").await.ok()?.spec?.replicas;
+        (cleanup == Some(1) && rewards == Some(3)).then_some(())
+    })
+    .await;
+    let resumed = fx.observed().await;
+    assert_eq!(condition_of(&resumed, "ReconciliationPaused").status, "False");
+}
+
+#[tokio::test]
+async fn a_conflicting_managers_edit_of_a_managed_field_is_reverted() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("conflict", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    settled_children(&fx, &expected_children(&created), RESYNC).await;
+    let deployments = Api::<Deployment>::namespaced(fx.client.clone(), &fx.ns.name);
+    let name = "main-reward-processor";
+    let image_of =
+        |d: &Deployment| d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone();
+    let container =
+        deployments.get(name).await.unwrap().spec.unwrap().template.spec.unwrap().containers[0].name.clone();
+    let wanted = created.spec.image.clone();
+    assert_eq!(image_of(&deployments.get(name).await.unwrap()), Some(wanted.clone()));
+
+    let intruder = "someone-else";
+    let edit = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": [{"name": container, "image": "example/intruder:6.6.6"}]}}},
+    });
+    let edited = deployments
+        .patch(name, &PatchParams::apply(intruder).force(), &Patch::Apply(&edit))
+        .await
+        .expect("a forced apply by another manager");
+    assert_eq!(image_of(&edited).as_deref(), Some("example/intruder:6.6.6"), "the edit took the field");
+
+    let reverted = wait_for(CONVERGE, "the operator to take the image back", || async {
+        let d = deployments.get(name).await.ok()?;
+        (image_of(&d) == Some(wanted.clone())).then_some(d)
+    })
+    .await;
+    let managers: Vec<(String, String)> = reverted
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| (m.manager.clone().unwrap_or_default(), serde_json::to_string(&m.fields_v1).unwrap()))
+        .collect();
+    let intruder_owns_image = managers.iter().any(|(m, fields)| m == intruder && fields.contains("f:image"));
+    assert!(!intruder_owns_image, "the other manager still owns the image: {managers:?}");
+    assert!(
+        managers.iter().any(|(m, fields)| m == MANAGER && fields.contains("f:image")),
+        "{MANAGER} owns the image again: {managers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_no_op_reconcile_writes_nothing() {
+    if !enabled() {
+        return;
+    }
+    let window = std::env::var("REFOP_NOOP_WINDOW_SECS")
+        .ok()
+        .map(|s| s.parse::<u64>().expect("REFOP_NOOP_WINDOW_SECS is a number of seconds"))
+        .unwrap_or(60);
+    let fx = Fixture::start("noop", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    fx.make_ready().await;
+    // Let the cluster's controllers finish their own status updates first: the HPA
+    // controller syncs every 15 s and writes its status twice after creation (scaled to
+    // the minimum, then metrics unavailable), so quiet must outlast one of its syncs.
+    let expected = expected_children(&created);
+    settled_children(&fx, &expected, Duration::from_secs(20)).await;
+    let system_before = fx.system().await;
+    let ready = condition_of(&system_before, "Ready");
+    assert_eq!(ready.status, "True", "the no-op test starts from a Ready system: {ready:?}");
+    let before = fx.children().await;
+    let runs_before = reconcile_runs(&fx.operator);
+    let log_offset = fx.log_len();
+
+    tokio::time::sleep(Duration::from_secs(window)).await;
+
+    let system_after = fx.system().await;
+    let after = fx.children().await;
+    let runs = reconcile_runs(&fx.operator) - runs_before;
+    // Requeues every RESYNC: the window must have seen many reconciles, or it proves nothing.
+    let floor = (window / RESYNC.as_secs() / 2).max(2) as f64;
+    assert!(runs >= floor, "only {runs} reconciles in {window}s (expected at least {floor})");
+    assert_eq!(
+        system_after.resource_version(),
+        system_before.resource_version(),
+        "the ReferralSystem was written: {:?} -> {:?}",
+        system_before.status,
+        system_after.status
+    );
+    assert_eq!(
+        resource_versions(&after),
+        resource_versions(&before),
+        "children written: {:?}",
+        writers(&before, &after)
+    );
+    assert!(!fx.log_text().contains('\u{1b}'), "the log written to a file has terminal escape codes");
+    // No-op applies leave resourceVersions alone too; the apply step's own count shows
+    // that none was even sent.
+    let applies = apply_steps(&fx.log_since(log_offset));
+    assert!(applies.len() as f64 >= floor, "{} apply steps logged in the window", applies.len());
+    assert!(applies.iter().all(|&n| n == 0), "idle reconciles patched children: {applies:?}");
+    eprintln!("no-op window: {window}s, {runs} reconciles, {} children and the ReferralSystem unchanged", after.len());
+}
+
+/// Standard base64 with padding, as Secret data is shown in JSON.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A Redis of this test's own that wants a password, fed its configuration on stdin
+/// so the password is on no command line. Killed on drop.
+struct PasswordRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PasswordRedis {
+    fn start(password: &str) -> PasswordRedis {
+        use std::io::Write;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new("redis-server")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed (the test bed installs it: tests/e2e/testbed.sh install)");
+        let config = format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\nrequirepass {password}\n");
+        child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
+        let redis = PasswordRedis { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the password-protected redis-server did not listen on {port}");
+    }
+}
+
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn canary_passwords_never_appear_in_logs_events_or_status() {
+    if !enabled() {
+        return;
+    }
+    let mongo_canary = format!("mongocanary{}x{}", suffix(), suffix());
+    let redis_canary = format!("rediscanary{}x{}", suffix(), suffix());
+    let redis = PasswordRedis::start(&redis_canary);
+    let mongo = testbed_var("REFOP_TEST_MONGODB_URI");
+    let mongo_uri = mongo.replacen("mongodb://", &format!("mongodb://referral:{mongo_canary}@"), 1);
+    let fx = Fixture::start("canary", Some(&mongo_uri), &[("referral-redis", &[("password", &redis_canary)])]).await;
+    let mut system = example_system("full.yaml", &fx.ns.name, RedisKind::External);
+    system.spec.redis = serde_json::from_value(json!({
+        "external": {"host": "127.0.0.1", "port": redis.port},
+        "passwordSecretRef": {"name": "referral-redis", "key": "password"},
+        "keyPrefix": "ref:",
+    }))
+    .unwrap();
+    fx.systems.create(&PostParams::default(), &system).await.expect("create the ReferralSystem");
+
+    // Both secrets were used: Redis took the password, MongoDB got the credentials
+    // (mongo-java-server has no users, so the probe fails: the error path is the one
+    // most likely to echo a URI).
+    let observed = wait_for(CONVERGE, "both dependency probes to report", || async {
+        let system = fx.systems.get(SYSTEM).await.ok()?;
+        let status = system.status.as_ref()?;
+        let redis = condition(&status.conditions, "RedisReady")?;
+        let mongo = condition(&status.conditions, "MongoReachable")?;
+        (redis.status == "True" && mongo.reason != "NotChecked" && mongo.reason != "SecretMissing").then_some(system)
+    })
+    .await;
+    eprintln!("MongoReachable with credentials: {:?}", condition_of(&observed, "MongoReachable"));
+    // Several more reconciles, each reading the Secrets and probing again.
+    let runs = reconcile_runs(&fx.operator);
+    wait_for(CONVERGE, "a few more reconciles", || async {
+        (reconcile_runs(&fx.operator) >= runs + 3.0).then_some(())
+    })
+    .await;
+
+    let b64 = |s: &str| base64(s.as_bytes());
+    let needles = [mongo_canary.clone(), redis_canary.clone(), b64(&redis_canary), b64(&mongo_uri)];
+    let status = serde_json::to_string(&fx.system().await.status).unwrap();
+    let (ok, core_events, err) = kubectl(&["get", "events", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let (ok, new_events, err) = kubectl(&["get", "events.events.k8s.io", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok, "{err}");
+    assert!(new_events.contains("referral-operator"), "the operator published events: {new_events}");
+    let children = serde_json::to_string(&fx.children().await.values().collect::<Vec<_>>()).unwrap();
+    let log = fx.log_text();
+    assert!(log.contains("TRACE"), "the operator's log is trace-level");
+    assert!(log.len() > 10_000, "the log holds the whole run ({} bytes)", log.len());
+    // The search would find them: the Secret itself holds them.
+    let (ok, secret, _) = kubectl(&["get", "secret", "referral-redis", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok && secret.contains(&b64(&redis_canary)), "positive control: the canary is in the Secret");
+    for (place, text) in [
+        ("the operator's trace log", &log),
+        ("core/v1 Events", &core_events),
+        ("events.k8s.io Events", &new_events),
+        ("the ReferralSystem status", &status),
+        ("the children (env literals)", &children),
+    ] {
+        for needle in &needles {
+            assert_eq!(
+                text.matches(needle.as_str()).count(),
+                0,
+                "{needle} found in {place} (log: {:?})",
+                fx.log_path()
+            );
+        }
+    }
+    drop(fx);
+    drop(redis);
+}
