@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -38,8 +38,10 @@ use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::checks::index_sync::{IndexReport, sync_indexes};
+use crate::crd::mongodb::IndexPolicy;
 use crate::crd::restore::{ReferralRestore, ReferralRestoreStatus, RestorePhase};
-use crate::crd::status::{ReferralSystemStatus, UpgradePhase};
+use crate::crd::status::{IndexState, ReferralSystemStatus, UpgradePhase};
 use crate::crd::validate::{ValidatedSystem, validate};
 use crate::crd::{GROUP, ReferralSystem, VERSION};
 use crate::reconcilers::job::{LABEL_PURPOSE, job_from_cron_job};
@@ -98,8 +100,12 @@ pub enum RestoreError {
     NoChainCheckTemplate { name: String },
     #[error("reading Secret {name} for the MongoDB URI: {source}")]
     ReadSecret { name: String, source: kube::Error },
+    #[error("Secret {secret} has no key {key} with the MongoDB URI")]
+    MissingMongoUri { secret: String, key: String },
     #[error("writing the status of ReferralRestore {restore}: {source}")]
     WriteStatus { restore: String, source: kube::Error },
+    #[error("ReferralRestore {restore} changed since it was read; reading it again")]
+    Stale { restore: String },
     #[error("ensuring the indexes of ReferralSystem {system} after the restore: {reason}")]
     EnsureIndexes { system: String, reason: String },
     #[error("the ReferralRestore {name} has no namespace")]
@@ -118,8 +124,9 @@ impl RestoreError {
             | Self::ListPods { .. }
             | Self::Read { .. }
             | Self::CreateJob { .. } => "kubernetes_api",
-            Self::ReadSecret { .. } => "missing_secret",
+            Self::ReadSecret { .. } | Self::MissingMongoUri { .. } => "missing_secret",
             Self::WriteStatus { .. } => "status_write",
+            Self::Stale { .. } => "conflict",
             Self::EnsureIndexes { .. } => "mongodb",
             Self::NoChainCheckTemplate { .. } | Self::NoNamespace { .. } | Self::NoUid { .. } => "invalid_spec",
         }
@@ -788,7 +795,7 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
                 )),
                 ..old.clone()
             };
-            write_status(ctx, restore, &old, &status).await?;
+            write_status(ctx, restore, &mut restore.resource_version(), &old, &status).await?;
             return Ok(Action::requeue(INVALID_SYSTEM_REQUEUE));
         }
         SystemLookup::Invalid(_) | SystemLookup::Missing => (None, None),
@@ -844,8 +851,11 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
     };
     let mut status = next_status(&old, &step, &facts, &now());
     // Record first: if the operator stops after this, the next one reads the step
-    // from status (and the hold from `holdsSystem`) and finds what it created.
-    write_status(ctx, restore, &old, &status).await?;
+    // from status (and the hold from `holdsSystem`) and finds what it created. The
+    // write is guarded by the resourceVersion read, so a step decided on a stale
+    // copy (the watch a write behind) is refused before it acts twice.
+    let mut version = restore.resource_version();
+    write_status(ctx, restore, &mut version, &old, &status).await?;
 
     let owner = restore_owner(restore);
     Ok(match (&step, system.as_ref(), state.as_ref()) {
@@ -871,7 +881,7 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
             match ensure_indexes(ctx, system).await {
                 Ok(outcome) => {
                     set_condition(&mut status.conditions, outcome.condition(&now()));
-                    write_status(ctx, restore, &written, &status).await?;
+                    write_status(ctx, restore, &mut version, &written, &status).await?;
                     Action::requeue(Duration::from_secs(1))
                 }
                 Err(error) => {
@@ -881,7 +891,7 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
                     // message each reconcile, and two writers of one field would
                     // wake each other without end.
                     set_condition(&mut status.conditions, retrying_indexes(&error, &now()));
-                    write_status(ctx, restore, &written, &status).await?;
+                    write_status(ctx, restore, &mut version, &written, &status).await?;
                     return Err(error);
                 }
             }
@@ -935,30 +945,62 @@ fn retrying_indexes(error: &RestoreError, now: &Time) -> Condition {
     Condition { status: "Unknown".into(), ..condition(INDEXES_ENSURED, false, "Retrying", message, now) }
 }
 
-/// Ensures the declared indexes on the restored data, whatever `indexPolicy` says:
-/// a restore re-creates what the backup did not hold, as the guide's restore
-/// procedure does. A conflicting index is reported, never dropped.
-async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<IndexesResult, RestoreError> {
-    let failed = |reason: String| RestoreError::EnsureIndexes { system: system.name.clone(), reason };
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &system.namespace);
-    let values = super::secrets::read(&secrets, &system.spec).await.map_err(|e| failed(e.to_string()))?;
-    let uri = values.mongo_uri.ok_or_else(|| failed("the MongoDB URI Secret cannot be read".into()))?;
-    let client = ctx.mongo.client(&uri, ctx.settings.probe_timeout).await.map_err(|e| failed(e.to_string()))?;
-    let mongo = &system.spec.mongodb;
-    let report = crate::checks::index_sync::sync_indexes(
-        &client,
-        &mongo.database,
-        &mongo.indexes,
-        crate::crd::mongodb::IndexPolicy::Ensure,
-    )
-    .await
-    .map_err(|e| failed(e.to_string()))?;
-    Ok(IndexesResult { in_place: report.all_in_place(), message: format!("indexes {}", report.summary()) })
+/// What a restore records of an index sync: in place or not, and, when not, which
+/// indexes and why (the summary alone would not say what to fix).
+pub fn indexes_result(report: &IndexReport) -> IndexesResult {
+    let created = report.counts().created;
+    if report.all_in_place() {
+        return IndexesResult {
+            in_place: true,
+            message: format!("indexes {} in place ({created} created)", report.summary()),
+        };
+    }
+    let problems: Vec<String> = report
+        .indexes
+        .iter()
+        .filter(|i| !matches!(i.state, IndexState::Present | IndexState::Created))
+        .map(|i| match &i.message {
+            Some(why) => format!("{}.{} {:?}: {why}", i.collection, i.name, i.state),
+            None => format!("{}.{} {:?}", i.collection, i.name, i.state),
+        })
+        .collect();
+    IndexesResult {
+        in_place: false,
+        message: truncate(&format!("indexes {}: {}", report.summary(), problems.join("; ")), 1000),
+    }
 }
 
+/// Ensures the declared indexes on the restored data, whatever `indexPolicy` says:
+/// the restore replaced the collections, and the indexes are part of the data's
+/// shape (the guide's restore procedure rebuilds them). A conflicting index is
+/// reported, never dropped.
+async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<IndexesResult, RestoreError> {
+    let failed = |reason: String| RestoreError::EnsureIndexes { system: system.name.clone(), reason };
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &system.namespace);
+    let values = super::secrets::read(&secrets, &system.spec).await.map_err(|error| match error {
+        Error::ReadSecret { name, source } => RestoreError::ReadSecret { name, source },
+        other => failed(other.to_string()),
+    })?;
+    let reference = &system.spec.mongodb.uri_secret_ref;
+    let uri = values
+        .mongo_uri
+        .ok_or_else(|| RestoreError::MissingMongoUri { secret: reference.name.clone(), key: reference.key.clone() })?;
+    // The probe error is scrubbed of the URI; the sync errors never hold it.
+    let client = ctx.mongo.client(&uri, ctx.settings.probe_timeout).await.map_err(|e| failed(e.to_string()))?;
+    let mongo = &system.spec.mongodb;
+    let report = sync_indexes(&client, &mongo.database, &mongo.indexes, IndexPolicy::Ensure)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(indexes_result(&report))
+}
+
+/// Writes the restore's status when it changed, guarded by `version` (the
+/// resourceVersion the step was decided on) and moved on to the written one, so a
+/// second write of the same reconcile is guarded too. A refused write is `Stale`.
 async fn write_status(
     ctx: &Context,
     restore: &ReferralRestore,
+    version: &mut Option<String>,
     old: &ReferralRestoreStatus,
     status: &ReferralRestoreStatus,
 ) -> Result<(), RestoreError> {
@@ -969,9 +1011,15 @@ async fn write_status(
     let namespace = restore.namespace().unwrap_or_default();
     let api = Api::<ReferralRestore>::namespaced(ctx.client.clone(), &namespace);
     let params = PatchParams { field_manager: Some(STATUS_MANAGER.into()), ..PatchParams::default() };
-    api.patch_status(&name, &params, &Patch::Merge(status_patch(status)))
-        .await
-        .map_err(|source| RestoreError::WriteStatus { restore: name.clone(), source })?;
+    let mut patch = status_patch(status);
+    if let Some(version) = version.as_deref() {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    let written = api.patch_status(&name, &params, &Patch::Merge(patch)).await.map_err(|source| match source {
+        kube::Error::Api(ref response) if response.code == 409 => RestoreError::Stale { restore: name.clone() },
+        source => RestoreError::WriteStatus { restore: name.clone(), source },
+    })?;
+    *version = written.resource_version();
     if old.phase != status.phase
         && let Some(phase) = status.phase
     {
@@ -1181,6 +1229,43 @@ mod tests {
         assert_eq!(recorded_indexes(Some(&status)), IndexOutcome::NotYet);
         status.conditions[0].status = "False".into();
         assert_eq!(recorded_indexes(Some(&status)), IndexOutcome::NotYet);
+    }
+
+    #[test]
+    fn an_index_sync_is_recorded_with_what_was_created_or_what_is_wrong() {
+        use crate::checks::index_sync::IndexResult;
+        let index = |name: &str, state: IndexState, message: Option<&str>| IndexResult {
+            collection: "users".into(),
+            name: name.into(),
+            state,
+            message: message.map(Into::into),
+            existing_name: None,
+        };
+        let mut report = IndexReport {
+            database: "neurolov".into(),
+            policy: IndexPolicy::Ensure,
+            indexes: vec![
+                index("referralCode_1", IndexState::Created, None),
+                index("createdAt_-1", IndexState::Present, None),
+            ],
+            unmanaged: vec![],
+            writes: 1,
+        };
+        let ok = indexes_result(&report);
+        assert!(ok.in_place);
+        assert_eq!(ok.message, "indexes 2/2 in place (1 created)");
+        assert_eq!(ok.condition(&at(1)).reason, "Ensured");
+
+        report.indexes.push(index("referredBy_1", IndexState::Conflict, Some("exists with unique: false")));
+        report.indexes.push(index("code_1", IndexState::Missing, None));
+        let bad = indexes_result(&report);
+        assert!(!bad.in_place);
+        assert!(bad.message.starts_with("indexes 2/4"), "{}", bad.message);
+        assert!(bad.message.contains("users.referredBy_1 Conflict: exists with unique: false"), "{}", bad.message);
+        assert!(bad.message.contains("users.code_1 Missing"), "{}", bad.message);
+        assert!(!bad.message.contains("referralCode_1"), "only what is wrong is named: {}", bad.message);
+        let condition = bad.condition(&at(1));
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", REASON_INDEXES_NOT_ENSURED));
     }
 
     #[test]

@@ -140,6 +140,15 @@ async fn jobs_for(client: &Client, ns: &str, purpose: &str) -> Vec<Job> {
         .items
 }
 
+/// The index names of a collection; none when the collection does not exist.
+async fn index_names(db: &mongodb::Database, collection: &str) -> Vec<String> {
+    let exists = db.list_collection_names().await.expect("listCollections").iter().any(|c| c == collection);
+    if !exists {
+        return Vec::new();
+    }
+    db.collection::<Document>(collection).list_index_names().await.expect("listIndexes")
+}
+
 /// Marks a Job failed, as the Job controller would once its retries are used up.
 async fn fail_job(client: &Client, ns: &str, name: &str) {
     let api = Api::<Job>::namespaced(client.clone(), ns);
@@ -238,7 +247,11 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
         "spec": {
             "image": "example/referral-service:1.4.2",
             "workers": [{"name": "reward-processor", "replicas": REPLICAS}],
-            "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database},
+            "mongodb": {
+                "uriSecretRef": {"name": "referral-mongo", "key": "uri"},
+                "database": database,
+                "indexPolicy": "Report"
+            },
             "redis": {"external": {"host": redis_host, "port": redis_port}}
         }
     }))
@@ -250,12 +263,13 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let log = dir.path().join("operator.log");
     let mut operator = RunningOperator::start(&kubeconfig, log.clone(), &operator_ns.name, "e2e-restore", &[&ns.name]);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    until(&operator, Duration::from_secs(90), "the worker Deployment at its replicas", || async {
-        (replicas(&deployments).await == Some(REPLICAS)).then_some(())
+    // One reconcile applies the Deployments before the CronJobs: wait for both.
+    let crons = until(&operator, Duration::from_secs(90), "the worker Deployment and the CronJobs", || async {
+        let crons = cron_suspends(&client, &ns.name).await;
+        (replicas(&deployments).await == Some(REPLICAS) && crons.len() >= 2).then_some(crons)
     })
     .await;
-    let crons = cron_suspends(&client, &ns.name).await;
-    assert!(crons.len() >= 2 && crons.iter().all(|(_, suspended)| !suspended), "{crons:?}");
+    assert!(crons.iter().all(|(_, suspended)| !suspended), "{crons:?}");
 
     // --- The first restore: hold, then the restore Job.
     let restores = Api::<ReferralRestore>::namespaced(client.clone(), &ns.name);
@@ -328,7 +342,23 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     assert_eq!(jobs_for(&client, &ns.name, "restore").await.len(), 1, "the restore Job was found, not created again");
     assert_eq!(status_of(&restores, "r2").await.and_then(|s| s.phase), Some(RestorePhase::Pending));
 
-    // --- The Job succeeds: indexes, chain check, workers back.
+    // --- The Job succeeds: indexes, chain check, workers back. The system's
+    // indexPolicy is Report, so the operator's periodic check never creates an
+    // index: the restore ensures them whatever the policy, and is the only writer
+    // here. `mongorestore --drop` would have replaced the collections, and their
+    // indexes with them: drop the database as the Job would have.
+    let mongo = mongodb::Client::with_uri_str(&mongo_uri).await.expect("connect to the test bed's MongoDB");
+    let db = mongo.database(&database);
+    db.drop().await.expect("drop the test database");
+    for spec in &validated.spec.mongodb.indexes {
+        let names = index_names(&db, &spec.collection).await;
+        assert!(
+            !names.contains(&spec.effective_name()),
+            "{} still has {} after the drop",
+            spec.collection,
+            spec.effective_name()
+        );
+    }
     succeed_job(&client, &ns.name, &job_name).await;
     let check_name = verify_job_name(&validated, &first_uid);
     let check = until(&operator, Duration::from_secs(90), "the chain-check Job after the restore", || async {
@@ -338,10 +368,10 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let status = status_of(&restores, "r1").await.unwrap();
     let indexes = status.conditions.iter().find(|c| c.type_ == "IndexesEnsured").expect("IndexesEnsured recorded");
     assert_eq!(indexes.status, "True", "{indexes:?}");
-    let mongo = mongodb::Client::with_uri_str(&mongo_uri).await.expect("connect to the test bed's MongoDB");
-    let db = mongo.database(&database);
+    let declared = validated.spec.mongodb.indexes.len();
+    assert!(indexes.message.contains(&format!("({declared} created)")), "the restore created them: {indexes:?}");
     for spec in &validated.spec.mongodb.indexes {
-        let names = db.collection::<Document>(&spec.collection).list_index_names().await.expect("listIndexes");
+        let names = index_names(&db, &spec.collection).await;
         assert!(
             names.contains(&spec.effective_name()),
             "{} has no index {}: {names:?}",
