@@ -8,6 +8,8 @@
 #      kube-controller-manager, a MongoDB-wire server and Redis, on loopback;
 #   4. runs unit, integration and e2e tests, then stops the bed.
 #
+# MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs) a
+# second time against it.
 # REFOP_SKIP_E2E=1 skips step 3 and the e2e tests for a quick local loop (each e2e
 # test then prints SKIPPED). KUBECONFIG pointing at your own cluster skips starting
 # the bed but still runs e2e against that cluster (set REFOP_USE_KUBECONFIG=1).
@@ -79,4 +81,10 @@ fi
 log "cargo test"
 cargo test --all-targets --no-fail-fast
 cargo test --doc --quiet
+if [[ -n ${MONGODB_URI:-} ]]; then
+  # A real MongoDB of the user's: the MongoDB tests once more, against it. They
+  # write only to databases named it_<test>_<pid>, which they drop.
+  log "MONGODB_URI is set: the MongoDB tests again, against that server"
+  REFOP_TEST_MONGODB_URI=$MONGODB_URI cargo test --test mongo_checks --no-fail-fast
+fi
 log "all tests passed in $(( $(date +%s) - start ))s"
