@@ -8,7 +8,7 @@
 //! operator's memory. Nothing here talks to the API; the watches feed it.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
@@ -52,9 +52,16 @@ struct Written {
 /// One watch: a child kind in one namespace, or in all (`None`).
 type WatchScope = (&'static str, Option<String>);
 
+/// Children of one kind in one namespace with one controlling owner (its UID).
+type Owned = (&'static str, String, String);
+
 #[derive(Debug, Default)]
 struct Inner {
     seen: HashMap<ChildKey, Seen>,
+    /// `seen` indexed by owner, kept in step with it: pruning asks for one system's
+    /// children on every reconcile, and a scan of every child of every system made
+    /// each reconcile cost O(all children) (most of the CPU at a thousand systems).
+    owned: HashMap<Owned, BTreeSet<String>>,
     written: HashMap<ChildKey, Written>,
     deployments: HashMap<ChildKey, Deployment>,
     stateful_sets: HashMap<ChildKey, StatefulSet>,
@@ -222,6 +229,36 @@ impl Inner {
         LiveWorkloads { deployments: &mut self.deployments, stateful_sets: &mut self.stateful_sets }
     }
 
+    /// Records `new` for `key`, keeping the owner index in step.
+    fn set_seen(&mut self, key: ChildKey, new: Seen) {
+        let old_owner = self.seen.get(&key).and_then(|old| old.owner.clone());
+        if old_owner != new.owner {
+            self.unindex(&key, old_owner);
+        }
+        if let Some(owner) = &new.owner {
+            self.owned.entry((key.kind, key.namespace.clone(), owner.clone())).or_default().insert(key.name.clone());
+        }
+        self.seen.insert(key, new);
+    }
+
+    /// Forgets `key` in `seen` and the owner index.
+    fn unset_seen(&mut self, key: &ChildKey) {
+        if let Some(old) = self.seen.remove(key) {
+            self.unindex(key, old.owner);
+        }
+    }
+
+    fn unindex(&mut self, key: &ChildKey, owner: Option<String>) {
+        let Some(owner) = owner else { return };
+        let scope = (key.kind, key.namespace.clone(), owner);
+        if let Some(names) = self.owned.get_mut(&scope) {
+            names.remove(&key.name);
+            if names.is_empty() {
+                self.owned.remove(&scope);
+            }
+        }
+    }
+
     fn upsert<K: Observable>(&mut self, object: &K) {
         let key = key_of(object);
         let new = seen(object.meta());
@@ -232,11 +269,11 @@ impl Inner {
             return;
         }
         K::keep(object, &key, &mut self.workloads());
-        self.seen.insert(key, new);
+        self.set_seen(key, new);
     }
 
     fn remove(&mut self, key: &ChildKey, forget: impl FnOnce(&ChildKey, &mut LiveWorkloads<'_>)) {
-        self.seen.remove(key);
+        self.unset_seen(key);
         self.written.remove(key);
         forget(key, &mut self.workloads());
     }
@@ -279,7 +316,7 @@ impl LiveState {
                     inner.remove(&key, K::forget);
                 }
                 for (key, new) in listed {
-                    inner.seen.insert(key, new);
+                    inner.set_seen(key, new);
                 }
                 inner.synced.insert(watch);
             }
@@ -319,21 +356,15 @@ impl LiveState {
             _ => true,
         };
         if newer {
-            inner.seen.insert(key, now);
+            inner.set_seen(key, now);
         }
     }
 
-    /// Children of `kind` in `namespace` whose controlling owner is `owner_uid`.
+    /// Children of `kind` in `namespace` whose controlling owner is `owner_uid`, sorted.
     pub fn owned(&self, kind: &'static str, namespace: &str, owner_uid: &str) -> Vec<String> {
         let inner = self.lock();
-        let mut names: Vec<String> = inner
-            .seen
-            .iter()
-            .filter(|(k, s)| k.kind == kind && k.namespace == namespace && s.owner.as_deref() == Some(owner_uid))
-            .map(|(k, _)| k.name.clone())
-            .collect();
-        names.sort();
-        names
+        let scope = (kind, namespace.to_string(), owner_uid.to_string());
+        inner.owned.get(&scope).map(|names| names.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Forgets a child deleted by the apply step (its watch will confirm).
@@ -459,6 +490,60 @@ mod tests {
         assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["a"]);
         assert_eq!(live.owned("ConfigMap", "elsewhere", "u1"), ["c"]);
         assert!(live.owned("ConfigMap", "ns", "someone-else").is_empty());
+    }
+
+    /// What `owned` answered before it had an index: a scan of every child.
+    fn scanned(live: &LiveState, kind: &'static str, namespace: &str, owner: &str) -> Vec<String> {
+        let inner = live.lock();
+        let mut names: Vec<String> = inner
+            .seen
+            .iter()
+            .filter(|(k, s)| k.kind == kind && k.namespace == namespace && s.owner.as_deref() == Some(owner))
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_owner_index_agrees_with_a_scan_through_adds_owner_changes_deletes_and_relists() {
+        let live = LiveState::default();
+        let scope = Some("ns".to_string());
+        let check = |step: &str| {
+            for owner in ["u1", "u2", "u3"] {
+                assert_eq!(
+                    live.owned("ConfigMap", "ns", owner),
+                    scanned(&live, "ConfigMap", "ns", owner),
+                    "{step} {owner}"
+                );
+            }
+            assert!(live.lock().owned.values().all(|names| !names.is_empty()), "{step}: empty index entries");
+        };
+        for (name, owner) in [("a", "u1"), ("b", "u1"), ("c", "u2")] {
+            live.observe(&scope, &Event::Apply(config_map(name, "1", owner)));
+        }
+        check("added");
+        assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["a", "b"]);
+        live.observe(&scope, &Event::Apply(config_map("b", "2", "u2")));
+        check("owner changed");
+        assert_eq!(live.owned("ConfigMap", "ns", "u2"), ["b", "c"]);
+        let mut orphan = config_map("a", "3", "u1");
+        orphan.metadata.owner_references = None;
+        live.observe(&scope, &Event::Apply(orphan));
+        check("owner removed");
+        assert!(live.owned("ConfigMap", "ns", "u1").is_empty());
+        live.record_apply(ChildKey::new("ConfigMap", "ns", "d"), 1, &config_map("d", "4", "u3").metadata);
+        check("applied");
+        live.observe(&scope, &Event::Delete(config_map("c", "5", "u2")));
+        check("deleted");
+        live.observe(&scope, &Event::<PartialObjectMeta<ConfigMap>>::Init);
+        live.observe(&scope, &Event::InitApply(config_map("b", "6", "u1")));
+        live.observe(&scope, &Event::InitApply(config_map("e", "6", "u3")));
+        live.observe(&scope, &Event::<PartialObjectMeta<ConfigMap>>::InitDone);
+        check("relisted");
+        assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["b"]);
+        assert_eq!(live.owned("ConfigMap", "ns", "u3"), ["e"]);
+        assert!(live.owned("ConfigMap", "ns", "u2").is_empty());
     }
 
     #[test]
