@@ -49,6 +49,13 @@ pub enum Command {
     /// Backups on a backup volume: list, prune by retention, finalize a run, verify one.
     #[command(subcommand)]
     Backup(crate::commands::backup::BackupCommand),
+    /// Check a referral system's MongoDB: declared indexes, referral-chain integrity,
+    /// and applying a chain repair plan. Exit 0 sound, 1 problems found, 2 could not run.
+    #[command(subcommand)]
+    Check(crate::commands::check::CheckCommand),
+    /// Measure the chain check on a synthetic population (CPU, memory, documents/s).
+    #[command(subcommand)]
+    Bench(crate::commands::bench::BenchCommand),
 }
 
 /// Flags of `run`.
@@ -181,6 +188,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run_controller(args),
         Command::Plugin(args) => crate::plugin::run(args),
         Command::Backup(command) => crate::commands::backup::run(command),
+        Command::Check(command) => crate::commands::check::run(command),
+        Command::Bench(command) => crate::commands::bench::run(command),
         Command::Crd => {
             print!("{}", crate::crd::all_definitions_yaml());
             ExitCode::SUCCESS

@@ -5,7 +5,9 @@
 //! - [`render`]: the GitOps preview, every child object for a file, offline.
 //! - [`plugin`]: `kubectl referral`, the kubectl plugin face of the binary.
 //! - [`backup`]: backup names, the retention planner, the backup folder on disk.
-//! - [`cli`]: the command line; [`commands`] holds each subcommand's work.
+//! - [`checks`]: MongoDB index diff, chain integrity engine, probes (no Kubernetes).
+//! - [`cli`]: the command line; [`commands`] holds each subcommand's work (`backup`,
+//!   `check`, `bench`, including the in-cluster chain-check Job).
 
 pub mod backup;
 pub mod checks;

@@ -92,35 +92,33 @@ pub fn backup_health(input: BackupHealthInput<'_>) -> BackupHealth {
     let age = input.now.duration_since(since);
     let healthy = age <= allowed;
     let suspended = if input.suspended { " Backups are suspended (spec.backup.suspend)." } else { "" };
+    // The messages name fixed times, never an age: an age would change the status
+    // on every reconcile, and a reconcile of an unchanged system must write nothing.
+    let due_text = due.map(|d| d.to_string()).unwrap_or_else(|| "a time past the calendar's end".into());
     let (reason, message) = match (input.last_success, healthy) {
         (Some(last), true) => (
             REASON_RECENT,
             format!(
-                "the newest complete backup finished at {last}, {} ago; the schedule runs every {}.{suspended}",
-                human(age),
+                "the newest complete backup finished at {last}; the schedule runs every {}, so the next is due before {due_text}.{suspended}",
                 human(interval)
             ),
         ),
         (Some(last), false) => (
             REASON_OVERDUE,
             format!(
-                "the newest complete backup finished at {last}, {} ago, more than 1.5 times the schedule's interval of {}: look at the backup Jobs.{suspended}",
-                human(age),
+                "the newest complete backup finished at {last}, and none since: one was due before {due_text} (1.5 times the schedule's interval of {}): look at the backup Jobs.{suspended}",
                 human(interval)
             ),
         ),
         (None, true) => (
             REASON_FIRST_PENDING,
-            format!(
-                "no backup has completed yet; the first is expected before {}.{suspended}",
-                due.map(|d| d.to_string()).unwrap_or_default()
-            ),
+            format!("no backup has completed yet; the first is expected before {due_text}.{suspended}"),
         ),
         (None, false) => (
             REASON_NEVER_SUCCEEDED,
             format!(
-                "no backup has completed in the {} since the system was created (schedule interval {}): look at the backup Jobs.{suspended}",
-                human(age),
+                "no backup has completed since the system was created at {}: the first was due before {due_text} (schedule interval {}): look at the backup Jobs.{suspended}",
+                input.created,
                 human(interval)
             ),
         ),
@@ -170,7 +168,20 @@ mod tests {
         let h = health(last, "0 1 * * *", "2026-11-24T13:05:01Z");
         assert!(!h.healthy);
         assert_eq!(h.reason, REASON_OVERDUE);
-        assert!(h.message.contains("1d 12h"), "{}", h.message);
+        assert!(h.message.contains("due before 2026-11-24T13:05:00Z"), "{}", h.message);
+    }
+
+    #[test]
+    fn the_message_does_not_move_with_the_clock() {
+        let last = Some("2026-11-23T01:05:00Z");
+        assert_eq!(
+            health(last, "0 1 * * *", "2026-11-23T02:00:00Z"),
+            health(last, "0 1 * * *", "2026-11-24T12:00:00Z")
+        );
+        assert_eq!(
+            health(last, "0 1 * * *", "2026-11-25T00:00:00Z"),
+            health(last, "0 1 * * *", "2026-12-25T00:00:00Z")
+        );
     }
 
     #[test]

@@ -4,7 +4,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::status::{ReferralSystemStatus, WorkerStatus};
+use crate::backup::health::BackupHealth;
+use crate::crd::status::{
+    ChainCheckStatus, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus, UnmanagedIndexStatus,
+    UpgradeStatus, WorkerStatus,
+};
 
 pub const READY: &str = "Ready";
 pub const SPEC_VALID: &str = "SpecValid";
@@ -13,6 +17,9 @@ pub const REDIS_READY: &str = "RedisReady";
 pub const MONGO_REACHABLE: &str = "MongoReachable";
 pub const MONITORING: &str = "MonitoringConfigured";
 pub const PAUSED: &str = "ReconciliationPaused";
+pub const CHAIN_INTEGRITY: &str = "ChainIntegrity";
+pub const INDEXES_READY: &str = "IndexesReady";
+pub const BACKUP_HEALTHY: &str = "BackupHealthy";
 
 /// Outcome of a dependency probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +72,42 @@ pub struct Observed {
     pub monitoring_crds_missing: Option<String>,
     /// The apply step failed with this message.
     pub apply_error: Option<String>,
+    /// The last chain check, as the check Job wrote it; `None` before the first.
+    pub chain_check: Option<ChainCheckStatus>,
+    /// Whether backups are recent enough; `None` when not judged (invalid spec).
+    pub backup: Option<BackupHealth>,
+    /// An image change holds this generation back: reason and message.
+    pub upgrade: Option<UpgradeGate>,
+    /// `status.upgrade` as the upgrade gate recorded it this reconcile.
+    pub upgrade_status: Option<UpgradeStatus>,
+    /// `status.handledRequests` after this reconcile started the requested Jobs.
+    pub handled_requests: Option<HandledRequests>,
+    /// What this reconcile learned about the declared indexes.
+    pub indexes: IndexObservation,
+    /// `status.indexes` as stored, judged when the indexes were not checked now.
+    pub stored_indexes: Vec<IndexStatus>,
+}
+
+/// The declared indexes this reconcile.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum IndexObservation {
+    /// Not due (checked within the interval), or paused: the stored result stands.
+    #[default]
+    NotChecked,
+    /// Checked now.
+    Fresh { statuses: Vec<IndexStatus>, unmanaged: Vec<UnmanagedIndexStatus>, summary: String },
+    /// Could not be compared (MongoDB unreachable, credentials, ...).
+    Failed { reason: String, message: String },
+}
+
+/// How an image change in progress affects Ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeGate {
+    /// Backup first, migration: the new images wait, as they should.
+    Waiting { reason: String, message: String },
+    /// Stopped until a person acts (a failed backup or migration, a stalled or
+    /// rolled-back rollout).
+    Blocked { reason: String, message: String },
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
@@ -140,6 +183,100 @@ fn redis_condition(observed: &Observed, now: &Time) -> Condition {
     probe_condition(REDIS_READY, &observed.redis, g, now)
 }
 
+/// The chain check's verdict. It reports on the data, not on the deployment, so it
+/// never blocks Ready; the alert and Argo CD's message carry it.
+fn chain_condition(observed: &Observed, now: &Time) -> Condition {
+    let g = observed.generation;
+    let Some(check) = &observed.chain_check else {
+        return unknown(
+            CHAIN_INTEGRITY,
+            "NotRunYet",
+            "no chain check has reported yet; it runs on spec.chainCheck.schedule, or now with the annotation referral.dev/check-now".into(),
+            g,
+            now,
+        );
+    };
+    if let Some(failure) = &check.failure {
+        let last = check.last_run.as_ref().map(|t| format!("; the counts in status are from the check of {}", t.0));
+        return unknown(
+            CHAIN_INTEGRITY,
+            &failure.reason,
+            format!("the last chain check could not run: {}{}", failure.message, last.unwrap_or_default()),
+            g,
+            now,
+        );
+    }
+    let kinds = [
+        (check.cycles, "in cycles"),
+        (check.self_referrals, "referring themselves"),
+        (check.orphans, "orphaned"),
+        (check.too_deep, "deeper than the maximum chain depth"),
+        (check.malformed, "malformed"),
+    ];
+    let mut parts: Vec<String> =
+        kinds.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} users {what}")).collect();
+    if check.bad_referral_records > 0 {
+        parts.push(format!("{} referral records disagreeing with the chain", check.bad_referral_records));
+    }
+    let when = check.last_run.as_ref().map(|t| format!(" (check of {})", t.0)).unwrap_or_default();
+    if parts.is_empty() {
+        condition(CHAIN_INTEGRITY, true, "NoViolations", format!("{} users checked{when}", check.users), g, now)
+    } else {
+        let mut message = format!("{}{when}", parts.join(", "));
+        if let Some(first) = check.examples.first() {
+            message.push_str(&format!("; e.g. {first}"));
+        }
+        message.push_str("; `referral-operator check chains --repair-plan` prints the fixes");
+        condition(CHAIN_INTEGRITY, false, "ViolationsFound", message, g, now)
+    }
+}
+
+/// The declared indexes' verdict: from this reconcile's check, or from the stored
+/// result when none was due. Like the other data checks it does not block Ready.
+fn indexes_condition(observed: &Observed, now: &Time) -> Condition {
+    let g = observed.generation;
+    let statuses = match &observed.indexes {
+        IndexObservation::Failed { reason, message } => {
+            return unknown(INDEXES_READY, reason, format!("the indexes could not be checked: {message}"), g, now);
+        }
+        IndexObservation::Fresh { statuses, .. } => statuses,
+        IndexObservation::NotChecked if observed.stored_indexes.is_empty() => {
+            return unknown(
+                INDEXES_READY,
+                "NotCheckedYet",
+                "the declared indexes have not been checked yet".into(),
+                g,
+                now,
+            );
+        }
+        IndexObservation::NotChecked => &observed.stored_indexes,
+    };
+    let named = |state: IndexState| -> Vec<String> {
+        statuses
+            .iter()
+            .filter(|i| i.state == state)
+            .map(|i| match &i.message {
+                Some(m) => format!("{}.{}: {m}", i.collection, i.name),
+                None => format!("{}.{}", i.collection, i.name),
+            })
+            .collect()
+    };
+    let conflicts = named(IndexState::Conflict);
+    if !conflicts.is_empty() {
+        return condition(INDEXES_READY, false, "IndexConflict", conflicts.join("; "), g, now);
+    }
+    let missing = named(IndexState::Missing);
+    if !missing.is_empty() {
+        return condition(INDEXES_READY, false, "IndexesMissing", missing.join("; "), g, now);
+    }
+    condition(INDEXES_READY, true, "AllPresent", format!("{} declared indexes in place", statuses.len()), g, now)
+}
+
+fn backup_condition(observed: &Observed, now: &Time) -> Option<Condition> {
+    let health = observed.backup.as_ref()?;
+    Some(condition(BACKUP_HEALTHY, health.healthy, health.reason, health.message.clone(), observed.generation, now))
+}
+
 /// Every condition for `observed`, before merging with the old ones.
 pub fn conditions(observed: &Observed, now: &Time) -> Vec<Condition> {
     let g = observed.generation;
@@ -169,6 +306,11 @@ pub fn conditions(observed: &Observed, now: &Time) -> Vec<Condition> {
         Some(message) => condition(MONITORING, false, "PrometheusOperatorNotInstalled", message.clone(), g, now),
         None => condition(MONITORING, true, "Configured", "monitoring objects are applied as specified".into(), g, now),
     });
+    if observed.spec_problems.is_empty() {
+        out.push(indexes_condition(observed, now));
+    }
+    out.push(chain_condition(observed, now));
+    out.extend(backup_condition(observed, now));
     out.push(ready_condition(observed, &out, now));
     out
 }
@@ -193,8 +335,14 @@ fn ready_condition(observed: &Observed, others: &[Condition], now: &Time) -> Con
     if observed.stopped {
         return not_ready("Stopped", "spec.stopped is true: every worker is scaled to zero".into());
     }
+    if let Some(UpgradeGate::Blocked { reason, message } | UpgradeGate::Waiting { reason, message }) = &observed.upgrade
+    {
+        return not_ready(reason, message.clone());
+    }
     for type_ in [WORKERS_AVAILABLE, REDIS_READY, MONGO_REACHABLE] {
-        if let Some(c) = others.iter().find(|c| c.type_ == type_ && c.status != "True") {
+        // Redis over TLS is not probed: Unknown for that reason says nothing is wrong.
+        let blocks = |c: &&Condition| c.status != "True" && !(c.type_ == REDIS_READY && c.reason == "TLSNotProbed");
+        if let Some(c) = others.iter().filter(|c| c.type_ == type_).find(blocks) {
             return not_ready(&c.reason, format!("{type_}: {}", c.message));
         }
     }
@@ -240,6 +388,20 @@ pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Tim
             .map(|w| WorkerStatus { name: w.name.clone(), desired: w.desired, ready: w.ready })
             .collect(),
         resources_not_ready: not_ready,
+        upgrade: observed.upgrade_status.clone().or(base.upgrade.clone()),
+        handled_requests: observed.handled_requests.clone().or(base.handled_requests.clone()),
+        indexes: match &observed.indexes {
+            IndexObservation::Fresh { statuses, .. } => statuses.clone(),
+            _ => base.indexes.clone(),
+        },
+        index_summary: match &observed.indexes {
+            IndexObservation::Fresh { summary, .. } => Some(summary.clone()),
+            _ => base.index_summary.clone(),
+        },
+        unmanaged_indexes: match &observed.indexes {
+            IndexObservation::Fresh { unmanaged, .. } => unmanaged.clone(),
+            _ => base.unmanaged_indexes.clone(),
+        },
         ..base
     }
 }
@@ -278,6 +440,13 @@ mod tests {
             mongo: Probe::Ok { message: "ping ok".into() },
             monitoring_crds_missing: None,
             apply_error: None,
+            chain_check: None,
+            backup: None,
+            upgrade: None,
+            upgrade_status: None,
+            handled_requests: None,
+            indexes: IndexObservation::NotChecked,
+            stored_indexes: vec![],
         }
     }
 
@@ -374,5 +543,111 @@ mod tests {
         old.index_summary = Some("6/6".into());
         let s = status(&healthy(), Some(&old), &at(2));
         assert_eq!(s.index_summary.as_deref(), Some("6/6"));
+    }
+
+    #[test]
+    fn redis_over_tls_is_not_probed_and_does_not_block_ready() {
+        let mut o = healthy();
+        o.redis_workload = None;
+        o.redis = Probe::Unknown { reason: "TLSNotProbed".into(), message: "not probed".into() };
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, REDIS_READY).status, "Unknown");
+        assert_eq!(get(&s.conditions, READY).status, "True");
+        o.redis = Probe::Unknown { reason: "SecretMissing".into(), message: "cannot read".into() };
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, READY).reason, "SecretMissing");
+    }
+
+    #[test]
+    fn chain_violations_are_reported_with_an_example_but_do_not_block_ready() {
+        let mut o = healthy();
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, CHAIN_INTEGRITY).status, "Unknown");
+        o.chain_check = Some(ChainCheckStatus {
+            users: 1000,
+            cycles: 3,
+            orphans: 2,
+            examples: vec!["cycle: u1 -> u2 -> u1".into()],
+            ..ChainCheckStatus::default()
+        });
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, CHAIN_INTEGRITY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ViolationsFound"));
+        assert!(c.message.starts_with("3 users in cycles, 2 users orphaned"), "{}", c.message);
+        assert!(c.message.contains("e.g. cycle: u1 -> u2 -> u1"), "{}", c.message);
+        assert_eq!(get(&s.conditions, READY).status, "True");
+        o.chain_check = Some(ChainCheckStatus { users: 1000, ..ChainCheckStatus::default() });
+        let s = status(&o, None, &at(1));
+        assert_eq!(get(&s.conditions, CHAIN_INTEGRITY).status, "True");
+    }
+
+    #[test]
+    fn backup_health_becomes_a_condition_that_does_not_block_ready() {
+        let mut o = healthy();
+        assert!(status(&o, None, &at(1)).conditions.iter().all(|c| c.type_ != BACKUP_HEALTHY));
+        o.backup = Some(BackupHealth {
+            healthy: false,
+            reason: crate::backup::health::REASON_OVERDUE,
+            message: "one was due before X".into(),
+            since: k8s_openapi::jiff::Timestamp::from_second(0).unwrap(),
+            interval_seconds: Some(86_400),
+            due: None,
+        });
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, BACKUP_HEALTHY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "BackupOverdue"));
+        assert_eq!(get(&s.conditions, READY).status, "True");
+    }
+
+    #[test]
+    fn an_upgrade_in_progress_or_blocked_holds_ready_with_its_reason() {
+        let mut o = healthy();
+        o.upgrade = Some(UpgradeGate::Waiting { reason: "BackingUp".into(), message: "backup Job x runs".into() });
+        let ready = get(&status(&o, None, &at(1)).conditions, READY).clone();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BackingUp"));
+        o.upgrade =
+            Some(UpgradeGate::Blocked { reason: "MigrationFailed".into(), message: "migration Job y failed".into() });
+        let ready = get(&status(&o, None, &at(1)).conditions, READY).clone();
+        assert_eq!(ready.reason, "MigrationFailed");
+        assert_eq!(ready.message, "migration Job y failed");
+    }
+
+    #[test]
+    fn indexes_are_judged_fresh_or_from_status_and_never_block_ready() {
+        let index = |name: &str, state: IndexState, message: Option<&str>| IndexStatus {
+            collection: "users".into(),
+            name: name.into(),
+            state,
+            message: message.map(Into::into),
+        };
+        let mut o = healthy();
+        assert_eq!(get(&status(&o, None, &at(1)).conditions, INDEXES_READY).reason, "NotCheckedYet");
+        o.indexes = IndexObservation::Fresh {
+            statuses: vec![
+                index("referralCode_1", IndexState::Conflict, Some("exists without unique: true")),
+                index("email_1", IndexState::Present, None),
+            ],
+            unmanaged: vec![],
+            summary: "1/2 (1 conflict)".into(),
+        };
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, INDEXES_READY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "IndexConflict"));
+        assert_eq!(c.message, "users.referralCode_1: exists without unique: true");
+        assert_eq!(s.index_summary.as_deref(), Some("1/2 (1 conflict)"));
+        assert_eq!(s.indexes.len(), 2);
+        assert_eq!(get(&s.conditions, READY).status, "True");
+
+        // Not due: the stored result is judged and kept.
+        let mut later = healthy();
+        later.stored_indexes = s.indexes.clone();
+        let kept = status(&later, Some(&s), &at(2));
+        assert_eq!(kept.indexes, s.indexes);
+        assert_eq!(get(&kept.conditions, INDEXES_READY).reason, "IndexConflict");
+
+        later.indexes = IndexObservation::Failed { reason: "MongoUnreachable".into(), message: "no server".into() };
+        let failed = status(&later, Some(&s), &at(3));
+        assert_eq!(get(&failed.conditions, INDEXES_READY).status, "Unknown");
+        assert_eq!(failed.indexes, s.indexes, "a failed check keeps the last result");
     }
 }

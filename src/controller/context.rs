@@ -62,6 +62,8 @@ pub struct Context {
     pub mongo: MongoClients,
     /// What the child watches have seen.
     pub live: LiveState,
+    /// When each system's indexes were last checked.
+    pub index_schedule: super::indexes::IndexSchedule,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -75,6 +77,7 @@ impl Context {
             capabilities: RwLock::new(Capabilities::default()),
             mongo: MongoClients::default(),
             live: LiveState::default(),
+            index_schedule: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -14,6 +14,8 @@ pub enum Error {
     Read { kind: &'static str, name: String, source: kube::Error },
     #[error("reading Secret {name}: {source}")]
     ReadSecret { name: String, source: kube::Error },
+    #[error("creating Job {name}: {source}")]
+    CreateJob { name: String, source: kube::Error },
     #[error("writing the status of {system}: {source}")]
     WriteStatus { system: String, source: kube::Error },
     #[error("the ReferralSystem {name} could not be decoded: {reason}")]
@@ -26,7 +28,11 @@ impl Error {
     /// A fixed, small set of labels for metrics and event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Apply { .. } | Self::ListChildren { .. } | Self::Prune { .. } | Self::Read { .. } => "kubernetes_api",
+            Self::Apply { .. }
+            | Self::ListChildren { .. }
+            | Self::Prune { .. }
+            | Self::Read { .. }
+            | Self::CreateJob { .. } => "kubernetes_api",
             Self::ReadSecret { .. } => "missing_secret",
             Self::WriteStatus { .. } => "status_write",
             Self::Malformed { .. } | Self::NoNamespace => "invalid_spec",

@@ -19,6 +19,8 @@ use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
+use crate::reconcilers::meta::ANNOTATION_WORKER_IMAGE;
+
 /// One child, by kind and place.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChildKey {
@@ -114,11 +116,15 @@ fn seen(meta: &ObjectMeta) -> Seen {
 }
 
 fn trimmed_meta(meta: &ObjectMeta) -> ObjectMeta {
+    // Of the annotations, only the image the operator put there: the upgrade gate
+    // reads it to tell an image change from another manager's edit.
+    let image = meta.annotations.as_ref().and_then(|a| a.get_key_value(ANNOTATION_WORKER_IMAGE));
     ObjectMeta {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         generation: meta.generation,
         resource_version: meta.resource_version.clone(),
+        annotations: image.map(|(k, v)| std::collections::BTreeMap::from([(k.clone(), v.clone())])),
         ..ObjectMeta::default()
     }
 }
@@ -569,8 +575,14 @@ mod tests {
             }],
             ..PodSpec::default()
         });
+        d.metadata.annotations = Some(
+            [(ANNOTATION_WORKER_IMAGE.to_string(), "img:1".to_string()), ("other".to_string(), "x".repeat(1000))]
+                .into(),
+        );
         let t = trim_deployment(&d);
         assert!(t.metadata.managed_fields.is_none());
+        let kept: Vec<&String> = t.metadata.annotations.as_ref().unwrap().keys().collect();
+        assert_eq!(kept, [ANNOTATION_WORKER_IMAGE], "only the applied-image annotation is kept");
         let c = &t.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
         assert_eq!((c.name.as_str(), c.image.as_deref(), c.args.as_ref()), ("api", Some("img:1"), None));
         assert_eq!(t.spec.unwrap().replicas, Some(2));

@@ -16,17 +16,21 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::ReferralSystemStatus;
+use crate::crd::status::{ChainCheckStatus, ReferralSystemStatus};
 use crate::crd::validate::{ValidatedSystem, validate};
 use crate::reconcilers::env::redis_endpoint;
 use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
+
+use crate::backup::health::{BackupHealth, BackupHealthInput, backup_health};
+use crate::plugin::requests::RunNow;
 
 use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
 use super::secrets::{self, SecretValues};
+use super::{indexes, requests, upgrade};
 
 /// Field manager of the status the controller writes.
 pub const STATUS_MANAGER: &str = "referral-operator-status";
@@ -86,6 +90,13 @@ fn new_observed(system: &ReferralSystem) -> Observed {
         mongo: Probe::Unknown { reason: "NotChecked".into(), message: "not checked yet".into() },
         monitoring_crds_missing: None,
         apply_error: None,
+        chain_check: system.status.as_ref().and_then(|s| s.chain_check.clone()),
+        backup: None,
+        upgrade: None,
+        upgrade_status: None,
+        handled_requests: None,
+        indexes: conditions::IndexObservation::NotChecked,
+        stored_indexes: system.status.as_ref().map(|s| s.indexes.clone()).unwrap_or_default(),
     }
 }
 
@@ -110,18 +121,40 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
     observed.mongo = mongo;
     observed.redis = redis;
+    if matches!(observed.mongo, Probe::Ok { .. }) {
+        observed.indexes = indexes::observe_indexes(ctx, &validated, secrets.mongo_uri.as_deref()).await;
+    }
 
-    let children = build(
-        &validated,
-        &BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: Some(secrets.hash.clone()) },
-    );
+    let build_context =
+        BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: Some(secrets.hash.clone()) };
+    let mut children = build(&validated, &build_context);
+    let now = now();
+    let backup = judge_backups(ctx, system, &validated, &now);
+    let restore_hold = super::restore::restore_holding(ctx, &validated).await?;
+    if restore_hold.is_some() {
+        crate::reconcilers::restore::hold_for_restore(&mut children);
+    }
     let monitoring_wanted = !children.prometheus_rules.is_empty() || !children.service_monitors.is_empty();
+    let before = current_workloads(ctx, &validated).await?;
     let mut apply_failure = None;
     let mut applied = if system.spec.paused || !secrets.missing.is_empty() {
         // Paused: no child writes. Missing Secret: applying would roll pods into a
         // state where they cannot start, so keep what runs and say why.
         Applied::default()
     } else {
+        let gate = upgrade::gate_images(
+            ctx,
+            system,
+            &validated,
+            &before.deployments,
+            restore_hold.is_some(),
+            &mut children,
+            &build_context,
+            now.clone(),
+        )
+        .await?;
+        observed.upgrade = gate.gate;
+        observed.upgrade_status = gate.status;
         let uid = system.metadata.uid.clone().unwrap_or_default();
         let target = Target { client: &ctx.client, namespace: &namespace, system: &name, uid: &uid, live: &ctx.live };
         match apply_all(&target, &children, &ctx.capabilities()).await {
@@ -134,6 +167,13 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
                     deleted = applied.deleted,
                     "applied children"
                 );
+                // A restore owns the data until it ends: run-now requests wait for it.
+                if restore_hold.is_none() {
+                    let (handled, started) =
+                        requests::start_requested_jobs(ctx, system, &validated, &children, &build_context).await?;
+                    observed.handled_requests = handled;
+                    publish_started(system, ctx, &started).await;
+                }
                 applied
             }
             Err(error) => {
@@ -143,7 +183,9 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
             }
         }
     };
-    current_workloads(ctx, &validated, &mut applied).await?;
+    // What this reconcile patched is newest; the rest is as it was before.
+    fill_missing(&mut applied.deployments, before.deployments);
+    fill_missing(&mut applied.stateful_sets, before.stateful_sets);
     if monitoring_wanted && !applied.skipped_monitoring.is_empty() {
         observed.monitoring_crds_missing = Some(format!(
             "the prometheus-operator CRDs for {} are not installed (monitoring.coreos.com); alerts and scraping are not configured",
@@ -151,13 +193,92 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
         ));
     }
     observe_workloads(&validated, &applied, &mut observed);
+    let backup_due = backup.due;
+    observed.backup = Some(backup);
+    export_chain_check(ctx, &validated, observed.chain_check.as_ref());
 
     let status = write_status(system, ctx, &observed).await?;
     if let Some(error) = apply_failure {
         return Err(error);
     }
     let ready = conditions::is_true(&status.conditions, READY);
-    Ok(Action::requeue(if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready }))
+    let mut wait = if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready };
+    // Come back when the backups turn overdue, so BackupHealthy flips on time.
+    if let Some(due) = backup_due {
+        let until = due.duration_since(now.0).as_secs();
+        if until >= 0 {
+            wait = wait.min(std::time::Duration::from_secs(until.unsigned_abs() + 1));
+        }
+    }
+    Ok(Action::requeue(wait))
+}
+
+/// `BackupHealthy`, from what the backup Job last reported; also exported as the
+/// gauges the backup alert reads, so the two agree.
+fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSystem, now: &Time) -> BackupHealth {
+    let last_success = object.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_success.clone());
+    let created = object.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now.0);
+    let health = backup_health(BackupHealthInput {
+        last_success: last_success.as_ref().map(|t| t.0),
+        created,
+        schedule: &system.spec.backup.schedule,
+        suspended: system.spec.backup.suspend,
+        now: now.0,
+    });
+    if let Some(interval) = health.interval_seconds {
+        ctx.metrics.set_backup(
+            &system.namespace,
+            &system.name,
+            last_success.map(|t| t.0.as_second() as f64),
+            interval as f64,
+        );
+    }
+    health
+}
+
+/// The last chain check's counts as gauges (the check Job reports into status; the
+/// operator is what Prometheus scrapes).
+fn export_chain_check(ctx: &Context, system: &ValidatedSystem, check: Option<&ChainCheckStatus>) {
+    let Some(c) = check else { return };
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let depths: Vec<(u32, i64)> = c.depths.iter().map(|d| (d.depth, count(d.users))).collect();
+    ctx.metrics.set_chain_depths(&system.namespace, &system.name, &depths);
+    ctx.metrics.set_chain_violations(
+        &system.namespace,
+        &system.name,
+        &[
+            ("cycles", count(c.cycles)),
+            ("too_deep", count(c.too_deep)),
+            ("orphans", count(c.orphans)),
+            ("self_referrals", count(c.self_referrals)),
+            ("bad_referral_records", count(c.bad_referral_records)),
+            ("malformed", count(c.malformed)),
+        ],
+    );
+}
+
+/// An event per Job started on request.
+async fn publish_started(system: &ReferralSystem, ctx: &Context, started: &[requests::PendingRequest]) {
+    let reference = system.object_ref(&());
+    for request in started {
+        let (reason, what) = match request.run {
+            RunNow::Check => ("ChainCheckStarted", "chain check"),
+            RunNow::Backup => ("BackupStarted", "backup"),
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(truncate(
+                &format!("{what} asked for with {}: Job {}", request.run.annotation(), request.job),
+                1000,
+            )),
+            action: "RunNow".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason, "could not publish an event");
+        }
+    }
 }
 
 async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> Probe {
@@ -199,17 +320,29 @@ async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretVa
     }
 }
 
-/// The workloads as they are now, without writing anything: fresh from this
-/// reconcile's patches, else from the watch-fed state, else read (before the
-/// watches have listed).
-async fn current_workloads(ctx: &Context, system: &ValidatedSystem, applied: &mut Applied) -> Result<(), Error> {
+fn fill_missing<K: Resource>(fresh: &mut Vec<K>, before: Vec<K>) {
+    for object in before {
+        if !fresh.iter().any(|f| f.meta().name == object.meta().name) {
+            fresh.push(object);
+        }
+    }
+}
+
+/// The worker Deployments and the managed Redis StatefulSet as they are now.
+#[derive(Debug, Default)]
+struct Workloads {
+    deployments: Vec<Deployment>,
+    stateful_sets: Vec<StatefulSet>,
+}
+
+/// The workloads as they are now, without writing anything: from the watch-fed
+/// state, or read while the watches have not listed yet.
+async fn current_workloads(ctx: &Context, system: &ValidatedSystem) -> Result<Workloads, Error> {
     let ns = &system.namespace;
+    let mut found = Workloads::default();
     for worker in &system.spec.workers {
         let name = worker_name(system, &worker.name);
-        if applied.deployments.iter().any(|d| d.metadata.name.as_deref() == Some(name.as_str())) {
-            continue;
-        }
-        let found = if ctx.live.synced("Deployment", ns) {
+        let deployment = if ctx.live.synced("Deployment", ns) {
             ctx.live.deployment(ns, &name)
         } else {
             Api::<Deployment>::namespaced(ctx.client.clone(), ns)
@@ -217,23 +350,21 @@ async fn current_workloads(ctx: &Context, system: &ValidatedSystem, applied: &mu
                 .await
                 .map_err(|source| Error::Read { kind: "Deployment", name: name.clone(), source })?
         };
-        applied.deployments.extend(found);
+        found.deployments.extend(deployment);
     }
     if system.spec.redis.managed.is_some() {
         let name = crate::reconcilers::env::managed_redis_name(system);
-        if !applied.stateful_sets.iter().any(|s| s.metadata.name.as_deref() == Some(name.as_str())) {
-            let found = if ctx.live.synced("StatefulSet", ns) {
-                ctx.live.stateful_set(ns, &name)
-            } else {
-                Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
-                    .get_opt(&name)
-                    .await
-                    .map_err(|source| Error::Read { kind: "StatefulSet", name: name.clone(), source })?
-            };
-            applied.stateful_sets.extend(found);
-        }
+        let stateful_set = if ctx.live.synced("StatefulSet", ns) {
+            ctx.live.stateful_set(ns, &name)
+        } else {
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::Read { kind: "StatefulSet", name: name.clone(), source })?
+        };
+        found.stateful_sets.extend(stateful_set);
     }
-    Ok(())
+    Ok(found)
 }
 
 fn observe_workloads(system: &ValidatedSystem, applied: &Applied, observed: &mut Observed) {
@@ -291,17 +422,31 @@ fn now() -> Time {
 
 /// The status fields this controller owns, with explicit nulls so a merge patch
 /// removes what is gone. Summaries written by the check jobs are left alone.
-fn status_patch(status: &ReferralSystemStatus) -> Value {
+fn status_patch(status: &ReferralSystemStatus, fresh_indexes: bool) -> Value {
     let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
-    json!({
+    let mut patch = json!({
         "status": {
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
             "workersReady": status.workers_ready,
             "workers": or_null(json!(status.workers), status.workers.is_empty()),
             "resourcesNotReady": or_null(json!(status.resources_not_ready), status.resources_not_ready.is_empty()),
+            "upgrade": status.upgrade,
+            "handledRequests": status.handled_requests,
         }
-    })
+    });
+    // The index result is written only when this reconcile checked the indexes (then
+    // it is the whole truth, and an empty list clears the old one); otherwise it is
+    // left as stored.
+    if fresh_indexes && let Some(fields) = patch.get_mut("status").and_then(Value::as_object_mut) {
+        fields.insert("indexes".into(), or_null(json!(status.indexes), status.indexes.is_empty()));
+        fields.insert("indexSummary".into(), json!(status.index_summary));
+        fields.insert(
+            "unmanagedIndexes".into(),
+            or_null(json!(status.unmanaged_indexes), status.unmanaged_indexes.is_empty()),
+        );
+    }
+    patch
 }
 
 async fn write_status(
@@ -317,9 +462,13 @@ async fn write_status(
     let namespace = system.namespace().unwrap_or_default();
     let name = system.name_any();
     let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&status)))
-        .await
-        .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(status_patch(&status, matches!(observed.indexes, conditions::IndexObservation::Fresh { .. }))),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
     publish_transitions(
         system,
         ctx,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -148,12 +148,27 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         .owns_stream(feed(api::<PartialObjectMeta<Role>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<RoleBinding>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns), ns, c, strip))
+        // Jobs the controller started (run now, pre-upgrade backup, migration) wake
+        // their system when they finish; their status is read by name when needed.
+        .owns_stream(
+            watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config()).default_backoff().touched_objects(),
+        )
+        .watches_stream(super::restore::restore_triggers(&client, ns), super::restore::system_of_restore)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(system = %object_key(&object), "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile error"),
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(system = %object_key(&object), "reconciled"),
+                    // A system that is gone: its series go too, or a deleted system's
+                    // backup age would grow until it fires the backup alert.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                        ctx.metrics.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
+                        tracing::debug!(system = %object.name, "deleted; its metrics are removed");
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile error"),
+                }
             }
         })
         .await;
@@ -163,6 +178,22 @@ fn object_key(object: &ObjectRef<DeserializeGuard<ReferralSystem>>) -> String {
     format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name)
 }
 
+/// Resolves on SIGTERM (what the kubelet sends) or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 /// Runs until SIGTERM/SIGINT, or until the lease is lost.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(|source| RunError::Client { source })?;
@@ -170,13 +201,30 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let health = Health::default();
     let server = tokio::spawn(http::serve(config.listen, metrics.clone(), health.clone()));
 
+    // A standby is ready: it serves health and metrics and takes over when the lease
+    // frees. Holding readiness back until it leads would stall every rollout of a
+    // two-replica Deployment behind its PodDisruptionBudget.
+    health.set_ready(true);
+
     let mut leadership = None;
     if let Some(lease) = &config.lease {
         let (mut is_leader, task) = leader::spawn(client.clone(), lease.clone());
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
-        while !*is_leader.borrow() {
-            if is_leader.changed().await.is_err() {
+        let acquired = async {
+            while !*is_leader.borrow() {
+                if is_leader.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::select! {
+            acquired = acquired => if !acquired {
                 return Err(RunError::LostLease { name: lease.name.clone() });
+            },
+            _ = shutdown_signal() => {
+                tracing::info!("stopped while waiting for the leader lease");
+                return Ok(());
             }
         }
         metrics.set_leader(true);
@@ -209,9 +257,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
-    let controllers =
+    let restores = futures::future::join_all(
+        namespaces.iter().cloned().map(|ns| super::restore::controller(client.clone(), ns, ctx.clone())),
+    );
+    let systems =
         futures::future::join_all(namespaces.into_iter().map(|ns| controller(client.clone(), ns, ctx.clone())));
-    health.set_ready(true);
+    let controllers = futures::future::join(systems, restores);
     tracing::info!("controller started");
 
     let lost = async {

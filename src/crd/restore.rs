@@ -109,6 +109,11 @@ pub struct ReferralRestoreStatus {
     /// ChainsChecked, WorkersRestored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Whether this restore holds its system: workers at zero replicas and CronJobs
+    /// suspended. Recorded with the phase, before the operator acts on it, so a
+    /// restarted operator keeps holding; the system's reconcile reads it from here.
+    #[serde(default)]
+    pub holds_system: bool,
     /// Name of the restore Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_job: Option<String>,

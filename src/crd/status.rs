@@ -34,6 +34,10 @@ pub struct ReferralSystemStatus {
     /// Per index: Present, Created, Missing or Conflict, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<IndexStatus>,
+    /// Indexes on the managed collections that the spec does not declare. Listed so a
+    /// person can decide about them; the operator never drops them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged_indexes: Vec<UnmanagedIndexStatus>,
     /// Result of the last chain integrity check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_check: Option<ChainCheckStatus>,
@@ -44,6 +48,30 @@ pub struct ReferralSystemStatus {
     /// Progress lives here, not in the operator's memory, so a restart resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+    /// The run-now requests (`referral.dev/check-now`, `referral.dev/backup-now`)
+    /// the operator acted on: a request is handled once, even after its Job is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_requests: Option<HandledRequests>,
+}
+
+/// The last run-now request of each kind that started a Job.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequests {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_now: Option<HandledRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_now: Option<HandledRequest>,
+}
+
+/// One handled run-now request.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRequest {
+    /// The annotation's value.
+    pub token: String,
+    /// The Job it started.
+    pub job: String,
 }
 
 /// Where an image change is.
@@ -126,27 +154,77 @@ pub struct IndexStatus {
     pub message: Option<String>,
 }
 
+/// An index nobody declared, on a collection the operator manages indexes of.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedIndexStatus {
+    pub collection: String,
+    pub name: String,
+    /// Key pattern, e.g. `{legacyCode: 1}`.
+    pub keys: String,
+}
+
 /// Summary of the last chain integrity check.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChainCheckStatus {
-    /// When the check finished.
+    /// When the last successful check finished; the counts below are from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<Time>,
     /// `OK` or the number of violations, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// User documents checked.
     pub users: u64,
+    /// Referral cycles of two or more users.
     pub cycles: u64,
+    /// Referral records whose tier exceeds `referral.maxChainDepth`.
     pub too_deep: u64,
+    /// Users whose referrer names no user.
     pub orphans: u64,
+    /// Users who name themselves as referrer.
     pub self_referrals: u64,
+    /// Documents with fields of the wrong type (or duplicate ids / referral codes).
     pub malformed: u64,
-    /// Referral records whose tier or referrer disagrees with the user chain.
+    /// Referral records whose referrer is not the referred user's tier-th ancestor,
+    /// or that name a user who does not exist.
     pub bad_referral_records: u64,
+    /// Referral records checked.
+    #[serde(default)]
+    pub referral_records: u64,
+    /// Users per referral-chain depth (0 = no referrer), for the depth dashboard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depths: Vec<ChainDepthCount>,
     /// A few offenders, for a person to start from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
+    /// What the check could not look at (a missing collection, no users).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Set when the last attempt could not run; cleared by the next successful run.
+    /// The counts above stay those of `lastRun`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ChainCheckFailure>,
+}
+
+/// Users at one referral-chain depth.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainDepthCount {
+    pub depth: u32,
+    pub users: u64,
+}
+
+/// Why the last chain check attempt did not run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainCheckFailure {
+    /// When the attempt gave up.
+    pub time: Time,
+    /// `MongoUnreachable`, `AuthenticationFailed`, `NotAuthorized`, `ReadFailed`,
+    /// `ConfigurationError`, ...
+    pub reason: String,
+    pub message: String,
 }
 
 /// Backups on the backup volume.

@@ -19,11 +19,16 @@ pub struct UpgradeSpec {
     /// reported Degraded and left as it is.
     #[serde(default)]
     pub auto_rollback: bool,
+    /// Seconds a worker Deployment may go without progress before its rollout
+    /// counts as stalled (`progressDeadlineSeconds`). Default: Kubernetes' 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: Option<i32>,
 }
 
 impl Default for UpgradeSpec {
     fn default() -> Self {
-        Self { backup_first: true, auto_rollback: false }
+        Self { backup_first: true, auto_rollback: false, progress_deadline_seconds: None }
     }
 }
 

@@ -33,6 +33,13 @@ pub fn cron_job_name(system: &ValidatedSystem) -> String {
     child_name(&system.name, "chain-check", MAX_CRONJOB)
 }
 
+/// Name of the Job for a check asked for with `referral.dev/check-now: <token>`: the
+/// same token always gives the same name, so the Job is created once.
+pub fn manual_check_job_name(system: &ValidatedSystem, token: &str) -> String {
+    let hash = super::meta::short_hash(token.as_bytes());
+    child_name(&system.name, &format!("check-now-{}", &hash[..8]), MAX_DNS_LABEL)
+}
+
 /// Adds the ServiceAccount, Role, RoleBinding and CronJob.
 pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
     let identity = identity_name(system);

@@ -25,6 +25,10 @@ pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 pub const LABEL_WORKER: &str = "referral.dev/worker";
 /// Pod-template annotation holding a hash of every referenced Secret's data.
 pub const ANNOTATION_SECRETS_HASH: &str = "referral.dev/secrets-hash";
+/// On a worker Deployment: the image the operator put there. The upgrade gate reads
+/// it rather than the container's image, so another manager's edit of the image is
+/// drift to revert, not an image change to back up for.
+pub const ANNOTATION_WORKER_IMAGE: &str = "referral.dev/image";
 /// Pod-template annotation holding a hash of generated configuration.
 pub const ANNOTATION_CONFIG_HASH: &str = "referral.dev/config-hash";
 

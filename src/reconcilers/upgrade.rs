@@ -25,7 +25,7 @@ use crate::crd::validate::ValidatedSystem;
 
 use super::env::service_env;
 use super::job::{OneOff, one_off_job};
-use super::meta::{MAX_DNS_LABEL, child_name, short_hash};
+use super::meta::{ANNOTATION_WORKER_IMAGE, MAX_DNS_LABEL, child_name, short_hash};
 use super::restore::JobPhase;
 use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::workers::worker_name;
@@ -48,19 +48,27 @@ pub fn desired_images(system: &ValidatedSystem) -> WorkerImages {
         .collect()
 }
 
-/// The images the worker Deployments' pod templates carry now. Workers without a
-/// Deployment (a new system, a new worker) are absent: nothing runs to protect.
+/// The images the operator last put on the worker Deployments (their
+/// `referral.dev/image` annotation). Workers without a Deployment (a new system, a
+/// new worker) are absent: nothing runs to protect.
 pub fn running_images(system: &ValidatedSystem, deployments: &[Deployment]) -> WorkerImages {
     let mut running = WorkerImages::new();
     for worker in &system.spec.workers {
         let name = worker_name(system, &worker.name);
-        let image = deployments
-            .iter()
-            .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
-            .and_then(|d| d.spec.as_ref())
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|p| p.containers.iter().find(|c| c.name == worker.name))
-            .and_then(|c| c.image.clone());
+        let Some(deployment) = deployments.iter().find(|d| d.metadata.name.as_deref() == Some(name.as_str())) else {
+            continue;
+        };
+        // What the operator put there; the container's image only for a Deployment
+        // written before the annotation existed.
+        let applied = deployment.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_WORKER_IMAGE)).cloned();
+        let image = applied.filter(|i| !i.is_empty()).or_else(|| {
+            deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.iter().find(|c| c.name == worker.name))
+                .and_then(|c| c.image.clone())
+        });
         if let Some(image) = image {
             running.insert(worker.name.clone(), image);
         }
@@ -156,6 +164,14 @@ pub fn pin_worker_images(children: &mut Children, system: &ValidatedSystem, imag
             .flat_map(|p| p.containers.iter_mut());
         for container in containers.filter(|c| &c.name == worker) {
             container.image = Some(image.clone());
+        }
+        for deployment in children.deployments.iter_mut().filter(|d| d.metadata.name.as_deref() == Some(name.as_str()))
+        {
+            deployment
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(ANNOTATION_WORKER_IMAGE.into(), image.clone());
         }
     }
 }
@@ -491,6 +507,34 @@ spec:
             restore_in_progress: false,
             now: now(),
         }
+    }
+
+    #[test]
+    fn running_images_are_what_the_operator_put_there_not_another_managers_edit() {
+        let old = system(OLD, "");
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
+        let mut deployments = super::super::build(&old, &ctx).deployments;
+        let system = old;
+        assert_eq!(running_images(&system, &deployments), images(OLD));
+        // Another manager sets the container's image: drift, not an image change.
+        for d in &mut deployments {
+            d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("intruder:1".into());
+        }
+        assert_eq!(running_images(&system, &deployments), images(OLD));
+        assert_eq!(
+            next_upgrade_step(&observe(&system, &running_images(&system, &deployments), None)).step,
+            UpgradeStep::Steady
+        );
+        // A Deployment from before the annotation: its container's image.
+        for d in &mut deployments {
+            d.metadata.annotations = None;
+        }
+        assert_eq!(running_images(&system, &deployments), images("intruder:1"));
+        // Pinning keeps the annotation in step with the container.
+        let new = self::system(NEW, "");
+        let mut children = super::super::build(&new, &ctx);
+        pin_worker_images(&mut children, &system, &images(OLD));
+        assert_eq!(running_images(&system, &children.deployments), images(OLD));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::crd::validate::ValidatedSystem;
 
 use super::env::service_env;
 use super::meta::{
-    ANNOTATION_SECRETS_HASH, LABEL_WORKER, MAX_DNS_LABEL, child_name, labels, object_meta, selector_labels,
+    ANNOTATION_SECRETS_HASH, ANNOTATION_WORKER_IMAGE, LABEL_WORKER, MAX_DNS_LABEL, child_name, labels, object_meta,
+    selector_labels,
 };
 use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::{BuildContext, Children};
@@ -132,11 +133,15 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
     template_labels.insert(LABEL_WORKER.into(), worker.name.clone());
     let annotations =
         ctx.secrets_hash.as_ref().map(|hash| BTreeMap::from([(ANNOTATION_SECRETS_HASH.to_string(), hash.clone())]));
+    let mut metadata = worker_meta(system, worker);
+    metadata.annotations =
+        Some(BTreeMap::from([(ANNOTATION_WORKER_IMAGE.to_string(), container.image.clone().unwrap_or_default())]));
     Deployment {
-        metadata: worker_meta(system, worker),
+        metadata,
         spec: Some(DeploymentSpec {
             replicas: replicas(system, worker),
             revision_history_limit: Some(5),
+            progress_deadline_seconds: system.spec.upgrade.progress_deadline_seconds,
             selector: LabelSelector { match_labels: Some(worker_selector(system, worker)), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(template_labels), annotations, ..ObjectMeta::default() }),

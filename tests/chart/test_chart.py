@@ -427,12 +427,16 @@ def test_the_operator_may_apply_and_prune_every_child_it_builds(helm, mode):
         ("referral.dev", "referralsystems/status", {"get", "patch"}),
         ("referral.dev", "referralrestores", {"get", "list", "watch"}),
         ("referral.dev", "referralrestores/status", {"get", "patch"}),
+        ("", "pods", {"list"}),
     ]:
         missing = sorted(v for v in verbs if not grants(rules, group, resource, v))
         assert not missing, f"the operator cannot {missing} {group}/{resource}"
     assert not grants(rules, "referral.dev", "referralsystems", "patch"), "the operator never writes spec"
     without = [r for role in operator_roles(cluster(rbac={"referralRestores": False})) for r in role["rules"]]
     assert not grants(without, "referral.dev", "referralrestores", "get")
+    assert not grants(without, "", "pods", "list"), "only restores list pods"
+    for verb in ["get", "watch", "create", "patch", "delete"]:
+        assert not grants(rules, "", "pods", verb), f"the operator never needs to {verb} pods"
 
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])

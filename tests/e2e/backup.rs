@@ -90,13 +90,13 @@ async fn apply_deployments(client: &Client, ns: &str, children: &Children) {
     }
 }
 
-async fn job_phase(client: &Client, ns: &str, name: &str) -> JobPhase {
+pub(crate) async fn job_phase(client: &Client, ns: &str, name: &str) -> JobPhase {
     let job = Api::<Job>::namespaced(client.clone(), ns).get_opt(name).await.expect("read Job");
     JobPhase::of(job.as_ref())
 }
 
 /// Marks a Job succeeded, as the Job controller would once its pod exits 0.
-async fn succeed_job(client: &Client, ns: &str, name: &str) {
+pub async fn succeed_job(client: &Client, ns: &str, name: &str) {
     let api = Api::<Job>::namespaced(client.clone(), ns);
     // The Job controller sets startTime first; completion must not precede it.
     let started = wait_for(Duration::from_secs(30), "the Job controller to start the Job", || async {
@@ -404,7 +404,7 @@ async fn the_upgrade_gate_holds_images_until_backup_and_migration_succeed_and_su
     assert_eq!(job_names(&client, &ns.name).await.len(), 2);
 }
 
-async fn install_restore_crd(client: &Client) {
+pub(crate) async fn install_restore_crd(client: &Client) {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let name = "referralrestores.referral.dev";
     api.patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&restore_definition()))

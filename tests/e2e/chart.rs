@@ -597,9 +597,14 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
 
 /// GET /readyz over a plain socket: (200?, body).
 fn curl_ready(addr: std::net::SocketAddr) -> (bool, String, String) {
+    http_get(addr, "/readyz")
+}
+
+/// GET `path` over a plain socket: (200?, body, head).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (bool, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the operator's HTTP port");
-    stream.write_all(format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));

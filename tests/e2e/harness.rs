@@ -113,6 +113,43 @@ where
     }
 }
 
+/// Plays the kubelet for every pod of `namespace`. No kubelet runs in the test bed,
+/// so no container ever starts, and patching a Deployment's status to "available"
+/// does not stick: the Deployment controller recomputes it from its ReplicaSets
+/// within a second. So this reports what a kubelet would: each Pod's status
+/// subresource becomes Running and Ready, and the ReplicaSet, Deployment and
+/// StatefulSet controllers compute their own status from those pods.
+pub async fn mark_pods_ready(client: &Client, namespace: &str) -> usize {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), namespace);
+    let Ok(list) = pods.list(&Default::default()).await else { return 0 };
+    let now =
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second()).unwrap().to_string();
+    let mut marked = 0;
+    for pod in list.items {
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let Some(name) = pod.metadata.name.clone() else { continue };
+        if ready || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let patch = serde_json::json!({"status": {"phase": "Running", "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+        ]}});
+        if pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            marked += 1;
+        }
+    }
+    marked
+}
+
 /// Runs kubectl against the test cluster and returns (success, stdout, stderr).
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;

@@ -3,9 +3,12 @@
 //! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
 
 mod backup;
+mod chain_check;
 mod chart;
+mod controller_jobs;
 mod crd;
 mod harness;
 mod operator;
 mod plugin;
+mod restore;
 mod servers;

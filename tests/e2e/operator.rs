@@ -30,8 +30,10 @@ use referral_operator::reconcilers::meta::{ANNOTATION_SECRETS_HASH, MANAGER, sys
 use referral_operator::reconcilers::{BuildContext, build};
 use serde_json::{Value, json};
 
-use crate::chart::{Installed, RunningOperator, render_chart, service_account_kubeconfig};
-use crate::harness::{TEST_MANAGER, TestNamespace, client, enabled, install_crd, kubectl, testbed_var, wait_for};
+use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
+use crate::harness::{
+    TEST_MANAGER, TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, testbed_var, wait_for,
+};
 
 /// Resync interval given to the operator under test (both Ready and not Ready).
 const RESYNC: Duration = Duration::from_secs(3);
@@ -320,47 +322,6 @@ fn expected_children(system: &ReferralSystem) -> BTreeSet<String> {
         .collect()
 }
 
-/// No kubelet runs in the test bed, so no container ever starts. Patching a
-/// Deployment's status subresource to "available" does not stick: the Deployment
-/// controller recomputes it from its ReplicaSets within a second and writes it back
-/// (tried on the test bed: `availableReplicas` went 1 -> absent). So this reports what a
-/// kubelet would: it patches each Pod's status subresource to Running and Ready. The
-/// ReplicaSet, Deployment and StatefulSet controllers then compute their own status
-/// from those pods, as in a real cluster.
-async fn mark_pods_ready(client: &Client, namespace: &str) -> usize {
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let selector = format!("app.kubernetes.io/instance={SYSTEM}");
-    let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await else { return 0 };
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let mut marked = 0;
-    for pod in list {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            continue;
-        }
-        let status = json!({"status": {
-            "phase": "Running",
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                {"type": "Ready", "status": "True", "lastTransitionTime": now},
-            ],
-        }});
-        if pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(status)).await.is_ok() {
-            marked += 1;
-        }
-    }
-    marked
-}
-
 fn resource_versions(children: &BTreeMap<String, DynamicObject>) -> BTreeMap<String, String> {
     children.iter().map(|(k, o)| (k.clone(), o.resource_version().unwrap_or_default())).collect()
 }
@@ -426,19 +387,9 @@ fn by_operator(managers: &[String]) -> bool {
     managers.iter().any(|m| m.starts_with(&format!("{MANAGER}/")) || m == "created" || m == "deleted")
 }
 
-/// GET `path` from the operator's HTTP port.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the operator's HTTP port");
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
-}
-
 /// The operator's `referral_operator_reconcile_runs_total`.
 fn reconcile_runs(operator: &RunningOperator) -> f64 {
-    let metrics = http_get(operator.listen, "/metrics");
+    let (_, metrics, _) = http_get(operator.listen, "/metrics");
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("referral_operator_reconcile_runs_total "))

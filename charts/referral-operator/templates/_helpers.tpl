@@ -72,6 +72,8 @@ What the controller does, and nothing more (docs/rbac.md explains each rule):
 - PersistentVolumeClaims hold data: applied, never listed, never deleted.
 - Secrets: read by name only. No list, no watch: nothing caches every Secret.
 - Jobs: "check now", "backup now", pre-upgrade backups and restores.
+- Pods: listed (by label, never watched) only by a restore, to see that no worker
+  pod is left before the data is replaced.
 - Events: events.k8s.io, created and patched (series of repeats).
 */}}
 {{- define "referral-operator.rules" -}}
@@ -88,6 +90,9 @@ What the controller does, and nothing more (docs/rbac.md explains each rule):
 - apiGroups: ["referral.dev"]
   resources: ["referralrestores/status"]
   verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end }}
 - apiGroups: [""]
   resources: ["configmaps", "serviceaccounts", "services"]

@@ -33,6 +33,10 @@ local needsAction = {
   InvalidURI = true,
   AuthenticationFailed = true,
   PasswordRequired = true,
+  PreUpgradeBackupFailed = true,
+  MigrationFailed = true,
+  RolloutStalled = true,
+  RolledBack = true,
 }
 
 -- Summaries of data checks: a False one does not make the system unhealthy, but

@@ -1,0 +1,649 @@
+//! Compact interning of user ids and referral codes: every distinct key gets a dense
+//! `u32`, and the keys themselves live in fixed 13-byte cells (a tag and 12 bytes),
+//! so 10 million ObjectIds cost about 130 MB plus a 4-byte-per-slot index.
+//!
+//! Pure and allocation-light; no I/O. Keys compare as MongoDB's equality does for the
+//! types a referral id can sensibly have: ObjectIds by bytes, strings by bytes (simple
+//! collation), integers by value whatever their BSON width (an integral double is the
+//! same number). Other types never become keys: [`FieldValue`] reports them as the
+//! wrong type.
+
+use mongodb::bson::RawBsonRef;
+use mongodb::bson::oid::ObjectId;
+
+/// No node: a root's parent, an empty slot.
+pub const NONE: u32 = u32::MAX;
+
+const TAG_OBJECT_ID: u8 = 0;
+const TAG_INT: u8 = 1;
+/// Strings of 0..=12 bytes are stored inline with tag `TAG_SHORT_STR + len`.
+const TAG_SHORT_STR: u8 = 2;
+const TAG_LONG_STR: u8 = TAG_SHORT_STR + 13;
+const INLINE: usize = 12;
+/// A stored key: the inline bytes and the tag.
+const CELL: usize = INLINE + 1;
+
+/// The tag (without the unindexed flag) and the inline bytes of a stored cell.
+fn split_cell(cell: &[u8; CELL]) -> (u8, &[u8; INLINE]) {
+    let (body, tag) = cell.split_at(INLINE);
+    // `split_at(INLINE)` of a CELL-byte array: the body is exactly INLINE bytes.
+    let body: &[u8; INLINE] = body.try_into().unwrap_or(&[0; INLINE]);
+    (tag[0] & !UNINDEXED, body)
+}
+
+fn join_cell(tag: u8, body: &[u8; INLINE]) -> [u8; CELL] {
+    let mut cell = [0u8; CELL];
+    cell[..INLINE].copy_from_slice(body);
+    cell[INLINE] = tag;
+    cell
+}
+
+/// A key borrowed from a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRef<'a> {
+    ObjectId([u8; 12]),
+    Int(i64),
+    Str(&'a str),
+}
+
+impl KeyRef<'_> {
+    pub fn to_owned_key(self) -> UserKey {
+        match self {
+            KeyRef::ObjectId(b) => UserKey::ObjectId(b),
+            KeyRef::Int(n) => UserKey::Int(n),
+            KeyRef::Str(s) => UserKey::Str(s.to_string()),
+        }
+    }
+}
+
+/// An owned key, for reports and repair plans. Ordered as MongoDB orders BSON types
+/// (numbers, then strings, then ObjectIds), so "the smallest member of a cycle" is the
+/// same whatever order the documents were read in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UserKey {
+    Int(i64),
+    Str(String),
+    ObjectId([u8; 12]),
+}
+
+impl UserKey {
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        match self {
+            UserKey::ObjectId(b) => KeyRef::ObjectId(*b),
+            UserKey::Int(n) => KeyRef::Int(*n),
+            UserKey::Str(s) => KeyRef::Str(s),
+        }
+    }
+
+    /// The value as BSON, for filters.
+    pub fn to_bson(&self) -> mongodb::bson::Bson {
+        use mongodb::bson::Bson;
+        match self {
+            UserKey::ObjectId(b) => Bson::ObjectId(ObjectId::from_bytes(*b)),
+            UserKey::Int(n) => match i32::try_from(*n) {
+                Ok(small) => Bson::Int32(small),
+                Err(_) => Bson::Int64(*n),
+            },
+            UserKey::Str(s) => Bson::String(s.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for UserKey {
+    /// `ObjectId("…")`, a number, or a JSON-quoted string, as the mongo shell shows them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserKey::ObjectId(b) => write!(f, "ObjectId(\"{}\")", ObjectId::from_bytes(*b).to_hex()),
+            UserKey::Int(n) => write!(f, "{n}"),
+            UserKey::Str(s) => write!(f, "{}", serde_json::Value::String(s.clone())),
+        }
+    }
+}
+
+/// A field of a document as the chain check sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    /// Absent, null, undefined or the empty string: "no value".
+    Absent,
+    Key(KeyRef<'a>),
+    /// A value of a type no id can have; the name of the type, for messages.
+    WrongType(&'static str),
+}
+
+impl<'a> FieldValue<'a> {
+    pub fn from_raw(value: Option<RawBsonRef<'a>>) -> FieldValue<'a> {
+        match value {
+            None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined) => FieldValue::Absent,
+            Some(RawBsonRef::String("")) => FieldValue::Absent,
+            Some(RawBsonRef::String(s)) => FieldValue::Key(KeyRef::Str(s)),
+            Some(RawBsonRef::ObjectId(oid)) => FieldValue::Key(KeyRef::ObjectId(oid.bytes())),
+            Some(RawBsonRef::Int32(n)) => FieldValue::Key(KeyRef::Int(i64::from(n))),
+            Some(RawBsonRef::Int64(n)) => FieldValue::Key(KeyRef::Int(n)),
+            Some(RawBsonRef::Double(d)) => {
+                // 2^63 is exactly representable; anything at or above it is not an i64.
+                if d.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&d) {
+                    FieldValue::Key(KeyRef::Int(d as i64))
+                } else {
+                    FieldValue::WrongType("a non-integral number")
+                }
+            }
+            Some(RawBsonRef::Array(_)) => FieldValue::WrongType("an array"),
+            Some(RawBsonRef::Document(_)) => FieldValue::WrongType("an embedded document"),
+            Some(RawBsonRef::Boolean(_)) => FieldValue::WrongType("a boolean"),
+            Some(RawBsonRef::DateTime(_)) => FieldValue::WrongType("a date"),
+            Some(RawBsonRef::Decimal128(_)) => FieldValue::WrongType("a decimal128"),
+            Some(RawBsonRef::Binary(_)) => FieldValue::WrongType("binary data"),
+            Some(_) => FieldValue::WrongType("an unsupported BSON type"),
+        }
+    }
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let m = u128::from(a) * u128::from(b);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+const K0: u64 = 0xa076_1d64_78bd_642f;
+const K1: u64 = 0xe703_7ed1_a0b4_28db;
+const K2: u64 = 0x8ebc_6af0_9c88_c6e3;
+
+fn hash_cell(tag: u8, cell: &[u8; INLINE]) -> u64 {
+    let mut lo = [0u8; 8];
+    lo.copy_from_slice(&cell[..8]);
+    let mut hi = [0u8; 4];
+    hi.copy_from_slice(&cell[8..]);
+    let a = u64::from_le_bytes(lo);
+    let b = u64::from(u32::from_le_bytes(hi)) | (u64::from(tag) << 32);
+    mix(mix(a ^ K0, b ^ K1), K2)
+}
+
+fn hash_long(bytes: &[u8]) -> u64 {
+    let mut h = K2 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(word), K0);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(mix(h ^ u64::from_le_bytes(tail), K1), u64::from(TAG_LONG_STR) ^ K2)
+}
+
+/// How a key is stored: inline in its cell, or (long strings) in the string arena.
+#[derive(Clone, Copy)]
+enum Stored<'a> {
+    Inline(u8, [u8; INLINE]),
+    Long(&'a str),
+}
+
+fn stored(key: KeyRef<'_>) -> Stored<'_> {
+    let mut cell = [0u8; INLINE];
+    match key {
+        KeyRef::ObjectId(b) => Stored::Inline(TAG_OBJECT_ID, b),
+        KeyRef::Int(n) => {
+            cell[..8].copy_from_slice(&n.to_le_bytes());
+            Stored::Inline(TAG_INT, cell)
+        }
+        KeyRef::Str(s) if s.len() <= INLINE => {
+            cell[..s.len()].copy_from_slice(s.as_bytes());
+            Stored::Inline(TAG_SHORT_STR + s.len() as u8, cell)
+        }
+        KeyRef::Str(s) => Stored::Long(s),
+    }
+}
+
+/// The key of an inline cell (anything but a long string).
+fn decode_inline(tag: u8, cell: &[u8; INLINE]) -> KeyRef<'_> {
+    match tag {
+        TAG_OBJECT_ID => KeyRef::ObjectId(*cell),
+        TAG_INT => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&cell[..8]);
+            KeyRef::Int(i64::from_le_bytes(b))
+        }
+        short => {
+            let len = usize::from(short.saturating_sub(TAG_SHORT_STR)).min(INLINE);
+            // Inline strings were copied from a &str, so they are UTF-8.
+            KeyRef::Str(std::str::from_utf8(&cell[..len]).unwrap_or_default())
+        }
+    }
+}
+
+/// A key copied out of its document, so that a batch of keys can outlive the
+/// cursor buffer they were read from. Only strings longer than 12 bytes allocate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedKey {
+    Inline(u8, [u8; INLINE]),
+    Long(Box<str>),
+}
+
+impl OwnedKey {
+    pub fn new(key: KeyRef<'_>) -> OwnedKey {
+        match stored(key) {
+            Stored::Inline(tag, cell) => OwnedKey::Inline(tag, cell),
+            Stored::Long(s) => OwnedKey::Long(s.into()),
+        }
+    }
+
+    pub fn key_ref(&self) -> KeyRef<'_> {
+        match self {
+            OwnedKey::Inline(tag, cell) => decode_inline(*tag, cell),
+            OwnedKey::Long(s) => KeyRef::Str(s),
+        }
+    }
+}
+
+/// The hash the table indexes `key` by; [`KeyTable::warm`] takes these.
+pub fn key_hash(key: KeyRef<'_>) -> u64 {
+    hash_key(key)
+}
+
+fn hash_key(key: KeyRef<'_>) -> u64 {
+    match stored(key) {
+        Stored::Inline(tag, cell) => hash_cell(tag, &cell),
+        Stored::Long(s) => hash_long(s.as_bytes()),
+    }
+}
+
+/// Why a key could not be interned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyTableError {
+    #[error("more than {limit} distinct keys: the chain check keeps ids in 32 bits")]
+    TooManyKeys { limit: u64 },
+}
+
+/// Keys in insertion order, and an open-addressing index over some of them.
+///
+/// Each index slot holds a key number in its low `bits` bits and a fragment of the
+/// key's hash in the rest, so a probe compares stored keys (a cache miss each) only
+/// when the fragments agree.
+#[derive(Debug)]
+pub struct KeyTable {
+    /// Per key: 12 bytes of key (or a long string's offset and length), then the tag.
+    /// One array rather than two, so that comparing a key costs one cache miss.
+    cells: Vec<[u8; CELL]>,
+    long_strings: Vec<u8>,
+    slots: Vec<u32>,
+    bits: u32,
+    indexed: usize,
+}
+
+/// Largest key count: slot numbers need one spare value.
+const MAX_KEYS: usize = (1 << 31) - 2;
+
+impl KeyTable {
+    /// A table sized for `expected` keys without growing.
+    pub fn with_capacity(expected: usize) -> KeyTable {
+        let expected = expected.min(MAX_KEYS);
+        let mut table = KeyTable {
+            cells: huge_page_vec(expected),
+            long_strings: Vec::new(),
+            slots: Vec::new(),
+            bits: 0,
+            indexed: 0,
+        };
+        // Never without slots: probing relies on a non-empty, power-of-two index.
+        table.resize_index(slots_for(expected));
+        table
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// Bytes held, for the benchmark's accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.cells.capacity() * CELL + self.long_strings.capacity() + self.slots.capacity() * 4
+    }
+
+    fn resize_index(&mut self, capacity: usize) {
+        let capacity = capacity.max(16).next_power_of_two();
+        self.bits = capacity.trailing_zeros();
+        // Written right after the hint, so the first touch already gets huge pages.
+        let mut slots = huge_page_vec(capacity);
+        slots.resize(capacity, NONE);
+        self.slots = slots;
+        for id in 0..self.cells.len() as u32 {
+            // Only keys that were indexed go back in: unindexed keys have no slot.
+            if self.is_indexed_key(id) {
+                let hash = self.hash_of(id);
+                let mut slot = self.home(hash);
+                while self.slots[slot] != NONE {
+                    slot = (slot + 1) & (self.slots.len() - 1);
+                }
+                self.slots[slot] = self.pack(id, hash);
+            }
+        }
+    }
+
+    fn is_indexed_key(&self, id: u32) -> bool {
+        self.cells.get(id as usize).is_some_and(|c| c[INLINE] & UNINDEXED == 0)
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        (hash >> (64 - self.bits)) as usize
+    }
+
+    fn fragment(&self, hash: u64) -> u32 {
+        if self.bits >= 32 { 0 } else { (hash as u32) >> self.bits }
+    }
+
+    fn pack(&self, id: u32, hash: u64) -> u32 {
+        if self.bits >= 32 { id } else { (self.fragment(hash) << self.bits) | id }
+    }
+
+    fn id_of_slot(&self, slot: u32) -> u32 {
+        if self.bits >= 32 { slot } else { slot & ((1u32 << self.bits) - 1) }
+    }
+
+    fn hash_of(&self, id: u32) -> u64 {
+        hash_key(self.key_ref(id))
+    }
+
+    /// The key with number `id`.
+    pub fn key_ref(&self, id: u32) -> KeyRef<'_> {
+        let i = id as usize;
+        let (tag, cell) = split_cell(&self.cells[i]);
+        if tag != TAG_LONG_STR {
+            return decode_inline(tag, cell);
+        }
+        let mut off = [0u8; 8];
+        off.copy_from_slice(&cell[..8]);
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&cell[8..]);
+        let start = u64::from_le_bytes(off) as usize;
+        let end = start + u32::from_le_bytes(len) as usize;
+        // Interned bytes came from a &str, so they are UTF-8.
+        KeyRef::Str(std::str::from_utf8(&self.long_strings[start..end]).unwrap_or_default())
+    }
+
+    /// Asks for the index slot a lookup of `hash` starts at to be brought into cache,
+    /// without waiting for it. First stage of a lookup that will come later.
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(self.home(hash)) {
+            prefetch(slot);
+        }
+    }
+
+    /// Reads the slots of `hash` (in cache after [`KeyTable::prefetch_slot`]) and asks
+    /// for the stored key they point at, without waiting for it. Second stage.
+    pub fn prefetch_key(&self, hash: u64) {
+        let fragment = self.fragment(hash);
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        // A hint: the first few probes find nearly every key at a load of 3/4.
+        for _ in 0..4 {
+            let packed = self.slots[slot];
+            if packed == NONE {
+                return;
+            }
+            if self.bits >= 32 || packed >> self.bits == fragment {
+                if let Some(cell) = self.cells.get(self.id_of_slot(packed) as usize) {
+                    prefetch(cell);
+                }
+                return;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    pub fn key(&self, id: u32) -> UserKey {
+        self.key_ref(id).to_owned_key()
+    }
+
+    fn matches(&self, id: u32, form: Stored<'_>) -> bool {
+        let i = id as usize;
+        let (tag, cell) = split_cell(&self.cells[i]);
+        match form {
+            Stored::Inline(want_tag, want_cell) => tag == want_tag && *cell == want_cell,
+            Stored::Long(s) => tag == TAG_LONG_STR && self.key_ref(id) == KeyRef::Str(s),
+        }
+    }
+
+    /// The number of `key`, if it was interned with [`KeyTable::intern`].
+    pub fn get(&self, key: KeyRef<'_>) -> Option<u32> {
+        self.get_hashed(key, hash_key(key))
+    }
+
+    /// [`KeyTable::get`] with the key's [`key_hash`] already computed.
+    pub(super) fn get_hashed(&self, key: KeyRef<'_>, hash: u64) -> Option<u32> {
+        debug_assert_eq!(hash, hash_key(key));
+        let form = stored(key);
+        let fragment = self.fragment(hash);
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        loop {
+            let packed = self.slots[slot];
+            if packed == NONE {
+                return None;
+            }
+            let id = self.id_of_slot(packed);
+            if (self.bits >= 32 || packed >> self.bits == fragment) && self.matches(id, form) {
+                return Some(id);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// The number of `key`, adding it when new; the flag says whether it was added.
+    pub fn intern(&mut self, key: KeyRef<'_>) -> Result<(u32, bool), KeyTableError> {
+        self.intern_hashed(key, hash_key(key))
+    }
+
+    /// [`KeyTable::intern`] with the key's [`key_hash`] already computed.
+    pub(super) fn intern_hashed(&mut self, key: KeyRef<'_>, hash: u64) -> Result<(u32, bool), KeyTableError> {
+        debug_assert_eq!(hash, hash_key(key));
+        if (self.indexed + 1) * 4 > self.slots.len() * 3 {
+            if self.slots.len() > MAX_KEYS {
+                return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
+            }
+            let doubled = self.slots.len() * 2;
+            self.resize_index(doubled);
+        }
+        let form = stored(key);
+        let fragment = self.fragment(hash);
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        loop {
+            let packed = self.slots[slot];
+            if packed == NONE {
+                break;
+            }
+            let id = self.id_of_slot(packed);
+            if (self.bits >= 32 || packed >> self.bits == fragment) && self.matches(id, form) {
+                return Ok((id, false));
+            }
+            slot = (slot + 1) & mask;
+        }
+        let id = self.push(form, false)?;
+        self.slots[slot] = self.pack(id, hash);
+        self.indexed += 1;
+        Ok((id, true))
+    }
+
+    /// Stores a key that lookups never find (a placeholder that must not shadow a
+    /// real id), and returns its number.
+    pub fn push_unindexed(&mut self, key: KeyRef<'_>) -> Result<u32, KeyTableError> {
+        self.push(stored(key), true)
+    }
+
+    fn push(&mut self, form: Stored<'_>, unindexed: bool) -> Result<u32, KeyTableError> {
+        let id = self.cells.len();
+        if id >= MAX_KEYS {
+            return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
+        }
+        let flag = if unindexed { UNINDEXED } else { 0 };
+        match form {
+            Stored::Inline(tag, cell) => {
+                self.cells.push(join_cell(tag | flag, &cell));
+            }
+            Stored::Long(s) => {
+                let mut cell = [0u8; INLINE];
+                cell[..8].copy_from_slice(&(self.long_strings.len() as u64).to_le_bytes());
+                cell[8..].copy_from_slice(&(s.len() as u32).to_le_bytes());
+                self.long_strings.extend_from_slice(s.as_bytes());
+                self.cells.push(join_cell(TAG_LONG_STR | flag, &cell));
+            }
+        }
+        Ok(id as u32)
+    }
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable::with_capacity(0)
+    }
+}
+
+/// A vector with room for `len` elements whose memory the kernel is asked to back
+/// with transparent huge pages.
+///
+/// The chain check reads its tables at random: every lookup lands on another 4 KiB
+/// page, and with hundreds of MB the page-table walk costs as much as the cache miss.
+/// 2 MiB pages cut the walks to almost none. Where huge pages are only given on
+/// request (`transparent_hugepage/enabled = madvise`, the common default) this asks;
+/// it is a hint, so a refusal changes nothing but speed, and the memory is still only
+/// committed as it is first written.
+/// Asks the processor to bring the cache line holding `value` in, without waiting.
+/// Taking a reference keeps the address a valid one.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and cannot fault; SSE, which the instruction
+    // needs, is part of every x86_64 processor.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+pub fn huge_page_vec<T>(len: usize) -> Vec<T> {
+    let v = Vec::with_capacity(len);
+    advise_huge_pages(&v);
+    v
+}
+
+/// Below this the hint is not worth a system call (and a VMA split).
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(v: &Vec<T>) {
+    let bytes = v.capacity().saturating_mul(std::mem::size_of::<T>());
+    if bytes < HUGE_PAGE_MIN_BYTES {
+        return;
+    }
+    const PAGE: usize = 4096;
+    let start = v.as_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let end = (start + bytes) / PAGE * PAGE;
+    if end <= aligned {
+        return;
+    }
+    // SAFETY: madvise(MADV_HUGEPAGE) changes no contents and no mapping: it marks the
+    // page-aligned range inside this vector's own allocation as eligible for huge
+    // pages. The range is not used as a pointer by anything here. A failure (a kernel
+    // without THP, a range it will not take) only means 4 KiB pages, so it is ignored.
+    let _ = unsafe { libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_v: &Vec<T>) {}
+
+/// High bit of a tag: the key is stored but has no index slot.
+const UNINDEXED: u8 = 0x80;
+
+/// Index slots for `keys` entries at a load of at most 3/4.
+fn slots_for(keys: usize) -> usize {
+    (keys.saturating_mul(4) / 3 + 1).next_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_equal_keys_share_a_number() {
+        let mut table = KeyTable::with_capacity(4);
+        let long = "a-referral-code-longer-than-twelve-bytes";
+        let keys = [
+            KeyRef::ObjectId([7; 12]),
+            KeyRef::Int(-5),
+            KeyRef::Str(""),
+            KeyRef::Str("ABCDEFGHIJKL"),
+            KeyRef::Str(long),
+            KeyRef::Str("ünïcode"),
+        ];
+        let ids: Vec<u32> = keys.iter().map(|k| table.intern(*k).unwrap().0).collect();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4, 5]);
+        for (key, id) in keys.iter().zip(&ids) {
+            assert_eq!(table.key_ref(*id), *key);
+            assert_eq!(table.intern(*key).unwrap(), (*id, false));
+            assert_eq!(table.get(*key), Some(*id));
+        }
+        assert_eq!(table.get(KeyRef::Str("ABCDEFGHIJK")), None);
+        assert_eq!(table.get(KeyRef::Int(5)), None);
+    }
+
+    #[test]
+    fn an_int_and_a_string_of_the_same_bytes_differ() {
+        let mut table = KeyTable::with_capacity(2);
+        let (a, _) = table.intern(KeyRef::Int(0x31)).unwrap();
+        let (b, new) = table.intern(KeyRef::Str("1")).unwrap();
+        assert!(new);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn growing_keeps_every_key() {
+        let mut table = KeyTable::with_capacity(0);
+        for n in 0..50_000i64 {
+            assert_eq!(table.intern(KeyRef::Int(n * 7919)).unwrap(), (n as u32, true));
+        }
+        let unindexed = table.push_unindexed(KeyRef::Int(7919)).unwrap();
+        assert_eq!(table.key_ref(unindexed), KeyRef::Int(7919));
+        for n in (0..50_000i64).step_by(97) {
+            assert_eq!(table.get(KeyRef::Int(n * 7919)), Some(n as u32));
+        }
+        // Grow once more after the unindexed key: it must stay out of the index.
+        for n in 50_000..120_000i64 {
+            table.intern(KeyRef::Int(n * 7919)).unwrap();
+        }
+        assert_eq!(table.get(KeyRef::Int(7919)), Some(1));
+    }
+
+    #[test]
+    fn field_values_follow_mongodb_equality() {
+        use mongodb::bson::{RawBsonRef, oid::ObjectId};
+        assert_eq!(FieldValue::from_raw(None), FieldValue::Absent);
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::Null)), FieldValue::Absent);
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::String(""))), FieldValue::Absent);
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::Int32(5))), FieldValue::Key(KeyRef::Int(5)));
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::Double(5.0))), FieldValue::Key(KeyRef::Int(5)));
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::Double(5.5))), FieldValue::WrongType("a non-integral number"));
+        assert_eq!(
+            FieldValue::from_raw(Some(RawBsonRef::Double(f64::NAN))),
+            FieldValue::WrongType("a non-integral number")
+        );
+        assert_eq!(
+            FieldValue::from_raw(Some(RawBsonRef::Double(1e19))),
+            FieldValue::WrongType("a non-integral number")
+        );
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::Boolean(true))), FieldValue::WrongType("a boolean"));
+        let oid = ObjectId::from_bytes([1; 12]);
+        assert_eq!(FieldValue::from_raw(Some(RawBsonRef::ObjectId(oid))), FieldValue::Key(KeyRef::ObjectId([1; 12])));
+    }
+
+    #[test]
+    fn keys_display_like_the_shell_and_order_like_bson() {
+        assert_eq!(UserKey::ObjectId([0xab; 12]).to_string(), "ObjectId(\"abababababababababababab\")");
+        assert_eq!(UserKey::Str("a\"b".into()).to_string(), "\"a\\\"b\"");
+        assert!(UserKey::Int(99) < UserKey::Str("0".into()));
+        assert!(UserKey::Str("z".into()) < UserKey::ObjectId([0; 12]));
+    }
+}

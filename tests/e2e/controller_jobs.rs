@@ -1,0 +1,435 @@
+//! The controller's Jobs, through the running operator (as the chart's
+//! ServiceAccount): run-now annotations start one Job per token and never again, and
+//! an image change waits for the pre-upgrade backup and the migration before the
+//! Deployments change, across an operator restart. No kubelet: the test marks Jobs
+//! succeeded and Deployments available by patching their status.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::status::UpgradePhase;
+use referral_operator::crd::validate::{ValidatedSystem, validate};
+use referral_operator::reconcilers::backup::manual_backup_job_name;
+use referral_operator::reconcilers::chain_check::manual_check_job_name;
+use referral_operator::reconcilers::upgrade::{backup_job_name, migration_job_name, upgrade_target};
+use serde_json::json;
+
+use crate::backup::succeed_job;
+use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
+use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, testbed_var, wait_for};
+
+const OLD: &str = "example/referral-service:1.4.2";
+const NEW: &str = "example/referral-service:1.5.0";
+
+/// A namespace the operator watches, the chart's RBAC for it, and the kubeconfig of
+/// the chart's ServiceAccount.
+struct Setup {
+    client: Client,
+    operator_ns: TestNamespace,
+    watched: TestNamespace,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let client = client().await;
+    install_crd(&client).await;
+    let operator_ns = TestNamespace::create(&client, &format!("{prefix}-op")).await;
+    let watched = TestNamespace::create(&client, prefix).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = render_chart(
+        dir.path(),
+        "rbac.yaml",
+        &[
+            "--mode",
+            "namespaced",
+            "--namespace",
+            &operator_ns.name,
+            "--watch",
+            &watched.name,
+            "--release",
+            &format!("{prefix}-{}", &watched.name[watched.name.len().saturating_sub(5)..]),
+            "--set",
+            "leaderElection.enabled=true",
+            "--only",
+            "rbac",
+        ],
+    );
+    let installed = Installed::apply(path);
+    let (sa_namespace, sa_name) = installed.service_account();
+    let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "referral-mongo"},
+        "stringData": {"uri": testbed_var("REFOP_TEST_MONGODB_URI")},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &watched.name).create(&PostParams::default(), &secret).await.unwrap();
+    Setup { client, operator_ns, watched, dir, kubeconfig }
+}
+
+impl Setup {
+    fn start(&self, identity: &str) -> RunningOperator {
+        RunningOperator::start(
+            &self.kubeconfig,
+            self.dir.path().join(format!("{identity}.log")),
+            &self.operator_ns.name,
+            identity,
+            &[&self.watched.name],
+        )
+    }
+
+    fn systems(&self) -> Api<ReferralSystem> {
+        Api::namespaced(self.client.clone(), &self.watched.name)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.watched.name)
+    }
+
+    async fn create_system(&self, spec: serde_json::Value) -> ValidatedSystem {
+        // The test bed's Redis, so the dependency probe answers.
+        let url = testbed_var("REFOP_TEST_REDIS_URL");
+        let address = url.trim_start_matches("redis://").trim_end_matches('/');
+        let (host, port) = address.rsplit_once(':').expect("REFOP_TEST_REDIS_URL is redis://host:port");
+        let port: u16 = port.parse().expect("a port number");
+        let mut full = json!({
+            "image": OLD,
+            "workers": [{"name": "reward-processor", "replicas": 1}],
+            "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": "e2e"},
+            "redis": {"external": {"host": host, "port": port}},
+        });
+        if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+            full.extend(extra.clone());
+        }
+        let system: ReferralSystem = serde_json::from_value(json!({
+            "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem",
+            "metadata": {"name": "main", "namespace": self.watched.name}, "spec": full
+        }))
+        .unwrap();
+        let created = self.systems().create(&PostParams::default(), &system).await.expect("create the system");
+        validate(&created, &self.watched.name).expect("a valid system")
+    }
+
+    /// Waits until the operator reported the current generation.
+    async fn reconciled(&self, operator: &RunningOperator) -> ReferralSystem {
+        wait_for(Duration::from_secs(60), "a status for the current generation", || async {
+            let log = operator.log_text();
+            assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
+            let current = self.systems().get("main").await.ok()?;
+            let observed = current.status.as_ref()?.observed_generation;
+            (observed == current.metadata.generation).then_some(current)
+        })
+        .await
+    }
+
+    async fn annotate(&self, annotation: &str, token: &str) {
+        self.systems()
+            .patch(
+                "main",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {annotation: token}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn worker_image(&self) -> Option<String> {
+        let d = Api::<Deployment>::namespaced(self.client.clone(), &self.watched.name)
+            .get_opt("main-reward-processor")
+            .await
+            .ok()??;
+        d.spec?.template.spec?.containers.first()?.image.clone()
+    }
+}
+
+fn condition(system: &ReferralSystem, type_: &str) -> Option<(String, String, String)> {
+    let c = system.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn run_now_annotations_start_one_job_per_token() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("runnow").await;
+    let system = s.create_system(json!({})).await;
+    let operator = s.start("runnow-0");
+    s.reconciled(&operator).await;
+
+    s.annotate("referral.dev/check-now", "2026-11-23T10:00:00Z").await;
+    s.annotate("referral.dev/backup-now", "2026-11-23T10:00:00Z").await;
+    let check = manual_check_job_name(&system, "2026-11-23T10:00:00Z");
+    let backup = manual_backup_job_name(&system, "2026-11-23T10:00:00Z");
+    let handled = wait_for(Duration::from_secs(60), "both requests handled in status", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let handled = current.status?.handled_requests?;
+        (handled.check_now.is_some() && handled.backup_now.is_some()).then_some(handled)
+    })
+    .await;
+    assert_eq!(handled.check_now.as_ref().map(|r| r.job.as_str()), Some(check.as_str()));
+    assert_eq!(handled.backup_now.as_ref().map(|r| r.job.as_str()), Some(backup.as_str()));
+    let check_job = s.jobs().get(&check).await.expect("the check Job exists");
+    let args = check_job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap_or_default();
+    assert!(args.join(" ").contains("chains"), "the check Job runs the chain check: {args:?}");
+    assert_eq!(check_job.metadata.owner_references.unwrap()[0].name, "main");
+    s.jobs().get(&backup).await.expect("the backup Job exists");
+    let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
+    assert!(ok && events.contains("ChainCheckStarted") && events.contains("BackupStarted"), "{events}");
+
+    // The check Job reports as the chain-check identity would (its own field
+    // manager, a merge patch of status.chainCheck); the operator turns it into
+    // ChainIntegrity and gauges, and its own status writes keep the report.
+    let report = json!({"status": {"chainCheck": {
+        "lastRun": "2026-11-23T10:05:00Z", "summary": "3 violations", "users": 1000, "cycles": 2,
+        "tooDeep": 0, "orphans": 1, "selfReferrals": 0, "malformed": 0, "badReferralRecords": 0,
+        "examples": ["cycle: u1 -> u2 -> u1"]
+    }}});
+    s.systems()
+        .patch_status("main", &PatchParams::apply("referral-operator-jobs"), &Patch::Merge(&report))
+        .await
+        .unwrap();
+    let with_report = wait_for(Duration::from_secs(60), "ChainIntegrity from the check's report", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "ChainIntegrity")?.0 == "False").then_some(current)
+    })
+    .await;
+    let (_, reason, message) = condition(&with_report, "ChainIntegrity").unwrap();
+    assert_eq!(reason, "ViolationsFound");
+    assert!(message.contains("2 users in cycles") && message.contains("cycle: u1 -> u2 -> u1"), "{message}");
+    let metrics = wait_for(Duration::from_secs(30), "the chain gauges on /metrics", || async {
+        let (ok, body, _) = http_get(operator.listen, "/metrics");
+        (ok && body.contains("referral_operator_chain_violations{")).then_some(body)
+    })
+    .await;
+    let line = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("referral_operator_chain_violations{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains(&format!("referral_namespace=\"{}\"", s.watched.name))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+    };
+    assert_eq!(line("cycles").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(line("orphans").as_deref(), Some("1"), "{metrics}");
+
+    // The check Job goes away (its TTL, or a person); a later reconcile must not start
+    // it again for the same token.
+    s.jobs().delete(&check, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(30), "the Job to be gone", || async {
+        s.jobs().get_opt(&check).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    s.systems()
+        .patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"workers": [{"name": "reward-processor", "replicas": 2}]}})),
+        )
+        .await
+        .unwrap();
+    let after = s.reconciled(&operator).await;
+    assert!(s.jobs().get_opt(&check).await.unwrap().is_none(), "a handled token started its Job again");
+    assert_eq!(
+        after.status.and_then(|st| st.chain_check).map(|c| c.cycles),
+        Some(2),
+        "the controller's status writes cleared the check's report"
+    );
+
+    // A new token is a new request.
+    s.annotate("referral.dev/check-now", "2026-11-23T11:00:00Z").await;
+    let second = manual_check_job_name(&system, "2026-11-23T11:00:00Z");
+    assert_ne!(second, check);
+    wait_for(Duration::from_secs(60), "the second check Job", || async {
+        s.jobs().get_opt(&second).await.ok()?.map(|_| ())
+    })
+    .await;
+    let jobs: Vec<String> =
+        s.jobs().list(&Default::default()).await.unwrap().items.iter().map(|j| j.name_any()).collect();
+    assert_eq!(jobs.len(), 2, "exactly the backup and the second check: {jobs:?}");
+
+    // A deleted system takes its series with it.
+    s.systems().delete("main", &Default::default()).await.unwrap();
+    let namespace_label = format!("referral_namespace=\"{}\"", s.watched.name);
+    wait_for(Duration::from_secs(30), "the deleted system's series to leave /metrics", || async {
+        let (ok, body, _) = http_get(operator.listen, "/metrics");
+        (ok && !body.lines().any(|l| !l.starts_with('#') && l.contains(&namespace_label))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("upgrade").await;
+    s.create_system(json!({"migration": {"command": ["npm", "run", "migrate"]}})).await;
+    let operator = s.start("upgrade-0");
+    s.reconciled(&operator).await;
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD));
+
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    let current = s.reconciled(&operator).await;
+    let validated = validate(&current, &s.watched.name).unwrap();
+    let target = upgrade_target(&validated);
+    let backup = backup_job_name(&validated, &target);
+    let migration = migration_job_name(&validated, &target);
+    wait_for(Duration::from_secs(30), "the pre-upgrade backup Job", || async {
+        s.jobs().get_opt(&backup).await.ok()?.map(|_| ())
+    })
+    .await;
+    // status.upgrade is written before the Job; Ready at the end of that reconcile.
+    let current = wait_for(Duration::from_secs(30), "Ready to say UpgradeInProgress", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.1 == "UpgradeInProgress").then_some(current)
+    })
+    .await;
+    let upgrade = current.status.clone().unwrap().upgrade.expect("status.upgrade is recorded");
+    assert_eq!(upgrade.phase, UpgradePhase::BackingUp);
+    assert_eq!(upgrade.previous_images.get("reward-processor").map(String::as_str), Some(OLD));
+    assert_eq!(condition(&current, "Ready").unwrap().0, "False");
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the backup finished");
+    assert!(s.jobs().get_opt(&migration).await.unwrap().is_none(), "the migration started before the backup finished");
+
+    // The operator restarts in the middle: nothing carries over but the cluster.
+    drop(operator);
+    succeed_job(&s.client, &s.watched.name, &backup).await;
+    let operator = s.start("upgrade-1");
+    wait_for(Duration::from_secs(60), "the migration Job after the backup", || async {
+        s.jobs().get_opt(&migration).await.ok()?.map(|_| ())
+    })
+    .await;
+    let job = s.jobs().get(&backup).await.unwrap();
+    assert!(job.metadata.deletion_timestamp.is_none());
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the migration finished");
+    let phase = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap().phase;
+    assert_eq!(phase, UpgradePhase::Migrating);
+
+    succeed_job(&s.client, &s.watched.name, &migration).await;
+    wait_for(Duration::from_secs(60), "the new image on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(NEW)).then_some(())
+    })
+    .await;
+    let upgrade = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap();
+    assert_eq!(upgrade.phase, UpgradePhase::RollingOut);
+
+    // The pods come up (the test plays the kubelet), the Deployment controller
+    // finishes the rollout, and the operator records the upgrade as done.
+    wait_for(Duration::from_secs(60), "the upgrade to be recorded as succeeded", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
+        let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
+        (upgrade.phase == UpgradePhase::Succeeded).then_some(())
+    })
+    .await;
+    let log = operator.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}
+
+#[tokio::test]
+async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("rollback").await;
+    s.create_system(json!({"upgrade": {"backupFirst": false, "autoRollback": true, "progressDeadlineSeconds": 10}}))
+        .await;
+    let operator = s.start("rollback-0");
+    s.reconciled(&operator).await;
+    assert_eq!(s.worker_image().await.as_deref(), Some(OLD));
+
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    // No backup asked for: the new image goes out at once.
+    wait_for(Duration::from_secs(60), "the new image on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(NEW)).then_some(())
+    })
+    .await;
+    // No kubelet: the new pods never become ready, so the Deployment controller
+    // itself reports ProgressDeadlineExceeded after progressDeadlineSeconds.
+    wait_for(Duration::from_secs(60), "the previous image back on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(OLD)).then_some(())
+    })
+    .await;
+    // The status write follows the apply within the same reconcile.
+    let current = wait_for(Duration::from_secs(30), "Ready to say RolledBack", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.1 == "RolledBack").then_some(current)
+    })
+    .await;
+    let upgrade = current.status.clone().unwrap().upgrade.unwrap();
+    assert_eq!(upgrade.phase, UpgradePhase::RolledBack);
+    assert!(upgrade.message.unwrap_or_default().contains("timed out"));
+    assert_eq!(condition(&current, "Ready").unwrap().0, "False");
+    // The spec is not touched: it still asks for the new image.
+    assert_eq!(current.spec.image, NEW);
+}
+
+#[tokio::test]
+async fn the_operator_ensures_declared_indexes_and_reports_a_conflict_without_dropping_it() {
+    use mongodb::bson::doc;
+    if !enabled() {
+        return;
+    }
+    let s = setup("indexes").await;
+    let database = format!("idx-{}", &s.watched.name[s.watched.name.len().saturating_sub(5)..]);
+    let mongo = mongodb::Client::with_uri_str(testbed_var("REFOP_TEST_MONGODB_URI")).await.unwrap();
+    let db = mongo.database(&database);
+    // Someone created the referral-code index without `unique` by hand.
+    db.run_command(
+        doc! {"createIndexes": "users", "indexes": [{"key": {"referralCode": 1}, "name": "referralCode_1"}]},
+    )
+    .await
+    .unwrap();
+    s.create_system(
+        json!({"mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database}}),
+    )
+    .await;
+    let operator = s.start("indexes-0");
+    let current = wait_for(Duration::from_secs(60), "IndexesReady from the operator's check", || async {
+        let current = s.systems().get("main").await.ok()?;
+        condition(&current, "IndexesReady").filter(|c| c.0 != "Unknown").map(|_| current)
+    })
+    .await;
+    let (status, reason, message) = condition(&current, "IndexesReady").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "IndexConflict"), "{message}");
+    assert!(message.contains("referralCode_1") && message.contains("unique"), "{message}");
+    let st = current.status.clone().unwrap();
+    assert_eq!(st.index_summary.as_deref(), Some("5/6 (1 conflict)"), "{:?}", st.indexes);
+    // The workers come up (the test plays the kubelet): Ready despite the conflict.
+    wait_for(Duration::from_secs(60), "Ready with an index conflict", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.0 == "True" && condition(&current, "IndexesReady")?.1 == "IndexConflict")
+            .then_some(())
+    })
+    .await;
+
+    // The five others exist in the database now; the conflicting one is untouched.
+    let mut names = Vec::new();
+    for collection in ["users", "referrals", "referralTransactions"] {
+        let mut cursor = db.collection::<mongodb::bson::Document>(collection).list_indexes().await.unwrap();
+        while cursor.advance().await.unwrap() {
+            let index = cursor.deserialize_current().unwrap();
+            names.push((index.keys.to_string(), index.options.and_then(|o| o.unique).unwrap_or(false)));
+        }
+    }
+    assert_eq!(names.iter().filter(|(k, _)| !k.contains("_id")).count(), 6, "{names:?}");
+    assert!(
+        names.iter().any(|(k, unique)| k.contains("referralCode") && !unique),
+        "the conflicting index was rebuilt: {names:?}"
+    );
+
+    // A no-op: another reconcile within the interval leaves status as it is.
+    let before = s.systems().get("main").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.systems().get("main").await.unwrap().metadata.resource_version, before);
+    let _ = db.drop().await;
+    drop(operator);
+}
