@@ -90,6 +90,9 @@ pub fn content_hash<T: Serialize>(value: &T) -> u64 {
     hasher.finish()
 }
 
+/// Prefix of the annotations the Deployment controller writes on Deployments.
+const DEPLOYMENT_CONTROLLER_ANNOTATIONS: &str = "deployment.kubernetes.io/";
+
 /// What another writer could change without us knowing. Objects with a generation
 /// bump it on every spec change, so status updates (a Deployment's pod counts) do not
 /// count; objects without one fall back to the resourceVersion.
@@ -99,7 +102,17 @@ pub fn fingerprint(meta: &ObjectMeta) -> u64 {
         Some(generation) => {
             generation.hash(&mut hasher);
             content_hash(&meta.labels).hash(&mut hasher);
-            content_hash(&meta.annotations).hash(&mut hasher);
+            // The Deployment controller's own annotations (the rollout revision) are
+            // not ours and never conflict with our apply: counting them re-patched
+            // every new Deployment once its first ReplicaSet appeared.
+            // No annotations and only theirs hash alike.
+            let annotations: Vec<(&String, &String)> = meta
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| !k.starts_with(DEPLOYMENT_CONTROLLER_ANNOTATIONS))
+                .collect();
+            content_hash(&annotations).hash(&mut hasher);
             content_hash(&meta.owner_references).hash(&mut hasher);
         }
         None => meta.resource_version.hash(&mut hasher),
@@ -477,6 +490,23 @@ mod tests {
         assert_eq!(live.deployment("ns", "w").and_then(|d| d.status).and_then(|s| s.ready_replicas), Some(2));
         live.observe(&None, &Event::Apply(deployment(2, "7", 2)));
         assert!(!live.unchanged_since_apply(&key, 7), "a spec edit bumps the generation");
+    }
+
+    #[test]
+    fn the_rollout_revision_the_deployment_controller_adds_is_not_a_change_but_other_annotations_are() {
+        let live = LiveState::default();
+        let key = ChildKey::new("Deployment", "ns", "w");
+        live.record_apply(key.clone(), 7, &deployment(1, "5", 0).metadata);
+        let mut revised = deployment(1, "6", 0);
+        revised.metadata.annotations =
+            Some([("deployment.kubernetes.io/revision".to_string(), "1".to_string())].into());
+        live.observe(&None, &Event::Apply(revised.clone()));
+        assert!(live.unchanged_since_apply(&key, 7), "the revision annotation alone must not trigger a patch");
+        let mut edited = revised;
+        edited.metadata.resource_version = Some("7".into());
+        edited.metadata.annotations.get_or_insert_default().insert("team".into(), "a".into());
+        live.observe(&None, &Event::Apply(edited));
+        assert!(!live.unchanged_since_apply(&key, 7), "someone else's annotation is a change");
     }
 
     #[test]
