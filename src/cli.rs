@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Re-check a system that is not Ready this often.
     #[arg(long, default_value = "30s", value_parser = resync_interval)]
     pub resync_not_ready: std::time::Duration,
+    /// Reconciles running at once per watched namespace (or in all, cluster-wide).
+    #[arg(long, default_value_t = crate::controller::context::DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
 }
 
 /// A resync interval: a duration of at least one second (shorter would hot-loop).
@@ -136,6 +140,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
         log_format,
         resync_ready,
         resync_not_ready,
+        concurrency,
     } = args;
     init_logging(log_format);
     let identity = identity
@@ -148,6 +153,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
             operator_image,
             resync_ready,
             resync_not_ready,
+            concurrency,
             ..crate::controller::context::ControllerSettings::default()
         },
         lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {
@@ -243,5 +249,12 @@ mod tests {
         let error = run_args(&["--resync-ready=500ms"]).unwrap_err().to_string();
         assert!(error.contains("shorter than 1s"), "{error}");
         assert!(run_args(&["--resync-not-ready=soon"]).is_err());
+    }
+
+    #[test]
+    fn reconcile_concurrency_is_bounded_by_default_and_never_zero() {
+        assert_eq!(run_args(&[]).unwrap().concurrency, crate::controller::context::DEFAULT_CONCURRENCY);
+        assert_eq!(run_args(&["--concurrency=4"]).unwrap().concurrency, 4);
+        assert!(run_args(&["--concurrency=0"]).is_err(), "0 means unbounded to kube-runtime");
     }
 }

@@ -14,6 +14,9 @@ use crate::checks::mongo_probe::MongoClients;
 use super::live::LiveState;
 use super::metrics::Metrics;
 
+/// Default of [`ControllerSettings::concurrency`].
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// Settings of the controller that do not come from a ReferralSystem.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
@@ -25,6 +28,9 @@ pub struct ControllerSettings {
     pub resync_ready: Duration,
     /// Re-check a system that is not Ready this often.
     pub resync_not_ready: Duration,
+    /// Reconciles running at once (per watched namespace). Unbounded, a thousand
+    /// systems arriving together flood the API server until it answers 429 and 504.
+    pub concurrency: u16,
 }
 
 impl Default for ControllerSettings {
@@ -34,6 +40,7 @@ impl Default for ControllerSettings {
             probe_timeout: Duration::from_secs(5),
             resync_ready: Duration::from_secs(300),
             resync_not_ready: Duration::from_secs(30),
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! operator's memory. Nothing here talks to the API; the watches feed it.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
@@ -54,9 +54,16 @@ struct Written {
 /// One watch: a child kind in one namespace, or in all (`None`).
 type WatchScope = (&'static str, Option<String>);
 
+/// Children of one kind in one namespace with one controlling owner (its UID).
+type Owned = (&'static str, String, String);
+
 #[derive(Debug, Default)]
 struct Inner {
     seen: HashMap<ChildKey, Seen>,
+    /// `seen` indexed by owner, kept in step with it: pruning asks for one system's
+    /// children on every reconcile, and a scan of every child of every system made
+    /// each reconcile cost O(all children) (most of the CPU at a thousand systems).
+    owned: HashMap<Owned, BTreeSet<String>>,
     written: HashMap<ChildKey, Written>,
     deployments: HashMap<ChildKey, Deployment>,
     stateful_sets: HashMap<ChildKey, StatefulSet>,
@@ -83,6 +90,9 @@ pub fn content_hash<T: Serialize>(value: &T) -> u64 {
     hasher.finish()
 }
 
+/// Prefix of the annotations the Deployment controller writes on Deployments.
+const DEPLOYMENT_CONTROLLER_ANNOTATIONS: &str = "deployment.kubernetes.io/";
+
 /// What another writer could change without us knowing. Objects with a generation
 /// bump it on every spec change, so status updates (a Deployment's pod counts) do not
 /// count; objects without one fall back to the resourceVersion.
@@ -92,7 +102,17 @@ pub fn fingerprint(meta: &ObjectMeta) -> u64 {
         Some(generation) => {
             generation.hash(&mut hasher);
             content_hash(&meta.labels).hash(&mut hasher);
-            content_hash(&meta.annotations).hash(&mut hasher);
+            // The Deployment controller's own annotations (the rollout revision) are
+            // not ours and never conflict with our apply: counting them re-patched
+            // every new Deployment once its first ReplicaSet appeared.
+            // No annotations and only theirs hash alike.
+            let annotations: Vec<(&String, &String)> = meta
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| !k.starts_with(DEPLOYMENT_CONTROLLER_ANNOTATIONS))
+                .collect();
+            content_hash(&annotations).hash(&mut hasher);
             content_hash(&meta.owner_references).hash(&mut hasher);
         }
         None => meta.resource_version.hash(&mut hasher),
@@ -228,6 +248,36 @@ impl Inner {
         LiveWorkloads { deployments: &mut self.deployments, stateful_sets: &mut self.stateful_sets }
     }
 
+    /// Records `new` for `key`, keeping the owner index in step.
+    fn set_seen(&mut self, key: ChildKey, new: Seen) {
+        let old_owner = self.seen.get(&key).and_then(|old| old.owner.clone());
+        if old_owner != new.owner {
+            self.unindex(&key, old_owner);
+        }
+        if let Some(owner) = &new.owner {
+            self.owned.entry((key.kind, key.namespace.clone(), owner.clone())).or_default().insert(key.name.clone());
+        }
+        self.seen.insert(key, new);
+    }
+
+    /// Forgets `key` in `seen` and the owner index.
+    fn unset_seen(&mut self, key: &ChildKey) {
+        if let Some(old) = self.seen.remove(key) {
+            self.unindex(key, old.owner);
+        }
+    }
+
+    fn unindex(&mut self, key: &ChildKey, owner: Option<String>) {
+        let Some(owner) = owner else { return };
+        let scope = (key.kind, key.namespace.clone(), owner);
+        if let Some(names) = self.owned.get_mut(&scope) {
+            names.remove(&key.name);
+            if names.is_empty() {
+                self.owned.remove(&scope);
+            }
+        }
+    }
+
     fn upsert<K: Observable>(&mut self, object: &K) {
         let key = key_of(object);
         let new = seen(object.meta());
@@ -238,11 +288,11 @@ impl Inner {
             return;
         }
         K::keep(object, &key, &mut self.workloads());
-        self.seen.insert(key, new);
+        self.set_seen(key, new);
     }
 
     fn remove(&mut self, key: &ChildKey, forget: impl FnOnce(&ChildKey, &mut LiveWorkloads<'_>)) {
-        self.seen.remove(key);
+        self.unset_seen(key);
         self.written.remove(key);
         forget(key, &mut self.workloads());
     }
@@ -285,7 +335,7 @@ impl LiveState {
                     inner.remove(&key, K::forget);
                 }
                 for (key, new) in listed {
-                    inner.seen.insert(key, new);
+                    inner.set_seen(key, new);
                 }
                 inner.synced.insert(watch);
             }
@@ -325,21 +375,15 @@ impl LiveState {
             _ => true,
         };
         if newer {
-            inner.seen.insert(key, now);
+            inner.set_seen(key, now);
         }
     }
 
-    /// Children of `kind` in `namespace` whose controlling owner is `owner_uid`.
+    /// Children of `kind` in `namespace` whose controlling owner is `owner_uid`, sorted.
     pub fn owned(&self, kind: &'static str, namespace: &str, owner_uid: &str) -> Vec<String> {
         let inner = self.lock();
-        let mut names: Vec<String> = inner
-            .seen
-            .iter()
-            .filter(|(k, s)| k.kind == kind && k.namespace == namespace && s.owner.as_deref() == Some(owner_uid))
-            .map(|(k, _)| k.name.clone())
-            .collect();
-        names.sort();
-        names
+        let scope = (kind, namespace.to_string(), owner_uid.to_string());
+        inner.owned.get(&scope).map(|names| names.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Forgets a child deleted by the apply step (its watch will confirm).
@@ -449,6 +493,23 @@ mod tests {
     }
 
     #[test]
+    fn the_rollout_revision_the_deployment_controller_adds_is_not_a_change_but_other_annotations_are() {
+        let live = LiveState::default();
+        let key = ChildKey::new("Deployment", "ns", "w");
+        live.record_apply(key.clone(), 7, &deployment(1, "5", 0).metadata);
+        let mut revised = deployment(1, "6", 0);
+        revised.metadata.annotations =
+            Some([("deployment.kubernetes.io/revision".to_string(), "1".to_string())].into());
+        live.observe(&None, &Event::Apply(revised.clone()));
+        assert!(live.unchanged_since_apply(&key, 7), "the revision annotation alone must not trigger a patch");
+        let mut edited = revised;
+        edited.metadata.resource_version = Some("7".into());
+        edited.metadata.annotations.get_or_insert_default().insert("team".into(), "a".into());
+        live.observe(&None, &Event::Apply(edited));
+        assert!(!live.unchanged_since_apply(&key, 7), "someone else's annotation is a change");
+    }
+
+    #[test]
     fn a_relist_drops_what_disappeared_in_its_scope_only() {
         let live = LiveState::default();
         let scope = Some("ns".to_string());
@@ -465,6 +526,60 @@ mod tests {
         assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["a"]);
         assert_eq!(live.owned("ConfigMap", "elsewhere", "u1"), ["c"]);
         assert!(live.owned("ConfigMap", "ns", "someone-else").is_empty());
+    }
+
+    /// What `owned` answered before it had an index: a scan of every child.
+    fn scanned(live: &LiveState, kind: &'static str, namespace: &str, owner: &str) -> Vec<String> {
+        let inner = live.lock();
+        let mut names: Vec<String> = inner
+            .seen
+            .iter()
+            .filter(|(k, s)| k.kind == kind && k.namespace == namespace && s.owner.as_deref() == Some(owner))
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_owner_index_agrees_with_a_scan_through_adds_owner_changes_deletes_and_relists() {
+        let live = LiveState::default();
+        let scope = Some("ns".to_string());
+        let check = |step: &str| {
+            for owner in ["u1", "u2", "u3"] {
+                assert_eq!(
+                    live.owned("ConfigMap", "ns", owner),
+                    scanned(&live, "ConfigMap", "ns", owner),
+                    "{step} {owner}"
+                );
+            }
+            assert!(live.lock().owned.values().all(|names| !names.is_empty()), "{step}: empty index entries");
+        };
+        for (name, owner) in [("a", "u1"), ("b", "u1"), ("c", "u2")] {
+            live.observe(&scope, &Event::Apply(config_map(name, "1", owner)));
+        }
+        check("added");
+        assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["a", "b"]);
+        live.observe(&scope, &Event::Apply(config_map("b", "2", "u2")));
+        check("owner changed");
+        assert_eq!(live.owned("ConfigMap", "ns", "u2"), ["b", "c"]);
+        let mut orphan = config_map("a", "3", "u1");
+        orphan.metadata.owner_references = None;
+        live.observe(&scope, &Event::Apply(orphan));
+        check("owner removed");
+        assert!(live.owned("ConfigMap", "ns", "u1").is_empty());
+        live.record_apply(ChildKey::new("ConfigMap", "ns", "d"), 1, &config_map("d", "4", "u3").metadata);
+        check("applied");
+        live.observe(&scope, &Event::Delete(config_map("c", "5", "u2")));
+        check("deleted");
+        live.observe(&scope, &Event::<PartialObjectMeta<ConfigMap>>::Init);
+        live.observe(&scope, &Event::InitApply(config_map("b", "6", "u1")));
+        live.observe(&scope, &Event::InitApply(config_map("e", "6", "u3")));
+        live.observe(&scope, &Event::<PartialObjectMeta<ConfigMap>>::InitDone);
+        check("relisted");
+        assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["b"]);
+        assert_eq!(live.owned("ConfigMap", "ns", "u3"), ["e"]);
+        assert!(live.owned("ConfigMap", "ns", "u2").is_empty());
     }
 
     #[test]

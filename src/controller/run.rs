@@ -133,7 +133,9 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     }
     let c = &ctx;
     let ns = &namespace;
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
     Controller::for_stream(stream, reader)
+        .with_config(config)
         .owns_stream(feed(api::<Deployment>(&client, ns), ns, c, strip::<Deployment>))
         .owns_stream(feed(api::<StatefulSet>(&client, ns), ns, c, strip::<StatefulSet>))
         .owns_stream(feed(api::<PartialObjectMeta<Service>>(&client, ns), ns, c, strip))

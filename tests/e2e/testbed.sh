@@ -4,7 +4,11 @@
 # (mongo-java-server, in memory) and Redis, all on 127.0.0.1.
 #
 #   tests/e2e/testbed.sh install           apt packages + build/cache binaries
-#   tests/e2e/testbed.sh start [DIR]       install, then start everything
+#   tests/e2e/testbed.sh start [DIR] [--audit-log]
+#                                          install, then start everything; --audit-log
+#                                          also writes DIR/logs/audit.log (JSON lines,
+#                                          Metadata level, every create/update/patch/
+#                                          delete by anyone) to count API writes
 #   tests/e2e/testbed.sh stop [DIR]        stop what start started
 #   tests/e2e/testbed.sh status [DIR]
 #   tests/e2e/testbed.sh peak-memory [DIR] current/peak RSS of each process
@@ -341,8 +345,31 @@ EOF
 
 etcd_shm_dir() { echo "/dev/shm/referral-testbed-etcd-$(printf '%s' "$DIR" | sha256sum | cut -c1-12)"; }
 
+# Audit policy for --audit-log: one Metadata line per write request (user, verb,
+# resource, name, response code), nothing for reads, so a benchmark can count who
+# wrote what without the log growing with every watch and list.
+write_audit_policy() { # file
+  cat >"$1" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+EOF
+}
+
 cmd_start() {
-  DIR=$(state_dir "${1:-}")
+  local arg dir_arg="" audit=0
+  for arg in "$@"; do
+    case $arg in
+      --audit-log) audit=1 ;;
+      -*) die "start: unknown option $arg (known: --audit-log)" ;;
+      *) dir_arg=$arg ;;
+    esac
+  done
+  DIR=$(state_dir "$dir_arg")
   mkdir -p "$DIR"
   DIR=$(cd "$DIR" && pwd)
   local n
@@ -355,7 +382,7 @@ cmd_start() {
 
   # Only our own files under DIR are reset.
   rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" \
-         "$DIR/controller-manager.kubeconfig" "$DIR/ports"
+         "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml"
   mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis"
   local shm; shm=$(etcd_shm_dir)
   rm -rf "$shm"; echo "$shm" >"$DIR/etcd-data-dir"
@@ -376,6 +403,12 @@ mongo=$mongo_port
 redis=$redis_port
 EOF
   local api_url="https://127.0.0.1:$api_port"
+  local audit_flags=()
+  if [[ $audit -eq 1 ]]; then
+    write_audit_policy "$DIR/audit-policy.yaml"
+    audit_flags=(--audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/logs/audit.log"
+                 --audit-log-format json --audit-log-mode blocking --audit-log-maxsize 0)
+  fi
   write_kubeconfig "$DIR/kubeconfig" admin "$DIR/pki/admin.crt" "$DIR/pki/admin.key" "$api_url"
   write_kubeconfig "$DIR/controller-manager.kubeconfig" system:kube-controller-manager \
     "$DIR/pki/controller-manager.crt" "$DIR/pki/controller-manager.key" "$api_url"
@@ -421,6 +454,7 @@ EOF
     --endpoint-reconciler-type none \
     --cert-dir "$DIR/pki/apiserver-generated" \
     --profiling=false \
+    "${audit_flags[@]}" \
     --v "${TESTBED_APISERVER_V:-1}"
   local curl_admin=(curl -fsS --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key")
   wait_for kube-apiserver "$READY_TIMEOUT" "${curl_admin[@]}" "$api_url/readyz"
@@ -456,6 +490,7 @@ export TESTBED_APISERVER_URL='$api_url'
 export TESTBED_KUBECTL='$KUBE_CACHE/bin/kubectl'
 export TESTBED_ETCD_ENDPOINT='http://127.0.0.1:$etcd_port'
 EOF
+  if [[ $audit -eq 1 ]]; then echo "export TESTBED_AUDIT_LOG='$DIR/logs/audit.log'" >>"$DIR/env"; fi
   trap - EXIT
   log "started in $DIR in $(elapsed "$t0")s (total incl. install check $(elapsed "$t_all")s):"
   log "  kube-apiserver $api_url  etcd 127.0.0.1:$etcd_port  controller-manager 127.0.0.1:$kcm_port"

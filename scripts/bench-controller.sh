@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Benchmark of the controller at scale (issue 4): N ReferralSystems (1,000 by default)
+# on the e2e test bed's real control plane, the operator (release build) running as a
+# process with the chart's cluster-mode RBAC and a ServiceAccount token. Prints each
+# figure next to its target with PASS or MISS:
+#   - seconds from the first create until every system has
+#     status.observedGeneration == metadata.generation (target < 60 s on 2 cores);
+#   - the operator's peak RSS (VmHWM) and idle RSS (VmRSS after convergence and the
+#     cluster going quiet; target < 40 MiB);
+#   - write requests (create/update/patch/delete) by the operator's identity during an
+#     idle window (target 0), from the kube-apiserver's audit log, by verb and resource.
+#
+# The test bed has no kubelet: pods stay Pending, so workers never become available
+# and systems are not Ready. That is expected; the operator re-checks them every
+# --resync-not-ready (30 s), and such a re-check that finds nothing new must write
+# nothing, which is what the idle window measures. Each system's Deployment reaches
+# its progress deadline (spec.upgrade.progressDeadlineSeconds, 60 s here instead of
+# Kubernetes' 600 s) and the Deployment controller marks it stalled: a real change the
+# operator reports (Ready reason RolloutStuck). The idle window starts only once every
+# Deployment is past that point, so it measures the operator and not that clock.
+#
+# Usage: scripts/bench-controller.sh [--systems N] [--namespaces N] [--idle SECS]
+#          [--testbed DIR] [--bin PATH] [--operator-args "FLAGS"] [--keep]
+#   --systems N       ReferralSystems to create (1000)
+#   --namespaces N    spread over this many namespaces (4), one Mongo URI Secret each
+#   --idle SECS       length of the idle window (60)
+#   --testbed DIR     use the test bed already running in DIR (started with
+#                     `tests/e2e/testbed.sh start DIR --audit-log`); its namespaces
+#                     bench-* and refop-bench must not exist yet. Default: start one in
+#                     /tmp/tb-bench and stop it at the end.
+#   --bin PATH        an already built operator instead of `cargo build --release`
+#                     (figures are only meaningful for a release build)
+#   --operator-args   extra `run` flags, e.g. "--concurrency=8"
+#   --operator-env    extra environment for the operator, e.g. "MALLOC_ARENA_MAX=2"
+#   --keep            leave the test bed running at the end (prints how to stop it)
+# Not part of CI: it takes several minutes and most of two cores. Results are also
+# written to DIR/result.txt, the operator's JSON log to DIR/logs/operator.log.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+COUNT=1000 NAMESPACES=4 IDLE=60 DIR="" OWN_BED=1 BIN="" OPERATOR_ARGS="" OPERATOR_ENV="" KEEP=0
+SETTLE_MAX=${BENCH_SETTLE_MAX_SECS:-600}
+CONVERGE_MAX=${BENCH_CONVERGE_MAX_SECS:-900}
+OPERATOR_NS=refop-bench
+DEADLINE=60
+
+die() { printf 'bench-controller: %s\n' "$*" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --systems) COUNT=${2:?--systems needs a number}; shift 2 ;;
+    --namespaces) NAMESPACES=${2:?--namespaces needs a number}; shift 2 ;;
+    --idle) IDLE=${2:?--idle needs seconds}; shift 2 ;;
+    --testbed) DIR=${2:?--testbed needs a directory}; OWN_BED=0; shift 2 ;;
+    --bin) BIN=${2:?--bin needs a path}; shift 2 ;;
+    --operator-args) OPERATOR_ARGS=${2?}; shift 2 ;;
+    --operator-env) OPERATOR_ENV=${2?}; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+for n in "$COUNT" "$NAMESPACES" "$IDLE"; do
+  [[ $n =~ ^[1-9][0-9]*$ ]] || die "$n is not a positive whole number"
+done
+[[ -n $DIR ]] || DIR=/tmp/tb-bench
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+if [[ -z $BIN ]]; then
+  log "building the operator (release)"
+  nice -n 10 cargo build --release --quiet --bin referral-operator
+  BIN=$root/target/release/referral-operator
+fi
+[[ -x $BIN ]] || die "$BIN is not an executable"
+
+operator_pid=""
+cleanup() {
+  local rc=$?
+  if [[ -n $operator_pid ]] && kill -0 "$operator_pid" 2>/dev/null; then
+    kill -TERM "$operator_pid" 2>/dev/null || true
+    wait "$operator_pid" 2>/dev/null || true
+  fi
+  if [[ $OWN_BED -eq 1 ]]; then
+    if [[ $KEEP -eq 1 ]]; then
+      log "test bed left running: tests/e2e/testbed.sh stop $DIR"
+    else
+      "$root/tests/e2e/testbed.sh" stop "$DIR" >/dev/null 2>&1 || true
+    fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+if [[ $OWN_BED -eq 1 ]]; then
+  log "starting a test bed with an audit log in $DIR"
+  tests/e2e/testbed.sh start "$DIR" --audit-log
+fi
+[[ -f $DIR/env ]] || die "no test bed in $DIR (no $DIR/env)"
+# shellcheck disable=SC1091
+source "$DIR/env"
+[[ -n ${TESTBED_AUDIT_LOG:-} && -f $TESTBED_AUDIT_LOG ]] ||
+  die "the test bed in $DIR has no audit log; start it with: tests/e2e/testbed.sh start $DIR --audit-log"
+k() { "$TESTBED_KUBECTL" "$@"; }
+AUDIT=$TESTBED_AUDIT_LOG
+if k get namespace "$OPERATOR_NS" >/dev/null 2>&1; then
+  die "namespace $OPERATOR_NS exists: this test bed was used by an earlier run; start a fresh one"
+fi
+
+"$BIN" crd | k apply --server-side -f - >/dev/null
+# A CRD created a moment ago may have no conditions yet, which `kubectl wait` takes
+# for an error rather than for "not yet".
+for _ in $(seq 1 60); do
+  k wait --for=condition=Established crd/referralsystems.referral.dev --timeout=5s >/dev/null 2>&1 && break
+  sleep 1
+done
+k wait --for=condition=Established crd/referralsystems.referral.dev --timeout=5s >/dev/null
+
+# The operator's identity: the chart's ServiceAccount and cluster-mode RBAC.
+k create namespace "$OPERATOR_NS" >/dev/null
+python3 tests/chart/render.py --mode cluster --namespace "$OPERATOR_NS" --release bench --only rbac \
+  -o "$DIR/rbac.yaml"
+k apply -f "$DIR/rbac.yaml" >/dev/null
+sa=$(awk '/^kind: ServiceAccount/ { f = 1 } f && /^  name:/ { print $2; exit }' "$DIR/rbac.yaml")
+[[ -n $sa ]] || die "no ServiceAccount in the chart's RBAC ($DIR/rbac.yaml)"
+user="system:serviceaccount:$OPERATOR_NS:$sa"
+token=$(k create token "$sa" -n "$OPERATOR_NS" --duration=2h)
+server=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+ca=$(k config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+(
+  umask 077
+  cat >"$DIR/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: bench, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: operator, user: {token: "$token"}}]
+contexts: [{name: operator, context: {cluster: bench, user: operator}}]
+current-context: operator
+EOF
+)
+
+# Systems: the minimal example (one worker, default chain check and backups) with the
+# bed's MongoDB (URI in one Secret per namespace) and its Redis as an external Redis,
+# so both dependency probes really connect and answer.
+redis_host=${REFOP_TEST_REDIS_URL#redis://}; redis_host=${redis_host%%/*}
+redis_port=${redis_host##*:}; redis_host=${redis_host%%:*}
+per_ns=$(( (COUNT + NAMESPACES - 1) / NAMESPACES ))
+made=0
+for ((n = 0; n < NAMESPACES; n++)); do
+  ns="bench-$n"
+  k create namespace "$ns" >/dev/null
+  k label namespace "$ns" pod-security.kubernetes.io/enforce=restricted >/dev/null
+  # From standard input, not --from-literal: a URI may hold a password, and command
+  # lines are visible to every process on the machine.
+  printf '%s' "$REFOP_TEST_MONGODB_URI" | k create secret generic referral-mongo -n "$ns" --from-file=uri=/dev/stdin >/dev/null
+  : >"$DIR/systems-$n.yaml"
+  for ((i = 0; i < per_ns && made < COUNT; i++)); do
+    cat >>"$DIR/systems-$n.yaml" <<EOF
+---
+apiVersion: referral.dev/v1alpha1
+kind: ReferralSystem
+metadata: {name: sys-$i, namespace: $ns}
+spec:
+  image: example/referral-service:1.4.2
+  workers:
+    - name: reward-processor
+      args: ["npm", "run", "start:jobs"]
+  mongodb:
+    uriSecretRef: {name: referral-mongo, key: uri}
+    database: bench$n
+  redis:
+    external: {host: "$redis_host", port: $redis_port}
+  upgrade: {progressDeadlineSeconds: $DEADLINE}
+EOF
+    made=$((made + 1))
+  done
+done
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log "starting the operator (cluster-wide, as $user${OPERATOR_ENV:+, env $OPERATOR_ENV}${OPERATOR_ARGS:+, flags $OPERATOR_ARGS})"
+# shellcheck disable=SC2086
+env KUBECONFIG="$DIR/operator.kubeconfig" RUST_LOG=${BENCH_RUST_LOG:-info} $OPERATOR_ENV \
+  "$BIN" run --listen "127.0.0.1:$port" --log-format json $OPERATOR_ARGS >"$DIR/logs/operator.log" 2>&1 &
+operator_pid=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$operator_pid" 2>/dev/null || break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 || {
+  tail -20 "$DIR/logs/operator.log" >&2; die "the operator did not become ready"
+}
+sleep 2
+rss_start=$(awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$operator_pid/status")
+
+rss() { awk -v f="$1" '$1 == f":" { printf "%.1f", $2 / 1024 }' "/proc/$operator_pid/status"; }
+audit_lines() { wc -l <"$AUDIT"; }
+# Write requests by the operator in the audit log after line $1.
+writes_after() { tail -n +"$(($1 + 1))" "$AUDIT" | grep -c "\"username\":\"$user\"" || true; }
+reconciles() { curl -fsS "http://127.0.0.1:$port/metrics" | awk '$1 == "referral_operator_reconcile_runs_total" { s += $2 } END { print s + 0 }'; }
+# Writes by anyone to anything but Leases (the apiserver renews its own every 10 s)
+# and Events (the volume binder re-reports every unbound claim every 15 s, forever:
+# the test bed has no storage provisioner): the cluster is quiet when this stops moving.
+cluster_writes() { grep -v -e '"resource":"leases"' -e '"resource":"events"' "$AUDIT" | grep -c '"stage":"ResponseComplete"' || true; }
+generations() {
+  k get referralsystems -A --chunk-size=0 \
+    -o jsonpath='{range .items[*]}{.metadata.generation} {.status.observedGeneration}{"\n"}{end}'
+}
+converged() { generations | awk '$1 == $2 { n++ } END { print n + 0 }'; }
+
+log "creating $COUNT ReferralSystems in $NAMESPACES namespaces (load $(load))"
+t0=$(now)
+pids=()
+for ((n = 0; n < NAMESPACES; n++)); do
+  k create -f "$DIR/systems-$n.yaml" >/dev/null & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+created_after=$(since "$t0")
+log "created in ${created_after}s; waiting for every status to describe its generation"
+while :; do
+  # An overloaded API server may refuse the poll; that is not progress.
+  done_count=$(converged) || done_count=0
+  [[ $done_count -ge $COUNT ]] && break
+  if awk -v t="$(since "$t0")" -v m="$CONVERGE_MAX" 'BEGIN { exit !(t > m) }'; then
+    log "gave up after ${CONVERGE_MAX}s: $done_count of $COUNT converged"; exit 1
+  fi
+  sleep 1
+done
+converge_after=$(since "$t0")
+load_converged=$(load)
+hwm_converged=$(rss VmHWM)
+log "all $COUNT converged after ${converge_after}s (peak RSS so far ${hwm_converged} MiB, load $load_converged)"
+
+log "waiting until every Deployment is past its ${DEADLINE}s progress deadline and the cluster is quiet (at most ${SETTLE_MAX}s)"
+# Deployments the Deployment controller has not yet marked stalled (or available).
+unsettled() {
+  k get deployments -A -l app.kubernetes.io/managed-by=referral-operator --chunk-size=0 \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Progressing")].reason}{"\n"}{end}' |
+    awk '$1 != "ProgressDeadlineExceeded" && $1 != "NewReplicaSetAvailable" { n++ } END { print n + 0 }'
+}
+t_settle=$(now); last=$(cluster_writes); quiet=0
+while [[ $quiet -lt 20 ]] || [[ $(unsettled) -gt 0 ]]; do
+  sleep 5
+  cur=$(cluster_writes)
+  if [[ $cur == "$last" ]]; then quiet=$((quiet + 5)); else quiet=0; last=$cur; fi
+  if awk -v t="$(since "$t_settle")" -v m="$SETTLE_MAX" 'BEGIN { exit !(t > m) }'; then
+    log "still not quiet after ${SETTLE_MAX}s; measuring anyway"; break
+  fi
+done
+settled_after=$(since "$t_settle")
+
+log "idle window: ${IDLE}s"
+line0=$(audit_lines); r0=$(reconciles)
+sleep "$IDLE"
+line1=$(audit_lines); r1=$(reconciles)
+rss_idle=$(rss VmRSS); hwm=$(rss VmHWM); rss_anon=$(rss RssAnon); rss_file=$(rss RssFile)
+load_idle=$(load)
+idle_writes=$(head -n "$line1" "$AUDIT" | tail -n +"$((line0 + 1))" | grep -c "\"username\":\"$user\"" || true)
+idle_reconciles=$((r1 - r0))
+cpu_ticks=$(awk '{ print $14 + $15 }' "/proc/$operator_pid/stat")
+cpu_secs=$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+threads=$(awk '$1 == "Threads:" { print $2 }' "/proc/$operator_pid/status")
+breakdown=$(head -n "$line1" "$AUDIT" | tail -n +"$((line0 + 1))" | grep "\"username\":\"$user\"" |
+  python3 -c 'import json, sys, collections
+c = collections.Counter()
+for line in sys.stdin:
+    e = json.loads(line); r = e.get("objectRef", {})
+    c[(e["verb"], r.get("resource", ""), r.get("subresource", ""))] += 1
+for (verb, res, sub), n in c.most_common():
+    print("    %6d %s %s%s" % (n, verb, res, "/" + sub if sub else ""))' || true)
+total_writes=$(grep -c "\"username\":\"$user\"" "$AUDIT" || true)
+children=$(k get deployments,services,configmaps,cronjobs,serviceaccounts,roles,rolebindings,persistentvolumeclaims,networkpolicies,poddisruptionbudgets,horizontalpodautoscalers,statefulsets \
+  -A -l app.kubernetes.io/managed-by=referral-operator --no-headers 2>/dev/null | wc -l)
+ready=$(k get referralsystems -A --chunk-size=0 \
+  -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].reason}{"\n"}{end}' |
+  sort | uniq -c | awk '{ printf "%s%s Ready=%s (%s)", sep, $1, $2, $3; sep = ", " }')
+unconverged_now=$(generations | awk '$1 != $2 { n++ } END { print n + 0 }')
+
+verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v < t) ? "PASS" : "MISS" }'; }
+ratio() { awk -v v="$1" -v t="$2" 'BEGIN { printf "%.2fx", v / t }'; }
+idle_verdict=$([[ $idle_writes -eq 0 ]] && echo PASS || echo MISS)
+
+result=$(cat <<EOF
+referral-operator controller benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $($BIN --version))
+  systems:                    $COUNT in $NAMESPACES namespaces, $children children managed
+  status:                     $ready
+                              (no kubelet on the test bed: pods stay Pending, workers stay
+                              unavailable, so no system is Ready; that is expected)
+  created (kubectl, $NAMESPACES at once): ${created_after} s
+  converged (every status.observedGeneration == metadata.generation):
+                              ${converge_after} s after the first create   target < 60 s   $(ratio "$converge_after" 60) of target   $(verdict "$converge_after" 60)
+                              (load at convergence $load_converged)
+  RSS at start:               ${rss_start} MiB
+  peak RSS (VmHWM):           ${hwm} MiB (${hwm_converged} MiB at convergence)
+  idle RSS (VmRSS):           ${rss_idle} MiB   target < 40 MiB   $(ratio "$rss_idle" 40) of target   $(verdict "$rss_idle" 40)
+                              (${rss_anon} MiB anonymous: heap, stacks; ${rss_file} MiB file: the binary's pages)
+  cluster went quiet after:   ${settled_after} s
+  idle window:                ${IDLE} s, ${idle_reconciles} reconciles, load $load_idle
+  API writes by the operator in the idle window:
+                              ${idle_writes}   target 0   ${idle_verdict}   (audit log, user $user)
+  API writes by the operator in total: ${total_writes}
+  not converged after the idle window: ${unconverged_now}
+  operator CPU time in total: ${cpu_secs} s, ${threads} threads
+EOF
+)
+echo "$result" | tee "$DIR/result.txt"
+if [[ -n $breakdown ]]; then
+  echo "  idle writes by verb and resource:" | tee -a "$DIR/result.txt"
+  echo "$breakdown" | tee -a "$DIR/result.txt"
+fi
