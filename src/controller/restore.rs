@@ -216,7 +216,9 @@ async fn restores_of(client: &Client, namespace: &str, system: &str) -> Result<V
 pub async fn restore_holding(ctx: &Context, system: &ValidatedSystem) -> Result<Option<String>, Error> {
     match restores_of(&ctx.client, &system.namespace, &system.name).await {
         Ok(entries) => Ok(holding_restore(&entries).map(str::to_string)),
-        Err(kube::Error::Api(status)) if status.is_not_found() || status.is_forbidden() => {
+        // Without the ReferralRestore CRD the API server answers a bare "404 page
+        // not found" (no NotFound reason): any 404 means no restore can exist.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.is_forbidden() => {
             tracing::debug!(system = %system.name, reason = %status.reason, "ReferralRestores cannot be listed; none holds");
             Ok(None)
         }
