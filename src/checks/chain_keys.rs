@@ -210,26 +210,52 @@ fn decode_inline(tag: u8, cell: &[u8; INLINE]) -> KeyRef<'_> {
     }
 }
 
-/// A key copied out of its document, so that a batch of keys can outlive the
-/// cursor buffer they were read from. Only strings longer than 12 bytes allocate.
+/// A key copied out of its document in the form the table stores it, with its hash:
+/// computed once on arrival, so that prefetching, probing and storing the key while it
+/// waits in a pipeline or a batch never encode or hash it again. Only strings longer
+/// than 12 bytes allocate.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OwnedKey {
-    Inline(u8, [u8; INLINE]),
+pub struct OwnedKey {
+    form: OwnedForm,
+    hash: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OwnedForm {
+    /// The whole cell as stored: 12 bytes of key, then the tag.
+    Inline([u8; CELL]),
     Long(Box<str>),
 }
 
 impl OwnedKey {
     pub fn new(key: KeyRef<'_>) -> OwnedKey {
         match stored(key) {
-            Stored::Inline(tag, cell) => OwnedKey::Inline(tag, cell),
-            Stored::Long(s) => OwnedKey::Long(s.into()),
+            Stored::Inline(tag, body) => {
+                OwnedKey { form: OwnedForm::Inline(join_cell(tag, &body)), hash: hash_cell(tag, &body) }
+            }
+            Stored::Long(s) => OwnedKey { hash: hash_long(s.as_bytes()), form: OwnedForm::Long(s.into()) },
         }
     }
 
     pub fn key_ref(&self) -> KeyRef<'_> {
-        match self {
-            OwnedKey::Inline(tag, cell) => decode_inline(*tag, cell),
-            OwnedKey::Long(s) => KeyRef::Str(s),
+        match &self.form {
+            OwnedForm::Inline(cell) => {
+                let (tag, body) = split_cell(cell);
+                decode_inline(tag, body)
+            }
+            OwnedForm::Long(s) => KeyRef::Str(s),
+        }
+    }
+
+    /// The key's [`key_hash`].
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    fn probe(&self) -> Probe<'_> {
+        match &self.form {
+            OwnedForm::Inline(cell) => Probe::Cell(cell),
+            OwnedForm::Long(s) => Probe::Long(s),
         }
     }
 }
@@ -266,7 +292,25 @@ pub struct KeyTable {
     long_strings: Vec<u8>,
     slots: Vec<u32>,
     bits: u32,
+    /// The low `bits` bits of a slot (all of them at 2^32 slots): the key number.
+    /// The other bits hold the same bits of the hash, so a slot is
+    /// `(hash & !id_mask) | id` and a probe compares `slot & !id_mask`.
+    id_mask: u32,
     indexed: usize,
+}
+
+/// What a probe compares stored cells with: a whole inline cell (as stored, with its
+/// tag), or a long string's bytes.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    Cell(&'a [u8; CELL]),
+    Long(&'a str),
+}
+
+/// Where a probe ended: at the key's number, or at the empty slot it would take.
+enum Found {
+    Key(u32),
+    Vacant(usize),
 }
 
 /// Largest key count: slot numbers need one spare value.
@@ -281,6 +325,7 @@ impl KeyTable {
             long_strings: Vec::new(),
             slots: Vec::new(),
             bits: 0,
+            id_mask: 0,
             indexed: 0,
         };
         // Never without slots: probing relies on a non-empty, power-of-two index.
@@ -304,6 +349,8 @@ impl KeyTable {
     fn resize_index(&mut self, capacity: usize) {
         let capacity = capacity.max(16).next_power_of_two();
         self.bits = capacity.trailing_zeros();
+        // u64 arithmetic: `bits` may be 32.
+        self.id_mask = ((1u64 << self.bits) - 1) as u32;
         // Written right after the hint, so the first touch already gets huge pages.
         let mut slots = huge_page_vec(capacity);
         slots.resize(capacity, NONE);
@@ -325,20 +372,20 @@ impl KeyTable {
         self.cells.get(id as usize).is_some_and(|c| c[INLINE] & UNINDEXED == 0)
     }
 
+    #[inline]
     fn home(&self, hash: u64) -> usize {
         (hash >> (64 - self.bits)) as usize
     }
 
+    /// The hash bits a slot keeps beside the key number.
+    #[inline]
     fn fragment(&self, hash: u64) -> u32 {
-        if self.bits >= 32 { 0 } else { (hash as u32) >> self.bits }
+        hash as u32 & !self.id_mask
     }
 
+    #[inline]
     fn pack(&self, id: u32, hash: u64) -> u32 {
-        if self.bits >= 32 { id } else { (self.fragment(hash) << self.bits) | id }
-    }
-
-    fn id_of_slot(&self, slot: u32) -> u32 {
-        if self.bits >= 32 { slot } else { slot & ((1u32 << self.bits) - 1) }
+        self.fragment(hash) | id
     }
 
     fn hash_of(&self, id: u32) -> u64 {
@@ -364,6 +411,7 @@ impl KeyTable {
 
     /// Asks for the index slot a lookup of `hash` starts at to be brought into cache,
     /// without waiting for it. First stage of a lookup that will come later.
+    #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
         if let Some(slot) = self.slots.get(self.home(hash)) {
             prefetch(slot);
@@ -372,18 +420,19 @@ impl KeyTable {
 
     /// Reads the slots of `hash` (in cache after [`KeyTable::prefetch_slot`]) and asks
     /// for the stored key they point at, without waiting for it. Second stage.
+    #[inline]
     pub fn prefetch_key(&self, hash: u64) {
         let fragment = self.fragment(hash);
         let mask = self.slots.len() - 1;
         let mut slot = self.home(hash);
         // A hint: the first few probes find nearly every key at a load of 3/4.
         for _ in 0..4 {
-            let packed = self.slots[slot];
+            let Some(&packed) = self.slots.get(slot) else { return };
             if packed == NONE {
                 return;
             }
-            if self.bits >= 32 || packed >> self.bits == fragment {
-                if let Some(cell) = self.cells.get(self.id_of_slot(packed) as usize) {
+            if packed & !self.id_mask == fragment {
+                if let Some(cell) = self.cells.get((packed & self.id_mask) as usize) {
                     prefetch(cell);
                 }
                 return;
@@ -396,93 +445,111 @@ impl KeyTable {
         self.key_ref(id).to_owned_key()
     }
 
-    fn matches(&self, id: u32, form: Stored<'_>) -> bool {
-        let i = id as usize;
-        let (tag, cell) = split_cell(&self.cells[i]);
-        match form {
-            Stored::Inline(want_tag, want_cell) => tag == want_tag && *cell == want_cell,
-            Stored::Long(s) => tag == TAG_LONG_STR && self.key_ref(id) == KeyRef::Str(s),
+    /// Whether stored key `id` is the probed key. Only indexed keys are probed, so
+    /// the stored tag has no flag and an inline cell compares as a whole.
+    #[inline]
+    fn matches(&self, id: u32, probe: Probe<'_>) -> bool {
+        match probe {
+            Probe::Cell(want) => self.cells.get(id as usize) == Some(want),
+            Probe::Long(s) => {
+                self.cells.get(id as usize).is_some_and(|c| c[INLINE] == TAG_LONG_STR)
+                    && self.key_ref(id) == KeyRef::Str(s)
+            }
+        }
+    }
+
+    /// Probes for a key: its number, or the empty slot where it would go.
+    #[inline]
+    fn find(&self, probe: Probe<'_>, hash: u64) -> Found {
+        let fragment = self.fragment(hash);
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        loop {
+            let packed = self.slots[slot];
+            if packed == NONE {
+                return Found::Vacant(slot);
+            }
+            let id = packed & self.id_mask;
+            if packed & !self.id_mask == fragment && self.matches(id, probe) {
+                return Found::Key(id);
+            }
+            slot = (slot + 1) & mask;
         }
     }
 
     /// The number of `key`, if it was interned with [`KeyTable::intern`].
     pub fn get(&self, key: KeyRef<'_>) -> Option<u32> {
-        self.get_hashed(key, hash_key(key))
+        let hash = hash_key(key);
+        match stored(key) {
+            Stored::Inline(tag, body) => self.get_probe(Probe::Cell(&join_cell(tag, &body)), hash),
+            Stored::Long(s) => self.get_probe(Probe::Long(s), hash),
+        }
     }
 
-    /// [`KeyTable::get`] with the key's [`key_hash`] already computed.
-    pub(super) fn get_hashed(&self, key: KeyRef<'_>, hash: u64) -> Option<u32> {
-        debug_assert_eq!(hash, hash_key(key));
-        let form = stored(key);
-        let fragment = self.fragment(hash);
-        let mask = self.slots.len() - 1;
-        let mut slot = self.home(hash);
-        loop {
-            let packed = self.slots[slot];
-            if packed == NONE {
-                return None;
-            }
-            let id = self.id_of_slot(packed);
-            if (self.bits >= 32 || packed >> self.bits == fragment) && self.matches(id, form) {
-                return Some(id);
-            }
-            slot = (slot + 1) & mask;
+    /// [`KeyTable::get`] of a key already in stored form and hashed.
+    #[inline]
+    pub(super) fn get_owned(&self, key: &OwnedKey) -> Option<u32> {
+        self.get_probe(key.probe(), key.hash)
+    }
+
+    #[inline]
+    fn get_probe(&self, probe: Probe<'_>, hash: u64) -> Option<u32> {
+        match self.find(probe, hash) {
+            Found::Key(id) => Some(id),
+            Found::Vacant(_) => None,
         }
     }
 
     /// The number of `key`, adding it when new; the flag says whether it was added.
     pub fn intern(&mut self, key: KeyRef<'_>) -> Result<(u32, bool), KeyTableError> {
-        self.intern_hashed(key, hash_key(key))
+        self.intern_owned(&OwnedKey::new(key))
     }
 
-    /// [`KeyTable::intern`] with the key's [`key_hash`] already computed.
-    pub(super) fn intern_hashed(&mut self, key: KeyRef<'_>, hash: u64) -> Result<(u32, bool), KeyTableError> {
-        debug_assert_eq!(hash, hash_key(key));
+    /// [`KeyTable::intern`] of a key already in stored form and hashed.
+    #[inline]
+    pub(super) fn intern_owned(&mut self, key: &OwnedKey) -> Result<(u32, bool), KeyTableError> {
         if (self.indexed + 1) * 4 > self.slots.len() * 3 {
-            if self.slots.len() > MAX_KEYS {
-                return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
-            }
-            let doubled = self.slots.len() * 2;
-            self.resize_index(doubled);
+            self.grow()?;
         }
-        let form = stored(key);
-        let fragment = self.fragment(hash);
-        let mask = self.slots.len() - 1;
-        let mut slot = self.home(hash);
-        loop {
-            let packed = self.slots[slot];
-            if packed == NONE {
-                break;
-            }
-            let id = self.id_of_slot(packed);
-            if (self.bits >= 32 || packed >> self.bits == fragment) && self.matches(id, form) {
-                return Ok((id, false));
-            }
-            slot = (slot + 1) & mask;
-        }
-        let id = self.push(form, false)?;
-        self.slots[slot] = self.pack(id, hash);
+        let slot = match self.find(key.probe(), key.hash) {
+            Found::Key(id) => return Ok((id, false)),
+            Found::Vacant(slot) => slot,
+        };
+        let id = self.push_owned(key, false)?;
+        self.slots[slot] = self.pack(id, key.hash);
         self.indexed += 1;
         Ok((id, true))
+    }
+
+    #[cold]
+    fn grow(&mut self) -> Result<(), KeyTableError> {
+        if self.slots.len() > MAX_KEYS {
+            return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
+        }
+        let doubled = self.slots.len() * 2;
+        self.resize_index(doubled);
+        Ok(())
     }
 
     /// Stores a key that lookups never find (a placeholder that must not shadow a
     /// real id), and returns its number.
     pub fn push_unindexed(&mut self, key: KeyRef<'_>) -> Result<u32, KeyTableError> {
-        self.push(stored(key), true)
+        self.push_owned(&OwnedKey::new(key), true)
     }
 
-    fn push(&mut self, form: Stored<'_>, unindexed: bool) -> Result<u32, KeyTableError> {
+    fn push_owned(&mut self, key: &OwnedKey, unindexed: bool) -> Result<u32, KeyTableError> {
         let id = self.cells.len();
         if id >= MAX_KEYS {
             return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
         }
         let flag = if unindexed { UNINDEXED } else { 0 };
-        match form {
-            Stored::Inline(tag, cell) => {
-                self.cells.push(join_cell(tag | flag, &cell));
+        match &key.form {
+            OwnedForm::Inline(cell) => {
+                let mut cell = *cell;
+                cell[INLINE] |= flag;
+                self.cells.push(cell);
             }
-            Stored::Long(s) => {
+            OwnedForm::Long(s) => {
                 let mut cell = [0u8; INLINE];
                 cell[..8].copy_from_slice(&(self.long_strings.len() as u64).to_le_bytes());
                 cell[8..].copy_from_slice(&(s.len() as u32).to_le_bytes());
@@ -500,19 +567,10 @@ impl Default for KeyTable {
     }
 }
 
-/// A vector with room for `len` elements whose memory the kernel is asked to back
-/// with transparent huge pages.
-///
-/// The chain check reads its tables at random: every lookup lands on another 4 KiB
-/// page, and with hundreds of MB the page-table walk costs as much as the cache miss.
-/// 2 MiB pages cut the walks to almost none. Where huge pages are only given on
-/// request (`transparent_hugepage/enabled = madvise`, the common default) this asks;
-/// it is a hint, so a refusal changes nothing but speed, and the memory is still only
-/// committed as it is first written.
 /// Asks the processor to bring the cache line holding `value` in, without waiting.
 /// Taking a reference keeps the address a valid one.
 #[inline(always)]
-fn prefetch<T>(value: &T) {
+pub fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing and cannot fault; SSE, which the instruction
     // needs, is part of every x86_64 processor.
@@ -523,6 +581,15 @@ fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// A vector with room for `len` elements whose memory the kernel is asked to back
+/// with transparent huge pages.
+///
+/// The chain check reads its tables at random: every lookup lands on another 4 KiB
+/// page, and with hundreds of MB the page-table walk costs as much as the cache miss.
+/// 2 MiB pages cut the walks to almost none. Where huge pages are only given on
+/// request (`transparent_hugepage/enabled = madvise`, the common default) this asks;
+/// it is a hint, so a refusal changes nothing but speed, and the memory is still only
+/// committed as it is first written.
 pub fn huge_page_vec<T>(len: usize) -> Vec<T> {
     let v = Vec::with_capacity(len);
     advise_huge_pages(&v);

@@ -24,14 +24,14 @@
 //! the CLI prints the report and the repair plan. The repair plan is only data: this
 //! module never applies it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::crd::mongodb::ReferredByHolds;
 
-use super::chain_keys::huge_page_vec;
 pub use super::chain_keys::{FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, UserKey, key_hash};
+use super::chain_keys::{huge_page_vec, prefetch};
 
 /// Documents a user waits between the prefetch of its index slots and the prefetch
 /// of the keys they point at, and again before it is interned. Table lookups at
@@ -44,6 +44,9 @@ const LEAD: usize = 16;
 /// pipeline (a referrer interned while its user waits, a duplicate inside it).
 #[cfg(test)]
 const LEAD: usize = 3;
+
+/// Nodes the classification pass looks ahead to prefetch a referrer's mark.
+const CLASSIFY_AHEAD: usize = 16;
 
 /// Referral records are checked in batches: lookups prefetched, then the ancestor
 /// walks advance in lockstep, so the misses of different records overlap.
@@ -77,37 +80,79 @@ impl PendingValue {
         }
     }
 
-    fn hash(&self) -> Option<u64> {
+    /// The key, hashed, when the value is one.
+    fn key(&self) -> Option<&OwnedKey> {
         match self {
-            PendingValue::Key(key) => Some(key_hash(key.key_ref())),
+            PendingValue::Key(key) => Some(key),
             _ => None,
         }
     }
 }
 
-/// A user document waiting in the ingest pipeline, with the hashes of its keys.
+/// A user document waiting in the ingest pipeline; its keys carry their hashes.
 #[derive(Debug)]
 struct PendingUser {
     id: PendingValue,
     referred_by: PendingValue,
     referral_code: PendingValue,
-    id_hash: Option<u64>,
-    referred_by_hash: Option<u64>,
-    referral_code_hash: Option<u64>,
 }
 
 impl PendingUser {
     fn new(id: FieldValue<'_>, referred_by: FieldValue<'_>, referral_code: FieldValue<'_>) -> PendingUser {
-        let (id, referred_by, referral_code) =
-            (PendingValue::new(id), PendingValue::new(referred_by), PendingValue::new(referral_code));
         PendingUser {
-            id_hash: id.hash(),
-            referred_by_hash: referred_by.hash(),
-            referral_code_hash: referral_code.hash(),
-            id,
-            referred_by,
-            referral_code,
+            id: PendingValue::new(id),
+            referred_by: PendingValue::new(referred_by),
+            referral_code: PendingValue::new(referral_code),
         }
+    }
+}
+
+/// The users waiting in the ingest pipeline, oldest first: a ring of fixed,
+/// power-of-two size, so that taking a user in, looking one up by age and handing the
+/// oldest on are a mask and no reallocation, and a user is handled where it waits.
+#[derive(Debug, Default)]
+struct UserPipeline {
+    ring: Vec<Option<PendingUser>>,
+    /// Position of the oldest user.
+    head: usize,
+    len: usize,
+}
+
+impl UserPipeline {
+    /// A ring that holds `capacity` users.
+    fn new(capacity: usize) -> UserPipeline {
+        let size = capacity.max(1).next_power_of_two();
+        UserPipeline { ring: (0..size).map(|_| None).collect(), head: 0, len: 0 }
+    }
+
+    fn mask(&self) -> usize {
+        self.ring.len() - 1
+    }
+
+    /// Adds a user at the young end; the caller keeps `len` below the capacity.
+    fn push(&mut self, user: PendingUser) {
+        let at = (self.head + self.len) & self.mask();
+        if let Some(cell) = self.ring.get_mut(at) {
+            *cell = Some(user);
+            self.len += 1;
+        }
+    }
+
+    /// The user that arrived `age` users before the youngest (0: the youngest).
+    fn by_age(&self, age: usize) -> Option<&PendingUser> {
+        let back = self.len.checked_sub(age + 1)?;
+        self.ring.get((self.head + back) & self.mask())?.as_ref()
+    }
+
+    /// Takes the oldest user out.
+    fn pop(&mut self) -> Option<PendingUser> {
+        if self.len == 0 {
+            return None;
+        }
+        let user = self.ring.get_mut(self.head)?.take();
+        self.head = (self.head + 1) & self.mask();
+        self.len -= 1;
+        user
     }
 }
 
@@ -116,8 +161,6 @@ struct PendingRecord {
     record_id: PendingValue,
     referrer: OwnedKey,
     referred: OwnedKey,
-    referrer_hash: u64,
-    referred_hash: u64,
     tier: i64,
 }
 
@@ -404,7 +447,7 @@ pub struct ChainBuilder {
     examples: Examples,
     users: u64,
     /// Users waiting, oldest first: see [`LEAD`].
-    pipeline: VecDeque<PendingUser>,
+    pipeline: UserPipeline,
     /// [`LEAD`], or another depth in tests and the benchmark.
     lead: usize,
     /// Referral records per batch for the analysis: [`BATCH`] or another size.
@@ -431,7 +474,7 @@ impl ChainBuilder {
             malformed: MalformedCounts::default(),
             examples: Examples::new(options.examples_per_kind),
             users: 0,
-            pipeline: VecDeque::with_capacity(2 * LEAD + 1),
+            pipeline: UserPipeline::new(2 * LEAD + 1),
             lead: LEAD,
             batch: BATCH,
         }
@@ -447,13 +490,14 @@ impl ChainBuilder {
 
     pub fn with_pipeline(mut self, lead: usize, batch: usize) -> ChainBuilder {
         self.lead = lead;
+        self.pipeline = UserPipeline::new(2 * lead + 1);
         self.batch = batch.max(1);
         self
     }
 
-    fn node(&mut self, key: KeyRef<'_>, hash: Option<u64>) -> Result<(u32, bool), ChainError> {
-        let hash = hash.unwrap_or_else(|| key_hash(key));
-        let (id, added) = self.ids.intern_hashed(key, hash).map_err(ChainError::Ids)?;
+    #[inline]
+    fn node(&mut self, key: &OwnedKey) -> Result<(u32, bool), ChainError> {
+        let (id, added) = self.ids.intern_owned(key).map_err(ChainError::Ids)?;
         if added {
             self.parent.push(NONE);
             if let Some(book) = &mut self.codes {
@@ -477,13 +521,12 @@ impl ChainBuilder {
     ) -> Result<(), ChainError> {
         let user = PendingUser::new(id, referred_by, referral_code);
         self.prefetch_slots(&user);
-        self.pipeline.push_back(user);
-        let waiting = self.pipeline.len();
-        if let Some(user) = waiting.checked_sub(self.lead + 1).and_then(|i| self.pipeline.get(i)) {
+        self.pipeline.push(user);
+        if let Some(user) = self.pipeline.by_age(self.lead) {
             self.prefetch_keys(user);
         }
-        if waiting > 2 * self.lead
-            && let Some(user) = self.pipeline.pop_front()
+        if self.pipeline.len > 2 * self.lead
+            && let Some(user) = self.pipeline.pop()
         {
             self.add_one_user(&user)?;
         }
@@ -496,47 +539,46 @@ impl ChainBuilder {
     }
 
     fn prefetch_slots(&self, user: &PendingUser) {
-        if let Some(hash) = user.id_hash {
-            self.ids.prefetch_slot(hash);
+        if let Some(key) = user.id.key() {
+            self.ids.prefetch_slot(key.hash());
         }
-        if let Some(hash) = user.referred_by_hash {
-            self.reference_table().prefetch_slot(hash);
+        if let Some(key) = user.referred_by.key() {
+            self.reference_table().prefetch_slot(key.hash());
         }
-        if let (Some(book), Some(hash)) = (&self.codes, user.referral_code_hash) {
-            book.codes.prefetch_slot(hash);
+        if let (Some(book), Some(key)) = (&self.codes, user.referral_code.key()) {
+            book.codes.prefetch_slot(key.hash());
         }
     }
 
     /// A new id needs no key (its slot is empty); an id seen before as someone's
     /// referrer does, and so does every `referredBy`.
     fn prefetch_keys(&self, user: &PendingUser) {
-        if let Some(hash) = user.id_hash {
-            self.ids.prefetch_key(hash);
+        if let Some(key) = user.id.key() {
+            self.ids.prefetch_key(key.hash());
         }
-        if let Some(hash) = user.referred_by_hash {
-            self.reference_table().prefetch_key(hash);
+        if let Some(key) = user.referred_by.key() {
+            self.reference_table().prefetch_key(key.hash());
         }
-        if let (Some(book), Some(hash)) = (&self.codes, user.referral_code_hash) {
-            book.codes.prefetch_key(hash);
+        if let (Some(book), Some(key)) = (&self.codes, user.referral_code.key()) {
+            book.codes.prefetch_key(key.hash());
         }
     }
 
     fn add_one_user(&mut self, user: &PendingUser) -> Result<(), ChainError> {
-        let (referred_by, referral_code) = (user.referred_by.field(), user.referral_code.field());
-        let key = match user.id.field() {
-            FieldValue::Key(key) => key,
-            FieldValue::Absent => {
+        let key = match &user.id {
+            PendingValue::Key(key) => key,
+            PendingValue::Absent => {
                 self.malformed.user_without_id += 1;
                 self.examples.push(FindingKind::Malformed, "a user document has no id".into(), Vec::new());
                 return Ok(());
             }
-            FieldValue::WrongType(type_name) => {
+            PendingValue::WrongType(type_name) => {
                 self.malformed.user_id_type += 1;
                 self.examples.push(FindingKind::Malformed, format!("a user id is {type_name}"), Vec::new());
                 return Ok(());
             }
         };
-        let (node, _) = self.node(key, user.id_hash)?;
+        let (node, _) = self.node(key)?;
         if self.is_user.get(node) {
             self.malformed.duplicate_user_id += 1;
             if self.examples.wants(FindingKind::Malformed) {
@@ -548,10 +590,10 @@ impl ChainBuilder {
         self.is_user.set(node);
         self.users += 1;
 
-        let reference = match referred_by {
-            FieldValue::Key(reference) => Some(reference),
-            FieldValue::Absent => None,
-            FieldValue::WrongType(type_name) => {
+        let reference = match &user.referred_by {
+            PendingValue::Key(reference) => Some(reference),
+            PendingValue::Absent => None,
+            PendingValue::WrongType(type_name) => {
                 self.malformed.referred_by_type += 1;
                 if self.examples.wants(FindingKind::Malformed) {
                     let who = self.ids.key(node).to_string();
@@ -566,21 +608,21 @@ impl ChainBuilder {
         };
         if self.codes.is_none() {
             if let Some(reference) = reference {
-                let (parent, _) = self.node(reference, user.referred_by_hash)?;
+                let (parent, _) = self.node(reference)?;
                 self.parent[node as usize] = parent;
             }
             return Ok(());
         }
         // Referral-code mode: remember the code referenced and the code owned.
         if let Some(reference) = reference {
-            let code = self.code(reference, user.referred_by_hash)?;
+            let code = self.code(reference)?;
             if let Some(book) = &mut self.codes {
                 book.referenced[node as usize] = code;
             }
         }
-        match referral_code {
-            FieldValue::Absent => {}
-            FieldValue::WrongType(type_name) => {
+        match &user.referral_code {
+            PendingValue::Absent => {}
+            PendingValue::WrongType(type_name) => {
                 self.malformed.referral_code_type += 1;
                 if self.examples.wants(FindingKind::Malformed) {
                     let who = self.ids.key(node).to_string();
@@ -591,8 +633,8 @@ impl ChainBuilder {
                     );
                 }
             }
-            FieldValue::Key(own) => {
-                let code = self.code(own, user.referral_code_hash)?;
+            PendingValue::Key(own) => {
+                let code = self.code(own)?;
                 let Some(book) = &mut self.codes else { return Ok(()) };
                 let owner = &mut book.owner[code as usize];
                 if *owner == NONE {
@@ -602,7 +644,7 @@ impl ChainBuilder {
                     if self.examples.wants(FindingKind::Malformed) {
                         let first = self.ids.key(*owner).to_string();
                         let who = self.ids.key(node).to_string();
-                        let code_text = own.to_owned_key().to_string();
+                        let code_text = own.key_ref().to_owned_key().to_string();
                         self.examples.push(
                             FindingKind::Malformed,
                             format!("users {first} and {who} both claim referral code {code_text}"),
@@ -615,10 +657,9 @@ impl ChainBuilder {
         Ok(())
     }
 
-    fn code(&mut self, key: KeyRef<'_>, hash: Option<u64>) -> Result<u32, ChainError> {
+    fn code(&mut self, key: &OwnedKey) -> Result<u32, ChainError> {
         let Some(book) = &mut self.codes else { return Ok(NONE) };
-        let hash = hash.unwrap_or_else(|| key_hash(key));
-        let (code, added) = book.codes.intern_hashed(key, hash).map_err(ChainError::Codes)?;
+        let (code, added) = book.codes.intern_owned(key).map_err(ChainError::Codes)?;
         if added {
             book.owner.push(NONE);
         }
@@ -627,7 +668,7 @@ impl ChainBuilder {
 
     /// Resolves referral codes (code mode) and classifies every user.
     pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
-        while let Some(user) = self.pipeline.pop_front() {
+        while let Some(user) = self.pipeline.pop() {
             self.add_one_user(&user)?;
         }
         let mut book = self.codes.take();
@@ -767,6 +808,13 @@ impl ChainAnalysis {
         let parent = &self.parent;
         let mark = &mut self.mark;
         for start in 0..n as u32 {
+            // The walk from `start` reads its referrer's mark, a miss at random in an
+            // array of one byte per node; ask for the one CLASSIFY_AHEAD nodes on now.
+            if let Some(&ahead) = parent.get(start as usize + CLASSIFY_AHEAD)
+                && let Some(m) = mark.get(ahead as usize)
+            {
+                prefetch(m);
+            }
             if mark[start as usize] != UNVISITED {
                 continue;
             }
@@ -884,13 +932,11 @@ impl ChainAnalysis {
                     record_id: PendingValue::new(record_id),
                     referrer: OwnedKey::new(a),
                     referred: OwnedKey::new(b),
-                    referrer_hash: key_hash(a),
-                    referred_hash: key_hash(b),
                     tier: t,
                 };
                 // The slots arrive while the rest of the batch does.
-                self.ids.prefetch_slot(record.referred_hash);
-                self.ids.prefetch_slot(record.referrer_hash);
+                self.ids.prefetch_slot(record.referred.hash());
+                self.ids.prefetch_slot(record.referrer.hash());
                 self.pending_records.push(record);
                 if self.pending_records.len() >= self.batch {
                     self.flush_records();
@@ -933,17 +979,16 @@ impl ChainAnalysis {
         let pending = std::mem::take(&mut self.pending_records);
         let mut walks = std::mem::take(&mut self.record_walks);
         for record in &pending {
-            self.ids.prefetch_key(record.referred_hash);
-            self.ids.prefetch_key(record.referrer_hash);
+            self.ids.prefetch_key(record.referred.hash());
+            self.ids.prefetch_key(record.referrer.hash());
         }
         let max = i64::from(self.options.max_depth);
         walks.clear();
         walks.extend(pending.iter().map(|record| {
-            let referred =
-                self.ids.get_hashed(record.referred.key_ref(), record.referred_hash).filter(|&n| self.is_user.get(n));
+            let referred = self.ids.get_owned(&record.referred).filter(|&n| self.is_user.get(n));
             RecordWalk {
                 referred,
-                referrer: self.ids.get_hashed(record.referrer.key_ref(), record.referrer_hash),
+                referrer: self.ids.get_owned(&record.referrer),
                 ancestor: referred.unwrap_or(NONE),
                 reached: 0,
                 // A record with an unknown user or a tier above the maximum is judged
