@@ -106,6 +106,34 @@ impl Drop for Installed {
     }
 }
 
+/// The operator's rights as the chart grants them in namespaced mode with leader
+/// election (its Lease in `operator_ns`), watching `watched`: the applied RBAC (keep it
+/// alive for the test) and a kubeconfig of the chart's ServiceAccount.
+pub fn namespaced_operator_rbac(dir: &Path, operator_ns: &str, watched: &str, release: &str) -> (Installed, PathBuf) {
+    let path = render_chart(
+        dir,
+        "rbac.yaml",
+        &[
+            "--mode",
+            "namespaced",
+            "--namespace",
+            operator_ns,
+            "--watch",
+            watched,
+            "--release",
+            release,
+            "--set",
+            "leaderElection.enabled=true",
+            "--only",
+            "rbac",
+        ],
+    );
+    let installed = Installed::apply(path);
+    let (sa_namespace, sa_name) = installed.service_account();
+    let kubeconfig = service_account_kubeconfig(dir, &sa_namespace, &sa_name);
+    (installed, kubeconfig)
+}
+
 /// Writes a kubeconfig that authenticates as `namespace/name` with a short-lived
 /// token from the TokenRequest API, so a process started with it has exactly the
 /// ServiceAccount's rights.
@@ -488,7 +516,7 @@ impl Drop for RunningOperator {
 async fn the_operator_reconciles_with_exactly_the_charts_rights() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::Secret;
+
     use kube::api::{Patch, PatchParams};
     use referral_operator::crd::ReferralSystem;
     use std::time::Duration;
@@ -502,34 +530,10 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
     let watched = TestNamespace::create(&client, "watched").await;
     let dir = tempfile::tempdir().unwrap();
     let release = format!("run-{}", suffix());
-    let path = render_chart(
-        dir.path(),
-        "rbac.yaml",
-        &[
-            "--mode",
-            "namespaced",
-            "--namespace",
-            &operator_ns.name,
-            "--watch",
-            &watched.name,
-            "--release",
-            &release,
-            "--set",
-            "leaderElection.enabled=true",
-            "--only",
-            "rbac",
-        ],
-    );
-    let installed = Installed::apply(path);
-    let (sa_namespace, sa_name) = installed.service_account();
-    let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+    let (_installed, kubeconfig) = namespaced_operator_rbac(dir.path(), &operator_ns.name, &watched.name, &release);
 
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "referral-mongo"},
-        "stringData": {"uri": crate::harness::testbed_var("REFOP_TEST_MONGODB_URI")},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &watched.name).create(&PostParams::default(), &secret).await.unwrap();
+    let uri = crate::harness::testbed_var("REFOP_TEST_MONGODB_URI");
+    crate::harness::put_secret(&client, &watched.name, "referral-mongo", &[("uri", &uri)]).await;
     let systems = Api::<ReferralSystem>::namespaced(client.clone(), &watched.name);
     let text = std::fs::read_to_string(format!("{}/examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();

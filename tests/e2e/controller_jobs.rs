@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use referral_operator::crd::ReferralSystem;
@@ -20,8 +19,10 @@ use referral_operator::reconcilers::upgrade::{backup_job_name, migration_job_nam
 use serde_json::json;
 
 use crate::backup::succeed_job;
-use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
-use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, testbed_var, wait_for};
+use crate::chart::{RunningOperator, http_get, namespaced_operator_rbac};
+use crate::harness::{
+    TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, put_secret, testbed_var, wait_for,
+};
 
 const OLD: &str = "example/referral-service:1.4.2";
 const NEW: &str = "example/referral-service:1.5.0";
@@ -42,33 +43,9 @@ async fn setup(prefix: &str) -> Setup {
     let operator_ns = TestNamespace::create(&client, &format!("{prefix}-op")).await;
     let watched = TestNamespace::create(&client, prefix).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = render_chart(
-        dir.path(),
-        "rbac.yaml",
-        &[
-            "--mode",
-            "namespaced",
-            "--namespace",
-            &operator_ns.name,
-            "--watch",
-            &watched.name,
-            "--release",
-            &format!("{prefix}-{}", &watched.name[watched.name.len().saturating_sub(5)..]),
-            "--set",
-            "leaderElection.enabled=true",
-            "--only",
-            "rbac",
-        ],
-    );
-    let installed = Installed::apply(path);
-    let (sa_namespace, sa_name) = installed.service_account();
-    let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "referral-mongo"},
-        "stringData": {"uri": testbed_var("REFOP_TEST_MONGODB_URI")},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &watched.name).create(&PostParams::default(), &secret).await.unwrap();
+    let release = format!("{prefix}-{}", &watched.name[watched.name.len().saturating_sub(5)..]);
+    let (_installed, kubeconfig) = namespaced_operator_rbac(dir.path(), &operator_ns.name, &watched.name, &release);
+    put_secret(&client, &watched.name, "referral-mongo", &[("uri", &testbed_var("REFOP_TEST_MONGODB_URI"))]).await;
     Setup { client, operator_ns, watched, dir, kubeconfig }
 }
 

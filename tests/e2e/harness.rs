@@ -166,3 +166,14 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let out = child.wait_with_output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
+
+/// Creates a Secret in `namespace` with string data.
+pub async fn put_secret(client: &Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
+    let string_data: std::collections::BTreeMap<&str, &str> = data.iter().copied().collect();
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "stringData": string_data})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
+}

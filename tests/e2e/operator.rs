@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
@@ -30,9 +30,9 @@ use referral_operator::reconcilers::meta::{ANNOTATION_SECRETS_HASH, MANAGER, sys
 use referral_operator::reconcilers::{BuildContext, build};
 use serde_json::{Value, json};
 
-use crate::chart::{Installed, RunningOperator, http_get, render_chart, service_account_kubeconfig};
+use crate::chart::{Installed, RunningOperator, http_get, namespaced_operator_rbac};
 use crate::harness::{
-    TEST_MANAGER, TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, testbed_var, wait_for,
+    TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, put_secret, testbed_var, wait_for,
 };
 
 /// Resync interval given to the operator under test (both Ready and not Ready).
@@ -85,17 +85,6 @@ fn suffix() -> String {
     format!("{:x}", (std::process::id() ^ nanos.rotate_left(7)) % 0xfffff)
 }
 
-/// Creates a Secret in `namespace` with string data.
-async fn put_secret(client: &Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
-    let string_data: BTreeMap<&str, &str> = data.iter().copied().collect();
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data})).unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&secret))
-        .await
-        .unwrap_or_else(|e| panic!("create Secret {name}: {e}"));
-}
-
 impl Fixture {
     /// Sets up everything, with the MongoDB URI Secret pointing at the test bed
     /// (`mongo_uri` overrides it) and `extra_secrets` created before the operator starts.
@@ -105,27 +94,7 @@ impl Fixture {
         let ns = TestNamespace::create(&client, prefix).await;
         let dir = tempfile::tempdir().unwrap();
         let release = format!("op{}", suffix());
-        let rbac = render_chart(
-            dir.path(),
-            "rbac.yaml",
-            &[
-                "--mode",
-                "namespaced",
-                "--namespace",
-                &ns.name,
-                "--watch",
-                &ns.name,
-                "--release",
-                &release,
-                "--set",
-                "leaderElection.enabled=true",
-                "--only",
-                "rbac",
-            ],
-        );
-        let installed = Installed::apply(rbac);
-        let (sa_namespace, sa_name) = installed.service_account();
-        let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+        let (installed, kubeconfig) = namespaced_operator_rbac(dir.path(), &ns.name, &ns.name, &release);
         let default_uri = testbed_var("REFOP_TEST_MONGODB_URI");
         put_secret(&client, &ns.name, "referral-mongo", &[("uri", mongo_uri.unwrap_or(&default_uri))]).await;
         for (name, data) in extra_secrets {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -33,8 +33,8 @@ use referral_operator::reconcilers::restore::{restore_job_name, verify_job_name}
 use serde_json::json;
 
 use crate::backup::{install_restore_crd, job_phase, succeed_job};
-use crate::chart::{Installed, RunningOperator, render_chart, service_account_kubeconfig};
-use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, testbed_var, wait_for};
+use crate::chart::{RunningOperator, namespaced_operator_rbac};
+use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, put_secret, testbed_var, wait_for};
 
 const BACKUP: &str = "20261123T010000Z";
 const WORKER: &str = "main-reward-processor";
@@ -210,36 +210,11 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let ns = TestNamespace::create(&client, "restore-run").await;
     let dir = tempfile::tempdir().unwrap();
     let release = format!("restore-{}", suffix());
-    let path = render_chart(
-        dir.path(),
-        "rbac.yaml",
-        &[
-            "--mode",
-            "namespaced",
-            "--namespace",
-            &operator_ns.name,
-            "--watch",
-            &ns.name,
-            "--release",
-            &release,
-            "--set",
-            "leaderElection.enabled=true",
-            "--only",
-            "rbac",
-        ],
-    );
-    let installed = Installed::apply(path);
-    let (sa_namespace, sa_name) = installed.service_account();
-    let kubeconfig = service_account_kubeconfig(dir.path(), &sa_namespace, &sa_name);
+    let (_installed, kubeconfig) = namespaced_operator_rbac(dir.path(), &operator_ns.name, &ns.name, &release);
 
     let mongo_uri = testbed_var("REFOP_TEST_MONGODB_URI");
     let database = format!("restore_e2e_{}", suffix());
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "referral-mongo"},
-        "stringData": {"uri": mongo_uri},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &secret).await.unwrap();
+    put_secret(&client, &ns.name, "referral-mongo", &[("uri", &mongo_uri)]).await;
     let (redis_host, redis_port) = redis_host_port();
     let system: ReferralSystem = serde_json::from_value(json!({
         "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem",
