@@ -274,6 +274,18 @@ pub fn scaled_as_built(built: &Deployment, live: Option<&Deployment>) -> bool {
     replicas_match && seen
 }
 
+/// A Deployment that can no longer start a pod: zero replicas in its spec, that
+/// spec seen by the Deployment controller (`observedGeneration`), and no replica
+/// left in its status. A spec of zero alone is not enough: until the controller
+/// has scaled the ReplicaSet down, the ReplicaSet may still create a pod.
+pub fn scaled_to_zero(live: &Deployment) -> bool {
+    let spec_zero = live.spec.as_ref().and_then(|s| s.replicas) == Some(0);
+    let status = live.status.as_ref();
+    let seen = status.and_then(|s| s.observed_generation).unwrap_or(0) >= live.metadata.generation.unwrap_or(0);
+    let no_replicas = status.and_then(|s| s.replicas).unwrap_or(0) == 0;
+    spec_zero && seen && no_replicas
+}
+
 fn suspended(cron: &CronJob) -> bool {
     cron.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
 }
@@ -327,7 +339,7 @@ pub fn still_running(
         .deployments
         .iter()
         .zip(deployments)
-        .filter(|(_, live)| live.as_ref().is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0)))
+        .filter(|(_, live)| live.as_ref().is_some_and(|d| !scaled_to_zero(d)))
         .map(|(d, _)| d.name_any())
         .collect();
     let cron_jobs = built
@@ -1174,6 +1186,20 @@ mod tests {
             "spec": {"schedule": "0 1 * * *", "suspend": suspend, "jobTemplate": {}}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_deployment_is_stopped_only_once_its_controller_has_scaled_it_down() {
+        assert!(scaled_to_zero(&deployment(Some(0), 2, 2)));
+        assert!(!scaled_to_zero(&deployment(Some(1), 2, 2)));
+        // Spec at zero but not yet seen: the ReplicaSet may still create a pod.
+        assert!(!scaled_to_zero(&deployment(Some(0), 3, 2)));
+        // Seen, but a replica is still counted.
+        let mut counting = deployment(Some(0), 2, 2);
+        counting.status.as_mut().unwrap().replicas = Some(1);
+        assert!(!scaled_to_zero(&counting));
+        let built = Children { deployments: vec![deployment(Some(2), 0, 0)], ..Children::default() };
+        assert_eq!(still_running(&built, &[Some(counting)], &[], 0, vec![]).deployments, ["main-reward-processor"]);
     }
 
     #[test]

@@ -465,7 +465,7 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
             .await
             .unwrap();
         let workers_stopped =
-            worker_pods.items.is_empty() && listed.iter().all(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0));
+            worker_pods.items.is_empty() && listed.iter().all(referral_operator::controller::restore::scaled_to_zero);
         let workers_restored = listed.iter().all(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(1));
         let restore_job_name = referral_operator::reconcilers::restore::restore_job_name(&system, &uid);
         let check_job_name = referral_operator::reconcilers::restore::verify_job_name(&system, &uid);
