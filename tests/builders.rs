@@ -55,10 +55,11 @@ fn full_example_children_have_exact_names() {
             "main-maint-update-statistics"
         ]
     );
-    // main-backup: the backup pods' identity (finalize writes status.backup).
-    assert_eq!(names(&objects, "ServiceAccount"), ["main-backup", "main-checks"]);
-    assert_eq!(names(&objects, "Role"), ["main-backup", "main-checks"]);
-    assert_eq!(names(&objects, "RoleBinding"), ["main-backup", "main-checks"]);
+    // main-jobs: the one identity of the backup, restore and chain-check pods (each
+    // writes its part of the status).
+    assert_eq!(names(&objects, "ServiceAccount"), ["main-jobs"]);
+    assert_eq!(names(&objects, "Role"), ["main-jobs"]);
+    assert_eq!(names(&objects, "RoleBinding"), ["main-jobs"]);
     assert!(names(&objects, "ConfigMap").contains(&"main-redis-config".to_string()));
 }
 
@@ -275,14 +276,15 @@ fn scheduled_jobs_never_overlap_and_catch_up_after_an_outage() {
     let spec = check.spec.as_ref().unwrap();
     assert_eq!(spec.schedule, "0 3 * * 0");
     let pod = spec.job_template.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    assert_eq!(pod.service_account_name.as_deref(), Some("main-checks"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("main-jobs"));
     assert_eq!(pod.containers[0].image.as_deref(), Some("registry.example/referral-operator:test"));
     assert_eq!(pod.containers[0].args.as_deref().unwrap()[..2], ["check".to_string(), "chains".to_string()]);
 }
 
 #[test]
-fn the_check_role_reaches_only_its_own_system() {
+fn the_job_role_reaches_only_its_own_system() {
     let (_, children) = full();
+    assert_eq!(children.roles.len(), 1);
     let rules = children.roles[0].rules.as_ref().unwrap();
     for rule in rules {
         assert_eq!(rule.resource_names.as_deref(), Some(&["main".to_string()][..]));

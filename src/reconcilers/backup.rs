@@ -17,20 +17,19 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{
     ConfigMapProjection, Container, DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodSpec, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::backup::retention::BACKUP_JOB_DEADLINE_SECONDS;
 use crate::commands::backup::EXIT_STATUS_NOT_WRITTEN;
-use crate::crd::GROUP;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
 use super::env::{from_secret, redis_endpoint};
 use super::job::{OneOff, one_off_job};
+use super::job_identity;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
 use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::{BuildContext, Children};
@@ -111,60 +110,11 @@ pub fn cron_job_name(system: &ValidatedSystem) -> String {
     child_name(&system.name, "backup", MAX_CRONJOB)
 }
 
-/// Name of the ServiceAccount, Role and RoleBinding the backup pods run as: they may
-/// read their own ReferralSystem and patch its status, nothing else.
-pub fn identity_name(system: &ValidatedSystem) -> String {
-    child_name(&system.name, "backup", MAX_DNS_LABEL)
-}
-
-/// Adds the backup volume claim, the identity of the backup pods, and the CronJob.
+/// Adds the backup volume claim and the CronJob (its pods run as
+/// [`job_identity`](super::job_identity)).
 pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
     children.persistent_volume_claims.push(claim(system));
-    let (account, role, binding) = identity(system);
-    children.service_accounts.push(account);
-    children.roles.push(role);
-    children.role_bindings.push(binding);
     children.cron_jobs.push(backup_cron_job(system, ctx));
-}
-
-fn identity(system: &ValidatedSystem) -> (ServiceAccount, Role, RoleBinding) {
-    let name = identity_name(system);
-    let account = ServiceAccount {
-        metadata: object_meta(system, name.clone(), COMPONENT),
-        // Only the finalize container gets a token (see api_access_volume).
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    };
-    let role = Role {
-        metadata: object_meta(system, name.clone(), COMPONENT),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![GROUP.into()]),
-                resources: Some(vec!["referralsystems".into()]),
-                resource_names: Some(vec![system.name.clone()]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![GROUP.into()]),
-                resources: Some(vec!["referralsystems/status".into()]),
-                resource_names: Some(vec![system.name.clone()]),
-                verbs: vec!["get".into(), "patch".into()],
-                ..PolicyRule::default()
-            },
-        ]),
-    };
-    let binding = RoleBinding {
-        metadata: object_meta(system, name.clone(), COMPONENT),
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name,
-            namespace: Some(system.namespace.clone()),
-            ..Subject::default()
-        }]),
-    };
-    (account, role, binding)
 }
 
 fn claim(system: &ValidatedSystem) -> PersistentVolumeClaim {
@@ -312,7 +262,7 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         ..Container::default()
     };
     PodSpec {
-        service_account_name: Some(identity_name(system)),
+        service_account_name: Some(job_identity::identity_name(system)),
         // Not automounted: only finalize gets the token (api_access_volume), so the
         // third-party dump tools never see it.
         automount_service_account_token: Some(false),
@@ -506,14 +456,9 @@ spec:
             finalize.args.as_ref().unwrap().join(" "),
             "backup finalize --dir /backups --name-file /work/backup-name --daily 7 --weekly 4 --monthly 6 --system main --expect-redis"
         );
-        assert_eq!(pod.service_account_name.as_deref(), Some("main-backup"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("main-jobs"));
         let policy = spec.job_template.spec.as_ref().unwrap().pod_failure_policy.as_ref().unwrap();
         assert_eq!(policy.rules[0].on_exit_codes.as_ref().unwrap().values, [3]);
-        assert_eq!(
-            children.roles[0].rules.as_ref().unwrap()[1].resources.as_ref().unwrap(),
-            &["referralsystems/status"]
-        );
-        assert_eq!(children.roles[0].rules.as_ref().unwrap()[1].resource_names.as_ref().unwrap(), &["main"]);
     }
 
     #[test]

@@ -1,32 +1,25 @@
 //! The referral-chain integrity check: a CronJob running this operator's own binary
-//! (`check chains`), with a ServiceAccount allowed to read its ReferralSystem and
-//! write that one object's status, and nothing else.
+//! (`check chains`) as the system's job identity, which may read its ReferralSystem
+//! and write that one object's status, and nothing else.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, ResourceRequirements,
-    ServiceAccount, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, ResourceRequirements, Volume,
+    VolumeMount,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::crd::GROUP;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
 use super::env::from_secret;
-use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
+use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name};
 use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of the chain-check objects.
 pub const COMPONENT: &str = "chain-check";
-
-/// Name of the check's ServiceAccount, Role and RoleBinding.
-pub fn identity_name(system: &ValidatedSystem) -> String {
-    child_name(&system.name, "checks", MAX_DNS_LABEL)
-}
 
 /// Name of the chain-check CronJob.
 pub fn cron_job_name(system: &ValidatedSystem) -> String {
@@ -40,48 +33,9 @@ pub fn manual_check_job_name(system: &ValidatedSystem, token: &str) -> String {
     child_name(&system.name, &format!("check-now-{}", &hash[..8]), MAX_DNS_LABEL)
 }
 
-/// Adds the ServiceAccount, Role, RoleBinding and CronJob.
+/// Adds the CronJob; its pods run as [`job_identity`](super::job_identity).
 pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
-    let identity = identity_name(system);
-    children.service_accounts.push(ServiceAccount {
-        metadata: object_meta(system, identity.clone(), COMPONENT),
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    });
-    children.roles.push(Role {
-        metadata: object_meta(system, identity.clone(), COMPONENT),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![GROUP.into()]),
-                resources: Some(vec!["referralsystems".into()]),
-                resource_names: Some(vec![system.name.clone()]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![GROUP.into()]),
-                resources: Some(vec!["referralsystems/status".into()]),
-                resource_names: Some(vec![system.name.clone()]),
-                verbs: vec!["get".into(), "patch".into()],
-                ..PolicyRule::default()
-            },
-        ]),
-    });
-    children.role_bindings.push(RoleBinding {
-        metadata: object_meta(system, identity.clone(), COMPONENT),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: identity.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: identity.clone(),
-            namespace: Some(system.namespace.clone()),
-            ..Subject::default()
-        }]),
-    });
-    children.cron_jobs.push(check_cron_job(system, ctx, identity));
+    children.cron_jobs.push(check_cron_job(system, ctx, super::job_identity::identity_name(system)));
 }
 
 fn check_cron_job(

@@ -8,6 +8,7 @@ pub mod cron;
 pub mod dashboards;
 pub mod env;
 pub mod job;
+pub mod job_identity;
 pub mod maintenance;
 pub mod meta;
 pub mod monitoring;
@@ -65,6 +66,7 @@ pub fn build(system: &ValidatedSystem, ctx: &BuildContext) -> Children {
     let mut children = Children::default();
     workers::build(system, ctx, &mut children);
     redis::build(system, ctx, &mut children);
+    job_identity::build(system, &mut children);
     backup::build(system, ctx, &mut children);
     chain_check::build(system, ctx, &mut children);
     maintenance::build(system, ctx, &mut children);

@@ -156,13 +156,13 @@ async fn the_backup_cronjob_identity_and_a_manual_backup_job_are_admitted_and_it
     let system = create_system(&client, &ns.name, json!({})).await;
     let system = validated(&system, &ns.name);
     let children = build(&system, &ctx());
-    for account in children.service_accounts.iter().filter(|a| a.name_any() == "main-backup") {
+    for account in children.service_accounts.iter().filter(|a| a.name_any() == "main-jobs") {
         apply::<ServiceAccount>(&client, &ns.name, account).await;
     }
-    for role in children.roles.iter().filter(|r| r.name_any() == "main-backup") {
+    for role in children.roles.iter().filter(|r| r.name_any() == "main-jobs") {
         apply::<Role>(&client, &ns.name, role).await;
     }
-    for binding in children.role_bindings.iter().filter(|b| b.name_any() == "main-backup") {
+    for binding in children.role_bindings.iter().filter(|b| b.name_any() == "main-jobs") {
         apply::<RoleBinding>(&client, &ns.name, binding).await;
     }
     let cron = children.cron_jobs.iter().find(|c| c.name_any() == "main-backup").expect("backup CronJob");
@@ -191,7 +191,7 @@ async fn the_backup_cronjob_identity_and_a_manual_backup_job_are_admitted_and_it
         pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await.ok()?.items.into_iter().next()
     })
     .await;
-    assert_eq!(pod.spec.unwrap().service_account_name.as_deref(), Some("main-backup"));
+    assert_eq!(pod.spec.unwrap().service_account_name.as_deref(), Some("main-jobs"));
     assert_eq!(job_phase(&client, &ns.name, &name).await, JobPhase::Running);
     // The same token names the same Job: a second create is refused, not duplicated.
     let again = Api::<Job>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &job).await;
@@ -211,7 +211,7 @@ fn impersonating(user: &str, dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn finalize_writes_status_backup_as_the_backup_service_account_and_nothing_else() {
+async fn finalize_writes_status_backup_as_the_job_service_account_and_nothing_else() {
     if !enabled() {
         return;
     }
@@ -224,14 +224,14 @@ async fn finalize_writes_status_backup_as_the_backup_service_account_and_nothing
     apply::<ServiceAccount>(
         &client,
         &ns.name,
-        children.service_accounts.iter().find(|a| a.name_any() == "main-backup").unwrap(),
+        children.service_accounts.iter().find(|a| a.name_any() == "main-jobs").unwrap(),
     )
     .await;
-    apply::<Role>(&client, &ns.name, children.roles.iter().find(|r| r.name_any() == "main-backup").unwrap()).await;
+    apply::<Role>(&client, &ns.name, children.roles.iter().find(|r| r.name_any() == "main-jobs").unwrap()).await;
     apply::<RoleBinding>(
         &client,
         &ns.name,
-        children.role_bindings.iter().find(|b| b.name_any() == "main-backup").unwrap(),
+        children.role_bindings.iter().find(|b| b.name_any() == "main-jobs").unwrap(),
     )
     .await;
     // Another system in the namespace, whose status the backup identity must not touch.
@@ -247,7 +247,7 @@ async fn finalize_writes_status_backup_as_the_backup_service_account_and_nothing
     std::fs::write(folder.join("mongodb-referrals.archive.gz"), [0x1f, 0x8b, 8, 0]).unwrap();
     std::fs::write(folder.join("redis.rdb"), b"REDIS0011").unwrap();
     std::fs::write(dir.path().join("name"), "20261123T010000Z").unwrap();
-    let kubeconfig = impersonating(&format!("system:serviceaccount:{}:main-backup", ns.name), dir.path());
+    let kubeconfig = impersonating(&format!("system:serviceaccount:{}:main-jobs", ns.name), dir.path());
     let finalize = |system: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_referral-operator"))
             .args(["backup", "finalize", "--dir", backups.to_str().unwrap(), "--name-file"])

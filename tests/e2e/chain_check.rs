@@ -19,7 +19,7 @@ use kube::api::{Api, ListParams, PostParams};
 use mongodb::bson::{Document, doc, oid::ObjectId};
 use referral_operator::crd::ReferralSystem;
 use referral_operator::crd::validate::validate;
-use referral_operator::reconcilers::{BuildContext, build, chain_check};
+use referral_operator::reconcilers::{BuildContext, build, chain_check, job_identity};
 
 use crate::harness::{TestNamespace, client, enabled, install_crd, testbed_var, wait_for};
 
@@ -76,7 +76,7 @@ async fn the_chain_check_job_runs_the_check_and_writes_status_as_its_service_acc
     // The chain-check objects exactly as the builder makes them.
     let validated = validate(&created, &ns.name).expect("the example is valid");
     let children = build(&validated, &BuildContext { operator_image: IMAGE.into(), secrets_hash: None });
-    let identity = chain_check::identity_name(&validated);
+    let identity = job_identity::identity_name(&validated);
     let cron_name = chain_check::cron_job_name(&validated);
     let pp = PostParams::default();
     for sa in children.service_accounts.iter().filter(|o| o.metadata.name.as_deref() == Some(&identity)) {

@@ -572,8 +572,8 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
     .await;
     let (ok, roles, _) =
         kubectl(&["get", "roles,rolebindings,cronjobs,statefulsets", "-n", &watched.name, "-o", "name"], None);
-    assert!(ok && roles.contains("role.rbac.authorization.k8s.io/main-checks"), "{roles}");
-    assert!(roles.contains("rolebinding.rbac.authorization.k8s.io/main-checks"), "{roles}");
+    assert!(ok && roles.contains("role.rbac.authorization.k8s.io/main-jobs"), "{roles}");
+    assert!(roles.contains("rolebinding.rbac.authorization.k8s.io/main-jobs"), "{roles}");
     let lease = Api::<Lease>::namespaced(client.clone(), &operator_ns.name).get("referral-operator").await.unwrap();
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("e2e-0"));
     let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &watched.name, "-o", "json"], None);
