@@ -1,6 +1,11 @@
 //! The apply step: server-side apply of every built child under one field manager,
 //! then deletion of children this system owns that are no longer wanted. Data-bearing
 //! claims are never deleted here.
+//!
+//! The writes of one phase go out together: identity and configuration first (the
+//! ServiceAccount, Role, ConfigMaps and Services the workloads refer to), then the
+//! workloads and what guards them. One after the other, each of a new system's ten
+//! writes waited for the round trip of the one before.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -54,45 +59,67 @@ fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
     meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-/// Server-side applies `items` of one kind, skipping those the watch shows unchanged
-/// since our last apply, then (with `prune`) deletes owned children not in `items`.
-/// Deployments and StatefulSets come back as the live state knows them.
+/// What applying one kind did, added into [`Applied`] once a phase is done.
+#[derive(Debug, Default)]
+struct Tally {
+    patched: usize,
+    unchanged: usize,
+    deleted: usize,
+    listed: usize,
+}
+
+impl Applied {
+    fn add(&mut self, tally: Tally) {
+        self.patched += tally.patched;
+        self.unchanged += tally.unchanged;
+        self.deleted += tally.deleted;
+        self.listed += tally.listed;
+    }
+}
+
+/// Server-side applies `items` of one kind, all at once, skipping those the watch
+/// shows unchanged since our last apply, then (with `prune`) deletes owned children
+/// not in `items`. Returns what was patched, fresh from the server.
 async fn apply_typed<K>(
     target: &Target<'_>,
     kind: &'static str,
     items: &[K],
     prune: bool,
-    applied: &mut Applied,
-) -> Result<Vec<K>, Error>
+) -> Result<(Vec<K>, Tally), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let api = Api::<K>::namespaced(target.client.clone(), target.namespace);
     let params = PatchParams::apply(MANAGER).force();
-    let mut returned = Vec::with_capacity(items.len());
+    let mut tally = Tally::default();
     let mut wanted = BTreeSet::new();
+    let mut writes = Vec::new();
     for item in items {
         let name = item.name_any();
         let key = ChildKey::new(kind, target.namespace, &name);
         let desired = content_hash(item);
         wanted.insert(name.clone());
         if target.live.unchanged_since_apply(&key, desired) {
-            applied.unchanged += 1;
+            tally.unchanged += 1;
             continue;
         }
-        let result = api.patch(&name, &params, &Patch::Apply(item)).await.map_err(|source| Error::Apply {
-            kind,
-            name: name.clone(),
-            source,
-        })?;
-        target.live.record_apply(key, desired, result.meta());
-        applied.patched += 1;
-        returned.push(result);
+        let (api, params) = (&api, &params);
+        writes.push(async move {
+            let result = api.patch(&name, params, &Patch::Apply(item)).await.map_err(|source| Error::Apply {
+                kind,
+                name,
+                source,
+            })?;
+            target.live.record_apply(key, desired, result.meta());
+            Ok::<K, Error>(result)
+        });
     }
+    let returned = futures::future::try_join_all(writes).await?;
+    tally.patched = returned.len();
     if prune {
-        prune_typed(target, kind, &api, &wanted, applied).await?;
+        prune_typed(target, kind, &api, &wanted, &mut tally).await?;
     }
-    Ok(returned)
+    Ok((returned, tally))
 }
 
 /// Deletes children of `kind` this system controls that are no longer wanted. Reads
@@ -102,7 +129,7 @@ async fn prune_typed<K>(
     kind: &'static str,
     api: &Api<K>,
     wanted: &BTreeSet<String>,
-    applied: &mut Applied,
+    tally: &mut Tally,
 ) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
@@ -110,7 +137,7 @@ where
     let owned = if target.live.synced(kind, target.namespace) {
         target.live.owned(kind, target.namespace, target.uid)
     } else {
-        applied.listed += 1;
+        tally.listed += 1;
         api.list_metadata(&ListParams::default().labels(&system_selector(target.system)))
             .await
             .map_err(|source| Error::ListChildren { kind, system: target.system.to_string(), source })?
@@ -127,7 +154,7 @@ where
             Err(source) => return Err(Error::Prune { kind, name, source }),
         }
         target.live.forget(&ChildKey::new(kind, target.namespace, &name));
-        applied.deleted += 1;
+        tally.deleted += 1;
     }
     Ok(())
 }
@@ -209,20 +236,33 @@ pub async fn apply_all(
         service_monitors,
     } = children;
     let mut applied = Applied::default();
+    // Identity and configuration, then the workloads that use them.
+    let ((_, t1), (_, t2), (_, t3), (_, t4), (_, t5), (_, t6)) = tokio::try_join!(
+        apply_typed(target, "ServiceAccount", service_accounts, true),
+        apply_typed(target, "Role", roles, true),
+        apply_typed(target, "RoleBinding", role_bindings, true),
+        apply_typed(target, "ConfigMap", config_maps, true),
+        // Claims hold data: applied, never pruned.
+        apply_typed(target, "PersistentVolumeClaim", persistent_volume_claims, false),
+        apply_typed(target, "Service", services, true),
+    )?;
+    for tally in [t1, t2, t3, t4, t5, t6] {
+        applied.add(tally);
+    }
+    let ((sets, t1), (deploys, t2), (_, t3), (_, t4), (_, t5), (_, t6)) = tokio::try_join!(
+        apply_typed(target, "StatefulSet", stateful_sets, true),
+        apply_typed(target, "Deployment", deployments, true),
+        apply_typed(target, "PodDisruptionBudget", pod_disruption_budgets, true),
+        apply_typed(target, "HorizontalPodAutoscaler", horizontal_pod_autoscalers, true),
+        apply_typed(target, "NetworkPolicy", network_policies, true),
+        apply_typed(target, "CronJob", cron_jobs, true),
+    )?;
+    applied.stateful_sets = sets;
+    applied.deployments = deploys;
+    for tally in [t1, t2, t3, t4, t5, t6] {
+        applied.add(tally);
+    }
     let a = &mut applied;
-    apply_typed(target, "ServiceAccount", service_accounts, true, a).await?;
-    apply_typed(target, "Role", roles, true, a).await?;
-    apply_typed(target, "RoleBinding", role_bindings, true, a).await?;
-    apply_typed(target, "ConfigMap", config_maps, true, a).await?;
-    // Claims hold data: applied, never pruned.
-    apply_typed(target, "PersistentVolumeClaim", persistent_volume_claims, false, a).await?;
-    apply_typed(target, "Service", services, true, a).await?;
-    a.stateful_sets = apply_typed(target, "StatefulSet", stateful_sets, true, a).await?;
-    a.deployments = apply_typed(target, "Deployment", deployments, true, a).await?;
-    apply_typed(target, "PodDisruptionBudget", pod_disruption_budgets, true, a).await?;
-    apply_typed(target, "HorizontalPodAutoscaler", horizontal_pod_autoscalers, true, a).await?;
-    apply_typed(target, "NetworkPolicy", network_policies, true, a).await?;
-    apply_typed(target, "CronJob", cron_jobs, true, a).await?;
     if !apply_dynamic(target, "PrometheusRule", capabilities.prometheus_rule.as_ref(), prometheus_rules, a).await?
         && !prometheus_rules.is_empty()
     {
