@@ -4,8 +4,11 @@
 //!
 //! The writes of one phase go out together: identity and configuration first (the
 //! ServiceAccount, Role, ConfigMaps and Services the workloads refer to), then the
-//! workloads and what guards them. One after the other, each of a new system's ten
-//! writes waited for the round trip of the one before.
+//! RoleBinding, the workloads and what guards them. One after the other, each of a
+//! new system's ten writes waited for the round trip of the one before. A RoleBinding
+//! must not overtake its Role: without the `bind` verb (which the chart does not
+//! grant) the API server checks the operator holds every rule of the bound Role, and
+//! answers NotFound while the Role does not exist yet.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -237,19 +240,20 @@ pub async fn apply_all(
     } = children;
     let mut applied = Applied::default();
     // Identity and configuration, then the workloads that use them.
-    let ((_, t1), (_, t2), (_, t3), (_, t4), (_, t5), (_, t6)) = tokio::try_join!(
+    let ((_, t1), (_, t2), (_, t3), (_, t4), (_, t5)) = tokio::try_join!(
         apply_typed(target, "ServiceAccount", service_accounts, true),
         apply_typed(target, "Role", roles, true),
-        apply_typed(target, "RoleBinding", role_bindings, true),
         apply_typed(target, "ConfigMap", config_maps, true),
         // Claims hold data: applied, never pruned.
         apply_typed(target, "PersistentVolumeClaim", persistent_volume_claims, false),
         apply_typed(target, "Service", services, true),
     )?;
-    for tally in [t1, t2, t3, t4, t5, t6] {
+    for tally in [t1, t2, t3, t4, t5] {
         applied.add(tally);
     }
-    let ((sets, t1), (deploys, t2), (_, t3), (_, t4), (_, t5), (_, t6)) = tokio::try_join!(
+    let ((_, t0), (sets, t1), (deploys, t2), (_, t3), (_, t4), (_, t5), (_, t6)) = tokio::try_join!(
+        // After its Role (see the module doc).
+        apply_typed(target, "RoleBinding", role_bindings, true),
         apply_typed(target, "StatefulSet", stateful_sets, true),
         apply_typed(target, "Deployment", deployments, true),
         apply_typed(target, "PodDisruptionBudget", pod_disruption_budgets, true),
@@ -259,7 +263,7 @@ pub async fn apply_all(
     )?;
     applied.stateful_sets = sets;
     applied.deployments = deploys;
-    for tally in [t1, t2, t3, t4, t5, t6] {
+    for tally in [t0, t1, t2, t3, t4, t5, t6] {
         applied.add(tally);
     }
     let a = &mut applied;

@@ -68,6 +68,9 @@ pub async fn discover(client: &Client) -> Capabilities {
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 fn child_config() -> watcher::Config {
     watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
 }
@@ -91,12 +94,16 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         None => Api::all(client.clone()),
     };
     let (reader, writer) = reflector::store();
-    // Managed fields are dropped before caching: they are the largest part of most
-    // objects and the controller never reads them.
+    // Managed fields and `kubectl apply`'s copy of the whole spec are dropped before
+    // caching: together they are most of an object, and the controller reads neither.
     let stream = watcher(systems, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|guard: &mut DeserializeGuard<ReferralSystem>| {
-            guard.meta_mut().managed_fields = None;
+            let meta = guard.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
         })
         .reflect(writer)
         .touched_objects();

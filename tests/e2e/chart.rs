@@ -560,6 +560,12 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
         .await;
     let condition = |type_: &str| reconciled.conditions.iter().find(|c| c.type_ == type_).cloned();
     assert_eq!(condition("SpecValid").map(|c| c.status), Some("True".into()), "{reconciled:?}");
+    // The first reconcile applies everything with these rights: no write is refused,
+    // whatever the order the writes reach the server in (a RoleBinding sent before
+    // its Role is refused to an identity without `bind`).
+    assert_ne!(condition("Ready").map(|c| c.reason), Some("ApplyFailed".into()), "{reconciled:?}");
+    let log = operator.log_text();
+    assert!(!log.contains("reconcile failed"), "a reconcile failed with the chart's rights:\n{log}");
     // The MongoDB URI came from the Secret, read by name with `get` only.
     assert_eq!(condition("MongoReachable").map(|c| c.status), Some("True".into()), "{reconciled:?}");
 
