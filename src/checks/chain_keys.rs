@@ -260,6 +260,136 @@ impl OwnedKey {
     }
 }
 
+/// Tags of a [`PendingKey`] that holds no key; never stored in a table.
+const TAG_ABSENT: u8 = 0x40;
+const TAG_WRONG_TYPE: u8 = 0x41;
+
+/// A field value as it waits in the ingest pipeline: plain fixed-size data, written
+/// once on arrival and then only read, so that taking a user in, prefetching for it
+/// and interning it later copy no enum and allocate nothing.
+///
+/// `lo` holds bytes 0..8 of the key as the table stores it, `hi` bytes 8..12 and
+/// above them the tag (or `TAG_ABSENT` / `TAG_WRONG_TYPE`): the two words the hash
+/// mixes, so `hash` is [`key_hash`] of the key. What does not fit, a long string's
+/// bytes or a wrong type's name, waits beside it in a [`PendingExtra`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingKey {
+    lo: u64,
+    hi: u64,
+    hash: u64,
+}
+
+/// What a [`PendingKey`] cannot hold. One per pipeline position and field, reused:
+/// the string keeps its capacity, so long strings allocate only while it grows.
+#[derive(Clone, Debug, Default)]
+pub struct PendingExtra {
+    long: String,
+    wrong_type: &'static str,
+}
+
+impl PendingKey {
+    /// Encodes a field value, hashing a key once; a long string's bytes and a wrong
+    /// type's name go into `extra`.
+    #[inline(always)]
+    pub fn encode(value: FieldValue<'_>, extra: &mut PendingExtra) -> PendingKey {
+        match value {
+            FieldValue::Key(KeyRef::ObjectId(bytes)) => PendingKey::inline(TAG_OBJECT_ID, &bytes),
+            FieldValue::Key(KeyRef::Int(n)) => {
+                let mut body = [0u8; INLINE];
+                body[..8].copy_from_slice(&n.to_le_bytes());
+                PendingKey::inline(TAG_INT, &body)
+            }
+            FieldValue::Key(KeyRef::Str(s)) if s.len() <= INLINE => {
+                let mut body = [0u8; INLINE];
+                body[..s.len()].copy_from_slice(s.as_bytes());
+                PendingKey::inline(TAG_SHORT_STR + s.len() as u8, &body)
+            }
+            FieldValue::Key(KeyRef::Str(s)) => {
+                extra.long.clear();
+                extra.long.push_str(s);
+                PendingKey::marker(TAG_LONG_STR, hash_long(s.as_bytes()))
+            }
+            FieldValue::Absent => PendingKey::marker(TAG_ABSENT, 0),
+            FieldValue::WrongType(name) => {
+                extra.wrong_type = name;
+                PendingKey::marker(TAG_WRONG_TYPE, 0)
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn inline(tag: u8, body: &[u8; INLINE]) -> PendingKey {
+        let (lo, hi) = body.split_at(8);
+        let mut a = [0u8; 8];
+        a.copy_from_slice(lo);
+        let mut b = [0u8; 4];
+        b.copy_from_slice(hi);
+        let lo = u64::from_le_bytes(a);
+        let hi = u64::from(u32::from_le_bytes(b)) | (u64::from(tag) << 32);
+        // The same words `hash_cell` builds from the body and the tag.
+        PendingKey { lo, hi, hash: mix(mix(lo ^ K0, hi ^ K1), K2) }
+    }
+
+    #[inline(always)]
+    fn marker(tag: u8, hash: u64) -> PendingKey {
+        PendingKey { lo: 0, hi: u64::from(tag) << 32, hash }
+    }
+
+    #[inline(always)]
+    fn tag(&self) -> u8 {
+        (self.hi >> 32) as u8
+    }
+
+    /// Whether the value is a key (rather than absent or of a wrong type).
+    #[inline(always)]
+    pub fn is_key(&self) -> bool {
+        self.tag() <= TAG_LONG_STR
+    }
+
+    #[inline(always)]
+    pub fn is_absent(&self) -> bool {
+        self.tag() == TAG_ABSENT
+    }
+
+    /// The key's [`key_hash`] (0 for a value that is no key).
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The name of the value's type, when it is of a wrong type, for messages.
+    pub fn wrong_type(&self, extra: &PendingExtra) -> Option<&'static str> {
+        (self.tag() == TAG_WRONG_TYPE).then_some(extra.wrong_type)
+    }
+
+    /// The key, owned, when the value is one; for messages.
+    pub fn to_user_key(&self, extra: &PendingExtra) -> Option<UserKey> {
+        match self.tag() {
+            TAG_ABSENT | TAG_WRONG_TYPE => None,
+            TAG_LONG_STR => Some(UserKey::Str(extra.long.clone())),
+            tag => Some(decode_inline(tag, &self.body()).to_owned_key()),
+        }
+    }
+
+    /// The 12 inline bytes.
+    #[inline(always)]
+    fn body(&self) -> [u8; INLINE] {
+        let mut body = [0u8; INLINE];
+        body[..8].copy_from_slice(&self.lo.to_le_bytes());
+        body[8..].copy_from_slice(&(self.hi as u32).to_le_bytes());
+        body
+    }
+
+    /// The cell as a table stores it (meaningful for inline keys only).
+    #[inline(always)]
+    fn stored(&self) -> [u8; CELL] {
+        let mut cell = [0u8; CELL];
+        cell[..8].copy_from_slice(&self.lo.to_le_bytes());
+        cell[8..].copy_from_slice(&self.hi.to_le_bytes()[..5]);
+        cell
+    }
+}
+
 /// The hash the table indexes `key` by; [`KeyTable::warm`] takes these.
 pub fn key_hash(key: KeyRef<'_>) -> u64 {
     hash_key(key)
@@ -297,6 +427,8 @@ pub struct KeyTable {
     /// `(hash & !id_mask) | id` and a probe compares `slot & !id_mask`.
     id_mask: u32,
     indexed: usize,
+    /// Keys indexed at which the index grows: a load of 3/4 (checked per insert).
+    grow_at: usize,
 }
 
 /// What a probe compares stored cells with: a whole inline cell (as stored, with its
@@ -327,6 +459,7 @@ impl KeyTable {
             bits: 0,
             id_mask: 0,
             indexed: 0,
+            grow_at: 0,
         };
         // Never without slots: probing relies on a non-empty, power-of-two index.
         table.resize_index(slots_for(expected));
@@ -351,6 +484,8 @@ impl KeyTable {
         self.bits = capacity.trailing_zeros();
         // u64 arithmetic: `bits` may be 32.
         self.id_mask = ((1u64 << self.bits) - 1) as u32;
+        // The index grows before the insert that would take it above 3/4.
+        self.grow_at = capacity / 4 * 3;
         // Written right after the hint, so the first touch already gets huge pages.
         let mut slots = huge_page_vec(capacity);
         slots.resize(capacity, NONE);
@@ -508,15 +643,73 @@ impl KeyTable {
     /// [`KeyTable::intern`] of a key already in stored form and hashed.
     #[inline]
     pub(super) fn intern_owned(&mut self, key: &OwnedKey) -> Result<(u32, bool), KeyTableError> {
-        if (self.indexed + 1) * 4 > self.slots.len() * 3 {
+        self.intern_probe(key.probe(), key.hash)
+    }
+
+    /// [`KeyTable::intern`] of a key waiting in a pipeline; `key` must be a key
+    /// ([`PendingKey::is_key`]).
+    #[inline(always)]
+    pub(super) fn intern_pending(
+        &mut self,
+        key: &PendingKey,
+        extra: &PendingExtra,
+    ) -> Result<(u32, bool), KeyTableError> {
+        if key.tag() == TAG_LONG_STR {
+            self.intern_long(&extra.long, key.hash)
+        } else {
+            self.intern_cell(key.stored(), key.hash)
+        }
+    }
+
+    #[inline(never)]
+    fn intern_long(&mut self, s: &str, hash: u64) -> Result<(u32, bool), KeyTableError> {
+        self.intern_probe(Probe::Long(s), hash)
+    }
+
+    /// [`KeyTable::intern_probe`] of an inline key, as one loop over the slots with
+    /// whole-cell comparisons: the common case, kept free of calls.
+    #[inline(always)]
+    fn intern_cell(&mut self, cell: [u8; CELL], hash: u64) -> Result<(u32, bool), KeyTableError> {
+        if self.indexed >= self.grow_at {
             self.grow()?;
         }
-        let slot = match self.find(key.probe(), key.hash) {
+        let id_mask = self.id_mask;
+        let fragment = hash as u32 & !id_mask;
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        loop {
+            let packed = self.slots[slot];
+            if packed == NONE {
+                break;
+            }
+            if packed & !id_mask == fragment && self.cells.get((packed & id_mask) as usize) == Some(&cell) {
+                return Ok((packed & id_mask, false));
+            }
+            slot = (slot + 1) & mask;
+        }
+        let id = self.cells.len();
+        if id >= MAX_KEYS {
+            return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
+        }
+        self.cells.push(cell);
+        self.slots[slot] = fragment | id as u32;
+        self.indexed += 1;
+        Ok((id as u32, true))
+    }
+
+    #[inline(always)]
+    fn intern_probe(&mut self, probe: Probe<'_>, hash: u64) -> Result<(u32, bool), KeyTableError> {
+        if self.indexed >= self.grow_at {
+            self.grow()?;
+        }
+        let slot = match self.find(probe, hash) {
             Found::Key(id) => return Ok((id, false)),
             Found::Vacant(slot) => slot,
         };
-        let id = self.push_owned(key, false)?;
-        self.slots[slot] = self.pack(id, key.hash);
+        let id = self.push_probe(probe, false)?;
+        if let Some(free) = self.slots.get_mut(slot) {
+            *free = (hash as u32 & !self.id_mask) | id;
+        }
         self.indexed += 1;
         Ok((id, true))
     }
@@ -534,22 +727,23 @@ impl KeyTable {
     /// Stores a key that lookups never find (a placeholder that must not shadow a
     /// real id), and returns its number.
     pub fn push_unindexed(&mut self, key: KeyRef<'_>) -> Result<u32, KeyTableError> {
-        self.push_owned(&OwnedKey::new(key), true)
+        self.push_probe(OwnedKey::new(key).probe(), true)
     }
 
-    fn push_owned(&mut self, key: &OwnedKey, unindexed: bool) -> Result<u32, KeyTableError> {
+    #[inline(always)]
+    fn push_probe(&mut self, probe: Probe<'_>, unindexed: bool) -> Result<u32, KeyTableError> {
         let id = self.cells.len();
         if id >= MAX_KEYS {
             return Err(KeyTableError::TooManyKeys { limit: MAX_KEYS as u64 });
         }
         let flag = if unindexed { UNINDEXED } else { 0 };
-        match &key.form {
-            OwnedForm::Inline(cell) => {
+        match probe {
+            Probe::Cell(cell) => {
                 let mut cell = *cell;
                 cell[INLINE] |= flag;
                 self.cells.push(cell);
             }
-            OwnedForm::Long(s) => {
+            Probe::Long(s) => {
                 let mut cell = [0u8; INLINE];
                 cell[..8].copy_from_slice(&(self.long_strings.len() as u64).to_le_bytes());
                 cell[8..].copy_from_slice(&(s.len() as u32).to_le_bytes());
@@ -655,6 +849,37 @@ mod tests {
         }
         assert_eq!(table.get(KeyRef::Str("ABCDEFGHIJK")), None);
         assert_eq!(table.get(KeyRef::Int(5)), None);
+    }
+
+    #[test]
+    fn pending_keys_hash_and_intern_like_the_keys_they_encode() {
+        let long = "a-referral-code-longer-than-twelve-bytes";
+        let keys = [
+            KeyRef::ObjectId([9; 12]),
+            KeyRef::Int(-1),
+            KeyRef::Int(0x31),
+            KeyRef::Str("1"),
+            KeyRef::Str("ABCDEFGHIJKL"),
+            KeyRef::Str(long),
+        ];
+        let mut table = KeyTable::with_capacity(0);
+        let mut extra = PendingExtra::default();
+        for (n, key) in keys.iter().enumerate() {
+            let pending = PendingKey::encode(FieldValue::Key(*key), &mut extra);
+            assert!(pending.is_key() && !pending.is_absent());
+            assert_eq!(pending.hash(), key_hash(*key), "{key:?}");
+            assert_eq!(pending.to_user_key(&extra), Some(key.to_owned_key()));
+            // Interned as a pending key, found as a plain one, and the other way round.
+            assert_eq!(table.intern_pending(&pending, &extra).unwrap(), (n as u32, true));
+            assert_eq!(table.get(*key), Some(n as u32));
+            assert_eq!(table.intern_pending(&pending, &extra).unwrap(), (n as u32, false));
+            assert_eq!(table.intern(*key).unwrap(), (n as u32, false));
+        }
+        let absent = PendingKey::encode(FieldValue::Absent, &mut extra);
+        assert!(absent.is_absent() && !absent.is_key() && absent.to_user_key(&extra).is_none());
+        let wrong = PendingKey::encode(FieldValue::WrongType("an array"), &mut extra);
+        assert!(!wrong.is_key() && !wrong.is_absent());
+        assert_eq!(wrong.wrong_type(&extra), Some("an array"));
     }
 
     #[test]

@@ -30,7 +30,9 @@ use serde::Serialize;
 
 use crate::crd::mongodb::ReferredByHolds;
 
-pub use super::chain_keys::{FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, UserKey, key_hash};
+pub use super::chain_keys::{
+    FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, PendingExtra, PendingKey, UserKey, key_hash,
+};
 use super::chain_keys::{huge_page_vec, prefetch};
 
 /// Documents a user waits between the prefetch of its index slots and the prefetch
@@ -79,80 +81,41 @@ impl PendingValue {
             PendingValue::WrongType(name) => FieldValue::WrongType(name),
         }
     }
-
-    /// The key, hashed, when the value is one.
-    fn key(&self) -> Option<&OwnedKey> {
-        match self {
-            PendingValue::Key(key) => Some(key),
-            _ => None,
-        }
-    }
 }
 
-/// A user document waiting in the ingest pipeline; its keys carry their hashes.
+/// Where a user's fields wait in the ingest pipeline.
+const ID: usize = 0;
+const REFERRED_BY: usize = 1;
+const OWN_CODE: usize = 2;
+
+/// The users waiting in the ingest pipeline: a ring of fixed, power-of-two size,
+/// numbered by arrival. User `n` waits at position `n & mask` as plain cells (see
+/// [`PendingKey`]): it is written there once, read twice for its prefetches and once
+/// when it is interned, and never moved; nothing is allocated per user.
 #[derive(Debug)]
-struct PendingUser {
-    id: PendingValue,
-    referred_by: PendingValue,
-    referral_code: PendingValue,
-}
-
-impl PendingUser {
-    fn new(id: FieldValue<'_>, referred_by: FieldValue<'_>, referral_code: FieldValue<'_>) -> PendingUser {
-        PendingUser {
-            id: PendingValue::new(id),
-            referred_by: PendingValue::new(referred_by),
-            referral_code: PendingValue::new(referral_code),
-        }
-    }
-}
-
-/// The users waiting in the ingest pipeline, oldest first: a ring of fixed,
-/// power-of-two size, so that taking a user in, looking one up by age and handing the
-/// oldest on are a mask and no reallocation, and a user is handled where it waits.
-#[derive(Debug, Default)]
 struct UserPipeline {
-    ring: Vec<Option<PendingUser>>,
-    /// Position of the oldest user.
-    head: usize,
-    len: usize,
+    /// Per position: the id, `referredBy` and own referral code of a user, encoded.
+    keys: Vec<[PendingKey; 3]>,
+    /// Beside each key: a long string's bytes or a wrong type's name, when it has one.
+    extras: Vec<[PendingExtra; 3]>,
+    mask: usize,
+    /// Users taken in so far: the next one's number.
+    taken: usize,
+    /// Users interned so far: the oldest waiting one's number.
+    done: usize,
 }
 
 impl UserPipeline {
     /// A ring that holds `capacity` users.
     fn new(capacity: usize) -> UserPipeline {
         let size = capacity.max(1).next_power_of_two();
-        UserPipeline { ring: (0..size).map(|_| None).collect(), head: 0, len: 0 }
-    }
-
-    fn mask(&self) -> usize {
-        self.ring.len() - 1
-    }
-
-    /// Adds a user at the young end; the caller keeps `len` below the capacity.
-    fn push(&mut self, user: PendingUser) {
-        let at = (self.head + self.len) & self.mask();
-        if let Some(cell) = self.ring.get_mut(at) {
-            *cell = Some(user);
-            self.len += 1;
+        UserPipeline {
+            keys: vec![[PendingKey::default(); 3]; size],
+            extras: vec![Default::default(); size],
+            mask: size - 1,
+            taken: 0,
+            done: 0,
         }
-    }
-
-    /// The user that arrived `age` users before the youngest (0: the youngest).
-    fn by_age(&self, age: usize) -> Option<&PendingUser> {
-        let back = self.len.checked_sub(age + 1)?;
-        self.ring.get((self.head + back) & self.mask())?.as_ref()
-    }
-
-    /// Takes the oldest user out.
-    fn pop(&mut self) -> Option<PendingUser> {
-        if self.len == 0 {
-            return None;
-        }
-        let user = self.ring.get_mut(self.head)?.take();
-        self.head = (self.head + 1) & self.mask();
-        self.len -= 1;
-        user
     }
 }
 
@@ -437,6 +400,19 @@ pub enum ChainError {
 /// Collects users during the streaming pass.
 #[derive(Debug)]
 pub struct ChainBuilder {
+    graph: UserGraph,
+    /// Users waiting: see [`LEAD`].
+    pipeline: UserPipeline,
+    /// [`LEAD`], or another depth in tests and the benchmark.
+    lead: usize,
+    /// Referral records per batch for the analysis: [`BATCH`] or another size.
+    batch: usize,
+}
+
+/// What the users interned so far make: apart from the pipeline, so that a user can
+/// be interned from where it waits.
+#[derive(Debug)]
+struct UserGraph {
     options: ChainOptions,
     ids: KeyTable,
     /// Per node: parent node (id mode) or referenced code (code mode, until finish).
@@ -446,12 +422,6 @@ pub struct ChainBuilder {
     malformed: MalformedCounts,
     examples: Examples,
     users: u64,
-    /// Users waiting, oldest first: see [`LEAD`].
-    pipeline: UserPipeline,
-    /// [`LEAD`], or another depth in tests and the benchmark.
-    lead: usize,
-    /// Referral records per batch for the analysis: [`BATCH`] or another size.
-    batch: usize,
 }
 
 impl ChainBuilder {
@@ -466,28 +436,31 @@ impl ChainBuilder {
             referenced: Vec::with_capacity(expected_users),
         });
         ChainBuilder {
-            options,
-            ids: KeyTable::with_capacity(expected_users),
-            parent: huge_page_vec(expected_users),
-            is_user: Bits(Vec::with_capacity(expected_users / 64 + 1)),
-            codes,
-            malformed: MalformedCounts::default(),
-            examples: Examples::new(options.examples_per_kind),
-            users: 0,
+            graph: UserGraph {
+                options,
+                ids: KeyTable::with_capacity(expected_users),
+                parent: huge_page_vec(expected_users),
+                is_user: Bits(Vec::with_capacity(expected_users / 64 + 1)),
+                codes,
+                malformed: MalformedCounts::default(),
+                examples: Examples::new(options.examples_per_kind),
+                users: 0,
+            },
             pipeline: UserPipeline::new(2 * LEAD + 1),
             lead: LEAD,
             batch: BATCH,
         }
     }
 
-    /// The same builder with another pipeline depth for users and batch size for
-    /// records (0 and 1: one document at a time). For tests, which show that results
-    /// do not depend on them, and for the benchmark, which measures what they gain.
     /// The pipeline depth and record batch size the engine uses unless told otherwise.
     pub fn default_pipeline() -> (usize, usize) {
         (LEAD, BATCH)
     }
 
+    /// The same builder with another pipeline depth for users and batch size for
+    /// records (0 and 1: one document at a time). For tests, which show that results
+    /// do not depend on them, and for the benchmark, which measures what they gain.
+    /// Call it before the first user.
     pub fn with_pipeline(mut self, lead: usize, batch: usize) -> ChainBuilder {
         self.lead = lead;
         self.pipeline = UserPipeline::new(2 * lead + 1);
@@ -495,9 +468,111 @@ impl ChainBuilder {
         self
     }
 
+    /// Adds one user document: its id, its `referredBy` and (referral-code mode) its
+    /// own referral code. Malformed documents are counted, never an error.
+    ///
+    /// The document waits in a short pipeline (see [`LEAD`]) and is interned in
+    /// arrival order, so results are those of handling it at once;
+    /// [`ChainBuilder::finish`] handles the rest.
     #[inline]
-    fn node(&mut self, key: &OwnedKey) -> Result<(u32, bool), ChainError> {
-        let (id, added) = self.ids.intern_owned(key).map_err(ChainError::Ids)?;
+    pub fn add_user(
+        &mut self,
+        id: FieldValue<'_>,
+        referred_by: FieldValue<'_>,
+        referral_code: FieldValue<'_>,
+    ) -> Result<(), ChainError> {
+        let arrival = self.pipeline.taken;
+        let mask = self.pipeline.mask;
+        let graph = &self.graph;
+        if let (Some(keys), Some(extras)) =
+            (self.pipeline.keys.get_mut(arrival & mask), self.pipeline.extras.get_mut(arrival & mask))
+        {
+            keys[ID] = PendingKey::encode(id, &mut extras[ID]);
+            keys[REFERRED_BY] = PendingKey::encode(referred_by, &mut extras[REFERRED_BY]);
+            // The own code matters in referral-code mode only.
+            if graph.codes.is_some() {
+                keys[OWN_CODE] = PendingKey::encode(referral_code, &mut extras[OWN_CODE]);
+            }
+            graph.prefetch_slots(keys);
+        }
+        self.pipeline.taken = arrival + 1;
+        if let Some(ahead) = arrival.checked_sub(self.lead)
+            && let Some(keys) = self.pipeline.keys.get(ahead & mask)
+        {
+            graph.prefetch_keys(keys);
+        }
+        if arrival >= 2 * self.lead {
+            self.intern_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Interns the user that has waited longest.
+    #[inline(always)]
+    fn intern_oldest(&mut self) -> Result<(), ChainError> {
+        let at = self.pipeline.done & self.pipeline.mask;
+        self.pipeline.done += 1;
+        match (self.pipeline.keys.get(at), self.pipeline.extras.get(at)) {
+            (Some(keys), Some(extras)) => self.graph.add_one_user(keys, extras),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves referral codes (code mode) and classifies every user.
+    pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
+        while self.pipeline.done < self.pipeline.taken {
+            self.intern_oldest()?;
+        }
+        let UserGraph { options, mut ids, mut parent, is_user, codes, malformed, examples, users } = self.graph;
+        let mut book = codes;
+        if let Some(book) = &mut book {
+            // A code nobody owns gets one placeholder node, shared by everyone naming it.
+            // Placeholders are not indexed: a code must never be found as a user id.
+            let mut placeholder_of_code = vec![NONE; book.codes.len()];
+            for node in 0..parent.len() {
+                let code = book.referenced.get(node).copied().unwrap_or(NONE);
+                if code == NONE {
+                    continue;
+                }
+                let owner = book.owner[code as usize];
+                parent[node] = if owner != NONE {
+                    owner
+                } else if placeholder_of_code[code as usize] != NONE {
+                    placeholder_of_code[code as usize]
+                } else {
+                    let key = book.codes.key_ref(code);
+                    let placeholder = ids.push_unindexed(key).map_err(ChainError::Ids)?;
+                    parent.push(NONE);
+                    placeholder_of_code[code as usize] = placeholder;
+                    placeholder
+                };
+            }
+        }
+        let mut analysis = ChainAnalysis {
+            options,
+            mark: Vec::new(),
+            ids,
+            parent,
+            is_user,
+            codes: book,
+            cycles: Vec::new(),
+            malformed,
+            records: RecordCounts::default(),
+            examples,
+            users,
+            batch: self.batch,
+            pending_records: Vec::with_capacity(BATCH),
+            record_walks: Vec::with_capacity(BATCH),
+        };
+        analysis.classify();
+        Ok(analysis)
+    }
+}
+
+impl UserGraph {
+    #[inline(always)]
+    fn node(&mut self, key: &PendingKey, extra: &PendingExtra) -> Result<(u32, bool), ChainError> {
+        let (id, added) = self.ids.intern_pending(key, extra).map_err(ChainError::Ids)?;
         if added {
             self.parent.push(NONE);
             if let Some(book) = &mut self.codes {
@@ -507,79 +582,61 @@ impl ChainBuilder {
         Ok((id, added))
     }
 
-    /// Adds one user document: its id, its `referredBy` and (referral-code mode) its
-    /// own referral code. Malformed documents are counted, never an error.
-    ///
-    /// The document waits in a short pipeline (see [`LEAD`]) and is interned in
-    /// arrival order, so results are those of handling it at once;
-    /// [`ChainBuilder::finish`] handles the rest.
-    pub fn add_user(
-        &mut self,
-        id: FieldValue<'_>,
-        referred_by: FieldValue<'_>,
-        referral_code: FieldValue<'_>,
-    ) -> Result<(), ChainError> {
-        let user = PendingUser::new(id, referred_by, referral_code);
-        self.prefetch_slots(&user);
-        self.pipeline.push(user);
-        if let Some(user) = self.pipeline.by_age(self.lead) {
-            self.prefetch_keys(user);
-        }
-        if self.pipeline.len > 2 * self.lead
-            && let Some(user) = self.pipeline.pop()
-        {
-            self.add_one_user(&user)?;
-        }
-        Ok(())
-    }
-
     /// The table a user's `referredBy` is looked up in: ids, or codes in code mode.
+    #[inline]
     fn reference_table(&self) -> &KeyTable {
         self.codes.as_ref().map_or(&self.ids, |book| &book.codes)
     }
 
-    fn prefetch_slots(&self, user: &PendingUser) {
-        if let Some(key) = user.id.key() {
-            self.ids.prefetch_slot(key.hash());
+    #[inline]
+    fn prefetch_slots(&self, keys: &[PendingKey; 3]) {
+        if keys[ID].is_key() {
+            self.ids.prefetch_slot(keys[ID].hash());
         }
-        if let Some(key) = user.referred_by.key() {
-            self.reference_table().prefetch_slot(key.hash());
+        if keys[REFERRED_BY].is_key() {
+            self.reference_table().prefetch_slot(keys[REFERRED_BY].hash());
         }
-        if let (Some(book), Some(key)) = (&self.codes, user.referral_code.key()) {
-            book.codes.prefetch_slot(key.hash());
+        if let Some(book) = &self.codes
+            && keys[OWN_CODE].is_key()
+        {
+            book.codes.prefetch_slot(keys[OWN_CODE].hash());
         }
     }
 
     /// A new id needs no key (its slot is empty); an id seen before as someone's
     /// referrer does, and so does every `referredBy`.
-    fn prefetch_keys(&self, user: &PendingUser) {
-        if let Some(key) = user.id.key() {
-            self.ids.prefetch_key(key.hash());
+    #[inline]
+    fn prefetch_keys(&self, keys: &[PendingKey; 3]) {
+        if keys[ID].is_key() {
+            self.ids.prefetch_key(keys[ID].hash());
         }
-        if let Some(key) = user.referred_by.key() {
-            self.reference_table().prefetch_key(key.hash());
+        if keys[REFERRED_BY].is_key() {
+            self.reference_table().prefetch_key(keys[REFERRED_BY].hash());
         }
-        if let (Some(book), Some(key)) = (&self.codes, user.referral_code.key()) {
-            book.codes.prefetch_key(key.hash());
+        if let Some(book) = &self.codes
+            && keys[OWN_CODE].is_key()
+        {
+            book.codes.prefetch_key(keys[OWN_CODE].hash());
         }
     }
 
-    fn add_one_user(&mut self, user: &PendingUser) -> Result<(), ChainError> {
-        let key = match &user.id {
-            PendingValue::Key(key) => key,
-            PendingValue::Absent => {
+    #[inline(always)]
+    fn add_one_user(&mut self, keys: &[PendingKey; 3], extras: &[PendingExtra; 3]) -> Result<(), ChainError> {
+        let id = &keys[ID];
+        if !id.is_key() {
+            if id.is_absent() {
                 self.malformed.user_without_id += 1;
                 self.examples.push(FindingKind::Malformed, "a user document has no id".into(), Vec::new());
-                return Ok(());
-            }
-            PendingValue::WrongType(type_name) => {
+            } else {
                 self.malformed.user_id_type += 1;
+                let type_name = id.wrong_type(&extras[ID]).unwrap_or_default();
                 self.examples.push(FindingKind::Malformed, format!("a user id is {type_name}"), Vec::new());
-                return Ok(());
             }
-        };
-        let (node, _) = self.node(key)?;
-        if self.is_user.get(node) {
+            return Ok(());
+        }
+        let (node, added) = self.node(id, &extras[ID])?;
+        // A node just added cannot be a user yet.
+        if !added && self.is_user.get(node) {
             self.malformed.duplicate_user_id += 1;
             if self.examples.wants(FindingKind::Malformed) {
                 let who = self.ids.key(node).to_string();
@@ -590,129 +647,86 @@ impl ChainBuilder {
         self.is_user.set(node);
         self.users += 1;
 
-        let reference = match &user.referred_by {
-            PendingValue::Key(reference) => Some(reference),
-            PendingValue::Absent => None,
-            PendingValue::WrongType(type_name) => {
-                self.malformed.referred_by_type += 1;
-                if self.examples.wants(FindingKind::Malformed) {
-                    let who = self.ids.key(node).to_string();
-                    self.examples.push(
-                        FindingKind::Malformed,
-                        format!("user {who}: referredBy is {type_name}; treated as no referrer"),
-                        vec![who],
-                    );
-                }
-                None
+        let reference = &keys[REFERRED_BY];
+        let has_reference = reference.is_key();
+        if !has_reference && !reference.is_absent() {
+            self.malformed.referred_by_type += 1;
+            if self.examples.wants(FindingKind::Malformed) {
+                let who = self.ids.key(node).to_string();
+                let type_name = reference.wrong_type(&extras[REFERRED_BY]).unwrap_or_default();
+                self.examples.push(
+                    FindingKind::Malformed,
+                    format!("user {who}: referredBy is {type_name}; treated as no referrer"),
+                    vec![who],
+                );
             }
-        };
+        }
         if self.codes.is_none() {
-            if let Some(reference) = reference {
-                let (parent, _) = self.node(reference)?;
-                self.parent[node as usize] = parent;
+            if has_reference {
+                let (parent, _) = self.node(reference, &extras[REFERRED_BY])?;
+                if let Some(slot) = self.parent.get_mut(node as usize) {
+                    *slot = parent;
+                }
             }
             return Ok(());
         }
-        // Referral-code mode: remember the code referenced and the code owned.
-        if let Some(reference) = reference {
-            let code = self.code(reference)?;
+        self.add_codes(node, keys, extras)
+    }
+
+    /// Referral-code mode: remembers the code a user references and the code it owns.
+    fn add_codes(&mut self, node: u32, keys: &[PendingKey; 3], extras: &[PendingExtra; 3]) -> Result<(), ChainError> {
+        let reference = &keys[REFERRED_BY];
+        if reference.is_key() {
+            let code = self.code(reference, &extras[REFERRED_BY])?;
             if let Some(book) = &mut self.codes {
                 book.referenced[node as usize] = code;
             }
         }
-        match &user.referral_code {
-            PendingValue::Absent => {}
-            PendingValue::WrongType(type_name) => {
-                self.malformed.referral_code_type += 1;
-                if self.examples.wants(FindingKind::Malformed) {
-                    let who = self.ids.key(node).to_string();
-                    self.examples.push(
-                        FindingKind::Malformed,
-                        format!("user {who}: referral code is {type_name}"),
-                        vec![who],
-                    );
-                }
+        let own = &keys[OWN_CODE];
+        if own.is_absent() {
+            return Ok(());
+        }
+        if !own.is_key() {
+            self.malformed.referral_code_type += 1;
+            if self.examples.wants(FindingKind::Malformed) {
+                let who = self.ids.key(node).to_string();
+                let type_name = own.wrong_type(&extras[OWN_CODE]).unwrap_or_default();
+                self.examples.push(
+                    FindingKind::Malformed,
+                    format!("user {who}: referral code is {type_name}"),
+                    vec![who],
+                );
             }
-            PendingValue::Key(own) => {
-                let code = self.code(own)?;
-                let Some(book) = &mut self.codes else { return Ok(()) };
-                let owner = &mut book.owner[code as usize];
-                if *owner == NONE {
-                    *owner = node;
-                } else {
-                    self.malformed.duplicate_referral_code += 1;
-                    if self.examples.wants(FindingKind::Malformed) {
-                        let first = self.ids.key(*owner).to_string();
-                        let who = self.ids.key(node).to_string();
-                        let code_text = own.key_ref().to_owned_key().to_string();
-                        self.examples.push(
-                            FindingKind::Malformed,
-                            format!("users {first} and {who} both claim referral code {code_text}"),
-                            vec![first, who],
-                        );
-                    }
-                }
+            return Ok(());
+        }
+        let code = self.code(own, &extras[OWN_CODE])?;
+        let Some(book) = &mut self.codes else { return Ok(()) };
+        let owner = &mut book.owner[code as usize];
+        if *owner == NONE {
+            *owner = node;
+        } else {
+            self.malformed.duplicate_referral_code += 1;
+            if self.examples.wants(FindingKind::Malformed) {
+                let first = self.ids.key(*owner).to_string();
+                let who = self.ids.key(node).to_string();
+                let code_text = own.to_user_key(&extras[OWN_CODE]).map(|k| k.to_string()).unwrap_or_default();
+                self.examples.push(
+                    FindingKind::Malformed,
+                    format!("users {first} and {who} both claim referral code {code_text}"),
+                    vec![first, who],
+                );
             }
         }
         Ok(())
     }
 
-    fn code(&mut self, key: &OwnedKey) -> Result<u32, ChainError> {
+    fn code(&mut self, key: &PendingKey, extra: &PendingExtra) -> Result<u32, ChainError> {
         let Some(book) = &mut self.codes else { return Ok(NONE) };
-        let (code, added) = book.codes.intern_owned(key).map_err(ChainError::Codes)?;
+        let (code, added) = book.codes.intern_pending(key, extra).map_err(ChainError::Codes)?;
         if added {
             book.owner.push(NONE);
         }
         Ok(code)
-    }
-
-    /// Resolves referral codes (code mode) and classifies every user.
-    pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
-        while let Some(user) = self.pipeline.pop() {
-            self.add_one_user(&user)?;
-        }
-        let mut book = self.codes.take();
-        if let Some(book) = &mut book {
-            // A code nobody owns gets one placeholder node, shared by everyone naming it.
-            // Placeholders are not indexed: a code must never be found as a user id.
-            let mut placeholder_of_code = vec![NONE; book.codes.len()];
-            for node in 0..self.parent.len() {
-                let code = book.referenced.get(node).copied().unwrap_or(NONE);
-                if code == NONE {
-                    continue;
-                }
-                let owner = book.owner[code as usize];
-                self.parent[node] = if owner != NONE {
-                    owner
-                } else if placeholder_of_code[code as usize] != NONE {
-                    placeholder_of_code[code as usize]
-                } else {
-                    let key = book.codes.key_ref(code);
-                    let placeholder = self.ids.push_unindexed(key).map_err(ChainError::Ids)?;
-                    self.parent.push(NONE);
-                    placeholder_of_code[code as usize] = placeholder;
-                    placeholder
-                };
-            }
-        }
-        let mut analysis = ChainAnalysis {
-            options: self.options,
-            mark: Vec::new(),
-            ids: self.ids,
-            parent: self.parent,
-            is_user: self.is_user,
-            codes: book,
-            cycles: Vec::new(),
-            malformed: self.malformed,
-            records: RecordCounts::default(),
-            examples: self.examples,
-            users: self.users,
-            batch: self.batch,
-            pending_records: Vec::with_capacity(BATCH),
-            record_walks: Vec::with_capacity(BATCH),
-        };
-        analysis.classify();
-        Ok(analysis)
     }
 }
 
