@@ -284,6 +284,8 @@ fn bench_memory(args: &BenchChainsArgs) -> bool {
     let generate_users_ns = fed.generator_ns;
     // The engine's ingest: sizing its arrays and taking every user.
     let ingest_ns = allocate_ns + fed.consumer_ns;
+    // Where the peak is reached: after ingest (keys, index, parents) or later (marks).
+    let hwm_ingest_kib = status_kib("VmHWM:");
     let t = thread_cpu_ns();
     let mut analysis = match builder.finish() {
         Ok(analysis) => analysis,
@@ -294,6 +296,7 @@ fn bench_memory(args: &BenchChainsArgs) -> bool {
     };
     let classify_ns = thread_cpu_ns() - t;
     let users_wall = wall.elapsed();
+    let hwm_classify_kib = status_kib("VmHWM:");
 
     let mut records_ns = 0;
     let mut generate_records_ns = 0;
@@ -357,6 +360,13 @@ fn bench_memory(args: &BenchChainsArgs) -> bool {
         mib(peak_kib),
         mib(rss_start),
         analysis.heap_bytes() as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "  VmHWM by phase: {:.1} MiB after ingest, {:.1} MiB after classification, {:.1} MiB after records and report ({} bytes)",
+        mib(hwm_ingest_kib),
+        mib(hwm_classify_kib),
+        mib(peak_kib),
+        peak_kib * 1024
     );
     let mean_depth = {
         let (sum, users) = report
