@@ -63,6 +63,7 @@ struct Inner {
     /// `seen` indexed by owner, kept in step with it: pruning asks for one system's
     /// children on every reconcile, and a scan of every child of every system made
     /// each reconcile cost O(all children) (most of the CPU at a thousand systems).
+    ///
     /// Sorted names. Most owners have one child of a kind, and a `BTreeSet` costs a
     /// 300-byte node even for one name: at 10,000 children that was 3 MB.
     owned: HashMap<Owned, Vec<String>>,
