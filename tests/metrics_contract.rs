@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use referral_operator::controller::metrics::Metrics;
 use referral_operator::crd::ReferralSystem;
 use referral_operator::crd::validate::{ValidatedSystem, validate};
-use referral_operator::reconcilers::dashboards::{ERRORS_KEY, PERFORMANCE_KEY, dashboard_config_maps};
+use referral_operator::reconcilers::dashboards::{ERRORS_KEY, PERFORMANCE_KEY, dashboard_config_map};
 use referral_operator::reconcilers::monitoring::{
     CHAIN_VIOLATION_KINDS, INDEX_STATES, LABEL_REFERRAL_NAMESPACE, LABEL_REFERRAL_SYSTEM, WORKER_METRICS, rule_spec,
 };
@@ -36,16 +36,15 @@ fn system() -> ValidatedSystem {
 fn queries() -> Vec<String> {
     let system = system();
     let mut out = Vec::new();
-    for map in dashboard_config_maps(&system) {
-        let labels = map.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get("grafana_dashboard").map(String::as_str), Some("1"), "sidecar label missing");
-        for (key, text) in map.data.unwrap_or_default() {
-            assert!([PERFORMANCE_KEY, ERRORS_KEY].contains(&key.as_str()), "{key}");
-            let dashboard: Value = serde_json::from_str(&text).expect("dashboard JSON");
-            for panel in dashboard["panels"].as_array().expect("panels") {
-                for target in panel["targets"].as_array().expect("targets") {
-                    out.push(target["expr"].as_str().expect("expr").to_string());
-                }
+    let map = dashboard_config_map(&system).expect("dashboards are on by default");
+    let labels = map.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("grafana_dashboard").map(String::as_str), Some("1"), "sidecar label missing");
+    for (key, text) in map.data.unwrap_or_default() {
+        assert!([PERFORMANCE_KEY, ERRORS_KEY].contains(&key.as_str()), "{key}");
+        let dashboard: Value = serde_json::from_str(&text).expect("dashboard JSON");
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                out.push(target["expr"].as_str().expect("expr").to_string());
             }
         }
     }

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use referral_operator::crd::ReferralSystem;
 use referral_operator::crd::validate::{ValidatedSystem, builtin_alert_names, validate};
-use referral_operator::reconcilers::dashboards::{ERRORS_KEY, PERFORMANCE_KEY, dashboard_config_maps};
+use referral_operator::reconcilers::dashboards::{ERRORS_KEY, PERFORMANCE_KEY, dashboard_config_map};
 use referral_operator::reconcilers::monitoring::prometheus_rule;
 use regex::Regex;
 use serde_json::{Value, json};
@@ -318,9 +318,9 @@ fn customised_thresholds_are_the_ones_prometheus_evaluates() {
 
 #[test]
 fn dashboards_load_as_grafana_json_with_panels_targets_and_a_datasource_variable() {
-    let maps = dashboard_config_maps(&system(None));
-    assert_eq!(maps.len(), 2);
-    for (map, key) in maps.iter().zip([PERFORMANCE_KEY, ERRORS_KEY]) {
+    let map = dashboard_config_map(&system(None)).expect("dashboards are on by default");
+    assert_eq!(map.data.as_ref().unwrap().len(), 2);
+    for key in [PERFORMANCE_KEY, ERRORS_KEY] {
         let text = &map.data.as_ref().unwrap()[key];
         let dashboard: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{key} is not JSON: {e}"));
         let variables = dashboard["templating"]["list"].as_array().unwrap();

@@ -5,7 +5,7 @@
 //! The writes of one phase go out together: identity and configuration first (the
 //! ServiceAccount, Role, ConfigMaps and Services the workloads refer to), then the
 //! RoleBinding, the workloads and what guards them. One after the other, each of a
-//! new system's ten writes waited for the round trip of the one before. A RoleBinding
+//! new system's writes waited for the round trip of the one before. A RoleBinding
 //! must not overtake its Role: without the `bind` verb (which the chart does not
 //! grant) the API server checks the operator holds every rule of the bound Role, and
 //! answers NotFound while the Role does not exist yet.

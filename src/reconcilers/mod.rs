@@ -72,7 +72,7 @@ pub fn build(system: &ValidatedSystem, ctx: &BuildContext) -> Children {
     maintenance::build(system, ctx, &mut children);
     children.prometheus_rules.extend(monitoring::prometheus_rule(system));
     children.service_monitors.extend(monitoring::service_monitor(system));
-    children.config_maps.extend(dashboards::dashboard_config_maps(system));
+    children.config_maps.extend(dashboards::dashboard_config_map(system));
     children
 }
 
