@@ -8,8 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
+use kube::api::{Api, GetParams, Patch, PatchParams};
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -35,15 +35,20 @@ use super::{indexes, requests, upgrade};
 /// Field manager of the status the controller writes.
 pub const STATUS_MANAGER: &str = "referral-operator-status";
 
-/// Entry point for the kube-runtime Controller.
-pub async fn reconcile(guard: Arc<DeserializeGuard<ReferralSystem>>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Entry point for the kube-runtime Controller, which caches only the systems'
+/// metadata: the system itself is read here.
+pub async fn reconcile(meta: Arc<PartialObjectMeta<ReferralSystem>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    let Some(guard) = fetch(&meta, &ctx).await? else {
+        // Deleted since the watch saw it; the controller hears of that separately.
+        return Ok(Action::await_change());
+    };
     let system = match &guard.0 {
         Ok(system) => system,
         Err(invalid) => {
             // One object that does not decode must not stall the others: report it
             // on the object and wait for someone to fix it.
-            let reference = guard.object_ref(&());
+            let reference = meta.object_ref(&());
             let event = Event {
                 type_: EventType::Warning,
                 reason: "InvalidObject".into(),
@@ -64,9 +69,32 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<ReferralSystem>>, ctx: Arc<Co
     result
 }
 
+/// The system whole, at least as new as the cached metadata that woke this reconcile
+/// (the API server answers from its watch cache, not etcd); `None` once deleted.
+/// One read per reconcile instead of a cached copy of every system: the operator's
+/// memory stays flat in the number of systems' specs and statuses, and a reconcile
+/// already reads the system's Secrets and probes its databases.
+async fn fetch(
+    meta: &PartialObjectMeta<ReferralSystem>,
+    ctx: &Context,
+) -> Result<Option<DeserializeGuard<ReferralSystem>>, Error> {
+    let namespace = meta.namespace().ok_or(Error::NoNamespace)?;
+    let name = meta.name_any();
+    let api = Api::<DeserializeGuard<ReferralSystem>>::namespaced(ctx.client.clone(), &namespace);
+    let params = match &meta.metadata.resource_version {
+        Some(version) => GetParams::at(version),
+        None => GetParams::default(),
+    };
+    match api.get_with(&name, &params).await {
+        Ok(guard) => Ok(Some(guard)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(source) => Err(Error::Read { kind: "ReferralSystem", name: format!("{namespace}/{name}"), source }),
+    }
+}
+
 /// Requeue policy after an error: exponential backoff per object.
-pub fn error_policy(guard: Arc<DeserializeGuard<ReferralSystem>>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any());
+pub fn error_policy(meta: Arc<PartialObjectMeta<ReferralSystem>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any());
     ctx.metrics.record_failure(error.category());
     let wait = ctx.next_backoff(&key);
     tracing::warn!(system = %key, category = error.category(), %error, retry_in = ?wait, "reconcile failed");

@@ -235,7 +235,7 @@ pub async fn restore_holding(ctx: &Context, system: &ValidatedSystem) -> Result<
 /// or lifts the hold.
 pub fn system_of_restore(
     guard: DeserializeGuard<ReferralRestore>,
-) -> Option<ObjectRef<DeserializeGuard<ReferralSystem>>> {
+) -> Option<ObjectRef<PartialObjectMeta<ReferralSystem>>> {
     let restore = guard.0.ok()?;
     let reference = ObjectRef::new(&restore.spec.system_name);
     Some(match restore.namespace() {
