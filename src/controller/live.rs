@@ -7,12 +7,15 @@
 //! It must not hold whole objects: at a thousand systems that would be most of the
 //! operator's memory. Nothing here talks to the API; the watches feed it.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use hashbrown::Equivalent;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use kube::api::ObjectMeta;
 use kube::runtime::watcher::Event;
@@ -33,15 +36,55 @@ impl ChildKey {
     pub fn new(kind: &'static str, namespace: &str, name: &str) -> Self {
         Self { kind, namespace: namespace.to_string(), name: name.to_string() }
     }
+
+    fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef { kind: self.kind, namespace: &self.namespace, name: &self.name }
+    }
 }
 
-/// A child as last seen by its watch.
+/// Text held once however many entries name it: a namespace is shared by all its
+/// children, an owner's UID by the children it owns and the owner index, a child's
+/// name by its entry and the index.
+type Text = Arc<str>;
+
+/// [`ChildKey`] as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    kind: &'static str,
+    namespace: Text,
+    name: Text,
+}
+
+/// A [`Key`] to look up without allocating. Hashes like `Key`: the same three
+/// strings in the same order.
+#[derive(Hash)]
+struct KeyRef<'a> {
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.kind == key.kind && self.namespace == &*key.namespace && self.name == &*key.name
+    }
+}
+
+/// A child as a watch event or an apply response shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
+struct Sighting {
     fingerprint: u64,
     resource_version: Option<u64>,
     /// UID of the controlling owner, if any.
     owner: Option<String>,
+}
+
+/// A child as last seen, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    fingerprint: u64,
+    resource_version: Option<u64>,
+    owner: Option<Text>,
 }
 
 /// What our last apply of a child sent and got back.
@@ -51,31 +94,39 @@ struct Written {
     fingerprint: u64,
 }
 
+/// Everything known about one child. An entry lives while either half is set.
+#[derive(Debug, Default)]
+struct Child {
+    seen: Option<Seen>,
+    written: Option<Written>,
+    /// For Deployments and StatefulSets: what observing them needs.
+    workload: Option<Box<Workload>>,
+}
+
 /// One watch: a child kind in one namespace, or in all (`None`).
 type WatchScope = (&'static str, Option<String>);
 
-/// Children of one kind in one namespace with one controlling owner (its UID).
-type Owned = (&'static str, String, String);
+/// `std`'s hasher (SipHash, randomly keyed) with hashbrown's lookup by [`KeyRef`]:
+/// the names come from the cluster.
+type Map<K, V> = hashbrown::HashMap<K, V, RandomState>;
+
+/// What a re-list found of one child, applied when the list is complete.
+type Listed = (ChildKey, Sighting, Option<Box<Workload>>);
 
 #[derive(Debug, Default)]
 struct Inner {
-    seen: HashMap<ChildKey, Seen>,
-    /// `seen` indexed by owner, kept in step with it: pruning asks for one system's
-    /// children on every reconcile, and a scan of every child of every system made
-    /// each reconcile cost O(all children) (most of the CPU at a thousand systems).
-    ///
-    /// Sorted names. Most owners have one child of a kind, and a `BTreeSet` costs a
-    /// 300-byte node even for one name: at 10,000 children that was 3 MB.
-    owned: HashMap<Owned, Vec<String>>,
-    written: HashMap<ChildKey, Written>,
-    /// Boxed: a `Deployment` value is kilobytes wide (every optional field of the pod
-    /// spec inline), and a map stores its values in its table, empty slots included.
-    deployments: HashMap<ChildKey, Box<Deployment>>,
-    stateful_sets: HashMap<ChildKey, Box<StatefulSet>>,
+    children: Map<Key, Child>,
+    /// The children of each owner (by UID), kept in step with `children`: pruning asks
+    /// for one system's children on every reconcile, and a scan of every child of
+    /// every system made each reconcile cost O(all children) (most of the CPU at a
+    /// thousand systems). Its keys are the one copy of each owner's UID.
+    owned: Map<Text, Vec<Key>>,
+    /// Every namespace a child was seen in. Never shrinks: a few bytes a namespace.
+    namespaces: hashbrown::HashSet<Text, RandomState>,
     /// Watches (kind, namespace scope) whose initial list is complete.
     synced: HashSet<WatchScope>,
     /// Objects of a re-list in progress, by watch.
-    relisting: HashMap<WatchScope, Vec<(ChildKey, Seen)>>,
+    relisting: HashMap<WatchScope, Vec<Listed>>,
 }
 
 /// The watch-fed view of every child. Shared by all reconciles.
@@ -125,100 +176,160 @@ pub fn fingerprint(meta: &ObjectMeta) -> u64 {
     hasher.finish()
 }
 
-fn seen(meta: &ObjectMeta) -> Seen {
-    Seen {
+fn sighting(meta: &ObjectMeta) -> Sighting {
+    Sighting {
         fingerprint: fingerprint(meta),
         resource_version: meta.resource_version.as_deref().and_then(|rv| rv.parse().ok()),
         owner: meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone()),
     }
 }
 
-fn trimmed_meta(meta: &ObjectMeta) -> ObjectMeta {
-    // Of the annotations, only the image the operator put there: the upgrade gate
-    // reads it to tell an image change from another manager's edit.
-    let image = meta.annotations.as_ref().and_then(|a| a.get_key_value(ANNOTATION_WORKER_IMAGE));
-    ObjectMeta {
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        generation: meta.generation,
-        resource_version: meta.resource_version.clone(),
-        annotations: image.map(|(k, v)| std::collections::BTreeMap::from([(k.clone(), v.clone())])),
-        ..ObjectMeta::default()
-    }
+/// A Deployment or StatefulSet with what observing it needs: generation, replicas,
+/// container images, the image annotation the upgrade gate reads, status. Kept in
+/// this form rather than as a trimmed `Deployment`: k8s-openapi's structs hold every
+/// optional field of a pod spec inline, kilobytes per workload even when empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    generation: Option<i64>,
+    resource_version: Option<Box<str>>,
+    /// The image the operator put in [`ANNOTATION_WORKER_IMAGE`]; the upgrade gate
+    /// reads it to tell an image change from another manager's edit.
+    image_annotation: Option<Box<str>>,
+    spec: Option<WorkloadSpec>,
+    status: WorkloadStatus,
 }
 
-/// Only the container names and images of a pod template: what the upgrade logic
-/// compares. The rest is the builders' and is not needed to observe.
-fn trimmed_template(template: &PodTemplateSpec) -> PodTemplateSpec {
-    let containers = template.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
-    PodTemplateSpec {
-        metadata: None,
-        spec: Some(PodSpec {
-            containers: containers
+/// A container's name and image.
+type NameAndImage = (Box<str>, Option<Box<str>>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct WorkloadSpec {
+    replicas: Option<i32>,
+    /// Container names and images: what the upgrade logic compares.
+    containers: Box<[NameAndImage]>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum WorkloadStatus {
+    Deployment(Option<DeploymentStatus>),
+    StatefulSet(Option<StatefulSetStatus>),
+}
+
+impl Workload {
+    fn new(meta: &ObjectMeta, spec: Option<(Option<i32>, &PodTemplateSpec)>, status: WorkloadStatus) -> Self {
+        let containers = |template: &PodTemplateSpec| {
+            template
+                .spec
                 .iter()
-                .map(|c| Container { name: c.name.clone(), image: c.image.clone(), ..Container::default() })
-                .collect(),
-            ..PodSpec::default()
-        }),
+                .flat_map(|s| &s.containers)
+                .map(|c| (c.name.as_str().into(), c.image.as_deref().map(Into::into)))
+                .collect()
+        };
+        Self {
+            generation: meta.generation,
+            resource_version: meta.resource_version.as_deref().map(Into::into),
+            image_annotation: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_WORKER_IMAGE))
+                .map(|v| v.as_str().into()),
+            spec: spec.map(|(replicas, template)| WorkloadSpec { replicas, containers: containers(template) }),
+            status,
+        }
+    }
+
+    /// Keeps what observing `d` needs.
+    pub fn of_deployment(d: &Deployment) -> Self {
+        let spec = d.spec.as_ref().map(|s| (s.replicas, &s.template));
+        Self::new(&d.metadata, spec, WorkloadStatus::Deployment(d.status.clone()))
+    }
+
+    /// Keeps what observing `s` needs.
+    pub fn of_stateful_set(s: &StatefulSet) -> Self {
+        let spec = s.spec.as_ref().map(|spec| (spec.replicas, &spec.template));
+        Self::new(&s.metadata, spec, WorkloadStatus::StatefulSet(s.status.clone()))
+    }
+
+    fn meta(&self, namespace: &str, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            generation: self.generation,
+            resource_version: self.resource_version.as_deref().map(str::to_string),
+            annotations: self
+                .image_annotation
+                .as_deref()
+                .map(|image| BTreeMap::from([(ANNOTATION_WORKER_IMAGE.to_string(), image.to_string())])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn template(spec: &WorkloadSpec) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: spec
+                    .containers
+                    .iter()
+                    .map(|(name, image)| Container {
+                        name: name.to_string(),
+                        image: image.as_deref().map(str::to_string),
+                        ..Container::default()
+                    })
+                    .collect(),
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    /// The kept Deployment, as a trimmed `Deployment`; `None` if this is a StatefulSet.
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
+        let WorkloadStatus::Deployment(status) = &self.status else { return None };
+        Some(Deployment {
+            metadata: self.meta(namespace, name),
+            spec: self.spec.as_ref().map(|spec| DeploymentSpec {
+                replicas: spec.replicas,
+                template: Self::template(spec),
+                ..DeploymentSpec::default()
+            }),
+            status: status.clone(),
+        })
+    }
+
+    /// The kept StatefulSet, as a trimmed `StatefulSet`; `None` if this is a Deployment.
+    pub fn stateful_set(&self, namespace: &str, name: &str) -> Option<StatefulSet> {
+        let WorkloadStatus::StatefulSet(status) = &self.status else { return None };
+        Some(StatefulSet {
+            metadata: self.meta(namespace, name),
+            spec: self.spec.as_ref().map(|spec| StatefulSetSpec {
+                replicas: spec.replicas,
+                template: Self::template(spec),
+                ..StatefulSetSpec::default()
+            }),
+            status: status.clone(),
+        })
     }
 }
 
-/// A Deployment with what observing it needs: generation, replicas, images, status.
-pub fn trim_deployment(d: &Deployment) -> Deployment {
-    Deployment {
-        metadata: trimmed_meta(&d.metadata),
-        spec: d.spec.as_ref().map(|s| DeploymentSpec {
-            replicas: s.replicas,
-            template: trimmed_template(&s.template),
-            ..DeploymentSpec::default()
-        }),
-        status: d.status.clone(),
-    }
-}
-
-/// A StatefulSet with what observing it needs.
-pub fn trim_stateful_set(s: &StatefulSet) -> StatefulSet {
-    StatefulSet {
-        metadata: trimmed_meta(&s.metadata),
-        spec: s.spec.as_ref().map(|spec| StatefulSetSpec {
-            replicas: spec.replicas,
-            template: trimmed_template(&spec.template),
-            ..StatefulSetSpec::default()
-        }),
-        status: s.status.clone(),
-    }
-}
-
-/// How a watched kind is kept: metadata only, or with a trimmed workload copy.
+/// How a watched kind is kept: metadata only, or with a [`Workload`].
 pub trait Observable: Resource + Sized {
     const KIND: &'static str;
-    fn keep(_object: &Self, _inner_key: &ChildKey, _live: &mut LiveWorkloads<'_>) {}
-    fn forget(_key: &ChildKey, _live: &mut LiveWorkloads<'_>) {}
-}
-
-/// The workload maps, for [`Observable`] implementations.
-pub struct LiveWorkloads<'a> {
-    deployments: &'a mut HashMap<ChildKey, Box<Deployment>>,
-    stateful_sets: &'a mut HashMap<ChildKey, Box<StatefulSet>>,
+    fn workload(_object: &Self) -> Option<Workload> {
+        None
+    }
 }
 
 impl Observable for Deployment {
     const KIND: &'static str = "Deployment";
-    fn keep(object: &Self, key: &ChildKey, live: &mut LiveWorkloads<'_>) {
-        live.deployments.insert(key.clone(), Box::new(trim_deployment(object)));
-    }
-    fn forget(key: &ChildKey, live: &mut LiveWorkloads<'_>) {
-        live.deployments.remove(key);
+    fn workload(object: &Self) -> Option<Workload> {
+        Some(Workload::of_deployment(object))
     }
 }
 
 impl Observable for StatefulSet {
     const KIND: &'static str = "StatefulSet";
-    fn keep(object: &Self, key: &ChildKey, live: &mut LiveWorkloads<'_>) {
-        live.stateful_sets.insert(key.clone(), Box::new(trim_stateful_set(object)));
-    }
-    fn forget(key: &ChildKey, live: &mut LiveWorkloads<'_>) {
-        live.stateful_sets.remove(key);
+    fn workload(object: &Self) -> Option<Workload> {
+        Some(Workload::of_stateful_set(object))
     }
 }
 
@@ -248,63 +359,89 @@ fn key_of<K: Observable>(object: &K) -> ChildKey {
     ChildKey::new(K::KIND, object.meta().namespace.as_deref().unwrap_or_default(), &object.name_any())
 }
 
+fn boxed_workload<K: Observable>(object: &K) -> Option<Box<Workload>> {
+    K::workload(object).map(Box::new)
+}
+
 impl Inner {
-    fn workloads(&mut self) -> LiveWorkloads<'_> {
-        LiveWorkloads { deployments: &mut self.deployments, stateful_sets: &mut self.stateful_sets }
+    /// The stored key for `key`: the existing one, or a new one sharing the namespace.
+    fn key(&mut self, key: &ChildKey) -> Key {
+        if let Some((stored, _)) = self.children.get_key_value(&key.as_ref()) {
+            return stored.clone();
+        }
+        let namespace = match self.namespaces.get(key.namespace.as_str()) {
+            Some(namespace) => namespace.clone(),
+            None => {
+                let namespace: Text = key.namespace.as_str().into();
+                self.namespaces.insert(namespace.clone());
+                namespace
+            }
+        };
+        Key { kind: key.kind, namespace, name: key.name.as_str().into() }
+    }
+
+    /// The one copy of an owner's UID if any child has it as owner, else a new one.
+    fn owner(&self, uid: &str) -> Text {
+        match self.owned.get_key_value(uid) {
+            Some((stored, _)) => stored.clone(),
+            None => uid.into(),
+        }
+    }
+
+    fn seen(&self, key: &ChildKey) -> Option<&Seen> {
+        self.children.get(&key.as_ref()).and_then(|c| c.seen.as_ref())
     }
 
     /// Records `new` for `key`, keeping the owner index in step.
-    fn set_seen(&mut self, key: ChildKey, new: Seen) {
-        let old_owner = self.seen.get(&key).and_then(|old| old.owner.clone());
-        if old_owner != new.owner {
-            self.unindex(&key, old_owner);
-        }
-        if let Some(owner) = &new.owner {
-            let names = self.owned.entry((key.kind, key.namespace.clone(), owner.clone())).or_default();
-            if let Err(at) = names.binary_search(&key.name) {
-                names.insert(at, key.name.clone());
+    fn set_seen(&mut self, key: &ChildKey, new: Sighting) {
+        let stored = self.key(key);
+        let owner = new.owner.as_deref().map(|uid| self.owner(uid));
+        let old_owner = self.children.get(&stored).and_then(|c| c.seen.as_ref()).and_then(|s| s.owner.clone());
+        if old_owner != owner {
+            if let Some(old) = old_owner {
+                self.unindex(&stored, &old);
+            }
+            if let Some(owner) = &owner {
+                self.owned.entry(owner.clone()).or_default().push(stored.clone());
             }
         }
-        self.seen.insert(key, new);
+        let seen = Seen { fingerprint: new.fingerprint, resource_version: new.resource_version, owner };
+        self.children.entry(stored).or_default().seen = Some(seen);
     }
 
-    /// Forgets `key` in `seen` and the owner index.
-    fn unset_seen(&mut self, key: &ChildKey) {
-        if let Some(old) = self.seen.remove(key) {
-            self.unindex(key, old.owner);
-        }
-    }
-
-    fn unindex(&mut self, key: &ChildKey, owner: Option<String>) {
-        let Some(owner) = owner else { return };
-        let scope = (key.kind, key.namespace.clone(), owner);
-        if let Some(names) = self.owned.get_mut(&scope) {
-            if let Ok(at) = names.binary_search(&key.name) {
-                names.remove(at);
-            }
-            if names.is_empty() {
-                self.owned.remove(&scope);
+    fn unindex(&mut self, key: &Key, owner: &Text) {
+        if let Some(children) = self.owned.get_mut(owner) {
+            children.retain(|k| k != key);
+            if children.is_empty() {
+                self.owned.remove(owner);
             }
         }
     }
 
     fn upsert<K: Observable>(&mut self, object: &K) {
         let key = key_of(object);
-        let new = seen(object.meta());
+        let new = sighting(object.meta());
         // A watch event older than what an apply already told us is stale: keep the newer.
-        if let (Some(old), Some(new_rv)) = (self.seen.get(&key).and_then(|s| s.resource_version), new.resource_version)
+        if let (Some(old), Some(new_rv)) = (self.seen(&key).and_then(|s| s.resource_version), new.resource_version)
             && new_rv < old
         {
             return;
         }
-        K::keep(object, &key, &mut self.workloads());
-        self.set_seen(key, new);
+        self.set_seen(&key, new);
+        if let Some(workload) = boxed_workload(object)
+            && let Some(child) = self.children.get_mut(&key.as_ref())
+        {
+            child.workload = Some(workload);
+        }
     }
 
-    fn remove(&mut self, key: &ChildKey, forget: impl FnOnce(&ChildKey, &mut LiveWorkloads<'_>)) {
-        self.unset_seen(key);
-        self.written.remove(key);
-        forget(key, &mut self.workloads());
+    /// Forgets everything about `key`.
+    fn remove(&mut self, key: &ChildKey) {
+        if let Some((stored, child)) = self.children.remove_entry(&key.as_ref())
+            && let Some(owner) = child.seen.and_then(|s| s.owner)
+        {
+            self.unindex(&stored, &owner);
+        }
     }
 }
 
@@ -321,31 +458,33 @@ impl LiveState {
         let watch = (K::KIND, scope.clone());
         match event {
             Event::Apply(object) => inner.upsert(object),
-            Event::Delete(object) => inner.remove(&key_of(object), K::forget),
+            Event::Delete(object) => inner.remove(&key_of(object)),
             Event::Init => {
                 inner.relisting.insert(watch, Vec::new());
             }
             Event::InitApply(object) => {
-                let key = key_of(object);
-                K::keep(object, &key, &mut inner.workloads());
-                let entry = (key, seen(object.meta()));
+                let entry = (key_of(object), sighting(object.meta()), boxed_workload(object));
                 inner.relisting.entry(watch).or_default().push(entry);
             }
             Event::InitDone => {
                 let listed = inner.relisting.remove(&watch).unwrap_or_default();
-                let listed_keys: HashSet<&ChildKey> = listed.iter().map(|(k, _)| k).collect();
+                let listed_keys: HashSet<&ChildKey> = listed.iter().map(|(k, _, _)| k).collect();
                 let gone: Vec<ChildKey> = inner
-                    .seen
-                    .keys()
-                    .filter(|k| k.kind == K::KIND && scope.as_ref().is_none_or(|ns| &k.namespace == ns))
+                    .children
+                    .iter()
+                    .filter(|(k, c)| c.seen.is_some() && k.kind == K::KIND)
+                    .filter(|(k, _)| scope.as_ref().is_none_or(|ns| &*k.namespace == ns))
+                    .map(|(k, _)| ChildKey::new(k.kind, &k.namespace, &k.name))
                     .filter(|k| !listed_keys.contains(k))
-                    .cloned()
                     .collect();
                 for key in gone {
-                    inner.remove(&key, K::forget);
+                    inner.remove(&key);
                 }
-                for (key, new) in listed {
-                    inner.set_seen(key, new);
+                for (key, new, workload) in listed {
+                    inner.set_seen(&key, new);
+                    if let Some(child) = inner.children.get_mut(&key.as_ref()) {
+                        child.workload = workload;
+                    }
                 }
                 inner.synced.insert(watch);
             }
@@ -362,8 +501,10 @@ impl LiveState {
     /// child since: applying again would change nothing.
     pub fn unchanged_since_apply(&self, key: &ChildKey, desired: u64) -> bool {
         let inner = self.lock();
-        match (inner.written.get(key), inner.seen.get(key)) {
-            (Some(written), Some(seen)) => written.desired == desired && written.fingerprint == seen.fingerprint,
+        match inner.children.get(&key.as_ref()) {
+            Some(Child { written: Some(written), seen: Some(seen), .. }) => {
+                written.desired == desired && written.fingerprint == seen.fingerprint
+            }
             _ => false,
         }
     }
@@ -372,48 +513,77 @@ impl LiveState {
     /// object's metadata as just read.
     pub fn unchanged_against(&self, key: &ChildKey, desired: u64, live: &ObjectMeta) -> bool {
         let inner = self.lock();
-        inner.written.get(key).is_some_and(|w| w.desired == desired && w.fingerprint == fingerprint(live))
+        let written = inner.children.get(&key.as_ref()).and_then(|c| c.written);
+        written.is_some_and(|w| w.desired == desired && w.fingerprint == fingerprint(live))
     }
 
     /// Records what an apply sent (`desired`) and what the server returned.
     pub fn record_apply(&self, key: ChildKey, desired: u64, returned: &ObjectMeta) {
         let mut inner = self.lock();
-        let now = seen(returned);
-        inner.written.insert(key.clone(), Written { desired, fingerprint: now.fingerprint });
-        let newer = match (inner.seen.get(&key).and_then(|s| s.resource_version), now.resource_version) {
+        let now = sighting(returned);
+        let written = Written { desired, fingerprint: now.fingerprint };
+        let newer = match (inner.seen(&key).and_then(|s| s.resource_version), now.resource_version) {
             (Some(old), Some(new)) => new >= old,
             _ => true,
         };
         if newer {
-            inner.set_seen(key, now);
+            inner.set_seen(&key, now);
         }
+        let stored = inner.key(&key);
+        inner.children.entry(stored).or_default().written = Some(written);
     }
 
     /// Children of `kind` in `namespace` whose controlling owner is `owner_uid`, sorted.
     pub fn owned(&self, kind: &'static str, namespace: &str, owner_uid: &str) -> Vec<String> {
         let inner = self.lock();
-        let scope = (kind, namespace.to_string(), owner_uid.to_string());
-        inner.owned.get(&scope).cloned().unwrap_or_default()
+        let mut names: Vec<String> = inner
+            .owned
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .filter(|k| k.kind == kind && &*k.namespace == namespace)
+            .map(|k| k.name.to_string())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Forgets a child deleted by the apply step (its watch will confirm).
     pub fn forget(&self, key: &ChildKey) {
-        self.lock().written.remove(key);
+        let mut inner = self.lock();
+        if let Some(child) = inner.children.get_mut(&key.as_ref()) {
+            child.written = None;
+            if child.seen.is_none() {
+                inner.children.remove(&key.as_ref());
+            }
+        }
+    }
+
+    fn workload<T>(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        read: impl FnOnce(&Workload) -> Option<T>,
+    ) -> Option<T> {
+        let inner = self.lock();
+        let key = KeyRef { kind, namespace, name };
+        inner.children.get(&key).and_then(|c| c.workload.as_deref()).and_then(read)
     }
 
     /// The trimmed Deployment as last seen.
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
-        self.lock().deployments.get(&ChildKey::new("Deployment", namespace, name)).map(|d| (**d).clone())
+        self.workload("Deployment", namespace, name, |w| w.deployment(namespace, name))
     }
 
     /// The trimmed StatefulSet as last seen.
     pub fn stateful_set(&self, namespace: &str, name: &str) -> Option<StatefulSet> {
-        self.lock().stateful_sets.get(&ChildKey::new("StatefulSet", namespace, name)).map(|s| (**s).clone())
+        self.workload("StatefulSet", namespace, name, |w| w.stateful_set(namespace, name))
     }
 
-    /// Number of children known, for the managed-objects gauge and tests.
+    /// Number of children seen, for tests.
     pub fn len(&self) -> usize {
-        self.lock().seen.len()
+        self.lock().children.values().filter(|c| c.seen.is_some()).count()
     }
 
     /// True when no child is known.
@@ -542,10 +712,14 @@ mod tests {
     fn scanned(live: &LiveState, kind: &'static str, namespace: &str, owner: &str) -> Vec<String> {
         let inner = live.lock();
         let mut names: Vec<String> = inner
-            .seen
+            .children
             .iter()
-            .filter(|(k, s)| k.kind == kind && k.namespace == namespace && s.owner.as_deref() == Some(owner))
-            .map(|(k, _)| k.name.clone())
+            .filter(|(k, c)| {
+                k.kind == kind
+                    && &*k.namespace == namespace
+                    && c.seen.as_ref().and_then(|s| s.owner.as_deref()) == Some(owner)
+            })
+            .map(|(k, _)| k.name.to_string())
             .collect();
         names.sort();
         names
@@ -619,13 +793,89 @@ mod tests {
             [(ANNOTATION_WORKER_IMAGE.to_string(), "img:1".to_string()), ("other".to_string(), "x".repeat(1000))]
                 .into(),
         );
-        let t = trim_deployment(&d);
+        let t = Workload::of_deployment(&d).deployment("ns", "w").expect("a Deployment");
         assert!(t.metadata.managed_fields.is_none());
+        assert!(t.metadata.owner_references.is_none());
+        assert_eq!(t.metadata.name.as_deref(), Some("w"));
+        assert_eq!(t.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(t.metadata.generation, Some(3));
+        assert_eq!(t.metadata.resource_version.as_deref(), Some("9"));
         let kept: Vec<&String> = t.metadata.annotations.as_ref().unwrap().keys().collect();
         assert_eq!(kept, [ANNOTATION_WORKER_IMAGE], "only the applied-image annotation is kept");
         let c = &t.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
         assert_eq!((c.name.as_str(), c.image.as_deref(), c.args.as_ref()), ("api", Some("img:1"), None));
         assert_eq!(t.spec.unwrap().replicas, Some(2));
         assert_eq!(t.status, d.status);
+        assert!(Workload::of_deployment(&d).stateful_set("ns", "w").is_none(), "not a StatefulSet");
+    }
+
+    #[test]
+    fn a_stateful_set_is_kept_with_replicas_images_and_status() {
+        let set = StatefulSet {
+            metadata: ObjectMeta { generation: Some(4), resource_version: Some("12".into()), ..ObjectMeta::default() },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "redis".into(),
+                            image: Some("redis:7".into()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                    ..PodTemplateSpec::default()
+                },
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus { ready_replicas: Some(1), replicas: 1, ..StatefulSetStatus::default() }),
+        };
+        let live = LiveState::default();
+        let mut watched = set.clone();
+        watched.metadata.name = Some("r".into());
+        watched.metadata.namespace = Some("ns".into());
+        live.observe(&None, &Event::Apply(watched));
+        let kept = live.stateful_set("ns", "r").expect("kept");
+        assert_eq!(kept.metadata.generation, Some(4));
+        assert_eq!(kept.spec.as_ref().unwrap().replicas, Some(1));
+        let containers = &kept.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers;
+        assert_eq!((containers[0].name.as_str(), containers[0].image.as_deref()), ("redis", Some("redis:7")));
+        assert_eq!(kept.status, set.status);
+        assert!(live.deployment("ns", "r").is_none(), "a StatefulSet is not a Deployment");
+        let no_spec = Workload::of_stateful_set(&StatefulSet::default()).stateful_set("ns", "r").unwrap();
+        assert!(no_spec.spec.is_none() && no_spec.status.is_none());
+    }
+
+    #[test]
+    fn namespaces_and_owner_uids_are_stored_once() {
+        let live = LiveState::default();
+        for name in ["a", "b", "c"] {
+            live.observe(&None, &Event::Apply(config_map(name, "1", "u1")));
+        }
+        live.record_apply(ChildKey::new("ConfigMap", "ns", "d"), 1, &config_map("d", "2", "u1").metadata);
+        let inner = live.lock();
+        let keys: Vec<&Key> = inner.children.keys().collect();
+        assert_eq!(keys.len(), 4);
+        assert!(keys.iter().all(|k| Arc::ptr_eq(&k.namespace, &keys[0].namespace)), "one namespace string");
+        let (index_uid, indexed) = inner.owned.get_key_value("u1").expect("indexed");
+        assert_eq!(indexed.len(), 4);
+        for child in inner.children.values() {
+            let owner = child.seen.as_ref().and_then(|s| s.owner.as_ref()).expect("owned");
+            assert!(Arc::ptr_eq(owner, index_uid), "one owner UID string");
+        }
+    }
+
+    #[test]
+    fn forgetting_an_applied_child_keeps_what_its_watch_saw() {
+        let live = LiveState::default();
+        let key = ChildKey::new("ConfigMap", "ns", "cm");
+        live.record_apply(key.clone(), 1, &config_map("cm", "10", "u1").metadata);
+        live.forget(&key);
+        assert!(!live.unchanged_since_apply(&key, 1), "no record of the apply any more");
+        assert_eq!(live.owned("ConfigMap", "ns", "u1"), ["cm"], "still there until its watch says deleted");
+        live.observe(&None, &Event::Delete(config_map("cm", "11", "u1")));
+        assert!(live.owned("ConfigMap", "ns", "u1").is_empty());
+        assert!(live.is_empty());
+        assert!(live.lock().owned.is_empty(), "no index entry left behind");
     }
 }
