@@ -453,7 +453,7 @@ EOF
     --allow-privileged=false \
     --endpoint-reconciler-type none \
     --cert-dir "$DIR/pki/apiserver-generated" \
-    --profiling=false \
+    --profiling="${TESTBED_APISERVER_PROFILING:-false}" \
     "${audit_flags[@]}" \
     --v "${TESTBED_APISERVER_V:-1}"
   local curl_admin=(curl -fsS --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key")
