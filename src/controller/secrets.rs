@@ -1,11 +1,11 @@
 //! Referenced Secrets, read by name when needed: never listed, never watched, never
-//! cached beyond one reconcile. Values stay in memory for the dependency probes; only
+//! cached beyond one reconcile (the API server answers from its own cache). Values stay in memory for the dependency probes; only
 //! a hash of them leaves this module (into pod templates, so a rotation rolls pods).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, GetParams};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{ReferralSystemSpec, SecretKeyRef};
@@ -42,10 +42,15 @@ pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec) -> Result<Secret
     let mut secrets: BTreeMap<String, Option<Secret>> = BTreeMap::new();
     for reference in references(spec) {
         if !secrets.contains_key(&reference.name) {
-            let secret = api
-                .get_opt(&reference.name)
-                .await
-                .map_err(|source| Error::ReadSecret { name: reference.name.clone(), source })?;
+            // From the API server's watch cache (resourceVersion 0), not a quorum read
+            // from etcd: a reconcile reads its Secrets every time, a thousand systems
+            // re-check every 30 s, and a rotation seen a moment later rolls the pods
+            // a moment later.
+            let secret = match api.get_with(&reference.name, &GetParams::any()).await {
+                Ok(secret) => Some(secret),
+                Err(kube::Error::Api(status)) if status.is_not_found() => None,
+                Err(source) => return Err(Error::ReadSecret { name: reference.name.clone(), source }),
+            };
             secrets.insert(reference.name.clone(), secret);
         }
     }
