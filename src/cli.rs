@@ -97,6 +97,21 @@ pub struct RunArgs {
     #[arg(long, default_value_t = crate::controller::context::DEFAULT_CONCURRENCY,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Wait this long after the last change of a system or its children before
+    /// reconciling it, so a burst of changes (a new system's children appearing one
+    /// by one) costs one reconcile instead of one each. 0s reconciles at once.
+    #[arg(long, default_value = "0s", value_parser = debounce_interval)]
+    pub debounce: std::time::Duration,
+}
+
+/// A debounce: a duration of at most a minute. Changes keep pushing a debounced
+/// reconcile back, so a long one could hide a system that changes often.
+fn debounce_interval(value: &str) -> Result<std::time::Duration, String> {
+    let interval = crate::crd::duration::parse_duration(value).map_err(|e| e.to_string())?;
+    if interval > std::time::Duration::from_secs(60) {
+        return Err(format!("{value:?} is longer than 1m; a system that keeps changing would never be reconciled"));
+    }
+    Ok(interval)
 }
 
 /// A resync interval: a duration of at least one second (shorter would hot-loop).
@@ -141,6 +156,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
         resync_ready,
         resync_not_ready,
         concurrency,
+        debounce,
     } = args;
     init_logging(log_format);
     let identity = identity
@@ -154,6 +170,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
             resync_ready,
             resync_not_ready,
             concurrency,
+            debounce,
             ..crate::controller::context::ControllerSettings::default()
         },
         lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {
@@ -256,5 +273,14 @@ mod tests {
         assert_eq!(run_args(&[]).unwrap().concurrency, crate::controller::context::DEFAULT_CONCURRENCY);
         assert_eq!(run_args(&["--concurrency=4"]).unwrap().concurrency, 4);
         assert!(run_args(&["--concurrency=0"]).is_err(), "0 means unbounded to kube-runtime");
+    }
+
+    #[test]
+    fn debounce_is_a_short_duration() {
+        assert_eq!(run_args(&["--debounce=1500ms"]).unwrap().debounce, std::time::Duration::from_millis(1500));
+        assert_eq!(run_args(&["--debounce=0s"]).unwrap().debounce, std::time::Duration::ZERO);
+        let too_long = run_args(&["--debounce=5m"]).unwrap_err().to_string();
+        assert!(too_long.contains("longer than 1m"), "{too_long}");
+        assert!(run_args(&["--debounce=soon"]).is_err());
     }
 }

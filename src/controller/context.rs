@@ -31,6 +31,9 @@ pub struct ControllerSettings {
     /// Reconciles running at once (per watched namespace). Unbounded, a thousand
     /// systems arriving together flood the API server until it answers 429 and 504.
     pub concurrency: u16,
+    /// Quiet time after a change before a reconcile starts (kube-runtime's trailing
+    /// debounce); zero reconciles at once.
+    pub debounce: Duration,
 }
 
 impl Default for ControllerSettings {
@@ -41,6 +44,7 @@ impl Default for ControllerSettings {
             resync_ready: Duration::from_secs(300),
             resync_not_ready: Duration::from_secs(30),
             concurrency: DEFAULT_CONCURRENCY,
+            debounce: Duration::ZERO,
         }
     }
 }

@@ -141,7 +141,9 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     }
     let c = &ctx;
     let ns = &namespace;
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(ctx.settings.concurrency)
+        .debounce(ctx.settings.debounce);
     Controller::for_stream(stream, reader)
         .with_config(config)
         .owns_stream(feed(api::<Deployment>(&client, ns), ns, c, strip::<Deployment>))
