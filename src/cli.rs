@@ -182,6 +182,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
         }),
         discovery_interval: std::time::Duration::from_secs(300),
     };
+    crate::controller::allocator::tune_for_bursts();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

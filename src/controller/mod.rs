@@ -7,6 +7,7 @@ pub mod leader;
 pub mod live;
 pub mod metrics;
 
+pub mod allocator;
 pub mod apply;
 pub mod conditions;
 pub mod context;
