@@ -204,9 +204,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// The API client, with at most `max_requests` requests waiting for their response
+/// headers at once (a watch holds its slot only until its stream starts).
+///
+/// kube's HTTP/1.1 pool opens a connection per concurrent request and keeps every one
+/// for good: a thousand new systems, sixteen reconciles each sending a phase of
+/// applies together, left ~80 connections open at idle, each with its read buffer,
+/// TLS state and request channel. Bounded, a burst reuses what it opened.
+async fn bounded_client(max_requests: usize) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_requests)).build())
+}
+
 /// Runs until SIGTERM/SIGINT, or until the lease is lost.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
-    let client = Client::try_default().await.map_err(|source| RunError::Client { source })?;
+    // Two per reconcile that may run at once (`concurrency` per watched namespace):
+    // the API server is the bottleneck well before that.
+    let controllers = config.namespaces.len().max(1);
+    let max_requests = usize::from(config.settings.concurrency) * 2 * controllers;
+    let client = bounded_client(max_requests).await.map_err(|source| RunError::Client { source })?;
     let metrics = Arc::new(Metrics::new());
     let health = Health::default();
     let server = tokio::spawn(http::serve(config.listen, metrics.clone(), health.clone()));
