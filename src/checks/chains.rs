@@ -588,36 +588,33 @@ impl UserGraph {
         self.codes.as_ref().map_or(&self.ids, |book| &book.codes)
     }
 
+    /// Touches, for each key of a user that is a real key, the table it will be
+    /// looked up in: ids, the `referredBy` table, and in code mode the codes.
     #[inline]
-    fn prefetch_slots(&self, keys: &[PendingKey; 3]) {
+    fn prefetch(&self, keys: &[PendingKey; 3], touch: impl Fn(&KeyTable, u64)) {
         if keys[ID].is_key() {
-            self.ids.prefetch_slot(keys[ID].hash());
+            touch(&self.ids, keys[ID].hash());
         }
         if keys[REFERRED_BY].is_key() {
-            self.reference_table().prefetch_slot(keys[REFERRED_BY].hash());
+            touch(self.reference_table(), keys[REFERRED_BY].hash());
         }
         if let Some(book) = &self.codes
             && keys[OWN_CODE].is_key()
         {
-            book.codes.prefetch_slot(keys[OWN_CODE].hash());
+            touch(&book.codes, keys[OWN_CODE].hash());
         }
+    }
+
+    #[inline]
+    fn prefetch_slots(&self, keys: &[PendingKey; 3]) {
+        self.prefetch(keys, KeyTable::prefetch_slot);
     }
 
     /// A new id needs no key (its slot is empty); an id seen before as someone's
     /// referrer does, and so does every `referredBy`.
     #[inline]
     fn prefetch_keys(&self, keys: &[PendingKey; 3]) {
-        if keys[ID].is_key() {
-            self.ids.prefetch_key(keys[ID].hash());
-        }
-        if keys[REFERRED_BY].is_key() {
-            self.reference_table().prefetch_key(keys[REFERRED_BY].hash());
-        }
-        if let Some(book) = &self.codes
-            && keys[OWN_CODE].is_key()
-        {
-            book.codes.prefetch_key(keys[OWN_CODE].hash());
-        }
+        self.prefetch(keys, KeyTable::prefetch_key);
     }
 
     #[inline(always)]

@@ -1,6 +1,7 @@
 //! Referenced Secrets, read by name when needed: never listed, never watched, never
-//! cached beyond one reconcile (the API server answers from its own cache). Values stay in memory for the dependency probes; only
-//! a hash of them leaves this module (into pod templates, so a rotation rolls pods).
+//! cached beyond one reconcile (the API server answers from its own cache). Values
+//! stay in memory for the dependency probes; only a hash of them leaves this module
+//! (into pod templates, so a rotation rolls pods).
 
 use std::collections::BTreeMap;
 
