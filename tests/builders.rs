@@ -207,6 +207,37 @@ fn workers_get_the_seed_environment_in_the_units_the_service_expects() {
 }
 
 #[test]
+fn only_workers_with_an_http_port_get_a_cluster_ip() {
+    let (_, children) = full();
+    let names_of = |services: &[k8s_openapi::api::core::v1::Service]| -> Vec<String> {
+        services.iter().map(|s| s.metadata.name.clone().unwrap()).collect()
+    };
+    // main-api serves HTTP: clients need its virtual IP, which the API server allocates.
+    assert_eq!(names_of(&children.services), ["main-api", "main-redis"]);
+    let api = &children.services[0];
+    assert_eq!(api.spec.as_ref().unwrap().cluster_ip, None);
+    // Metrics-only workers: the Service exists for the ServiceMonitor alone, which
+    // scrapes each pod, so no virtual IP is allocated.
+    assert_eq!(names_of(&children.metrics_services), ["main-reward-processor", "main-queue-cleanup"]);
+    for service in &children.metrics_services {
+        assert_eq!(service.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+        let ports: Vec<_> = service.spec.as_ref().unwrap().ports.iter().flatten().map(|p| p.name.clone()).collect();
+        assert_eq!(ports, [Some("metrics".to_string())]);
+    }
+}
+
+#[test]
+fn without_a_service_monitor_metrics_only_workers_get_no_service() {
+    let mut system = system("full.yaml", Some(UID));
+    system.spec.monitoring.service_monitor = false;
+    let children = build(&system, &ctx(None));
+    assert!(children.metrics_services.is_empty());
+    assert!(children.service_monitors.is_empty());
+    let services: Vec<_> = children.services.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+    assert_eq!(services, ["main-api", "main-redis"]);
+}
+
+#[test]
 fn autoscaled_workers_leave_replicas_to_the_autoscaler() {
     let (_, children) = full();
     let api = children.deployments.iter().find(|d| d.metadata.name.as_deref() == Some("main-api")).unwrap();

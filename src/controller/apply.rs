@@ -15,11 +15,12 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::discovery::ApiResource;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::reconcilers::Children;
 use crate::reconcilers::meta::{MANAGER, system_selector};
@@ -47,6 +48,8 @@ pub struct Applied {
     pub count: usize,
     /// Monitoring objects wanted but not applied because their CRDs are missing.
     pub skipped_monitoring: Vec<&'static str>,
+    /// Metrics-only worker Services not applied because the ServiceMonitor is not.
+    pub skipped_metrics_services: usize,
 }
 
 /// Where the children go and whose they are.
@@ -108,11 +111,7 @@ where
         }
         let (api, params) = (&api, &params);
         writes.push(async move {
-            let result = api.patch(&name, params, &Patch::Apply(item)).await.map_err(|source| Error::Apply {
-                kind,
-                name,
-                source,
-            })?;
+            let result = apply_child(api, params, item).await.map_err(|source| Error::Apply { kind, name, source })?;
             target.live.record_apply(key, desired, result.meta());
             Ok::<K, Error>(result)
         });
@@ -123,6 +122,63 @@ where
         prune_typed(target, kind, &api, &wanted, &mut tally).await?;
     }
     Ok((returned, tally))
+}
+
+/// Server-side applies one child with `params`. A Service whose cluster IP has to
+/// change between none (headless) and allocated is deleted and created again: the API
+/// server refuses to change an allocated IP to none, and silently keeps none when the
+/// field is left out, so neither direction can happen in place.
+pub async fn apply_child<K>(api: &Api<K>, params: &PatchParams, item: &K) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = item.name_any();
+    let applied = api.patch(&name, params, &Patch::Apply(item)).await;
+    if K::kind(&()) != "Service" {
+        return applied;
+    }
+    let wanted = headless(item);
+    let live = match applied {
+        Ok(live) if headless(&live) == wanted => return Ok(live),
+        Ok(live) => live,
+        // Invalid only for the cluster IP? Only then is recreating the answer: a
+        // Service refused for anything else stays as it is.
+        Err(kube::Error::Api(status)) if status.code == 422 && only_cluster_ip_refused(&status) => {
+            match api.get_opt(&name).await? {
+                Some(live) if headless(&live) != wanted => live,
+                _ => return Err(kube::Error::Api(status)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(
+        name,
+        namespace = item.meta().namespace.as_deref().unwrap_or_default(),
+        headless = wanted,
+        "recreating the Service: its cluster IP cannot change between none and allocated in place"
+    );
+    // Only the object just read: a Service someone recreated meanwhile is not deleted.
+    let preconditions = Preconditions { uid: live.uid(), resource_version: None };
+    match api.delete(&name, &DeleteParams { preconditions: Some(preconditions), ..DeleteParams::background() }).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    api.patch(&name, params, &Patch::Apply(item)).await
+}
+
+/// Whether every cause the API server gave for refusing a Service is its cluster IP.
+fn only_cluster_ip_refused(status: &kube::core::Status) -> bool {
+    let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+    !causes.is_empty() && causes.iter().all(|c| c.field.starts_with("spec.clusterIP"))
+}
+
+/// Whether a Service's `spec.clusterIP` is "None".
+fn headless(service: &impl Serialize) -> bool {
+    serde_json::to_value(service)
+        .ok()
+        .and_then(|v| v.pointer("/spec/clusterIP").and_then(Value::as_str).map(|ip| ip == "None"))
+        .unwrap_or(false)
 }
 
 /// Deletes children of `kind` this system controls that are no longer wanted. Reads
@@ -229,6 +285,7 @@ pub async fn apply_all(
         config_maps,
         persistent_volume_claims,
         services,
+        metrics_services,
         stateful_sets,
         deployments,
         pod_disruption_budgets,
@@ -239,6 +296,15 @@ pub async fn apply_all(
         service_monitors,
     } = children;
     let mut applied = Applied::default();
+    // Metrics-only Services go with the ServiceMonitor; without its CRD they are not
+    // wanted, so one left from before is pruned with the other unwanted Services.
+    let with_metrics;
+    let services: &[_] = if capabilities.service_monitor.is_some() && !metrics_services.is_empty() {
+        with_metrics = services.iter().chain(metrics_services).cloned().collect::<Vec<_>>();
+        &with_metrics
+    } else {
+        services
+    };
     // Identity and configuration, then the workloads that use them.
     let ((_, t1), (_, t2), (_, t3), (_, t4), (_, t5)) = tokio::try_join!(
         apply_typed(target, "ServiceAccount", service_accounts, true),
@@ -276,6 +342,7 @@ pub async fn apply_all(
         && !service_monitors.is_empty()
     {
         a.skipped_monitoring.push("ServiceMonitor");
+        a.skipped_metrics_services = metrics_services.len();
     }
     applied.count = service_accounts.len()
         + roles.len()

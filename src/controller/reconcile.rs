@@ -215,8 +215,13 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     fill_missing(&mut applied.deployments, before.deployments);
     fill_missing(&mut applied.stateful_sets, before.stateful_sets);
     if monitoring_wanted && !applied.skipped_monitoring.is_empty() {
+        let services = match applied.skipped_metrics_services {
+            0 => String::new(),
+            1 => "; the metrics Service of the worker without an HTTP port waits for ServiceMonitor".into(),
+            n => format!("; the metrics Services of the {n} workers without an HTTP port wait for ServiceMonitor"),
+        };
         observed.monitoring_crds_missing = Some(format!(
-            "the prometheus-operator CRDs for {} are not installed (monitoring.coreos.com); alerts and scraping are not configured",
+            "the prometheus-operator CRDs for {} are not installed (monitoring.coreos.com); alerts and scraping are not configured{services}",
             applied.skipped_monitoring.join(" and ")
         ));
     }

@@ -49,6 +49,9 @@ pub struct Children {
     pub config_maps: Vec<ConfigMap>,
     pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
     pub services: Vec<Service>,
+    /// Services of workers without an HTTP port. Only the ServiceMonitor uses them
+    /// (scrapes go to each pod), so they are applied with it: only when its CRD exists.
+    pub metrics_services: Vec<Service>,
     pub stateful_sets: Vec<StatefulSet>,
     pub deployments: Vec<Deployment>,
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
@@ -88,6 +91,7 @@ impl Children {
             config_maps,
             persistent_volume_claims,
             services,
+            metrics_services,
             stateful_sets,
             deployments,
             pod_disruption_budgets,
@@ -103,7 +107,8 @@ impl Children {
         push_sorted(&mut out, role_bindings, "rbac.authorization.k8s.io/v1", "RoleBinding");
         push_sorted(&mut out, config_maps, "v1", "ConfigMap");
         push_sorted(&mut out, persistent_volume_claims, "v1", "PersistentVolumeClaim");
-        push_sorted(&mut out, services, "v1", "Service");
+        let all_services: Vec<&Service> = services.iter().chain(metrics_services).collect();
+        push_sorted(&mut out, &all_services, "v1", "Service");
         push_sorted(&mut out, stateful_sets, "apps/v1", "StatefulSet");
         push_sorted(&mut out, deployments, "apps/v1", "Deployment");
         push_sorted(&mut out, pod_disruption_budgets, "policy/v1", "PodDisruptionBudget");

@@ -1,6 +1,7 @@
-//! Workers: a Deployment per worker, with a Service (metrics, and HTTP when the worker
-//! has a port), a PodDisruptionBudget when more than one pod runs, and a
-//! HorizontalPodAutoscaler when autoscaling is set.
+//! Workers: a Deployment per worker, with a Service (HTTP and metrics when the worker
+//! has a port; otherwise a headless one for the ServiceMonitor alone, see
+//! [`Children::metrics_services`]), a PodDisruptionBudget when more than one pod runs,
+//! and a HorizontalPodAutoscaler when autoscaling is set.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +42,11 @@ pub fn worker_name(system: &ValidatedSystem, worker: &str) -> String {
 pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
     for worker in &system.spec.workers {
         children.deployments.push(deployment(system, ctx, worker));
-        children.services.push(service(system, worker));
+        if worker.port.is_some() {
+            children.services.push(service(system, worker));
+        } else if system.spec.monitoring.service_monitor {
+            children.metrics_services.push(service(system, worker));
+        }
         children.pod_disruption_budgets.extend(disruption_budget(system, worker));
         children.horizontal_pod_autoscalers.extend(autoscaler(system, worker));
     }
@@ -183,6 +188,11 @@ fn service(system: &ValidatedSystem, worker: &WorkerSpec) -> Service {
     Service {
         metadata: worker_meta(system, worker),
         spec: Some(ServiceSpec {
+            // Without an HTTP port the Service only lets the ServiceMonitor find the
+            // pods: it needs no virtual IP (scrapes go to each pod), so none is
+            // allocated. A cluster IP cannot change in place; the apply step recreates
+            // the Service when a port comes or goes.
+            cluster_ip: worker.port.is_none().then(|| "None".into()),
             selector: Some(worker_selector(system, worker)),
             ports: Some(ports),
             ..ServiceSpec::default()

@@ -20,11 +20,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::api::{PostParams, ResourceExt};
+use referral_operator::controller::apply::apply_child;
 use referral_operator::crd::ReferralSystem;
 use referral_operator::reconcilers::meta::{ANNOTATION_SECRETS_HASH, MANAGER, system_selector};
 use referral_operator::reconcilers::{BuildContext, build};
@@ -276,18 +277,22 @@ async fn children(client: &Client, namespace: &str) -> BTreeMap<String, DynamicO
     out
 }
 
-/// `Kind/name` of everything the builders make for `system` that the test bed can
-/// hold (the prometheus-operator kinds are not installed there).
+/// `Kind/name` of everything the builders make for `system` that the operator applies
+/// on the test bed (the prometheus-operator kinds are not installed there).
 fn expected_children(system: &ReferralSystem) -> BTreeSet<String> {
     let namespace = system.namespace().unwrap();
     let validated = referral_operator::crd::validate::validate(system, &namespace).expect("a valid example");
     let context =
         BuildContext { operator_image: referral_operator::cli::DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None };
-    build(&validated, &context)
+    let mut children = build(&validated, &context);
+    // What goes only with the prometheus-operator kinds.
+    children.prometheus_rules.clear();
+    children.service_monitors.clear();
+    children.metrics_services.clear();
+    children
         .to_json_objects()
         .iter()
         .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
-        .filter(|key| !key.starts_with("PrometheusRule/") && !key.starts_with("ServiceMonitor/"))
         .collect()
 }
 
@@ -725,6 +730,106 @@ async fn removing_a_worker_deletes_its_deployment_and_nothing_else() {
     for key in &left {
         assert_eq!(before[key].metadata.generation, after[key].metadata.generation, "{key} was changed");
     }
+}
+
+/// A worker's Service follows its HTTP port. Without the ServiceMonitor CRD (as on the
+/// test bed) a worker without a port gets no Service at all, and status says why.
+#[tokio::test]
+async fn a_workers_service_follows_its_http_port() {
+    if !enabled() {
+        return;
+    }
+    let fx = Fixture::start("svcport", None, &[]).await;
+    let created = fx.create_system("full.yaml", RedisKind::External).await;
+    let before = settled_children(&fx, &expected_children(&created), RESYNC).await;
+    let services = Api::<Service>::namespaced(fx.client.clone(), &fx.ns.name);
+    let first = services.get("main-api").await.unwrap();
+    let ip = first.spec.as_ref().and_then(|s| s.cluster_ip.clone()).expect("main-api has a cluster IP");
+    assert_ne!(ip, "None");
+    for worker in ["main-reward-processor", "main-queue-cleanup"] {
+        assert!(services.get_opt(worker).await.unwrap().is_none(), "{worker} has a Service with no ServiceMonitor");
+    }
+    let monitoring = condition_of(&fx.observed().await, "MonitoringConfigured");
+    assert!(
+        monitoring
+            .message
+            .ends_with("the metrics Services of the 2 workers without an HTTP port wait for ServiceMonitor"),
+        "{monitoring:?}"
+    );
+
+    let mut workers = serde_json::to_value(&created.spec.workers).unwrap();
+    let port = api_worker(&mut workers).remove("port").expect("the api worker has a port");
+    fx.patch_spec(json!({"workers": workers.clone()})).await;
+    wait_for(CONVERGE, "main-api's Service to be deleted", || async {
+        services.get_opt("main-api").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let system = fx.observed().await;
+    assert_ne!(condition_of(&system, "Ready").reason, "ApplyFailed", "{:?}", system.status);
+    assert!(condition_of(&system, "MonitoringConfigured").message.contains("the 3 workers without an HTTP port"));
+
+    api_worker(&mut workers).insert("port".into(), port);
+    fx.patch_spec(json!({"workers": workers})).await;
+    let again =
+        wait_for(CONVERGE, "main-api's Service to come back", || async { services.get_opt("main-api").await.unwrap() })
+            .await;
+    assert!(again.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| ip != "None"));
+    fx.observed().await;
+    // Everything else is the same object as before: nothing was recreated on the way.
+    let after = fx.children().await;
+    for (key, object) in &before {
+        if key != "Service/main-api" {
+            assert_eq!(after.get(key).and_then(|o| o.uid()), object.uid(), "{key} was replaced");
+        }
+    }
+}
+
+fn api_worker(workers: &mut Value) -> &mut serde_json::Map<String, Value> {
+    workers.as_array_mut().unwrap().iter_mut().find(|w| w["name"] == "api").unwrap().as_object_mut().unwrap()
+}
+
+/// Where the ServiceMonitor CRD is installed, a worker's Service exists either way and
+/// turns headless when the port goes: the API server cannot change a cluster IP in
+/// place, so the apply step recreates the Service, and never over another problem.
+#[tokio::test]
+async fn a_service_whose_cluster_ip_must_change_is_recreated_by_the_apply_step() {
+    if !enabled() {
+        return;
+    }
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "clusterip").await;
+    let services = Api::<Service>::namespaced(client.clone(), &ns.name);
+    let params = PatchParams::apply(MANAGER).force();
+    let service = |headless: bool, port: i32| -> Service {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "worker", "namespace": ns.name},
+            "spec": {
+                "clusterIP": if headless { json!("None") } else { Value::Null },
+                "selector": {"app": "worker"},
+                "ports": [{"name": "metrics", "port": port, "targetPort": "metrics"}],
+            },
+        }))
+        .unwrap()
+    };
+    let cluster_ip = |s: &Service| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+
+    let allocated = apply_child(&services, &params, &service(false, 9090)).await.unwrap();
+    assert!(!cluster_ip(&allocated).is_empty() && cluster_ip(&allocated) != "None");
+    let headless = apply_child(&services, &params, &service(true, 9090)).await.unwrap();
+    assert_eq!(cluster_ip(&headless), "None");
+    assert_ne!(headless.uid(), allocated.uid(), "recreated, not changed in place");
+    let again = apply_child(&services, &params, &service(false, 9090)).await.unwrap();
+    assert!(cluster_ip(&again) != "None" && !cluster_ip(&again).is_empty(), "{again:?}");
+    assert_ne!(again.uid(), headless.uid());
+    // Unchanged headlessness: an ordinary apply, the same object.
+    let same = apply_child(&services, &params, &service(false, 9191)).await.unwrap();
+    assert_eq!(same.uid(), again.uid());
+    // Refused for another reason (a port out of range): the error comes back and the
+    // Service stays.
+    let refused = apply_child(&services, &params, &service(true, 70000)).await;
+    assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422), "{refused:?}");
+    assert_eq!(services.get("worker").await.unwrap().uid(), same.uid());
 }
 
 #[tokio::test]
