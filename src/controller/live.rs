@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use hashbrown::Equivalent;
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use kube::api::ObjectMeta;
@@ -127,6 +127,9 @@ struct Inner {
     synced: HashSet<WatchScope>,
     /// Objects of a re-list in progress, by watch.
     relisting: HashMap<WatchScope, Vec<Listed>>,
+    /// The resourceVersion our last status patch of each system returned, by
+    /// `namespace/name`: the watch event carrying it is that write's echo.
+    status_writes: HashMap<String, u64>,
 }
 
 /// The watch-fed view of every child. Shared by all reconciles.
@@ -238,10 +241,40 @@ impl Workload {
         }
     }
 
+    /// Whether observing either gives the same answer: equal in all but resourceVersion.
+    fn reads_alike(&self, other: &Workload) -> bool {
+        let Workload { generation, resource_version: _, image_annotation, spec, status } = self;
+        *generation == other.generation
+            && *image_annotation == other.image_annotation
+            && *spec == other.spec
+            && *status == other.status
+    }
+
     /// Keeps what observing `d` needs.
     pub fn of_deployment(d: &Deployment) -> Self {
         let spec = d.spec.as_ref().map(|s| (s.replicas, &s.template));
-        Self::new(&d.metadata, spec, WorkloadStatus::Deployment(d.status.clone()))
+        let status = d.status.as_ref().map(|status| DeploymentStatus {
+            // Of the conditions only a stalled rollout is read (Progressing False, with
+            // its reason and message), never their times. The Deployment controller
+            // rewrites the others' reasons and times as a rollout goes: kept, each
+            // rewrite would look like news to the owner.
+            conditions: status.conditions.as_ref().and_then(|conditions| {
+                let kept: Vec<DeploymentCondition> = conditions
+                    .iter()
+                    .filter(|c| c.type_ == "Progressing" && c.status == "False")
+                    .map(|c| DeploymentCondition {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                        ..DeploymentCondition::default()
+                    })
+                    .collect();
+                (!kept.is_empty()).then_some(kept)
+            }),
+            ..status.clone()
+        });
+        Self::new(&d.metadata, spec, WorkloadStatus::Deployment(status))
     }
 
     /// Keeps what observing `s` needs.
@@ -418,21 +451,36 @@ impl Inner {
         }
     }
 
-    fn upsert<K: Observable>(&mut self, object: &K) {
+    /// Stores `object` as seen; false when this very version was known already (the
+    /// echo of our own apply, whose response came first) or is older than what is.
+    fn upsert<K: Observable>(&mut self, object: &K) -> bool {
         let key = key_of(object);
         let new = sighting(object.meta());
+        let known = self.seen(&key).and_then(|s| s.resource_version);
         // A watch event older than what an apply already told us is stale: keep the newer.
-        if let (Some(old), Some(new_rv)) = (self.seen(&key).and_then(|s| s.resource_version), new.resource_version)
+        if let (Some(old), Some(new_rv)) = (known, new.resource_version)
             && new_rv < old
         {
-            return;
+            return false;
         }
+        let mut news = known.is_none() || new.resource_version.is_none() || new.resource_version != known;
+        let old_fingerprint = self.seen(&key).map(|s| s.fingerprint);
+        let fingerprint = new.fingerprint;
         self.set_seen(&key, new);
         if let Some(workload) = boxed_workload(object)
             && let Some(child) = self.children.get_mut(&key.as_ref())
         {
+            // A workload is news only when something observing it reads moved: the
+            // Deployment controller's rollout-revision annotation is not.
+            if news
+                && old_fingerprint == Some(fingerprint)
+                && child.workload.as_ref().is_some_and(|old| old.reads_alike(&workload))
+            {
+                news = false;
+            }
             child.workload = Some(workload);
         }
+        news
     }
 
     /// Forgets everything about `key`.
@@ -452,12 +500,16 @@ impl LiveState {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Feeds one watch event of the watch over `scope` (a namespace, or all).
-    pub fn observe<K: Observable>(&self, scope: &Option<String>, event: &Event<K>) {
+    /// Feeds one watch event of the watch over `scope` (a namespace, or all). Returns
+    /// whether it may be news to the child's owner: false only for a version already
+    /// known, such as the echo of the apply step's own write, which the reconcile that
+    /// wrote it has already seen. Waking the owner for it would only run a reconcile
+    /// that finds nothing to do (at 1,000 new systems, more than half of them).
+    pub fn observe<K: Observable>(&self, scope: &Option<String>, event: &Event<K>) -> bool {
         let mut inner = self.lock();
         let watch = (K::KIND, scope.clone());
         match event {
-            Event::Apply(object) => inner.upsert(object),
+            Event::Apply(object) => return inner.upsert(object),
             Event::Delete(object) => inner.remove(&key_of(object)),
             Event::Init => {
                 inner.relisting.insert(watch, Vec::new());
@@ -489,6 +541,7 @@ impl LiveState {
                 inner.synced.insert(watch);
             }
         }
+        true
     }
 
     /// Whether the watch of `kind` covering `namespace` has listed everything once.
@@ -531,6 +584,30 @@ impl LiveState {
         }
         let stored = inner.key(&key);
         inner.children.entry(stored).or_default().written = Some(written);
+    }
+
+    /// Records the resourceVersion a status patch of the system `namespace/name` returned.
+    pub fn record_status_write(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
+        let key = format!("{namespace}/{name}");
+        let mut inner = self.lock();
+        match resource_version.and_then(|rv| rv.parse().ok()) {
+            Some(rv) => inner.status_writes.insert(key, rv),
+            None => inner.status_writes.remove(&key),
+        };
+    }
+
+    /// Whether a watch event of the system `namespace/name` at `resource_version` is
+    /// the echo of our own last status patch: the reconcile that wrote it has seen
+    /// everything in it. A change by anyone else has its own resourceVersion.
+    pub fn is_status_echo(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
+        let Some(rv) = resource_version.and_then(|rv| rv.parse::<u64>().ok()) else { return false };
+        let inner = self.lock();
+        inner.status_writes.get(&format!("{namespace}/{name}")) == Some(&rv)
+    }
+
+    /// Forgets a deleted system's status write.
+    pub fn forget_system(&self, namespace: &str, name: &str) {
+        self.lock().status_writes.remove(&format!("{namespace}/{name}"));
     }
 
     /// Children of `kind` in `namespace` whose controlling owner is `owner_uid`, sorted.
@@ -596,7 +673,7 @@ impl LiveState {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
     use kube::core::PartialObjectMeta;
 
     fn owner(uid: &str) -> Option<Vec<OwnerReference>> {
@@ -649,6 +726,63 @@ mod tests {
         // Someone else wrote it: resourceVersion moved.
         live.observe(&None, &Event::Apply(config_map("cm", "11", "u1")));
         assert!(!live.unchanged_since_apply(&key, 1));
+    }
+
+    #[test]
+    fn only_news_wakes_the_owner_not_the_echo_of_our_own_apply() {
+        let live = LiveState::default();
+        let key = ChildKey::new("Deployment", "ns", "w");
+        // Seen first by the watch: news (someone created it, or our response is late).
+        assert!(live.observe(&None, &Event::Apply(deployment(1, "4", 0))));
+        assert!(!live.observe(&None, &Event::Apply(deployment(1, "4", 0))), "the same version again");
+        live.record_apply(key.clone(), 7, &deployment(2, "5", 0).metadata);
+        assert!(!live.observe(&None, &Event::Apply(deployment(2, "5", 0))), "the echo of our apply");
+        // What the echo carried is still stored, like any sighting.
+        assert_eq!(live.deployment("ns", "w").and_then(|d| d.metadata.generation), Some(2));
+        assert!(live.observe(&None, &Event::Apply(deployment(2, "6", 1))), "the controller's status update");
+        assert!(!live.observe(&None, &Event::Apply(deployment(2, "5", 0))), "stale");
+        let mut revised = deployment(2, "7", 1);
+        revised.metadata.annotations =
+            Some([("deployment.kubernetes.io/revision".to_string(), "1".to_string())].into());
+        assert!(!live.observe(&None, &Event::Apply(revised)), "only the rollout revision moved");
+        assert!(live.observe(&None, &Event::Apply(deployment(2, "8", 2))), "a pod became ready");
+        let progressing = |rv: &str, status: &str, reason: &str| {
+            let mut d = deployment(2, rv, 2);
+            d.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                message: Some(format!("{reason} at {rv}")),
+                last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                ..DeploymentCondition::default()
+            }]);
+            d
+        };
+        assert!(!live.observe(&None, &Event::Apply(progressing("81", "True", "NewReplicaSetCreated"))));
+        assert!(!live.observe(&None, &Event::Apply(progressing("82", "True", "ReplicaSetUpdated"))));
+        assert!(live.observe(&None, &Event::Apply(progressing("83", "False", "ProgressDeadlineExceeded"))));
+        let stalled = live.deployment("ns", "w").and_then(|d| d.status?.conditions).unwrap();
+        assert_eq!(stalled.len(), 1);
+        assert_eq!(stalled[0].reason.as_deref(), Some("ProgressDeadlineExceeded"));
+        assert_eq!(stalled[0].message.as_deref(), Some("ProgressDeadlineExceeded at 83"));
+        assert!(live.observe(&None, &Event::Apply(deployment(2, "84", 2))), "no longer stalled");
+        assert!(live.observe(&None, &Event::Apply(deployment(3, "85", 2))), "someone edited the spec");
+        assert!(live.observe(&None, &Event::Delete(deployment(3, "85", 2))));
+        assert!(live.observe(&None, &Event::<Deployment>::Init));
+    }
+
+    #[test]
+    fn the_echo_of_our_status_write_is_recognised_and_nothing_else() {
+        let live = LiveState::default();
+        assert!(!live.is_status_echo("ns", "main", Some("7")), "nothing written yet");
+        live.record_status_write("ns", "main", Some("7"));
+        assert!(live.is_status_echo("ns", "main", Some("7")));
+        assert!(!live.is_status_echo("ns", "main", Some("8")), "a later change by someone else");
+        assert!(!live.is_status_echo("ns", "main", Some("6")), "an earlier version");
+        assert!(!live.is_status_echo("other", "main", Some("7")));
+        assert!(!live.is_status_echo("ns", "main", None));
+        live.forget_system("ns", "main");
+        assert!(!live.is_status_echo("ns", "main", Some("7")));
     }
 
     #[test]

@@ -495,13 +495,18 @@ async fn write_status(
     let namespace = system.namespace().unwrap_or_default();
     let name = system.name_any();
     let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(status_patch(&status, matches!(observed.indexes, conditions::IndexObservation::Fresh { .. }))),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(status_patch(
+                &status,
+                matches!(observed.indexes, conditions::IndexObservation::Fresh { .. }),
+            )),
+        )
+        .await
+        .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    ctx.live.record_status_write(&namespace, &name, written.metadata.resource_version.as_deref());
     publish_transitions(
         system,
         ctx,

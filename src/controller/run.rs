@@ -107,9 +107,23 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
             }
         })
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        // The echo of our own status patch is no news to the reconcile that wrote it
+        // (at 1,000 new systems, a reconcile each that found nothing to do).
+        .try_filter({
+            let ctx = ctx.clone();
+            move |meta| {
+                let echo = ctx.live.is_status_echo(
+                    meta.metadata.namespace.as_deref().unwrap_or_default(),
+                    meta.metadata.name.as_deref().unwrap_or_default(),
+                    meta.metadata.resource_version.as_deref(),
+                );
+                futures::future::ready(!echo)
+            }
+        });
     // Every child watch feeds the live state (what the apply step compares against)
-    // before it wakes the owner's reconcile.
+    // before it wakes the owner's reconcile, which it does only for news: not for the
+    // echo of the operator's own apply (see `LiveState::observe`).
     fn feed<K>(
         api: Api<K>,
         scope: &Option<String>,
@@ -129,10 +143,10 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         let scope = scope.clone();
         watcher(api, child_config())
             .default_backoff()
-            .map_ok(move |event| {
+            .try_filter_map(move |event| {
                 let event = event.modify(modify);
-                live.live.observe(&scope, &event);
-                event
+                let news = live.live.observe(&scope, &event);
+                futures::future::ready(Ok(news.then_some(event)))
             })
             .touched_objects()
     }
@@ -175,6 +189,7 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
                     // backup age would grow until it fires the backup alert.
                     Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
                         ctx.metrics.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
+                        ctx.live.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
                         tracing::debug!(system = %object.name, "deleted; its metrics are removed");
                     }
                     Err(error) => tracing::debug!(%error, "reconcile error"),
