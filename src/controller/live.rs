@@ -132,7 +132,8 @@ struct Inner {
     status_writes: HashMap<String, u64>,
 }
 
-/// The watch-fed view of every child. Shared by all reconciles.
+/// The watch-fed view of every child, and the resourceVersion of each system's last
+/// status patch (to tell its echo from news). Shared by all reconciles.
 #[derive(Debug, Default)]
 pub struct LiveState {
     inner: Mutex<Inner>,
@@ -456,15 +457,17 @@ impl Inner {
     fn upsert<K: Observable>(&mut self, object: &K) -> bool {
         let key = key_of(object);
         let new = sighting(object.meta());
-        let known = self.seen(&key).and_then(|s| s.resource_version);
+        let (known, old_fingerprint) = match self.seen(&key) {
+            Some(seen) => (seen.resource_version, Some(seen.fingerprint)),
+            None => (None, None),
+        };
         // A watch event older than what an apply already told us is stale: keep the newer.
         if let (Some(old), Some(new_rv)) = (known, new.resource_version)
             && new_rv < old
         {
             return false;
         }
-        let mut news = known.is_none() || new.resource_version.is_none() || new.resource_version != known;
-        let old_fingerprint = self.seen(&key).map(|s| s.fingerprint);
+        let mut news = new.resource_version.is_none() || new.resource_version != known;
         let fingerprint = new.fingerprint;
         self.set_seen(&key, new);
         if let Some(workload) = boxed_workload(object)
