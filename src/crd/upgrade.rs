@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Safety around image changes (seed 000 section 3.2: back up, migrate, verify).
+/// Safety around image changes: back up, migrate, verify (docs/controller.md, "Image changes").
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeSpec {

@@ -65,7 +65,7 @@ fn check_cron_job(
                 }),
             },
         ]),
-        // The analysis keeps a few bytes per user; 10M users fit well under 512Mi.
+        // The analysis keeps a few bytes per user (docs/checks.md measures its peak).
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("100m".into())),

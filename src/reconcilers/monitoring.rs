@@ -1,7 +1,8 @@
-//! Prometheus objects of one system: the PrometheusRule with the guide's alerts (seed
-//! section 4) plus the operator's own, and the ServiceMonitor that scrapes the workers.
-//! It also holds the metrics contract (names, labels) that the alerts, the dashboards
-//! and the operator's exporter share, so a renamed metric breaks a test, not an alert.
+//! Prometheus objects of one system: the PrometheusRule with the guide's alerts
+//! (docs/metrics.md, docs/runbooks.md) plus the operator's own, and the ServiceMonitor
+//! that scrapes the workers. It also holds the metrics contract (names, labels) that
+//! the alerts, the dashboards and the operator's exporter share, so a renamed metric
+//! breaks a test, not an alert.
 //!
 //! Pure: spec in, objects out. It must not talk to a cluster or to Prometheus, and it
 //! does not decide whether the prometheus-operator CRDs are installed (the apply step
@@ -30,7 +31,7 @@ pub const WORKER_COMPONENT: &str = "worker";
 pub const METRICS_PORT_NAME: &str = "metrics";
 /// Path the workers serve metrics on.
 pub const METRICS_PATH: &str = "/metrics";
-/// Scrape interval of the workers (seed section 4).
+/// Scrape interval of the workers (docs/metrics.md).
 pub const SCRAPE_INTERVAL: &str = "15s";
 
 // Worker metrics: the referral service's contract (docs/metrics.md).

@@ -1,5 +1,5 @@
 //! Image changes: back up first, migrate, then roll out; roll back a rollout that
-//! stalls (seed 000 section 3.2, seed 004's rollback procedure).
+//! stalls (docs/controller.md, "Image changes").
 //!
 //! [`next_upgrade_step`] is a pure state machine. Its inputs are what the controller
 //! observed (the images the worker Deployments carry, the pre-upgrade backup and
