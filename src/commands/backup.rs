@@ -20,13 +20,10 @@ use crate::backup::retention::{PlanOptions, RetentionPlan, RetentionPolicy, plan
 use crate::backup::store::{self, ApplyReport, FinalizeOptions, Listing, StoreError};
 use crate::crd::ReferralSystem;
 use crate::crd::status::BackupStatus;
+use crate::reconcilers::backup::EXIT_STATUS_NOT_WRITTEN;
 
 /// Field manager of everything the in-cluster jobs write into status.
 pub const JOBS_FIELD_MANAGER: &str = "referral-operator-jobs";
-/// Exit code of `finalize` when the backup is complete but status could not be
-/// written: the Job's pod failure policy fails the Job without a retry, since a
-/// retry would take the whole backup again.
-pub const EXIT_STATUS_NOT_WRITTEN: u8 = 3;
 /// Longest list of backup names written into status.
 const MAX_LISTED: usize = 100;
 /// Longest list of warnings written into status.

@@ -23,14 +23,14 @@ use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
 
 use crate::backup::health::{BackupHealth, BackupHealthInput, backup_health};
-use crate::plugin::requests::RunNow;
 
 use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
+use super::requests::{self, RunNow};
 use super::secrets::{self, SecretValues};
-use super::{indexes, requests, upgrade};
+use super::{indexes, upgrade};
 
 /// Field manager of the status the controller writes.
 pub const STATUS_MANAGER: &str = "referral-operator-status";

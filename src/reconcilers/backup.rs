@@ -23,7 +23,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::backup::retention::BACKUP_JOB_DEADLINE_SECONDS;
-use crate::commands::backup::EXIT_STATUS_NOT_WRITTEN;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
@@ -43,6 +42,10 @@ pub const BACKUP_MOUNT: &str = "/backups";
 pub const WORK_MOUNT: &str = "/work";
 /// File in [`WORK_MOUNT`] naming the folder this run writes.
 const NAME_FILE: &str = "/work/backup-name";
+/// Exit code of `backup finalize` when the backup is complete but status could not
+/// be written: the Job's pod failure policy fails the Job without a retry, since a
+/// retry would take the whole backup again.
+pub const EXIT_STATUS_NOT_WRITTEN: u8 = 3;
 /// Image for `redis-cli` when Redis is external and no tools image is set.
 pub const DEFAULT_REDIS_TOOLS_IMAGE: &str = "redis:7.2";
 
