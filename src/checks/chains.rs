@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::crd::mongodb::ReferredByHolds;
+use crate::crd::settings::DEFAULT_MAX_CHAIN_DEPTH;
 
 pub use super::chain_keys::{
     FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, PendingExtra, PendingKey, UserKey, key_hash,
@@ -163,7 +164,7 @@ pub struct ChainOptions {
 
 impl Default for ChainOptions {
     fn default() -> Self {
-        ChainOptions { max_depth: 3, holds: ReferredByHolds::UserId, examples_per_kind: 10 }
+        ChainOptions { max_depth: DEFAULT_MAX_CHAIN_DEPTH, holds: ReferredByHolds::UserId, examples_per_kind: 10 }
     }
 }
 

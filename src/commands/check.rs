@@ -29,6 +29,7 @@ use crate::checks::chain_source::{ChainCheckOutcome, check_chains};
 use crate::checks::chains::{ChainReport, FindingKind};
 use crate::checks::index_sync::sync_indexes;
 use crate::crd::mongodb::{ChainModel, IndexPolicy, IndexSpec, ReferredByHolds, default_indexes};
+use crate::crd::settings::DEFAULT_MAX_CHAIN_DEPTH;
 use crate::crd::status::{ChainCheckFailure, ChainCheckStatus, ChainDepthCount};
 use crate::crd::{ReferralSystem, ReferralSystemStatus};
 
@@ -206,7 +207,7 @@ impl Default for CheckSettings {
         CheckSettings {
             database: None,
             model: ChainModel::default(),
-            max_depth: 3,
+            max_depth: DEFAULT_MAX_CHAIN_DEPTH,
             indexes: default_indexes(),
             policy: None,
         }

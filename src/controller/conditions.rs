@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::backup::health::BackupHealth;
 use crate::crd::status::{
-    ChainCheckStatus, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus, UnmanagedIndexStatus,
-    UpgradeStatus, WorkerStatus,
+    ChainCheckStatus, ChainViolation, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus,
+    UnmanagedIndexStatus, UpgradeStatus, WorkerStatus,
 };
 
 pub const READY: &str = "Ready";
@@ -206,18 +206,7 @@ fn chain_condition(observed: &Observed, now: &Time) -> Condition {
             now,
         );
     }
-    let kinds = [
-        (check.cycles, "in cycles"),
-        (check.self_referrals, "referring themselves"),
-        (check.orphans, "orphaned"),
-        (check.too_deep, "deeper than the maximum chain depth"),
-        (check.malformed, "malformed"),
-    ];
-    let mut parts: Vec<String> =
-        kinds.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} users {what}")).collect();
-    if check.bad_referral_records > 0 {
-        parts.push(format!("{} referral records disagreeing with the chain", check.bad_referral_records));
-    }
+    let parts: Vec<String> = ChainViolation::found(check).into_iter().map(|(kind, n)| kind.describe(n)).collect();
     let when = check.last_run.as_ref().map(|t| format!(" (check of {})", t.0)).unwrap_or_default();
     if parts.is_empty() {
         condition(CHAIN_INTEGRITY, true, "NoViolations", format!("{} users checked{when}", check.users), g, now)
@@ -573,12 +562,43 @@ mod tests {
         let s = status(&o, None, &at(1));
         let c = get(&s.conditions, CHAIN_INTEGRITY);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ViolationsFound"));
-        assert!(c.message.starts_with("3 users in cycles, 2 users orphaned"), "{}", c.message);
-        assert!(c.message.contains("e.g. cycle: u1 -> u2 -> u1"), "{}", c.message);
+        assert_eq!(
+            c.message,
+            "3 cycles, 2 users whose referrer does not exist; e.g. cycle: u1 -> u2 -> u1; \
+             `referral-operator check chains --repair-plan` prints the fixes"
+        );
         assert_eq!(get(&s.conditions, READY).status, "True");
         o.chain_check = Some(ChainCheckStatus { users: 1000, ..ChainCheckStatus::default() });
         let s = status(&o, None, &at(1));
         assert_eq!(get(&s.conditions, CHAIN_INTEGRITY).status, "True");
+    }
+
+    /// Each count is named for what it counts: cycles are cycles (not their users), a
+    /// tier above the maximum is a referral record's, malformed ones are documents of
+    /// either collection.
+    #[test]
+    fn the_chain_integrity_message_names_each_count_for_what_it_counts() {
+        let mut o = healthy();
+        o.chain_check = Some(ChainCheckStatus {
+            last_run: Some(at(1_764_558_000)),
+            users: 1000,
+            cycles: 1,
+            too_deep: 4,
+            orphans: 1,
+            self_referrals: 2,
+            malformed: 5,
+            bad_referral_records: 1,
+            ..ChainCheckStatus::default()
+        });
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, CHAIN_INTEGRITY);
+        assert_eq!(
+            c.message,
+            "1 cycle, 2 users referring themselves, 1 user whose referrer does not exist, \
+             4 referral records with a tier above maxChainDepth, 5 malformed documents, \
+             1 referral record disagreeing with the chain (check of 2025-12-01T03:00:00Z); \
+             `referral-operator check chains --repair-plan` prints the fixes"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Every label value comes from a fixed set or from the name of a ReferralSystem, so
 //! the number of series is bounded by the number of systems: failure categories are
 //! `&'static str` chosen by the caller's error type (never `Debug` text), index states
-//! and violation kinds are checked against their constant lists, and
+//! are checked against their constant list, violation kinds are an enum, and
 //! [`Metrics::forget_system`] drops every series of a deleted system.
 //!
 //! This module does no I/O and knows nothing of Kubernetes or HTTP; `http` serves
@@ -24,9 +24,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::crd::status::ChainViolation;
 use crate::reconcilers::monitoring::{
-    CHAIN_VIOLATION_KINDS, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS,
-    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
+    INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS, OPERATOR_CHAIN_USERS_BY_DEPTH,
+    OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
 };
 
 /// Reconciles run, whatever their outcome.
@@ -204,10 +205,12 @@ impl Metrics {
     }
 
     /// Sets the chain violation counts of one system, every kind of
-    /// [`CHAIN_VIOLATION_KINDS`], 0 when absent from `counts`.
-    pub fn set_chain_violations(&self, ns: &str, name: &str, counts: &[(&'static str, i64)]) {
-        for (kind, count) in counted(&CHAIN_VIOLATION_KINDS, counts, "chain violation kind") {
-            let labels = ViolationLabels { referral_namespace: ns.into(), referral_system: name.into(), kind };
+    /// [`ChainViolation::ALL`], 0 when absent from `counts`.
+    pub fn set_chain_violations(&self, ns: &str, name: &str, counts: &[(ChainViolation, i64)]) {
+        for kind in ChainViolation::ALL {
+            let count = counts.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum();
+            let labels =
+                ViolationLabels { referral_namespace: ns.into(), referral_system: name.into(), kind: kind.label() };
             self.chain_violations.get_or_create(&labels).set(count);
         }
     }
@@ -259,11 +262,11 @@ impl Metrics {
         for state in INDEX_STATES {
             self.indexes.remove(&IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state });
         }
-        for kind in CHAIN_VIOLATION_KINDS {
+        for kind in ChainViolation::ALL {
             self.chain_violations.remove(&ViolationLabels {
                 referral_namespace: ns.into(),
                 referral_system: name.into(),
-                kind,
+                kind: kind.label(),
             });
         }
         let depths = self.depths.lock().unwrap_or_else(PoisonError::into_inner).remove(&key).unwrap_or_default();
@@ -382,7 +385,7 @@ mod tests {
         metrics.record_failure("kubernetes_api");
         metrics.set_managed_objects("referrals", "main", 17);
         metrics.set_index_states("referrals", "main", &[("present", 4), ("missing", 1)]);
-        metrics.set_chain_violations("referrals", "main", &[("cycles", 2)]);
+        metrics.set_chain_violations("referrals", "main", &[(ChainViolation::Cycles, 2)]);
         metrics.set_chain_depths("referrals", "main", &[(0, 100), (1, 40), (2, 3)]);
         metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
         metrics.set_leader(true);
@@ -416,7 +419,7 @@ mod tests {
         // Absent states and kinds read 0, so the whole fixed set is always there.
         assert_eq!(series(&text, OPERATOR_INDEXES).len(), INDEX_STATES.len());
         assert!(text.contains(&format!("{OPERATOR_INDEXES}{{{selector},state=\"conflict\"}} 0")), "{text}");
-        assert_eq!(series(&text, OPERATOR_CHAIN_VIOLATIONS).len(), CHAIN_VIOLATION_KINDS.len());
+        assert_eq!(series(&text, OPERATOR_CHAIN_VIOLATIONS).len(), ChainViolation::ALL.len());
     }
 
     #[test]

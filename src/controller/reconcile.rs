@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::{ChainCheckStatus, ReferralSystemStatus};
+use crate::crd::status::{ChainCheckStatus, ChainViolation, ReferralSystemStatus};
 use crate::crd::validate::{ValidatedSystem, validate};
 use crate::reconcilers::env::redis_endpoint;
 use crate::reconcilers::workers::worker_name;
@@ -276,18 +276,9 @@ fn export_chain_check(ctx: &Context, system: &ValidatedSystem, check: Option<&Ch
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let depths: Vec<(u32, i64)> = c.depths.iter().map(|d| (d.depth, count(d.users))).collect();
     ctx.metrics.set_chain_depths(&system.namespace, &system.name, &depths);
-    ctx.metrics.set_chain_violations(
-        &system.namespace,
-        &system.name,
-        &[
-            ("cycles", count(c.cycles)),
-            ("too_deep", count(c.too_deep)),
-            ("orphans", count(c.orphans)),
-            ("self_referrals", count(c.self_referrals)),
-            ("bad_referral_records", count(c.bad_referral_records)),
-            ("malformed", count(c.malformed)),
-        ],
-    );
+    let violations: Vec<(ChainViolation, i64)> =
+        ChainViolation::ALL.iter().map(|kind| (*kind, count(kind.count(c)))).collect();
+    ctx.metrics.set_chain_violations(&system.namespace, &system.name, &violations);
 }
 
 /// An event per Job started on request.

@@ -207,6 +207,87 @@ pub struct ChainCheckStatus {
     pub failure: Option<ChainCheckFailure>,
 }
 
+/// The kinds of chain violation, in one list: the counts of [`ChainCheckStatus`],
+/// the `ChainIntegrity` condition's message, the `kind` label of the operator's
+/// violations gauge and the alert that reads it all come from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChainViolation {
+    Cycles,
+    TooDeep,
+    Orphans,
+    SelfReferrals,
+    Malformed,
+    BadReferralRecords,
+}
+
+impl ChainViolation {
+    /// Every kind, in the order messages list them.
+    pub const ALL: [ChainViolation; 6] = [
+        ChainViolation::Cycles,
+        ChainViolation::SelfReferrals,
+        ChainViolation::Orphans,
+        ChainViolation::TooDeep,
+        ChainViolation::Malformed,
+        ChainViolation::BadReferralRecords,
+    ];
+
+    /// How many the last check found.
+    pub fn count(self, check: &ChainCheckStatus) -> u64 {
+        match self {
+            ChainViolation::Cycles => check.cycles,
+            ChainViolation::TooDeep => check.too_deep,
+            ChainViolation::Orphans => check.orphans,
+            ChainViolation::SelfReferrals => check.self_referrals,
+            ChainViolation::Malformed => check.malformed,
+            ChainViolation::BadReferralRecords => check.bad_referral_records,
+        }
+    }
+
+    /// The value of the metric label `kind` (a fixed set: the series stay bounded).
+    pub fn label(self) -> &'static str {
+        match self {
+            ChainViolation::Cycles => "cycles",
+            ChainViolation::TooDeep => "too_deep",
+            ChainViolation::Orphans => "orphans",
+            ChainViolation::SelfReferrals => "self_referrals",
+            ChainViolation::Malformed => "malformed",
+            ChainViolation::BadReferralRecords => "bad_referral_records",
+        }
+    }
+
+    /// What one of them is, named for what the count counts: singular and plural.
+    fn noun(self) -> (&'static str, &'static str) {
+        match self {
+            ChainViolation::Cycles => ("cycle", "cycles"),
+            ChainViolation::SelfReferrals => ("user referring themselves", "users referring themselves"),
+            ChainViolation::Orphans => ("user whose referrer does not exist", "users whose referrer does not exist"),
+            ChainViolation::TooDeep => {
+                ("referral record with a tier above maxChainDepth", "referral records with a tier above maxChainDepth")
+            }
+            ChainViolation::Malformed => ("malformed document", "malformed documents"),
+            ChainViolation::BadReferralRecords => {
+                ("referral record disagreeing with the chain", "referral records disagreeing with the chain")
+            }
+        }
+    }
+
+    /// `count` of this kind in words, e.g. `2 cycles`.
+    pub fn describe(self, count: u64) -> String {
+        let (one, many) = self.noun();
+        format!("{count} {}", if count == 1 { one } else { many })
+    }
+
+    /// The kinds as a list for prose, e.g. in an alert's description.
+    pub fn all_named() -> String {
+        ChainViolation::ALL.iter().map(|kind| kind.noun().1).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Every kind the check found, with its count.
+    pub fn found(check: &ChainCheckStatus) -> Vec<(ChainViolation, u64)> {
+        ChainViolation::ALL.iter().map(|kind| (*kind, kind.count(check))).filter(|(_, n)| *n > 0).collect()
+    }
+}
+
 /// Users at one referral-chain depth.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use crate::crd::monitoring::{Severity, ThresholdAlert};
+use crate::crd::status::ChainViolation;
 use crate::crd::validate::ValidatedSystem;
 
 use super::meta::{LABEL_WORKER, MAX_DNS_LABEL, child_name, object_meta, selector_labels};
@@ -64,7 +65,7 @@ pub const WORKER_METRICS: [&str; 9] = [
 pub const OPERATOR_BACKUP_LAST_SUCCESS: &str = "referral_operator_backup_last_success_timestamp_seconds";
 /// Nominal interval of the backup schedule, in seconds.
 pub const OPERATOR_BACKUP_INTERVAL: &str = "referral_operator_backup_interval_seconds";
-/// Violations found by the last chain check, by `kind` ([`CHAIN_VIOLATION_KINDS`]).
+/// Violations found by the last chain check, by `kind` ([`ChainViolation::label`]).
 pub const OPERATOR_CHAIN_VIOLATIONS: &str = "referral_operator_chain_violations";
 /// Users per chain depth found by the last chain check, by `depth`.
 pub const OPERATOR_CHAIN_USERS_BY_DEPTH: &str = "referral_operator_chain_users_by_depth";
@@ -80,10 +81,6 @@ pub const OPERATOR_METRICS: [&str; 5] = [
     OPERATOR_INDEXES,
 ];
 
-/// Values of the `kind` label of [`OPERATOR_CHAIN_VIOLATIONS`]: a fixed set, so the
-/// number of series stays bounded.
-pub const CHAIN_VIOLATION_KINDS: [&str; 6] =
-    ["cycles", "too_deep", "orphans", "self_referrals", "bad_referral_records", "malformed"];
 /// Values of the `state` label of [`OPERATOR_INDEXES`].
 pub const INDEX_STATES: [&str; 4] = ["present", "created", "missing", "conflict"];
 
@@ -293,8 +290,9 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
             severity: alerts.chain_violations.severity,
             summary: format!("Referral chains of {who} are broken"),
             description: format!(
-                "The last chain check of {who} found {{{{ $value }}}} violations (cycles, chains deeper than \
-                 maxChainDepth, orphans, self-referrals, bad records); status.chainCheck lists examples."
+                "The last chain check of {who} found {{{{ $value }}}} violations ({}); status.chainCheck lists \
+                 examples.",
+                ChainViolation::all_named()
             ),
         });
     }

@@ -178,7 +178,11 @@ async fn run_now_annotations_start_one_job_per_token() {
     .await;
     let (_, reason, message) = condition(&with_report, "ChainIntegrity").unwrap();
     assert_eq!(reason, "ViolationsFound");
-    assert!(message.contains("2 users in cycles") && message.contains("cycle: u1 -> u2 -> u1"), "{message}");
+    assert!(
+        message.starts_with("2 cycles, 1 user whose referrer does not exist")
+            && message.contains("cycle: u1 -> u2 -> u1"),
+        "{message}"
+    );
     let metrics = wait_for(Duration::from_secs(30), "the chain gauges on /metrics", || async {
         let (ok, body, _) = http_get(operator.listen, "/metrics");
         (ok && body.contains("referral_operator_chain_violations{")).then_some(body)
