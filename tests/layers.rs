@@ -6,7 +6,7 @@
 //! cli, main, lib                     anything
 //! plugin                             crd, controller
 //! controller, commands, render       crd, backup, checks, reconcilers (+ render for commands)
-//! reconcilers                        crd, backup            (pure builders: no client)
+//! reconcilers                        crd, backup, checks    (pure builders and steps: no client)
 //! checks                             crd                    (no kube, no k8s-openapi)
 //! backup                             crd                    (no kube; k8s-openapi only for jiff)
 //! crd                                nothing of the crate   (no client)
@@ -26,7 +26,7 @@ fn allowed_modules(layer: &str) -> Option<&'static [&'static str]> {
         "crd" => &[],
         "backup" => &["crd"],
         "checks" => &["crd"],
-        "reconcilers" => &["crd", "backup"],
+        "reconcilers" => &["crd", "backup", "checks"],
         "render" => &["crd", "reconcilers"],
         "controller" => &["crd", "backup", "checks", "reconcilers"],
         "commands" => &["crd", "backup", "checks", "reconcilers", "render"],

@@ -1,10 +1,12 @@
 //! Status, computed purely from what was observed, and merged with the previous status
-//! so `lastTransitionTime` only moves when a condition's status really changes. No
-//! client here: the reconcile step gathers [`Observed`] and writes the result.
+//! ([`crate::crd::conditions`]) so `lastTransitionTime` only moves when a condition's
+//! status really changes. No client here: the reconcile step gathers [`Observed`] and
+//! writes the result.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::backup::health::BackupHealth;
+use crate::crd::conditions::{condition, merge, unknown};
 use crate::crd::status::{
     ChainCheckStatus, ChainViolation, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus,
     UnmanagedIndexStatus, UpgradeStatus, WorkerStatus,
@@ -108,21 +110,6 @@ pub enum UpgradeGate {
     /// Stopped until a person acts (a failed backup or migration, a stalled or
     /// rolled-back rollout).
     Blocked { reason: String, message: String },
-}
-
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: now.clone(),
-    }
-}
-
-fn unknown(type_: &str, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
-    Condition { status: "Unknown".into(), ..condition(type_, false, reason, message, generation, now) }
 }
 
 fn probe_condition(type_: &str, probe: &Probe, generation: Option<i64>, now: &Time) -> Condition {
@@ -338,18 +325,6 @@ fn ready_condition(observed: &Observed, others: &[Condition], now: &Time) -> Con
     condition(READY, true, "Ready", format!("generation {} is in place", g.unwrap_or_default()), g, now)
 }
 
-/// Keeps the old `lastTransitionTime` of every condition whose status did not change.
-pub fn merge(new: Vec<Condition>, old: &[Condition]) -> Vec<Condition> {
-    new.into_iter()
-        .map(|mut c| {
-            if let Some(previous) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
-                c.last_transition_time = previous.last_transition_time.clone();
-            }
-            c
-        })
-        .collect()
-}
-
 /// The whole new status. Fields owned by other writers (index, chain and backup
 /// summaries) are carried over from the old status untouched.
 pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Time) -> ReferralSystemStatus {
@@ -393,11 +368,6 @@ pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Tim
         },
         ..base
     }
-}
-
-/// Whether the condition of `type_` is True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     if let Some(error) = apply_failure {
         return Err(error);
     }
-    let ready = conditions::is_true(&status.conditions, READY);
+    let ready = crate::crd::conditions::is_true(&status.conditions, READY);
     let mut wait = if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready };
     // Come back when the backups turn overdue, so BackupHealthy flips on time.
     if let Some(due) = backup_due {

@@ -13,7 +13,7 @@ use crate::crd::ReferralSystem;
 use crate::crd::status::UpgradeStatus;
 use crate::crd::validate::ValidatedSystem;
 use crate::reconcilers::backup::{BackupPurpose, backup_job};
-use crate::reconcilers::restore::JobPhase;
+use crate::reconcilers::job::JobPhase;
 use crate::reconcilers::upgrade::{
     ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, backup_job_name, desired_images, migration_job,
     migration_job_name, next_upgrade_step, pin_worker_images, running_images, upgrade_target,

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod common;
+pub mod conditions;
 pub mod cron;
 pub mod duration;
 pub mod jobs;

@@ -1,7 +1,8 @@
 //! The Job shell every one-off run shares (a backup asked for now, the pre-upgrade
 //! backup, a migration, a restore): the same labels as the system's other children
 //! plus what the run is for, restricted pods, no restarts in place, and a finite
-//! history.
+//! history; and how the state machines read a Job they look up by name
+//! ([`JobPhase`]).
 
 use std::collections::BTreeMap;
 
@@ -83,6 +84,39 @@ pub fn job_from_cron_job(cron: &CronJob, job_name: &str, purpose: &str) -> Optio
     })
 }
 
+/// What the controller observed of a Job it looks up by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobPhase {
+    Absent,
+    Running,
+    Succeeded,
+    /// With the Job's own reason and message (`BackoffLimitExceeded`, ...).
+    Failed(String),
+}
+
+impl JobPhase {
+    /// Reads a Job's conditions (`Complete`/`Failed` True) the way `kubectl wait` does.
+    pub fn of(job: Option<&Job>) -> Self {
+        let Some(job) = job else { return Self::Absent };
+        let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+        for condition in conditions.into_iter().flatten() {
+            if condition.status != "True" {
+                continue;
+            }
+            match condition.type_.as_str() {
+                "Complete" | "SuccessCriteriaMet" => return Self::Succeeded,
+                "Failed" | "FailureTarget" => {
+                    let reason = condition.reason.clone().unwrap_or_default();
+                    let message = condition.message.clone().unwrap_or_default();
+                    return Self::Failed(format!("{reason}: {message}").trim_matches([':', ' ']).to_string());
+                }
+                _ => {}
+            }
+        }
+        Self::Running
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +141,29 @@ mod tests {
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_PURPOSE], "restore-check");
         assert_eq!(labels["app.kubernetes.io/component"], "chain-check");
+    }
+
+    #[test]
+    fn job_phase_reads_the_conditions() {
+        let job = |conditions: serde_json::Value| -> Job {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}))
+                .unwrap()
+        };
+        assert_eq!(JobPhase::of(None), JobPhase::Absent);
+        assert_eq!(JobPhase::of(Some(&job(serde_json::json!([])))), JobPhase::Running);
+        assert_eq!(
+            JobPhase::of(Some(&job(serde_json::json!([{"type": "Complete", "status": "True"}])))),
+            JobPhase::Succeeded
+        );
+        assert_eq!(
+            JobPhase::of(Some(&job(
+                serde_json::json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}])
+            ))),
+            JobPhase::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into())
+        );
+        assert_eq!(
+            JobPhase::of(Some(&job(serde_json::json!([{"type": "Failed", "status": "False"}])))),
+            JobPhase::Running
+        );
     }
 }

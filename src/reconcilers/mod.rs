@@ -14,6 +14,7 @@ pub mod meta;
 pub mod monitoring;
 pub mod redis;
 pub mod restore;
+pub mod restore_step;
 pub mod security;
 pub mod upgrade;
 pub mod workers;

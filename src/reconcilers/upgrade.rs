@@ -24,9 +24,9 @@ use crate::crd::status::{UpgradePhase, UpgradeStatus};
 use crate::crd::validate::ValidatedSystem;
 
 use super::env::service_env;
+use super::job::JobPhase;
 use super::job::{OneOff, one_off_job};
 use super::meta::{ANNOTATION_WORKER_IMAGE, MAX_DNS_LABEL, child_name, short_hash};
-use super::restore::JobPhase;
 use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::workers::worker_name;
 use super::{BuildContext, Children};

@@ -24,9 +24,9 @@ use referral_operator::crd::status::UpgradeStatus;
 use referral_operator::crd::validate::{ValidatedSystem, validate};
 use referral_operator::crd::{ReferralSystem, restore_definition};
 use referral_operator::reconcilers::backup::{BackupPurpose, backup_job, manual_backup_job_name};
-use referral_operator::reconcilers::restore::{
-    IndexOutcome, JobPhase, RestoreObservation, RestoreStep, hold_for_restore, next_restore_step, restore_job,
-};
+use referral_operator::reconcilers::job::JobPhase;
+use referral_operator::reconcilers::restore::{hold_for_restore, restore_job};
+use referral_operator::reconcilers::restore_step::{IndexOutcome, RestoreObservation, RestoreStep, next_restore_step};
 use referral_operator::reconcilers::upgrade::{
     ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, migration_job, next_upgrade_step, pin_worker_images,
     running_images,
@@ -464,8 +464,8 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
             .list(&ListParams::default().labels("app.kubernetes.io/component=worker"))
             .await
             .unwrap();
-        let workers_stopped =
-            worker_pods.items.is_empty() && listed.iter().all(referral_operator::controller::restore::scaled_to_zero);
+        let workers_stopped = worker_pods.items.is_empty()
+            && listed.iter().all(referral_operator::reconcilers::restore_step::scaled_to_zero);
         let workers_restored = listed.iter().all(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(1));
         let restore_job_name = referral_operator::reconcilers::restore::restore_job_name(&system, &uid);
         let check_job_name = referral_operator::reconcilers::restore::verify_job_name(&system, &uid);
