@@ -17,6 +17,7 @@ pub mod restore;
 pub mod restore_step;
 pub mod security;
 pub mod upgrade;
+pub mod upgrade_step;
 pub mod workers;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

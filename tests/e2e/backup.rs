@@ -27,9 +27,9 @@ use referral_operator::reconcilers::backup::{BackupPurpose, backup_job, manual_b
 use referral_operator::reconcilers::job::JobPhase;
 use referral_operator::reconcilers::restore::{hold_for_restore, restore_job};
 use referral_operator::reconcilers::restore_step::{IndexOutcome, RestoreObservation, RestoreStep, next_restore_step};
-use referral_operator::reconcilers::upgrade::{
-    ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, migration_job, next_upgrade_step, pin_worker_images,
-    running_images,
+use referral_operator::reconcilers::upgrade::{migration_job, pin_worker_images, running_images};
+use referral_operator::reconcilers::upgrade_step::{
+    ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, next_upgrade_step,
 };
 use referral_operator::reconcilers::{BuildContext, Children, build};
 use serde_json::json;
