@@ -7,13 +7,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec, PodFailurePolicy};
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::crd::JobTemplate;
 use crate::crd::validate::ValidatedSystem;
 
 use super::BuildContext;
+use super::env::service_env;
 use super::meta::{ANNOTATION_SECRETS_HASH, labels, object_meta};
+use super::security::{restricted_container, restricted_pod};
 
 /// Label saying why a one-off Job exists (`manual`, `pre-upgrade`, `migration`,
 /// `restore`), so the controller and a person can tell them apart.
@@ -56,6 +59,25 @@ pub fn one_off_job(system: &ValidatedSystem, ctx: &BuildContext, run: OneOff<'_>
         }),
         status: None,
     }
+}
+
+/// The pod of a job of the service ([`JobTemplate`]: a maintenance job, the
+/// migration): its image or the system's, the workers' environment plus its own, in a
+/// restricted pod.
+pub fn template_pod(system: &ValidatedSystem, container_name: &str, template: &JobTemplate) -> PodSpec {
+    let spec = &system.spec;
+    let mut env = service_env(system);
+    env.extend(template.env.iter().cloned());
+    let image = template.image.clone().unwrap_or_else(|| spec.image.clone());
+    let container = Container {
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: template.command.clone(),
+        args: template.args.clone(),
+        env: Some(env),
+        resources: template.resources.clone(),
+        ..restricted_container(container_name, image)
+    };
+    restricted_pod(system, vec![container])
 }
 
 /// A Job from a CronJob's template, as `kubectl create job --from=cronjob/...` makes:

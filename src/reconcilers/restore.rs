@@ -30,7 +30,7 @@ use super::backup::{
 use super::env::from_secret;
 use super::job::{OneOff, one_off_job};
 use super::meta::{MAX_DNS_LABEL, child_name, short_hash};
-use super::security::{DEFAULT_USER, container_security, pod_security};
+use super::security::{restricted_container, restricted_pod, tmp_mount, tmp_volume};
 use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of restore Jobs.
@@ -181,7 +181,7 @@ pub fn restore_job(
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
-            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+            tmp_mount(),
         ];
         if let Some((name, path)) = extra {
             mounts.push(VolumeMount { name: name.into(), mount_path: path.into(), ..VolumeMount::default() });
@@ -189,8 +189,6 @@ pub fn restore_job(
         mounts
     };
     let verify = Container {
-        name: "verify".into(),
-        image: Some(ctx.operator_image.clone()),
         args: Some(vec![
             "backup".into(),
             "verify".into(),
@@ -199,13 +197,10 @@ pub fn restore_job(
             "--name".into(),
             backup_name.into(),
         ]),
-        security_context: Some(container_security()),
         volume_mounts: Some(mounts(None)),
-        ..Container::default()
+        ..restricted_container("verify", ctx.operator_image.clone())
     };
     let mongorestore = Container {
-        name: "mongorestore".into(),
-        image: Some(backup.mongo_tools_image.clone()),
         command: Some(vec!["sh".into(), "-c".into(), MONGORESTORE_SCRIPT.into()]),
         env: Some(vec![
             from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
@@ -213,9 +208,8 @@ pub fn restore_job(
             env_literal("BACKUP_NAME", backup_name),
         ]),
         resources: backup.resources.clone(),
-        security_context: Some(container_security()),
         volume_mounts: Some(mounts(Some(("work", WORK_MOUNT)))),
-        ..Container::default()
+        ..restricted_container("mongorestore", backup.mongo_tools_image.clone())
     };
     let (init, main) = if restores_redis(system, redis_requested) {
         let mut env = redis_client_env(system);
@@ -225,25 +219,18 @@ pub fn restore_job(
             env_field("POD_IP", "status.podIP"),
         ]);
         let redis = Container {
-            name: "redis-restore".into(),
-            image: Some(redis_tools_image(system)),
             command: Some(vec!["sh".into(), "-c".into(), REDIS_RESTORE_SCRIPT.into()]),
             env: Some(env),
             resources: backup.resources.clone(),
-            security_context: Some(container_security()),
             volume_mounts: Some(mounts(Some(("scratch", SCRATCH_MOUNT)))),
-            ..Container::default()
+            ..restricted_container("redis-restore", redis_tools_image(system))
         };
         (vec![verify, mongorestore], redis)
     } else {
         (vec![verify], mongorestore)
     };
     let pod = PodSpec {
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security(DEFAULT_USER)),
-        image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
         init_containers: Some(init),
-        containers: vec![main],
         volumes: Some(vec![
             Volume {
                 name: "backups".into(),
@@ -262,9 +249,9 @@ pub fn restore_job(
                 ..Volume::default()
             },
             Volume { name: "scratch".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+            tmp_volume(),
         ]),
-        ..PodSpec::default()
+        ..restricted_pod(system, vec![main])
     };
     one_off_job(
         system,

@@ -8,14 +8,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, PodSpec, Volume, VolumeMount};
 
 use crate::crd::validate::ValidatedSystem;
 
-use super::env::service_env;
-use super::job::{OneOff, one_off_job};
+use super::job::{OneOff, one_off_job, template_pod};
 use super::meta::{ANNOTATION_WORKER_IMAGE, MAX_DNS_LABEL, child_name, short_hash};
-use super::security::{DEFAULT_USER, container_security, pod_security};
 use super::workers::worker_name;
 use super::{BuildContext, Children};
 
@@ -90,38 +87,7 @@ pub fn migration_job_name(system: &ValidatedSystem, target: &str) -> String {
 /// the workers' environment, no retries (a migration that failed halfway needs a
 /// person, not a second run). `None` when the spec has no migration.
 pub fn migration_job(system: &ValidatedSystem, ctx: &BuildContext, job_name: &str) -> Option<Job> {
-    let spec = &system.spec;
-    let migration = spec.migration.as_ref()?;
-    let mut env = service_env(system);
-    env.extend(migration.env.iter().cloned());
-    let container = Container {
-        name: "migrate".into(),
-        image: Some(migration.image.clone().unwrap_or_else(|| spec.image.clone())),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
-        command: migration.command.clone(),
-        args: migration.args.clone(),
-        env: Some(env),
-        resources: migration.resources.clone(),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
-        ..Container::default()
-    };
-    let pod = PodSpec {
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security(DEFAULT_USER)),
-        image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
-        containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
-        ..PodSpec::default()
-    };
+    let migration = system.spec.migration.as_ref()?;
     Some(one_off_job(
         system,
         ctx,
@@ -130,10 +96,10 @@ pub fn migration_job(system: &ValidatedSystem, ctx: &BuildContext, job_name: &st
             component: MIGRATION_COMPONENT,
             purpose: "migration",
             backoff_limit: 0,
-            active_deadline_seconds: migration.active_deadline_seconds,
+            active_deadline_seconds: migration.template.active_deadline_seconds,
             pod_failure_policy: None,
         },
-        pod,
+        template_pod(system, "migrate", &migration.template),
     ))
 }
 
