@@ -7,11 +7,10 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, PostParams};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::UpgradeStatus;
+use crate::crd::status::{ReferralSystemStatus, StatusWriter, UpgradeStatus};
 use crate::crd::validate::ValidatedSystem;
 use crate::reconcilers::backup::{BackupPurpose, backup_job};
 use crate::reconcilers::job::JobPhase;
@@ -27,6 +26,7 @@ use crate::reconcilers::{BuildContext, Children};
 use super::conditions::UpgradeGate;
 use super::context::Context;
 use super::error::Error;
+use super::reconcile::apply_status;
 
 /// Reason on Ready while the new images wait for the backup or the migration.
 pub const REASON_UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
@@ -119,12 +119,9 @@ pub async fn gate_images(
     });
     if decision.status.as_ref() != recorded {
         let name = system.name.clone();
-        Api::<ReferralSystem>::namespaced(ctx.client.clone(), &system.namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"upgrade": decision.status}})),
-            )
+        let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &system.namespace);
+        let status = ReferralSystemStatus { upgrade: decision.status.clone(), ..ReferralSystemStatus::default() };
+        apply_status(&api, &name, StatusWriter::Upgrade, &status)
             .await
             .map_err(|source| Error::WriteStatus { system: name, source })?;
     }

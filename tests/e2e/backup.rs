@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use referral_operator::crd::restore::{ReferralRestore, ReferralRestoreStatus};
-use referral_operator::crd::status::UpgradeStatus;
+use referral_operator::crd::status::{StatusWriter, UpgradeStatus};
 use referral_operator::crd::validate::{ValidatedSystem, validate};
 use referral_operator::crd::{ReferralSystem, restore_definition};
 use referral_operator::reconcilers::backup::{BackupPurpose, backup_job, manual_backup_job_name};
@@ -199,7 +199,7 @@ async fn the_backup_cronjob_identity_and_a_manual_backup_job_are_admitted_and_it
 }
 
 /// A kubeconfig that acts as `user` (impersonation by the test bed's admin).
-fn impersonating(user: &str, dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn impersonating(user: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let original = std::env::var("KUBECONFIG").unwrap();
     let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(original).unwrap()).unwrap();
     for entry in config["users"].as_sequence_mut().unwrap() {
@@ -269,7 +269,7 @@ async fn finalize_writes_status_backup_as_the_job_service_account_and_nothing_el
     assert!(backup.last_success.is_some() && backup.size_bytes > 0);
     let managers: Vec<String> =
         stored.metadata.managed_fields.unwrap_or_default().iter().filter_map(|m| m.manager.clone()).collect();
-    assert!(managers.contains(&"referral-operator-jobs".to_string()), "{managers:?}");
+    assert!(managers.contains(&StatusWriter::Backup.field_manager().to_string()), "{managers:?}");
 
     // The same identity cannot write another system's status: exit 3, backup kept.
     std::fs::create_dir_all(backups.join("20261124T010000Z.partial")).unwrap();

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use mongodb::bson::{Document, doc, oid::ObjectId};
 use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::status::StatusWriter;
 use referral_operator::crd::validate::validate;
 use referral_operator::reconcilers::{BuildContext, build, chain_check, job_identity};
 
@@ -178,10 +179,9 @@ async fn the_chain_check_job_runs_the_check_and_writes_status_as_its_service_acc
     assert_eq!(chain.examples.len(), 2);
     let managers = read.metadata.managed_fields.unwrap_or_default();
     assert!(
-        managers
-            .iter()
-            .any(|m| m.manager.as_deref() == Some("referral-operator-jobs")
-                && m.subresource.as_deref() == Some("status")),
+        managers.iter().any(|m| m.manager.as_deref() == Some(StatusWriter::ChainCheck.field_manager())
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.as_deref() == Some("status")),
         "status written by another manager: {managers:?}"
     );
 
