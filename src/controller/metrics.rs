@@ -275,20 +275,14 @@ impl Metrics {
         }
     }
 
-    /// Every metric in the Prometheus text format (see [`CONTENT_TYPE`]).
-    ///
-    /// prometheus-client writes OpenMetrics text, which the Prometheus text parser
-    /// (`promtool check metrics`, many scrapers and exporters' tooling) misreads: an
-    /// OpenMetrics counter is declared as `# TYPE x counter` with samples named
-    /// `x_total`, so a text parser sees an empty counter `x` and an untyped `x_total`.
-    /// The two formats agree on everything else this registry emits, so the output is
-    /// rewritten here rather than served as OpenMetrics: counter descriptors get their
-    /// `_total` name and the OpenMetrics-only `# UNIT` and `# EOF` lines are dropped.
+    /// Every metric in the Prometheus text format, version 0.0.4 (see
+    /// [`CONTENT_TYPE`]), as prometheus-client writes it: the format Prometheus
+    /// scrapes by default and `promtool check metrics` reads.
     pub fn encode(&self) -> String {
-        let mut openmetrics = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry)
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        openmetrics_to_prometheus_text(&openmetrics)
+        text
     }
 }
 
@@ -341,28 +335,6 @@ fn counted<'a>(
     })
 }
 
-fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
-    let counters: BTreeSet<&str> =
-        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
-    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
-    for line in openmetrics.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match descriptor {
-            Some(renamed) => out.push_str(&renamed),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -402,7 +374,7 @@ mod tests {
             assert!(!series(&text, name).is_empty(), "no {name} series in\n{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE line for {name} in\n{text}");
         }
-        assert!(text.contains(&format!("{RECONCILE_DURATION_SECONDS}_bucket{{le=\"30.0\"}} 1")), "{text}");
+        assert!(text.contains(&format!("{RECONCILE_DURATION_SECONDS}_bucket{{le=\"30\"}} 1")), "{text}");
         assert!(text.contains(&format!("{RECONCILE_RUNS_TOTAL} 1\n")), "{text}");
         assert!(text.contains(&format!("{LEADER} 1\n")), "{text}");
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
