@@ -9,7 +9,9 @@
 //! reconcilers                        crd, backup, checks    (pure builders and steps: no client)
 //! checks                             crd                    (no kube, no k8s-openapi)
 //! backup                             crd                    (no kube; k8s-openapi only for jiff)
-//! crd                                nothing of the crate   (no client)
+//! (and every layer: yaml)
+//! crd                                yaml                   (no client)
+//! yaml                               nothing of the crate   (every YAML read and write)
 //! ```
 //!
 //! The check reads the source text: comments and `#[cfg(test)] mod tests` blocks are
@@ -23,16 +25,17 @@ use std::path::{Path, PathBuf};
 /// Which crate modules each layer may use, besides itself.
 fn allowed_modules(layer: &str) -> Option<&'static [&'static str]> {
     Some(match layer {
-        "crd" => &[],
-        "backup" => &["crd"],
-        "checks" => &["crd"],
-        "reconcilers" => &["crd", "backup", "checks"],
-        "render" => &["crd", "reconcilers"],
-        "controller" => &["crd", "backup", "checks", "reconcilers"],
-        "commands" => &["crd", "backup", "checks", "reconcilers", "render"],
-        "plugin" => &["crd", "controller"],
+        "yaml" => &[],
+        "crd" => &["yaml"],
+        "backup" => &["yaml", "crd"],
+        "checks" => &["yaml", "crd"],
+        "reconcilers" => &["yaml", "crd", "backup", "checks"],
+        "render" => &["yaml", "crd", "reconcilers"],
+        "controller" => &["yaml", "crd", "backup", "checks", "reconcilers"],
+        "commands" => &["yaml", "crd", "backup", "checks", "reconcilers", "render"],
+        "plugin" => &["yaml", "crd", "controller"],
         "cli" | "lib" | "main" => {
-            &["crd", "backup", "checks", "reconcilers", "render", "controller", "commands", "plugin", "cli"]
+            &["yaml", "crd", "backup", "checks", "reconcilers", "render", "controller", "commands", "plugin", "cli"]
         }
         _ => return None,
     })
@@ -175,7 +178,7 @@ fn the_checker_finds_forbidden_uses() {
     assert!(violations("checks", "use k8s_openapi::jiff::Timestamp;\n")[0].contains("k8s-openapi"));
     assert_eq!(
         violations("controller", "use crate::cli::DEFAULT;\n"),
-        ["controller uses crate::cli (allowed: [\"crd\", \"backup\", \"checks\", \"reconcilers\"])"]
+        ["controller uses crate::cli (allowed: [\"yaml\", \"crd\", \"backup\", \"checks\", \"reconcilers\"])"]
     );
     assert!(violations("reconcilers", "use crate::{crd::X, commands::backup::Y};\n")[0].contains("crate::commands"));
     assert!(violations("reconcilers", "let api: kube::Api<Job> = todo!();\n")[0].contains("kube::Api"));

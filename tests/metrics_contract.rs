@@ -28,7 +28,7 @@ spec:
 "#;
 
 fn system() -> ValidatedSystem {
-    let object: ReferralSystem = serde_yaml::from_str(SYSTEM).unwrap();
+    let object: ReferralSystem = serde_norway::from_str(SYSTEM).unwrap();
     validate(&object, "referrals").unwrap()
 }
 

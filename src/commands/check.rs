@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::checks::chain_repair::{RepairPlan, apply_repair_plan};
@@ -230,8 +229,8 @@ pub fn system_from_file(path: &Path) -> Result<ReferralSystem, CheckCommandError
     let text = std::fs::read_to_string(path)
         .map_err(|e| CheckCommandError::ReadFile { path: path.display().to_string(), reason: e.to_string() })?;
     let parse = |reason: String| CheckCommandError::ParseSystem { path: path.display().to_string(), reason };
-    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| parse(e.to_string()))?;
+    for (index, document) in crate::yaml::documents::<Value>(&text).into_iter().enumerate() {
+        let value = document.map_err(|e| parse(e.to_string()))?;
         if value.is_null() {
             continue;
         }

@@ -162,7 +162,7 @@ mod tests {
 
     fn object(annotations: &[(&str, &str)]) -> ReferralSystem {
         let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml")).unwrap();
-        let mut parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let mut parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         parsed.metadata.uid = Some("1234".into());
         parsed.metadata.namespace = Some("referrals".into());
         parsed.metadata.annotations = Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());

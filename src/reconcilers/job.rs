@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn a_job_from_the_chain_check_cronjob_keeps_its_pod_and_owner() {
         let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml")).unwrap();
-        let mut parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let mut parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         parsed.metadata.uid = Some("1234".into());
         let system = validate(&parsed, "referrals").unwrap();
         let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };

@@ -410,12 +410,12 @@ spec:
     /// A validated system from [`BASE`] with `monitoring` replaced by `monitoring_yaml`
     /// (a YAML mapping, or empty for the defaults).
     pub(crate) fn system_with(monitoring_yaml: &str) -> ValidatedSystem {
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(BASE).expect("fixture parses");
+        let mut doc: serde_json::Value = crate::yaml::from_str(BASE).expect("fixture parses");
         if !monitoring_yaml.trim().is_empty() {
-            let monitoring: serde_yaml::Value = serde_yaml::from_str(monitoring_yaml).expect("monitoring parses");
+            let monitoring: serde_json::Value = crate::yaml::from_str(monitoring_yaml).expect("monitoring parses");
             doc["spec"]["monitoring"] = monitoring;
         }
-        let object: ReferralSystem = serde_yaml::from_value(doc).expect("fixture is a ReferralSystem");
+        let object: ReferralSystem = serde_json::from_value(doc).expect("fixture is a ReferralSystem");
         validate(&object, "referrals").expect("fixture is valid")
     }
 

@@ -329,7 +329,7 @@ spec:
   redis: {redis}
 "#
         );
-        let parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         validate(&parsed, "referrals").unwrap()
     }
 

@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn the_builders_give_restricted_pods_with_a_writable_tmp() {
         let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/full.yaml")).unwrap();
-        let parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         let system = validate(&parsed, "referrals").unwrap();
         let container = restricted_container("c", "image:1");
         let security = container.security_context.clone().unwrap();

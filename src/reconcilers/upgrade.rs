@@ -150,7 +150,7 @@ spec:
 {extra}
 "#
         );
-        let parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         validate(&parsed, "referrals").unwrap()
     }
 

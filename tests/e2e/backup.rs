@@ -201,12 +201,12 @@ async fn the_backup_cronjob_identity_and_a_manual_backup_job_are_admitted_and_it
 /// A kubeconfig that acts as `user` (impersonation by the test bed's admin).
 pub(crate) fn impersonating(user: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let original = std::env::var("KUBECONFIG").unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(original).unwrap()).unwrap();
+    let mut config: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(original).unwrap()).unwrap();
     for entry in config["users"].as_sequence_mut().unwrap() {
-        entry["user"]["as"] = serde_yaml::Value::String(user.into());
+        entry["user"]["as"] = serde_norway::Value::String(user.into());
     }
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&config).unwrap()).unwrap();
     path
 }
 

@@ -29,7 +29,7 @@ const IMAGE: &str = "registry.example/referral-operator:e2e";
 
 fn system(name: &str, namespace: &str, database: &str) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/full.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.name = Some(name.into());
     system.metadata.namespace = Some(namespace.into());
     system.spec.mongodb.database = database.into();
@@ -38,8 +38,8 @@ fn system(name: &str, namespace: &str, database: &str) -> ReferralSystem {
 
 /// A kubeconfig for the test bed's apiserver that authenticates with `token`.
 fn kubeconfig_with_token(token: &str, namespace: &str, path: &std::path::Path) {
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(testbed_var("KUBECONFIG")).unwrap()).unwrap();
+    let admin: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(testbed_var("KUBECONFIG")).unwrap()).unwrap();
     let cluster = admin["clusters"][0]["cluster"].clone();
     let config = serde_json::json!({
         "apiVersion": "v1",
@@ -49,7 +49,7 @@ fn kubeconfig_with_token(token: &str, namespace: &str, path: &std::path::Path) {
         "contexts": [{"name": "job", "context": {"cluster": "bed", "user": "job", "namespace": namespace}}],
         "current-context": "job",
     });
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(path, serde_norway::to_string(&config).unwrap()).unwrap();
 }
 
 #[tokio::test]

@@ -227,7 +227,7 @@ impl Drop for Fixture {
 /// The example `examples/<file>` as the system `main` in `namespace`.
 fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut value: Value = serde_yaml::from_str(&text).unwrap();
+    let mut value: Value = serde_norway::from_str(&text).unwrap();
     value["metadata"] = json!({"name": SYSTEM, "namespace": namespace});
     if redis == RedisKind::External {
         let (host, port) = redis_address();
