@@ -232,6 +232,17 @@ async fn bounded_client(max_requests: usize) -> Result<Client, kube::Error> {
     Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_requests)).build())
 }
 
+/// The leader election's own client: every request ends within `timeout` (the renew
+/// interval, shorter than the renew's head start on the claim's end), so a renew that
+/// hangs fails, and the holder steps down, before its claim can run out.
+async fn lease_client(timeout: Duration) -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    Client::try_from(config)
+}
+
 /// Runs until SIGTERM/SIGINT, or until the lease is lost.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     // Two per reconcile that may run at once (`concurrency` per watched namespace):
@@ -250,7 +261,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let mut leadership = None;
     if let Some(lease) = &config.lease {
-        let (mut is_leader, task) = leader::spawn(client.clone(), lease.clone());
+        let lease_client = lease_client(lease.renew_every).await.map_err(|source| RunError::Client { source })?;
+        let (mut is_leader, task) = leader::spawn(lease_client, lease.clone());
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
         let acquired = async {
             while !*is_leader.borrow() {
@@ -321,6 +333,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         _ = controllers => {
             tracing::info!("controller stopped");
             if let Some(lease) = &config.lease {
+                // The elector first, or it could renew the claim just given up.
+                if let Some((_, task)) = &leadership {
+                    task.abort();
+                }
                 let _ = leader::release(client.clone(), lease).await;
             }
             Ok(())

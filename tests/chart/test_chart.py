@@ -214,7 +214,7 @@ def test_replicas_default_to_one_and_to_two_with_leader_election(helm):
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": ["refop-leader"],
-            "verbs": ["get", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
     assert one(cluster(replicaCount=3, leaderElection={"enabled": True}), "Deployment")["spec"]["replicas"] == 3

@@ -307,8 +307,8 @@ async fn namespaced_mode_grants_exactly_the_chart_rules_in_the_watched_namespace
 
     // The Lease: created anywhere in its own namespace, renewed by name only.
     assert!(can_i(&user, &["create", "leases.coordination.k8s.io", "-n", &operator_ns.name]));
-    assert!(can_i(&user, &["update", "leases.coordination.k8s.io/referral-operator", "-n", &operator_ns.name]));
-    assert!(!can_i(&user, &["update", "leases.coordination.k8s.io/someone-else", "-n", &operator_ns.name]));
+    assert!(can_i(&user, &["patch", "leases.coordination.k8s.io/referral-operator", "-n", &operator_ns.name]));
+    assert!(!can_i(&user, &["patch", "leases.coordination.k8s.io/someone-else", "-n", &operator_ns.name]));
     assert!(!can_i(&user, &["create", "leases.coordination.k8s.io", "-n", &watched.name]));
 
     // Every child of the full example, Roles and RoleBindings included, can be applied
