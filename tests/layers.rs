@@ -76,6 +76,7 @@ fn layer_of(src: &Path, file: &Path) -> String {
 
 /// The code of a file without comments and without its test module.
 fn code_of(text: &str) -> String {
+    let module = regex::Regex::new(r"^\s*(pub(\([a-z]+\))?\s+)?mod\s").unwrap();
     let mut out = String::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
@@ -84,7 +85,7 @@ fn code_of(text: &str) -> String {
             // A test module (inline or `#[path]`) ends the code that ships; the
             // test modules of this crate are always last in their file.
             let rest: Vec<&str> = lines.clone().take(2).collect();
-            if rest.iter().any(|l| l.trim_start().starts_with("mod ") || l.trim_start().starts_with("#[path")) {
+            if rest.iter().any(|l| module.is_match(l) || l.trim_start().starts_with("#[path")) {
                 break;
             }
         }
@@ -193,4 +194,8 @@ fn the_checker_finds_forbidden_uses() {
     assert!(violations("backup", "use k8s_openapi::jiff::Timestamp;\n").is_empty());
     let commented = code_of("// use crate::cli::X;\nfn f() {}\n#[cfg(test)]\nmod tests {\n use crate::cli::Y;\n}\n");
     assert!(violations("crd", &commented).is_empty(), "{commented}");
+    let shared = code_of("fn f() {}\n#[cfg(test)]\npub(crate) mod tests {\n use crate::cli::Y;\n}\n");
+    assert!(violations("crd", &shared).is_empty(), "{shared}");
+    let not_tests = code_of("#[cfg(test)]\nconst X: u8 = 1;\nuse crate::cli::Y;\n");
+    assert!(!violations("crd", &not_tests).is_empty(), "only a test module ends the scan: {not_tests}");
 }

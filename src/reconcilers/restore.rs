@@ -310,13 +310,14 @@ pub fn owned_by_restore(mut job: Job, owner: OwnerReference) -> Job {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crd::ReferralSystem;
     use crate::crd::validate::validate;
     use serde_json::json;
 
-    fn system(redis: &str) -> ValidatedSystem {
+    /// A system with one worker and `redis` as its Redis section.
+    pub(crate) fn system(redis: &str) -> ValidatedSystem {
         let yaml = format!(
             r#"
 apiVersion: referral.dev/v1alpha1

@@ -3,25 +3,7 @@
 
 use super::*;
 use crate::crd::IndexPolicy;
-use crate::crd::ReferralSystem;
-use crate::crd::validate::validate;
-
-fn system(redis: &str) -> ValidatedSystem {
-    let yaml = format!(
-        r#"
-apiVersion: referral.dev/v1alpha1
-kind: ReferralSystem
-metadata: {{name: main, namespace: referrals, uid: 1234}}
-spec:
-  image: example/referral-service:1.4.2
-  workers: [{{name: reward-processor, replicas: 2}}]
-  mongodb: {{uriSecretRef: {{name: referral-mongo, key: uri}}, database: neurolov}}
-  redis: {redis}
-"#
-    );
-    let parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
-    validate(&parsed, "referrals").unwrap()
-}
+use crate::reconcilers::restore::tests::system;
 
 fn status(phase: RestorePhase) -> ReferralRestoreStatus {
     ReferralRestoreStatus { phase: Some(phase), ..ReferralRestoreStatus::default() }

@@ -131,12 +131,13 @@ pub fn pin_worker_images(children: &mut Children, system: &ValidatedSystem, imag
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crd::ReferralSystem;
     use crate::crd::validate::validate;
 
-    fn system(image: &str, extra: &str) -> ValidatedSystem {
+    /// A system with two workers of `image`, plus `extra` lines of spec.
+    pub(crate) fn system(image: &str, extra: &str) -> ValidatedSystem {
         let yaml = format!(
             r#"
 apiVersion: referral.dev/v1alpha1
@@ -154,11 +155,12 @@ spec:
         validate(&parsed, "referrals").unwrap()
     }
 
-    const OLD: &str = "example/referral-service:1.4.2";
-    const NEW: &str = "example/referral-service:1.5.0";
-    const MIGRATION: &str = "  migration: {args: [npm, run, migrate:referral]}";
+    pub(crate) const OLD: &str = "example/referral-service:1.4.2";
+    pub(crate) const NEW: &str = "example/referral-service:1.5.0";
+    pub(crate) const MIGRATION: &str = "  migration: {args: [npm, run, migrate:referral]}";
 
-    fn images(image: &str) -> WorkerImages {
+    /// `image` for both workers of [`system`].
+    pub(crate) fn images(image: &str) -> WorkerImages {
         WorkerImages::from([
             ("api".to_string(), image.to_string()),
             ("reward-processor".to_string(), image.to_string()),

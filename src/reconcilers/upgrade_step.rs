@@ -329,41 +329,11 @@ fn changed_list(changed: &[&String], desired: &WorkerImages) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ReferralSystem;
-    use crate::crd::validate::validate;
     use crate::reconcilers::BuildContext;
+    use crate::reconcilers::upgrade::tests::{MIGRATION, NEW, OLD, images, system};
     use crate::reconcilers::upgrade::{migration_job_name, pin_worker_images, running_images};
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn system(image: &str, extra: &str) -> ValidatedSystem {
-        let yaml = format!(
-            r#"
-apiVersion: referral.dev/v1alpha1
-kind: ReferralSystem
-metadata: {{name: main, namespace: referrals, uid: 1234}}
-spec:
-  image: {image}
-  workers: [{{name: reward-processor, replicas: 2}}, {{name: api, port: 3000}}]
-  mongodb: {{uriSecretRef: {{name: referral-mongo, key: uri}}, database: neurolov}}
-  redis: {{managed: {{}}}}
-{extra}
-"#
-        );
-        let parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
-        validate(&parsed, "referrals").unwrap()
-    }
-
-    const OLD: &str = "example/referral-service:1.4.2";
-    const NEW: &str = "example/referral-service:1.5.0";
-    const MIGRATION: &str = "  migration: {args: [npm, run, migrate:referral]}";
-
-    fn images(image: &str) -> WorkerImages {
-        WorkerImages::from([
-            ("api".to_string(), image.to_string()),
-            ("reward-processor".to_string(), image.to_string()),
-        ])
-    }
 
     fn now() -> Time {
         Time("2026-11-23T10:00:00Z".parse().unwrap())
