@@ -9,9 +9,10 @@
 //!
 //! - a follower looks at the Lease again every `renew_every` (the crate would sleep
 //!   until the claim it saw expires), so a released Lease is taken at the next look;
-//! - a holder that cannot renew steps down at once rather than hope: the task ends,
-//!   the receiver reads `false`, and `run` exits so that a replica that can reach the
-//!   API server takes over (the client's request timeouts are shorter than `grace`);
+//! - a holder reads the Lease every `renew_every` to learn until when its claim runs,
+//!   on its own monotonic clock, and steps down before that end when no renewal
+//!   shows (failed or hung): the task ends, the receiver reads `false`, and `run`
+//!   exits so that a replica that can reach the API server takes over;
 //! - when every receiver is dropped the task releases the Lease if it held it.
 //!
 //! This module must not act on leadership itself (no reconciling, no metrics): it
@@ -20,11 +21,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::Api;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Prefix of each replica's field manager on the Lease (`referral-operator-<identity>`):
 /// one per replica, so that two replicas' claims conflict instead of overwriting.
@@ -158,55 +161,119 @@ async fn elect(client: Client, config: LeaseConfig, leading: watch::Sender<bool>
         let manager = match manager(&client, &config).await {
             Ok(manager) => manager,
             Err(source) => {
-                let error =
-                    LeaseError::Elect { namespace: config.namespace.clone(), name: config.name.clone(), source };
-                tracing::warn!(%error, "leader election round failed");
+                warn_round(&config, source);
                 tokio::select! {
                     () = tokio::time::sleep(look_every) => continue,
                     () = leading.closed() => return,
                 }
             }
         };
-        loop {
-            let is_leading = *leading.borrow();
-            let look = async {
-                if is_leading {
-                    // Renews for as long as it holds; returns when that changes.
-                    Some(manager.changed().await)
-                } else {
-                    tokio::time::timeout(look_every, manager.changed()).await.ok()
-                }
-            };
-            let outcome = tokio::select! {
-                outcome = look => outcome,
-                () = leading.closed() => {
-                    if *leading.borrow() && let Err(error) = manager.release().await {
-                        tracing::warn!(%error, "could not release the leader Lease");
-                    }
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(look_every, manager.changed()) => outcome,
+            () = leading.closed() => return,
+        };
+        match outcome {
+            Ok(Ok(true)) => {
+                publish(&leading, true, &config);
+                if !lead(&client, &config, &manager, &leading).await {
                     return;
                 }
-            };
-            match outcome {
-                Some(Ok(now_leading)) => publish(&leading, now_leading, &config),
-                // Nothing changed since this manager's look: look again afresh.
-                None => break,
-                Some(Err(source)) => {
-                    let error =
-                        LeaseError::Elect { namespace: config.namespace.clone(), name: config.name.clone(), source };
-                    tracing::warn!(%error, "leader election round failed");
-                    if is_leading {
-                        // The claim may run out before the next renew lands: step down.
-                        publish(&leading, false, &config);
-                        return;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(look_every) => break,
-                        () = leading.closed() => return,
-                    }
+            }
+            // Not this time (or no news within the look): look again afresh.
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(source)) => {
+                warn_round(&config, source);
+                tokio::select! {
+                    () = tokio::time::sleep(look_every) => {}
+                    () = leading.closed() => return,
                 }
             }
         }
     }
+}
+
+/// Holds the Lease: `manager` renews it, and every renew interval this replica reads
+/// the Lease to learn until when its claim runs (on its monotonic clock). It steps
+/// down when the Lease names another holder, or when its claim is about to end
+/// without a renewal it could see (a renew that fails, or hangs, cannot keep it
+/// leading past its claim). Returns whether to go on following (`false`: the task
+/// ends).
+async fn lead(client: &Client, config: &LeaseConfig, manager: &LeaseManager, leading: &watch::Sender<bool>) -> bool {
+    let look_every = Duration::from_secs(config.renew_seconds());
+    let mut claim_end = Instant::now() + Duration::from_secs(config.duration_seconds());
+    let mut renewing = Box::pin(manager.changed());
+    let mut check = tokio::time::interval(look_every);
+    loop {
+        tokio::select! {
+            outcome = &mut renewing => match outcome {
+                Ok(true) => renewing = Box::pin(manager.changed()),
+                Ok(false) => {
+                    publish(leading, false, config);
+                    return true;
+                }
+                // A renew failed: the manager tries again at once; the check below
+                // decides whether the claim still holds.
+                Err(source) => {
+                    warn_round(config, source);
+                    tokio::time::sleep(MIN_RENEW_EVERY / 4).await;
+                    renewing = Box::pin(manager.changed());
+                }
+            },
+            _ = check.tick() => {
+                match claim(client, config).await {
+                    Some(Some(end)) => claim_end = end,
+                    Some(None) => {
+                        publish(leading, false, config);
+                        return true;
+                    }
+                    None => {}
+                }
+                if Instant::now() + look_every >= claim_end {
+                    tracing::warn!(lease = %config.name, "the claim ends before a renewal could be seen: stepping down");
+                    publish(leading, false, config);
+                    return false;
+                }
+            }
+            () = leading.closed() => {
+                drop(renewing);
+                if let Err(error) = manager.release().await {
+                    tracing::warn!(%error, "could not release the leader Lease");
+                }
+                return false;
+            }
+        }
+    }
+}
+
+/// This replica's claim as the Lease says now: `Some(Some(end))` while it holds it
+/// (`end` on the monotonic clock), `Some(None)` when it does not, `None` when the
+/// Lease could not be read in time.
+async fn claim(client: &Client, config: &LeaseConfig) -> Option<Option<Instant>> {
+    let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
+    let read = tokio::time::timeout(Duration::from_secs(config.renew_seconds()), api.get(&config.name)).await;
+    let lease = match read {
+        Ok(Ok(lease)) => lease,
+        Ok(Err(source)) => {
+            let error = LeaseError::GetLease { namespace: config.namespace.clone(), name: config.name.clone(), source };
+            tracing::warn!(%error, "could not read the leader Lease");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let spec = lease.spec.unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return Some(None);
+    }
+    let renewed = spec.renew_time.or(spec.acquire_time).map(|t| t.0)?;
+    let seconds = spec.lease_duration_seconds.and_then(|s| u64::try_from(s).ok()).unwrap_or(config.duration_seconds());
+    let left = renewed.as_millisecond() + i64::try_from(seconds * 1000).unwrap_or(i64::MAX)
+        - Timestamp::now().as_millisecond();
+    Some(Some(Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))))
+}
+
+fn warn_round(config: &LeaseConfig, source: LeaseManagerError) {
+    let error = LeaseError::Elect { namespace: config.namespace.clone(), name: config.name.clone(), source };
+    tracing::warn!(%error, "leader election round failed");
 }
 
 fn publish(leading: &watch::Sender<bool>, now_leading: bool, config: &LeaseConfig) {

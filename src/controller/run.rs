@@ -232,14 +232,10 @@ async fn bounded_client(max_requests: usize) -> Result<Client, kube::Error> {
     Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_requests)).build())
 }
 
-/// The leader election's own client: every request ends within `timeout` (the renew
-/// interval, shorter than the renew's head start on the claim's end), so a renew that
-/// hangs fails, and the holder steps down, before its claim can run out.
-async fn lease_client(timeout: Duration) -> Result<Client, kube::Error> {
-    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
-    config.write_timeout = Some(timeout);
+/// The leader election's own client: its own connections, so that a renewal never
+/// waits behind the reconciles' requests (the main client bounds those).
+async fn lease_client() -> Result<Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
     Client::try_from(config)
 }
 
@@ -261,7 +257,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let mut leadership = None;
     if let Some(lease) = &config.lease {
-        let lease_client = lease_client(lease.renew_every).await.map_err(|source| RunError::Client { source })?;
+        let lease_client = lease_client().await.map_err(|source| RunError::Client { source })?;
         let (mut is_leader, task) = leader::spawn(lease_client, lease.clone());
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
         let acquired = async {
