@@ -6,7 +6,7 @@
 //! - [`chains`] (pure engine: [`chain_ingest`] takes the users in, [`chains`] analyses,
 //!   [`chain_report`] holds what it reports; keys in [`chain_keys`]) and [`chain_source`] (MongoDB):
 //!   referral-chain integrity; [`chain_generator`] makes test and benchmark data.
-//! - [`mongo_probe`], [`redis_probe`]: reachability.
+//! - [`mongo_probe`], [`redis_probe`]: reachability, over TLS with [`tls`] material.
 
 pub mod chain_generator;
 pub mod chain_ingest;
@@ -20,3 +20,4 @@ pub mod indexes;
 pub mod mongo_error;
 pub mod mongo_probe;
 pub mod redis_probe;
+pub mod tls;

@@ -1,6 +1,7 @@
-//! Is MongoDB reachable with the configured connection string? A `ping` command under
-//! a server-selection deadline. Clients are cached by a hash of the URI so repeated
-//! probes reuse connections; the URI itself is never logged or returned in errors.
+//! Is MongoDB reachable with the configured connection string (and TLS material)? A
+//! `ping` command under a server-selection deadline. Clients are cached by a hash of
+//! the URI and the TLS material so repeated probes reuse connections; the URI itself
+//! is never logged or returned in errors.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,8 +9,10 @@ use std::time::Duration;
 
 use mongodb::Client;
 use mongodb::bson::doc;
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, Tls, TlsOptions};
 use sha2::{Digest, Sha256};
+
+use super::tls::{TlsFiles, TlsMaterial};
 
 /// Why MongoDB did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +23,8 @@ pub enum MongoProbeError {
     Auth { reason: String },
     #[error("MongoDB is not reachable: {reason}")]
     Unreachable { reason: String },
+    #[error("the MongoDB TLS files could not be prepared: {reason}")]
+    TlsFiles { reason: String },
 }
 
 impl MongoProbeError {
@@ -29,14 +34,38 @@ impl MongoProbeError {
             Self::InvalidUri { .. } => "InvalidURI",
             Self::Auth { .. } => "AuthenticationFailed",
             Self::Unreachable { .. } => "Unreachable",
+            Self::TlsFiles { .. } => "TLSFilesUnavailable",
         }
     }
 }
 
-/// Mongo clients by URI hash.
+/// Mongo clients by a hash of the URI and TLS material, each with the TLS files
+/// it reads (kept as long as the client).
 #[derive(Default)]
 pub struct MongoClients {
-    clients: Mutex<HashMap<String, Client>>,
+    clients: Mutex<HashMap<String, (Client, Option<TlsFiles>)>>,
+}
+
+/// Sets `options` to connect with TLS from `material`; the files the driver reads
+/// are written under `root` and returned, to live as long as the client.
+pub fn apply_tls(
+    options: &mut ClientOptions,
+    material: Option<&TlsMaterial>,
+    root: &std::path::Path,
+) -> Result<Option<TlsFiles>, super::tls::TlsFileError> {
+    let Some(material) = material else { return Ok(None) };
+    let files = material.write_for_driver(root)?;
+    let mut tls = TlsOptions::default();
+    tls.ca_file_path = files.ca.clone();
+    tls.cert_key_file_path = files.cert_key.clone();
+    options.tls = Some(Tls::Enabled(tls));
+    Ok(Some(files))
+}
+
+/// Where the operator writes TLS files for the driver: a directory of its own under
+/// the temporary directory (a memory-backed volume in the chart).
+pub fn tls_root() -> std::path::PathBuf {
+    std::env::temp_dir().join("referral-operator-tls")
 }
 
 fn uri_key(uri: &str) -> String {
@@ -51,10 +80,15 @@ fn scrub(message: &str, uri: &str) -> String {
 }
 
 impl MongoClients {
-    /// A client for `uri`, created on first use.
-    pub async fn client(&self, uri: &str, timeout: Duration) -> Result<Client, MongoProbeError> {
-        let key = uri_key(uri);
-        if let Some(client) = self.clients.lock().ok().and_then(|c| c.get(&key).cloned()) {
+    /// A client for `uri` (with `tls`, when set), created on first use.
+    pub async fn client(
+        &self,
+        uri: &str,
+        tls: Option<&TlsMaterial>,
+        timeout: Duration,
+    ) -> Result<Client, MongoProbeError> {
+        let key = format!("{}-{}", uri_key(uri), tls.map(TlsMaterial::fingerprint).unwrap_or_default());
+        if let Some(client) = self.clients.lock().ok().and_then(|c| c.get(&key).map(|(client, _)| client.clone())) {
             return Ok(client);
         }
         let mut options = ClientOptions::parse(uri)
@@ -63,17 +97,19 @@ impl MongoClients {
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name = Some("referral-operator".into());
+        let files = apply_tls(&mut options, tls, &tls_root())
+            .map_err(|e| MongoProbeError::TlsFiles { reason: e.to_string() })?;
         let client = Client::with_options(options)
             .map_err(|e| MongoProbeError::InvalidUri { reason: scrub(&e.to_string(), uri) })?;
         if let Ok(mut clients) = self.clients.lock() {
-            clients.insert(key, client.clone());
+            clients.insert(key, (client.clone(), files));
         }
         Ok(client)
     }
 
     /// Sends `ping` to the `admin` database.
-    pub async fn ping(&self, uri: &str, timeout: Duration) -> Result<(), MongoProbeError> {
-        let client = self.client(uri, timeout).await?;
+    pub async fn ping(&self, uri: &str, tls: Option<&TlsMaterial>, timeout: Duration) -> Result<(), MongoProbeError> {
+        let client = self.client(uri, tls, timeout).await?;
         let admin = client.database("admin");
         let ping = admin.run_command(doc! {"ping": 1});
         match tokio::time::timeout(timeout + Duration::from_secs(1), ping).await {

@@ -316,9 +316,7 @@ fn ready_condition(observed: &Observed, others: &[Condition], now: &Time) -> Con
         return not_ready(reason, message.clone());
     }
     for type_ in [WORKERS_AVAILABLE, REDIS_READY, MONGO_REACHABLE] {
-        // Redis over TLS is not probed: Unknown for that reason says nothing is wrong.
-        let blocks = |c: &&Condition| c.status != "True" && !(c.type_ == REDIS_READY && c.reason == "TLSNotProbed");
-        if let Some(c) = others.iter().filter(|c| c.type_ == type_).find(blocks) {
+        if let Some(c) = others.iter().filter(|c| c.type_ == type_).find(|c| c.status != "True") {
             return not_ready(&c.reason, format!("{type_}: {}", c.message));
         }
     }
@@ -505,13 +503,16 @@ mod tests {
     }
 
     #[test]
-    fn redis_over_tls_is_not_probed_and_does_not_block_ready() {
+    fn redis_not_answering_over_tls_blocks_ready_and_a_missing_secret_says_so() {
         let mut o = healthy();
         o.redis_workload = None;
-        o.redis = Probe::Unknown { reason: "TLSNotProbed".into(), message: "not probed".into() };
+        o.redis = Probe::Failed {
+            reason: "TLSHandshakeFailed".into(),
+            message: "the TLS handshake with Redis at r:6379 failed: invalid peer certificate: UnknownIssuer".into(),
+        };
         let s = status(&o, None, &at(1));
-        assert_eq!(get(&s.conditions, REDIS_READY).status, "Unknown");
-        assert_eq!(get(&s.conditions, READY).status, "True");
+        assert_eq!(get(&s.conditions, REDIS_READY).status, "False");
+        assert_eq!(get(&s.conditions, READY).reason, "TLSHandshakeFailed");
         o.redis = Probe::Unknown { reason: "SecretMissing".into(), message: "cannot read".into() };
         let s = status(&o, None, &at(1));
         assert_eq!(get(&s.conditions, READY).reason, "SecretMissing");

@@ -14,6 +14,10 @@ pub enum Error {
     Read { kind: &'static str, name: String, source: kube::Error },
     #[error("reading Secret {name}: {source}")]
     ReadSecret { name: String, source: kube::Error },
+    #[error("writing Secret {name}: {source}")]
+    WriteSecret { name: String, source: kube::Error },
+    #[error("generating a password for Secret {name}: {reason}")]
+    GeneratePassword { name: String, reason: String },
     #[error("creating Job {name}: {source}")]
     CreateJob { name: String, source: kube::Error },
     #[error("writing the status of {system}: {source}")]
@@ -32,7 +36,9 @@ impl Error {
             | Self::ListChildren { .. }
             | Self::Prune { .. }
             | Self::Read { .. }
-            | Self::CreateJob { .. } => "kubernetes_api",
+            | Self::CreateJob { .. }
+            | Self::WriteSecret { .. } => "kubernetes_api",
+            Self::GeneratePassword { .. } => "random_source",
             Self::ReadSecret { .. } => "missing_secret",
             Self::WriteStatus { .. } => "status_write",
             Self::Malformed { .. } | Self::NoNamespace => "invalid_spec",

@@ -47,7 +47,12 @@ impl IndexSchedule {
 }
 
 /// Checks (and under `Ensure`, creates) the declared indexes when due.
-pub async fn observe_indexes(ctx: &Context, system: &ValidatedSystem, uri: Option<&str>) -> IndexObservation {
+pub async fn observe_indexes(
+    ctx: &Context,
+    system: &ValidatedSystem,
+    uri: Option<&str>,
+    tls: Option<&crate::checks::tls::TlsMaterial>,
+) -> IndexObservation {
     let mongo = &system.spec.mongodb;
     if system.spec.paused {
         return IndexObservation::NotChecked;
@@ -65,7 +70,7 @@ pub async fn observe_indexes(ctx: &Context, system: &ValidatedSystem, uri: Optio
         return IndexObservation::NotChecked;
     }
     ctx.index_schedule.record(&key, declaration, now);
-    let client = match ctx.mongo.client(uri, ctx.settings.probe_timeout).await {
+    let client = match ctx.mongo.client(uri, tls, ctx.settings.probe_timeout).await {
         Ok(client) => client,
         Err(error) => {
             ctx.index_schedule.forget(&key);

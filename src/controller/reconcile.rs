@@ -14,10 +14,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
+use crate::checks::redis_probe::RedisTarget;
 use crate::crd::ReferralSystem;
 use crate::crd::status::{ChainCheckStatus, ChainViolation, ReferralSystemStatus, StatusWriter};
 use crate::crd::validate::{ValidatedSystem, validate};
-use crate::reconcilers::env::redis_endpoint;
+use crate::reconcilers::env::{generated_redis_password_name, redis_endpoint, redis_password_ref};
 use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
 
@@ -144,13 +145,23 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     };
 
     let secret_api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    let secrets = secrets::read(&secret_api, &system.spec).await?;
+    // The generated Redis password first, so the read below finds it. Paused, the
+    // operator writes nothing, this Secret included.
+    let rotation = requests::pending_rotation(system);
+    let generated = if system.spec.paused {
+        secrets::GeneratedPassword::Kept
+    } else {
+        secrets::ensure_generated_password(&secret_api, &validated, rotation.as_ref().map(|r| r.token_hash.as_str()))
+            .await?
+    };
+    let secrets = secrets::read(&secret_api, &validated).await?;
     observed.missing_secrets = secrets.missing.clone();
     let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
     observed.mongo = mongo;
     observed.redis = redis;
     if matches!(observed.mongo, Probe::Ok { .. }) {
-        observed.indexes = indexes::observe_indexes(ctx, &validated, secrets.mongo_uri.as_deref()).await;
+        observed.indexes =
+            indexes::observe_indexes(ctx, &validated, secrets.mongo_uri.as_deref(), secrets.mongo_tls.as_ref()).await;
     }
 
     let build_context =
@@ -211,6 +222,16 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
             }
         }
     };
+    if let Some(rotation) = rotation.filter(|_| !system.spec.paused) {
+        let mut handled = observed
+            .handled_requests
+            .clone()
+            .or_else(|| system.status.as_ref().and_then(|s| s.handled_requests.clone()))
+            .unwrap_or_default();
+        handled.rotate_redis_password = Some(rotation.handled());
+        observed.handled_requests = Some(handled);
+        publish_rotation(system, ctx, &validated, &generated).await;
+    }
     // What this reconcile patched is newest; the rest is as it was before.
     fill_missing(&mut applied.deployments, before.deployments);
     fill_missing(&mut applied.stateful_sets, before.stateful_sets);
@@ -312,35 +333,95 @@ async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> Probe {
             message: "the MongoDB URI Secret cannot be read".into(),
         };
     };
-    match ctx.mongo.ping(uri, ctx.settings.probe_timeout).await {
+    match ctx.mongo.ping(uri, secrets.mongo_tls.as_ref(), ctx.settings.probe_timeout).await {
         Ok(()) => Probe::Ok { message: "MongoDB answered ping".into() },
         Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
     }
 }
 
-async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretValues) -> Probe {
+/// Where the operator reaches this system's Redis, with which credentials.
+fn redis_target(system: &ValidatedSystem, secrets: &SecretValues) -> RedisTarget {
     let redis = &system.spec.redis;
-    if redis.password_secret_ref.is_some() && secrets.redis_password.is_none() {
-        return Probe::Unknown {
-            reason: "SecretMissing".into(),
-            message: "the Redis password Secret cannot be read".into(),
-        };
-    }
-    if redis.external.as_ref().is_some_and(|e| e.tls) {
-        return Probe::Unknown {
-            reason: "TLSNotProbed".into(),
-            message: "Redis over TLS is not probed by the operator; workers connect directly".into(),
-        };
-    }
     let (host, port) = redis_endpoint(system);
     // Managed Redis is reached through its Service's cluster DNS name.
     let host = if redis.managed.is_some() { format!("{host}.{}.svc", system.namespace) } else { host };
-    let port = u16::try_from(port).unwrap_or(6379);
-    match crate::checks::redis_probe::ping(&host, port, secrets.redis_password.as_deref(), ctx.settings.probe_timeout)
-        .await
+    let tls = redis.external.as_ref().filter(|e| e.tls).map(|_| secrets.redis_tls.clone().unwrap_or_default());
+    RedisTarget {
+        host,
+        port: u16::try_from(port).unwrap_or(6379),
+        tls,
+        username: redis.username.clone(),
+        password: secrets.redis_password.clone(),
+    }
+}
+
+async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretValues) -> Probe {
+    if let Some(reference) = redis_password_ref(system)
+        && secrets.redis_password.is_none()
     {
-        Ok(()) => Probe::Ok { message: format!("Redis at {host}:{port} answered PING") },
+        return Probe::Unknown {
+            reason: "SecretMissing".into(),
+            message: format!(
+                "the Redis password (Secret {} key {}) is missing or empty, so Redis was not asked",
+                reference.name, reference.key
+            ),
+        };
+    }
+    let target = redis_target(system, secrets);
+    match crate::checks::redis_probe::ping(&target, ctx.settings.probe_timeout).await {
+        Ok(()) => {
+            let how = match (&target.tls, &target.password) {
+                (Some(_), Some(_)) => " over TLS, after AUTH",
+                (Some(_), None) => " over TLS",
+                (None, Some(_)) => " after AUTH",
+                (None, None) => "",
+            };
+            Probe::Ok { message: format!("Redis at {} answered PING{how}", target.address()) }
+        }
         Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+    }
+}
+
+/// Says what a rotation request did: a new password, or why there is none to rotate.
+async fn publish_rotation(
+    system: &ReferralSystem,
+    ctx: &Context,
+    validated: &ValidatedSystem,
+    generated: &secrets::GeneratedPassword,
+) {
+    let secret = generated_redis_password_name(validated);
+    let (type_, reason, note) = match (generated, &validated.spec.redis.password_secret_ref) {
+        (_, Some(own)) => (
+            EventType::Warning,
+            "RotationNotApplicable",
+            format!(
+                "{} asks for a new password, but spec.redis.passwordSecretRef names your Secret {}: change the password there, and the pods roll",
+                requests::ROTATE_REDIS_PASSWORD_ANNOTATION,
+                own.name
+            ),
+        ),
+        (secrets::GeneratedPassword::Rotated | secrets::GeneratedPassword::Created, None) => (
+            EventType::Normal,
+            "RedisPasswordRotated",
+            format!(
+                "a new Redis password was generated into Secret {secret}; Redis and every pod using it restart with it"
+            ),
+        ),
+        (_, None) => (
+            EventType::Normal,
+            "RedisPasswordRotated",
+            format!("the Redis password in Secret {secret} was already rotated for this request"),
+        ),
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: "Rotate".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &system.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish an event");
     }
 }
 

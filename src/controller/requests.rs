@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, PostParams};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::{HandledRequest, HandledRequests};
+use crate::crd::status::{HandledRequest, HandledRequests, HandledRotation};
 use crate::crd::validate::ValidatedSystem;
 use crate::reconcilers::backup::{BackupPurpose, backup_job, manual_backup_job_name};
 use crate::reconcilers::chain_check::{cron_job_name, manual_check_job_name};
@@ -40,6 +40,42 @@ impl RunNow {
             RunNow::Check => CHECK_NOW_ANNOTATION,
         }
     }
+}
+
+/// Asks the controller for a new generated Redis password.
+pub const ROTATE_REDIS_PASSWORD_ANNOTATION: &str = "referral.dev/rotate-redis-password";
+
+/// A rotation request not yet carried out: the annotation's value and the hash the
+/// generated Secret records it by (`secrets::ANNOTATION_ROTATED_FOR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRotation {
+    pub token: String,
+    pub token_hash: String,
+}
+
+impl PendingRotation {
+    /// What status records once it is done.
+    pub fn handled(&self) -> HandledRotation {
+        HandledRotation { token: self.token.chars().take(TOKEN_SHOWN).collect() }
+    }
+}
+
+/// The rotation request on `object` that status has not recorded. Pure; tokens
+/// compare as shortened in status, like the run-now requests.
+pub fn pending_rotation(object: &ReferralSystem) -> Option<PendingRotation> {
+    let token = object.metadata.annotations.as_ref()?.get(ROTATE_REDIS_PASSWORD_ANNOTATION)?.trim();
+    if token.is_empty() {
+        return None;
+    }
+    let shown: String = token.chars().take(TOKEN_SHOWN).collect();
+    let handled = object.status.as_ref().and_then(|s| s.handled_requests.as_ref());
+    if handled.and_then(|h| h.rotate_redis_password.as_ref()).is_some_and(|r| r.token == shown) {
+        return None;
+    }
+    Some(PendingRotation {
+        token: token.to_string(),
+        token_hash: crate::reconcilers::meta::short_hash(token.as_bytes()),
+    })
 }
 
 /// `referral.dev/purpose` of a chain check asked for now.
@@ -179,7 +215,10 @@ mod tests {
         assert_eq!(requests[0].job, manual_check_job_name(&system, "2026-11-23T10:00:00Z"));
 
         o.status = Some(ReferralSystemStatus {
-            handled_requests: Some(HandledRequests { check_now: Some(requests[0].handled()), backup_now: None }),
+            handled_requests: Some(HandledRequests {
+                check_now: Some(requests[0].handled()),
+                ..HandledRequests::default()
+            }),
             ..ReferralSystemStatus::default()
         });
         assert!(pending(&o, &system).is_empty(), "a recorded token is not run again");
@@ -199,10 +238,29 @@ mod tests {
         let handled = requests[0].handled();
         assert_eq!(handled.token.len(), TOKEN_SHOWN);
         o.status = Some(ReferralSystemStatus {
-            handled_requests: Some(HandledRequests { check_now: None, backup_now: Some(handled) }),
+            handled_requests: Some(HandledRequests { backup_now: Some(handled), ..HandledRequests::default() }),
             ..ReferralSystemStatus::default()
         });
         assert!(pending(&o, &system).is_empty());
+    }
+
+    #[test]
+    fn a_rotation_is_pending_until_status_records_its_token() {
+        let mut o = object(&[(ROTATE_REDIS_PASSWORD_ANNOTATION, "2026-12-01T10:00:00Z")]);
+        let pending = pending_rotation(&o).expect("a new token asks for a rotation");
+        assert_eq!(pending.token_hash, crate::reconcilers::meta::short_hash(b"2026-12-01T10:00:00Z"));
+        o.status = Some(ReferralSystemStatus {
+            handled_requests: Some(HandledRequests {
+                rotate_redis_password: Some(pending.handled()),
+                ..HandledRequests::default()
+            }),
+            ..ReferralSystemStatus::default()
+        });
+        assert_eq!(pending_rotation(&o), None, "done once");
+        o.metadata.annotations.as_mut().unwrap().insert(ROTATE_REDIS_PASSWORD_ANNOTATION.into(), "later".into());
+        assert!(pending_rotation(&o).is_some(), "a new value asks again");
+        o.metadata.annotations.as_mut().unwrap().insert(ROTATE_REDIS_PASSWORD_ANNOTATION.into(), "  ".into());
+        assert_eq!(pending_rotation(&o), None, "a blank value asks for nothing");
     }
 
     #[test]

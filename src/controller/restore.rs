@@ -509,7 +509,7 @@ async fn create_job(ctx: &Context, namespace: &str, job: Job) -> Result<(), Rest
 async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<IndexesResult, RestoreError> {
     let failed = |reason: String| RestoreError::EnsureIndexes { system: system.name.clone(), reason };
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &system.namespace);
-    let values = super::secrets::read(&secrets, &system.spec).await.map_err(|error| match error {
+    let values = super::secrets::read(&secrets, system).await.map_err(|error| match error {
         Error::ReadSecret { name, source } => RestoreError::ReadSecret { name, source },
         other => failed(other.to_string()),
     })?;
@@ -518,7 +518,11 @@ async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<Index
         .mongo_uri
         .ok_or_else(|| RestoreError::MissingMongoUri { secret: reference.name.clone(), key: reference.key.clone() })?;
     // The probe error is scrubbed of the URI; the sync errors never hold it.
-    let client = ctx.mongo.client(&uri, ctx.settings.probe_timeout).await.map_err(|e| failed(e.to_string()))?;
+    let client = ctx
+        .mongo
+        .client(&uri, values.mongo_tls.as_ref(), ctx.settings.probe_timeout)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let mongo = &system.spec.mongodb;
     let report = sync_indexes(&client, &mongo.database, &mongo.indexes, IndexPolicy::Ensure)
         .await

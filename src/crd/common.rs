@@ -17,6 +17,41 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// TLS to a server that the operator and the service's pods connect to: which CA
+/// signed the server's certificate, and a client certificate for servers that ask
+/// for one. Both come from Secrets; pods get them as files (mounted read-only under
+/// `/etc/referral/tls/`), the operator reads them by name for its own probes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret key holding the PEM CA certificate(s) that signed the server's
+    /// certificate. Default: the trusted roots of each image and of the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Name of a `kubernetes.io/tls` Secret (keys `tls.crt` and `tls.key`, as
+    /// cert-manager writes them) holding a client certificate, for servers that
+    /// require one (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub client_certificate_secret_name: Option<String>,
+}
+
+/// Key of the certificate in a `kubernetes.io/tls` Secret.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Key of the private key in a `kubernetes.io/tls` Secret.
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+impl TlsSpec {
+    /// The client certificate and key as Secret keys, when a client certificate is set.
+    pub fn client_certificate_refs(&self) -> Option<(SecretKeyRef, SecretKeyRef)> {
+        let name = self.client_certificate_secret_name.as_ref()?;
+        Some((
+            SecretKeyRef { name: name.clone(), key: TLS_CERT_KEY.into() },
+            SecretKeyRef { name: name.clone(), key: TLS_KEY_KEY.into() },
+        ))
+    }
+}
+
 /// A persistent volume request.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

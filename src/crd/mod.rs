@@ -12,6 +12,7 @@ pub mod duration;
 pub mod jobs;
 pub mod mongodb;
 pub mod monitoring;
+pub mod pods;
 pub mod quantity;
 pub mod redis;
 pub mod restore;
@@ -26,15 +27,16 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use common::{SecretKeyRef, StorageSpec};
+pub use common::{SecretKeyRef, StorageSpec, TlsSpec};
 pub use jobs::{BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, RetentionSpec};
 pub use mongodb::{ChainModel, IndexPolicy, IndexSpec, MongoSpec};
 pub use monitoring::MonitoringSpec;
+pub use pods::PodOptions;
 pub use redis::{ExternalRedis, ManagedRedis, RedisSpec};
 pub use restore::{ReferralRestore, ReferralRestoreSpec, ReferralRestoreStatus};
 pub use settings::ReferralSettings;
 pub use status::ReferralSystemStatus;
-pub use upgrade::{MigrationSpec, UpgradeSpec};
+pub use upgrade::{MigrationSpec, UpgradeSpec, VerifySpec};
 pub use workers::WorkerSpec;
 
 /// API group of every resource this operator defines.
@@ -88,6 +90,11 @@ pub struct ReferralSystemSpec {
     /// Secrets used to pull images.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Scheduling (node selector, affinity, tolerations, topology spread, priority)
+    /// and extra labels and annotations of every pod the operator creates: workers,
+    /// Redis and jobs. A worker's and Redis's own `pods` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodOptions>,
     /// Referral engine settings (REFERRAL_* variables).
     #[serde(default)]
     pub referral: ReferralSettings,
@@ -120,6 +127,12 @@ pub struct ReferralSystemSpec {
     /// A database migration Job run between the pre-upgrade backup and the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationSpec>,
+    /// A verification Job run after every rollout of new images (and after the first
+    /// one), with the workers' image and environment: `Ready` waits for it; when it
+    /// fails the system is Degraded with its message and, with
+    /// `upgrade.autoRollback`, the previous images come back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
 }
 
 /// Image pull policies.
@@ -150,7 +163,76 @@ pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
 
 /// The CustomResourceDefinition, exactly as `crds/` holds it.
 pub fn definition() -> CustomResourceDefinition {
-    ReferralSystem::crd()
+    trim_embedded_descriptions(ReferralSystem::crd())
+}
+
+/// Fields whose schema is a Kubernetes type taken whole (a pod's affinity, a
+/// container, a volume, a probe), as paths of property names from `spec`; `[]`
+/// steps into a list's items.
+const EMBEDDED_KUBERNETES_TYPES: [&[&str]; 15] = [
+    &["pods", "affinity"],
+    &["pods", "tolerations"],
+    &["pods", "topologySpreadConstraints"],
+    &["workers", "[]", "pods", "affinity"],
+    &["workers", "[]", "pods", "tolerations"],
+    &["workers", "[]", "pods", "topologySpreadConstraints"],
+    &["workers", "[]", "volumes"],
+    &["workers", "[]", "initContainers"],
+    &["workers", "[]", "sidecars"],
+    &["workers", "[]", "probes", "liveness"],
+    &["workers", "[]", "probes", "readiness"],
+    &["workers", "[]", "probes", "startup"],
+    &["redis", "managed", "pods", "affinity"],
+    &["redis", "managed", "pods", "tolerations"],
+    &["redis", "managed", "pods", "topologySpreadConstraints"],
+];
+
+/// Drops the descriptions inside [`EMBEDDED_KUBERNETES_TYPES`] (each field keeps its
+/// own): they repeat the Kubernetes API reference word for word, and with them the
+/// CRD outgrows what a client-side `kubectl apply` can store in its annotation
+/// (256 KiB). `kubectl explain` still shows every field and type.
+fn trim_embedded_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
+    let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) else { return crd };
+    for version in versions {
+        let Some(spec) = version.pointer_mut("/schema/openAPIV3Schema/properties/spec") else { continue };
+        for path in EMBEDDED_KUBERNETES_TYPES {
+            let mut node = Some(&mut *spec);
+            for step in path.iter() {
+                node = node.and_then(|n| match *step {
+                    "[]" => n.get_mut("items"),
+                    name => n.get_mut("properties").and_then(|p| p.get_mut(name)),
+                });
+            }
+            if let Some(field) = node {
+                for child in ["properties", "items", "additionalProperties"] {
+                    if let Some(inner) = field.get_mut(child) {
+                        strip_descriptions(inner, child == "properties");
+                    }
+                }
+            }
+        }
+    }
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+/// Removes `description` from every schema under `node`; `is_properties` says `node`
+/// is a map of property names (where a property may itself be called
+/// `description`).
+fn strip_descriptions(node: &mut serde_json::Value, is_properties: bool) {
+    match node {
+        serde_json::Value::Object(map) => {
+            if !is_properties {
+                map.remove("description");
+            }
+            for (key, child) in map.iter_mut() {
+                let child_is_properties = !is_properties && key == "properties";
+                strip_descriptions(child, child_is_properties);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| strip_descriptions(i, false)),
+        _ => {}
+    }
 }
 
 /// The ReferralRestore CustomResourceDefinition.

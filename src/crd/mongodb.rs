@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::SecretKeyRef;
+use super::common::{SecretKeyRef, TlsSpec};
 
 /// Where the referral data lives and how the service talks to it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -15,6 +15,11 @@ pub struct MongoSpec {
     /// Secret key holding the connection string (`mongodb://user:pass@host/...`).
     /// Passed to pods as MONGODB_URI through `secretKeyRef` only.
     pub uri_secret_ref: SecretKeyRef,
+    /// Connect with TLS, trusting this CA and presenting this client certificate.
+    /// Workers and jobs get the files mounted and their paths in MONGODB_TLS_*; the
+    /// operator's probes and checks use them too. Unset: whatever the URI says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Database name, e.g. `neurolov`.
     #[schemars(length(min = 1, max = 63), pattern(r#"^[^/\\. "$*<>:|?]+$"#))]
     pub database: String,

@@ -4,14 +4,17 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{SecretKeyRef, StorageSpec};
+use super::common::{SecretKeyRef, StorageSpec, TlsSpec};
+use super::pods::PodOptions;
 
 /// The Redis the referral service uses for its queues and cache.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.managed) != has(self.external)",
-     "message": "set exactly one of redis.managed (the operator runs Redis) or redis.external (you run it)"}
+     "message": "set exactly one of redis.managed (the operator runs Redis) or redis.external (you run it)"},
+    {"rule": "!has(self.tls) || (has(self.external) && self.external.tls)",
+     "message": "redis.tls (CA and client certificate) needs redis.external.tls: true; the managed Redis is reached inside the cluster, behind its NetworkPolicy, without TLS"}
 ]))]
 pub struct RedisSpec {
     /// Run Redis in the cluster as a StatefulSet with a persistent volume.
@@ -21,9 +24,25 @@ pub struct RedisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalRedis>,
     /// Secret key holding the Redis password (REDIS_PASSWORD, through `secretKeyRef`).
-    /// For managed Redis it also becomes `requirepass`, never written into redis.conf.
+    /// For managed Redis it becomes the ACL user's password, read from a file at start
+    /// (never on a command line, never in redis.conf). Left unset for a managed Redis,
+    /// the operator generates a strong one into the Secret `<system>-redis-password`
+    /// (key `password`), owned by the system, kept across reconciles and replaced
+    /// only when asked with the `referral.dev/rotate-redis-password` annotation. An
+    /// empty value is refused: it is not a password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
+    /// ACL user to authenticate as (REDIS_USERNAME), with the password above. Unset:
+    /// Redis's `default` user. For a managed Redis this user is created and `default`
+    /// is switched off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9][-._A-Za-z0-9]*$"))]
+    pub username: Option<String>,
+    /// TLS settings for an external Redis with `external.tls: true`: the CA that
+    /// signed its certificate and an optional client certificate. The operator's own
+    /// probe uses them too, so RedisReady means AUTH and PING over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Prefix of every key the service writes (REDIS_PREFIX). Default `ref:`.
     #[serde(default = "default_key_prefix")]
     #[schemars(length(max = 64))]
@@ -67,6 +86,9 @@ pub struct ManagedRedis {
     /// limit sized above `maxMemory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Scheduling and pod metadata of the Redis pod, over `spec.pods`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodOptions>,
 }
 
 /// `maxmemory-policy` values Redis accepts.

@@ -165,7 +165,8 @@ fn nulls_for_missing(live: &Value, applied: &Value) -> Option<Value> {
     (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
-/// The last run-now request of each kind that started a Job.
+/// The last run-now request of each kind that started a Job, and the last password
+/// rotation carried out.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HandledRequests {
@@ -173,6 +174,17 @@ pub struct HandledRequests {
     pub check_now: Option<HandledRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_now: Option<HandledRequest>,
+    /// `referral.dev/rotate-redis-password`: the token of the last rotation done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_redis_password: Option<HandledRotation>,
+}
+
+/// One handled rotation request.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledRotation {
+    /// The annotation's value.
+    pub token: String,
 }
 
 /// One handled run-now request.

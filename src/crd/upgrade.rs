@@ -50,3 +50,18 @@ pub struct MigrationSpec {
 fn default_true() -> bool {
     true
 }
+
+/// A one-off verification Job (the guide's `verify-migration` and
+/// `verify_deployment.sh`): run once the new images are rolled out, with the
+/// workers' image and environment. It passes when the Job succeeds.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.command) || has(self.args)",
+     "message": "a verification needs command or args: say what it runs, e.g. args: [npm, run, verify-migration]"}
+]))]
+pub struct VerifySpec {
+    /// What the verification runs.
+    #[serde(flatten)]
+    pub template: JobTemplate,
+}

@@ -26,7 +26,7 @@ use crate::backup::retention::BACKUP_JOB_DEADLINE_SECONDS;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
-use super::env::{from_secret, redis_endpoint};
+use super::env::from_secret;
 use super::job::{OneOff, one_off_job};
 use super::job_identity;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
@@ -178,20 +178,10 @@ pub fn redis_tools_image(system: &ValidatedSystem) -> String {
         .unwrap_or_else(|| DEFAULT_REDIS_TOOLS_IMAGE.to_string())
 }
 
-/// How containers reach Redis: host, port, TLS flag, password from the Secret.
+/// How containers reach Redis: host, port, connection flags, password from the Secret
+/// ([`super::env::redis_cli_env`]).
 pub(crate) fn redis_client_env(system: &ValidatedSystem) -> Vec<EnvVar> {
-    let spec = &system.spec;
-    let (host, port) = redis_endpoint(system);
-    let tls = spec.redis.external.as_ref().is_some_and(|e| e.tls);
-    let mut env = vec![
-        env_literal("REDIS_HOST", host),
-        env_literal("REDIS_PORT", port),
-        env_literal("REDIS_TLS_FLAG", if tls { "--tls" } else { "" }),
-    ];
-    if let Some(secret) = &spec.redis.password_secret_ref {
-        env.push(from_secret("REDISCLI_AUTH", secret));
-    }
-    env
+    super::env::redis_cli_env(system)
 }
 
 /// The backup pod: dump, snapshot, finalize. `label` names why a one-off runs.

@@ -12,6 +12,7 @@ use crate::crd::validate::ValidatedSystem;
 
 use super::BuildContext;
 use super::meta::{ANNOTATION_SECRETS_HASH, labels, object_meta};
+use super::pods::{PodRole, integrate};
 
 /// How a scheduled job runs.
 pub struct Schedule<'a> {
@@ -27,10 +28,12 @@ pub struct Schedule<'a> {
 pub const STARTING_DEADLINE_SECONDS: i64 = 3600;
 
 /// Wraps `pod` in a Job template and a CronJob.
-pub fn cron_job(system: &ValidatedSystem, ctx: &BuildContext, schedule: Schedule<'_>, pod: PodSpec) -> CronJob {
+pub fn cron_job(system: &ValidatedSystem, ctx: &BuildContext, schedule: Schedule<'_>, mut pod: PodSpec) -> CronJob {
     let pod_labels = labels(system, schedule.component);
     let annotations =
         ctx.secrets_hash.as_ref().map(|hash| BTreeMap::from([(ANNOTATION_SECRETS_HASH.to_string(), hash.clone())]));
+    let mut template_meta = ObjectMeta { labels: Some(pod_labels.clone()), annotations, ..ObjectMeta::default() };
+    integrate(system, PodRole::Job, &mut template_meta, &mut pod);
     CronJob {
         metadata: object_meta(system, schedule.name, schedule.component),
         spec: Some(CronJobSpec {
@@ -47,7 +50,7 @@ pub fn cron_job(system: &ValidatedSystem, ctx: &BuildContext, schedule: Schedule
                     backoff_limit: Some(schedule.backoff_limit),
                     active_deadline_seconds: Some(schedule.active_deadline_seconds),
                     template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations, ..ObjectMeta::default() }),
+                        metadata: Some(template_meta),
                         spec: Some(PodSpec { restart_policy: Some("Never".into()), ..pod }),
                     },
                     ..JobSpec::default()

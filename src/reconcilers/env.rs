@@ -5,10 +5,10 @@
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 
-use crate::crd::SecretKeyRef;
 use crate::crd::validate::ValidatedSystem;
+use crate::crd::{SecretKeyRef, TlsSpec};
 
-use super::meta::{MAX_STATEFULSET, child_name};
+use super::meta::{MAX_DNS_LABEL, MAX_STATEFULSET, child_name};
 
 /// Port of the managed Redis and the default of an external one.
 pub const REDIS_PORT: i32 = 6379;
@@ -38,17 +38,116 @@ pub fn managed_redis_name(system: &ValidatedSystem) -> String {
     child_name(&system.name, "redis", MAX_STATEFULSET)
 }
 
-/// The MongoDB variables: URI from the Secret, the rest literal.
+/// Key of the generated Redis password in its Secret.
+pub const GENERATED_PASSWORD_KEY: &str = "password";
+
+/// Name of the Secret the operator generates the managed Redis's password into when
+/// `spec.redis.passwordSecretRef` is unset.
+pub fn generated_redis_password_name(system: &ValidatedSystem) -> String {
+    child_name(&system.name, "redis-password", MAX_DNS_LABEL)
+}
+
+/// The Secret key holding the Redis password: the spec's, or for a managed Redis
+/// without one the generated Secret (so a managed Redis is never open). `None` only
+/// for an external Redis without a password.
+pub fn redis_password_ref(system: &ValidatedSystem) -> Option<SecretKeyRef> {
+    let redis = &system.spec.redis;
+    match (&redis.password_secret_ref, &redis.managed) {
+        (Some(reference), _) => Some(reference.clone()),
+        (None, Some(_)) => {
+            Some(SecretKeyRef { name: generated_redis_password_name(system), key: GENERATED_PASSWORD_KEY.into() })
+        }
+        (None, None) => None,
+    }
+}
+
+/// Whether the operator must generate the Redis password.
+pub fn redis_password_generated(system: &ValidatedSystem) -> bool {
+    system.spec.redis.managed.is_some() && system.spec.redis.password_secret_ref.is_none()
+}
+
+/// Where TLS material is mounted in every pod that connects to a server over TLS.
+pub const TLS_MOUNT_ROOT: &str = "/etc/referral/tls";
+/// File names inside a TLS mount.
+pub const TLS_CA_FILE: &str = "ca.crt";
+pub const TLS_CERT_FILE: &str = "tls.crt";
+pub const TLS_KEY_FILE: &str = "tls.key";
+
+/// A server reached over TLS with files from Secrets: MongoDB or Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsTarget {
+    MongoDb,
+    Redis,
+}
+
+impl TlsTarget {
+    /// Name of the pod volume holding its files.
+    pub fn volume(self) -> &'static str {
+        match self {
+            TlsTarget::MongoDb => "mongodb-tls",
+            TlsTarget::Redis => "redis-tls",
+        }
+    }
+
+    /// Where the files are mounted.
+    pub fn mount_path(self) -> String {
+        match self {
+            TlsTarget::MongoDb => format!("{TLS_MOUNT_ROOT}/mongodb"),
+            TlsTarget::Redis => format!("{TLS_MOUNT_ROOT}/redis"),
+        }
+    }
+
+    /// Prefix of its environment variables (`MONGODB_TLS_CA_FILE`, ...).
+    fn env_prefix(self) -> &'static str {
+        match self {
+            TlsTarget::MongoDb => "MONGODB_TLS",
+            TlsTarget::Redis => "REDIS_TLS",
+        }
+    }
+
+    /// The system's TLS settings for this server, when it has files to mount.
+    pub fn spec(self, system: &ValidatedSystem) -> Option<&TlsSpec> {
+        match self {
+            TlsTarget::MongoDb => system.spec.mongodb.tls.as_ref(),
+            TlsTarget::Redis => system.spec.redis.tls.as_ref(),
+        }
+        .filter(|tls| tls.ca_secret_ref.is_some() || tls.client_certificate_secret_name.is_some())
+    }
+
+    /// `<PREFIX>_CA_FILE`, `_CERT_FILE`, `_KEY_FILE` for the files the spec provides.
+    pub fn file_env(self, system: &ValidatedSystem) -> Vec<EnvVar> {
+        let Some(tls) = self.spec(system) else { return Vec::new() };
+        let prefix = self.env_prefix();
+        let dir = self.mount_path();
+        let mut env = Vec::new();
+        if tls.ca_secret_ref.is_some() {
+            env.push(literal(&format!("{prefix}_CA_FILE"), format!("{dir}/{TLS_CA_FILE}")));
+        }
+        if tls.client_certificate_secret_name.is_some() {
+            env.push(literal(&format!("{prefix}_CERT_FILE"), format!("{dir}/{TLS_CERT_FILE}")));
+            env.push(literal(&format!("{prefix}_KEY_FILE"), format!("{dir}/{TLS_KEY_FILE}")));
+        }
+        env
+    }
+}
+
+/// The MongoDB variables: URI from the Secret, the rest literal. With
+/// `mongodb.tls`, MONGODB_TLS=true; the files' paths come with their mount
+/// ([`TlsTarget::file_env`], added to every pod by `pod::integrate`).
 pub fn mongo_env(system: &ValidatedSystem) -> Vec<EnvVar> {
     let mongo = &system.spec.mongodb;
-    vec![
+    let mut env = vec![
         from_secret("MONGODB_URI", &mongo.uri_secret_ref),
         literal("MONGODB_DATABASE", &mongo.database),
         literal("MONGODB_POOL_SIZE", mongo.client.pool_size),
         literal("MONGODB_WTIMEOUT_MS", mongo.client.wtimeout_ms),
         literal("MONGODB_RETRY_WRITES", mongo.client.retry_writes),
         literal("MONGODB_READ_PREFERENCE", mongo.client.read_preference.as_str()),
-    ]
+    ];
+    if mongo.tls.is_some() {
+        env.push(literal("MONGODB_TLS", "true"));
+    }
+    env
 }
 
 /// Host and port a client reaches Redis on (the first seed node for a cluster).
@@ -74,8 +173,11 @@ pub fn redis_env(system: &ValidatedSystem) -> Vec<EnvVar> {
     let redis = &system.spec.redis;
     let (host, port) = redis_endpoint(system);
     let mut env = vec![literal("REDIS_HOST", host), literal("REDIS_PORT", port)];
-    if let Some(password) = &redis.password_secret_ref {
-        env.push(from_secret("REDIS_PASSWORD", password));
+    if let Some(username) = &redis.username {
+        env.push(literal("REDIS_USERNAME", username));
+    }
+    if let Some(password) = redis_password_ref(system) {
+        env.push(from_secret("REDIS_PASSWORD", &password));
     }
     env.push(literal("REDIS_PREFIX", &redis.key_prefix));
     if let Some(external) = &redis.external {
@@ -104,5 +206,37 @@ pub fn service_env(system: &ValidatedSystem) -> Vec<EnvVar> {
         literal("PROMETHEUS_ENABLED", "true"),
         literal("METRICS_PORT", system.spec.monitoring.metrics_port),
     ]);
+    env
+}
+
+/// How a `redis-cli` in a job reaches Redis: REDIS_HOST, REDIS_PORT, the password in
+/// REDISCLI_AUTH (which redis-cli reads itself, never from argv) and in
+/// REDIS_TLS_FLAG every other connection flag (`--tls` with the mounted CA and
+/// client certificate, `--user`), for scripts that pass it unquoted. File paths and
+/// user names hold no spaces (the CRD's patterns), so splitting keeps them whole.
+pub fn redis_cli_env(system: &ValidatedSystem) -> Vec<EnvVar> {
+    let redis = &system.spec.redis;
+    let (host, port) = redis_endpoint(system);
+    let mut flags = Vec::new();
+    if redis.external.as_ref().is_some_and(|e| e.tls) {
+        flags.push("--tls".to_string());
+        if let Some(tls) = TlsTarget::Redis.spec(system) {
+            let dir = TlsTarget::Redis.mount_path();
+            if tls.ca_secret_ref.is_some() {
+                flags.push(format!("--cacert {dir}/{TLS_CA_FILE}"));
+            }
+            if tls.client_certificate_secret_name.is_some() {
+                flags.push(format!("--cert {dir}/{TLS_CERT_FILE} --key {dir}/{TLS_KEY_FILE}"));
+            }
+        }
+    }
+    if let Some(user) = &redis.username {
+        flags.push(format!("--user {user}"));
+    }
+    let mut env =
+        vec![literal("REDIS_HOST", host), literal("REDIS_PORT", port), literal("REDIS_TLS_FLAG", flags.join(" "))];
+    if let Some(secret) = redis_password_ref(system) {
+        env.push(from_secret("REDISCLI_AUTH", &secret));
+    }
     env
 }

@@ -16,6 +16,7 @@ use crate::crd::validate::ValidatedSystem;
 use super::BuildContext;
 use super::env::service_env;
 use super::meta::{ANNOTATION_SECRETS_HASH, labels, object_meta};
+use super::pods::{PodRole, integrate};
 use super::security::{restricted_container, restricted_pod};
 
 /// Label saying why a one-off Job exists (`manual`, `pre-upgrade`, `migration`,
@@ -37,13 +38,15 @@ pub struct OneOff<'a> {
 }
 
 /// Wraps `pod` in a Job.
-pub fn one_off_job(system: &ValidatedSystem, ctx: &BuildContext, run: OneOff<'_>, pod: PodSpec) -> Job {
+pub fn one_off_job(system: &ValidatedSystem, ctx: &BuildContext, run: OneOff<'_>, mut pod: PodSpec) -> Job {
     let mut pod_labels = labels(system, run.component);
     pod_labels.insert(LABEL_PURPOSE.to_string(), run.purpose.to_string());
     let mut metadata = object_meta(system, run.name.to_string(), run.component);
     metadata.labels = Some(pod_labels.clone());
     let annotations =
         ctx.secrets_hash.as_ref().map(|hash| BTreeMap::from([(ANNOTATION_SECRETS_HASH.to_string(), hash.clone())]));
+    let mut template_meta = ObjectMeta { labels: Some(pod_labels), annotations, ..ObjectMeta::default() };
+    integrate(system, PodRole::Job, &mut template_meta, &mut pod);
     Job {
         metadata,
         spec: Some(JobSpec {
@@ -52,7 +55,7 @@ pub fn one_off_job(system: &ValidatedSystem, ctx: &BuildContext, run: OneOff<'_>
             ttl_seconds_after_finished: Some(FINISHED_JOB_TTL_SECONDS),
             pod_failure_policy: run.pod_failure_policy,
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations, ..ObjectMeta::default() }),
+                metadata: Some(template_meta),
                 spec: Some(PodSpec { restart_policy: Some("Never".into()), ..pod }),
             },
             ..JobSpec::default()

@@ -12,6 +12,7 @@ pub mod job_identity;
 pub mod maintenance;
 pub mod meta;
 pub mod monitoring;
+pub mod pods;
 pub mod redis;
 pub mod restore;
 pub mod restore_step;

@@ -27,7 +27,9 @@ use super::meta::{
     ANNOTATION_SECRETS_HASH, ANNOTATION_WORKER_IMAGE, LABEL_WORKER, MAX_DNS_LABEL, child_name, labels, object_meta,
     selector_labels,
 };
-use super::security::{restricted_container, restricted_pod};
+use super::monitoring::{METRICS_PATH, METRICS_PORT_NAME};
+use super::pods::{PodRole, integrate};
+use super::security::{restrict_user_container, restricted_container, restricted_pod, tmp_mount};
 use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of every worker object.
@@ -87,11 +89,11 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-fn http_probe(path: &str, initial_delay: i32) -> Probe {
+fn http_probe(path: &str, port: &str, initial_delay: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(port.into()),
             ..HTTPGetAction::default()
         }),
         initial_delay_seconds: Some(initial_delay),
@@ -102,6 +104,38 @@ fn http_probe(path: &str, initial_delay: i32) -> Probe {
     }
 }
 
+/// The liveness of a worker without an HTTP port: its metrics endpoint, which every
+/// worker serves. A hung event loop stops answering it, so after a minute without an
+/// answer the container is restarted; slower than the HTTP one, because a scrape
+/// can be slow while the process works.
+pub fn metrics_liveness_probe() -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(METRICS_PATH.into()),
+            port: IntOrString::String(METRICS_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(30),
+        period_seconds: Some(20),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// Liveness, readiness and startup probes of a worker's container.
+fn probes(worker: &WorkerSpec) -> (Option<Probe>, Option<Probe>, Option<Probe>) {
+    let own = &worker.probes;
+    let default_liveness = match worker.port {
+        _ if !own.default_liveness => None,
+        Some(_) => Some(http_probe(&own.liveness_path, "http", 15)),
+        None => Some(metrics_liveness_probe()),
+    };
+    let liveness = own.liveness.clone().or(default_liveness);
+    let readiness = own.readiness.clone().or_else(|| worker.port.map(|_| http_probe(&own.readiness_path, "http", 5)));
+    (liveness, readiness, own.startup.clone())
+}
+
 fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec) -> Deployment {
     let spec = &system.spec;
     let mut ports = Vec::new();
@@ -109,13 +143,16 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
         ports.push(ContainerPort { name: Some("http".into()), container_port: port, ..ContainerPort::default() });
     }
     ports.push(ContainerPort {
-        name: Some("metrics".into()),
+        name: Some(METRICS_PORT_NAME.into()),
         container_port: spec.monitoring.metrics_port,
         ..ContainerPort::default()
     });
     let mut env = service_env(system);
     env.extend(worker.env.iter().cloned());
     let image = worker.image.clone().unwrap_or_else(|| spec.image.clone());
+    let (liveness_probe, readiness_probe, startup_probe) = probes(worker);
+    let mut mounts = vec![tmp_mount()];
+    mounts.extend(worker.volume_mounts.iter().cloned());
     let container = Container {
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         command: worker.command.clone(),
@@ -123,10 +160,27 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
         env: Some(env),
         ports: Some(ports),
         resources: Some(worker.resources.clone().unwrap_or_else(default_resources)),
-        liveness_probe: worker.port.map(|_| http_probe(&worker.probes.liveness_path, 15)),
-        readiness_probe: worker.port.map(|_| http_probe(&worker.probes.readiness_path, 5)),
-        ..restricted_container(worker.name.clone(), image)
+        liveness_probe,
+        readiness_probe,
+        startup_probe,
+        volume_mounts: Some(mounts),
+        ..restricted_container(worker.name.clone(), image.clone())
     };
+    // Init containers run the service's own steps (the guide's `init:cache`): the
+    // worker's image unless they name another, and its environment before theirs.
+    let init_containers: Vec<Container> = worker
+        .init_containers
+        .iter()
+        .map(|init| {
+            let mut init = init.clone();
+            init.image = init.image.filter(|i| !i.is_empty()).or_else(|| Some(image.clone()));
+            let mut env = service_env(system);
+            env.retain(|var| !init.env.iter().flatten().any(|own| own.name == var.name));
+            env.extend(init.env.take().unwrap_or_default());
+            init.env = Some(env);
+            restrict_user_container(init)
+        })
+        .collect();
     let mut template_labels = labels(system, COMPONENT);
     template_labels.insert(LABEL_WORKER.into(), worker.name.clone());
     let annotations =
@@ -134,6 +188,21 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
     let mut metadata = worker_meta(system, worker);
     metadata.annotations =
         Some(BTreeMap::from([(ANNOTATION_WORKER_IMAGE.to_string(), container.image.clone().unwrap_or_default())]));
+    let mut pod = restricted_pod(system, vec![container]);
+    pod.volumes.get_or_insert_with(Vec::new).extend(worker.volumes.iter().cloned());
+    pod.init_containers = (!init_containers.is_empty()).then_some(init_containers);
+    pod.service_account_name = worker.service_account_name.clone();
+    pod.automount_service_account_token = Some(worker.automount_service_account_token);
+    let mut template_meta = ObjectMeta { labels: Some(template_labels), annotations, ..ObjectMeta::default() };
+    integrate(
+        system,
+        PodRole::Worker { worker, selector: worker_selector(system, worker) },
+        &mut template_meta,
+        &mut pod,
+    );
+    // Sidecars come last: they are someone else's software and get neither the
+    // service's environment nor its TLS files.
+    pod.containers.extend(worker.sidecars.iter().cloned().map(restrict_user_container));
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
@@ -141,10 +210,7 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
             revision_history_limit: Some(5),
             progress_deadline_seconds: system.spec.upgrade.progress_deadline_seconds,
             selector: LabelSelector { match_labels: Some(worker_selector(system, worker)), match_expressions: None },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(template_labels), annotations, ..ObjectMeta::default() }),
-                spec: Some(restricted_pod(system, vec![container])),
-            },
+            template: PodTemplateSpec { metadata: Some(template_meta), spec: Some(pod) },
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -162,9 +228,9 @@ fn service(system: &ValidatedSystem, worker: &WorkerSpec) -> Service {
         });
     }
     ports.push(ServicePort {
-        name: Some("metrics".into()),
+        name: Some(METRICS_PORT_NAME.into()),
         port: system.spec.monitoring.metrics_port,
-        target_port: Some(IntOrString::String("metrics".into())),
+        target_port: Some(IntOrString::String(METRICS_PORT_NAME.into())),
         ..ServicePort::default()
     });
     Service {

@@ -292,7 +292,11 @@ async fn namespaced_mode_grants_exactly_the_chart_rules_in_the_watched_namespace
         .expect("a Role in the watched namespace");
     assert_eq!(granted, expected_grants(&role["rules"]), "the API server grants other rights than the chart's Role");
     assert!(granted.iter().all(|(r, n, v)| r != "*" && v != "*" && n != "*"), "{granted:?}");
-    assert_eq!(verbs_on(&granted, "secrets"), set(&["get"]), "Secrets: get by name only");
+    assert_eq!(
+        verbs_on(&granted, "secrets"),
+        set(&["get", "create", "patch"]),
+        "Secrets: get by name, create and patch the generated Redis password; never list, watch, update or delete"
+    );
     assert_eq!(verbs_on(&granted, "referralsystems.referral.dev"), set(&["get", "list", "watch"]));
     assert_eq!(verbs_on(&granted, "referralsystems.referral.dev/status"), set(&["get", "patch"]));
     assert_eq!(verbs_on(&granted, "persistentvolumeclaims"), set(&["get", "list", "watch", "create", "patch"]));
@@ -348,7 +352,7 @@ async fn namespaced_mode_grants_exactly_the_chart_rules_in_the_watched_namespace
 }
 
 #[tokio::test]
-async fn cluster_mode_reaches_every_namespace_but_still_only_gets_secrets() {
+async fn cluster_mode_reaches_every_namespace_but_never_lists_secrets() {
     if !enabled() {
         return;
     }
@@ -375,7 +379,7 @@ async fn cluster_mode_reaches_every_namespace_but_still_only_gets_secrets() {
         .find(|o| kind(o) == "ClusterRole" && name(o) == format!("{release}-referral-operator"))
         .expect("the operator's ClusterRole");
     assert_eq!(granted, expected_grants(&cluster_role["rules"]));
-    assert_eq!(verbs_on(&granted, "secrets"), set(&["get"]));
+    assert_eq!(verbs_on(&granted, "secrets"), set(&["get", "create", "patch"]));
     assert!(can_i(&user, &["watch", "referralsystems.referral.dev", "--all-namespaces"]));
     assert!(can_i(&user, &["list", "deployments.apps", "--all-namespaces"]));
     assert!(!can_i(&user, &["list", "secrets", "--all-namespaces"]));

@@ -1,0 +1,140 @@
+//! Real certificates for the TLS tests, made with `openssl` in a temporary
+//! directory: a CA, a server certificate for 127.0.0.1 and localhost, a client
+//! certificate, and a second CA that signed nothing the servers present.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The files of one test PKI; removed with the directory.
+pub struct TestPki {
+    _dir: tempfile::TempDir,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed neither the server's nor the client's certificate.
+    pub other_ca_cert: PathBuf,
+}
+
+impl TestPki {
+    pub fn read(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(output.status.success(), "openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+}
+
+fn ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+fn leaf(dir: &Path, name: &str, common_name: &str, extensions: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={common_name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+/// Makes a fresh PKI.
+pub fn make() -> TestPki {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    ca(&path, "ca");
+    ca(&path, "other-ca");
+    leaf(
+        &path,
+        "server",
+        "localhost",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    );
+    leaf(
+        &path,
+        "client",
+        "referral-operator",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    TestPki {
+        ca_cert: path.join("ca.crt"),
+        server_cert: path.join("server.crt"),
+        server_key: path.join("server.key"),
+        client_cert: path.join("client.crt"),
+        client_key: path.join("client.key"),
+        other_ca_cert: path.join("other-ca.crt"),
+        _dir: dir,
+    }
+}
+
+/// A port free on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
