@@ -58,3 +58,8 @@ fn render_of_the_minimal_example_matches_its_snapshot() {
 fn render_of_the_full_example_matches_its_snapshot() {
     check("tests/golden/full.rendered.yaml", &rendered("examples/full.yaml"));
 }
+
+#[test]
+fn render_of_the_production_example_matches_its_snapshot() {
+    check("tests/golden/production.rendered.yaml", &rendered("examples/production.yaml"));
+}

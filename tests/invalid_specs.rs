@@ -370,6 +370,169 @@ invalid!(
     "not a valid label key"
 );
 
+// --- pods: the restricted Pod Security Standard, kept by CEL and the validate step ---
+fn sidecar(container: Value) -> impl FnOnce(&mut Value) {
+    move |d: &mut Value| {
+        d["spec"]["workers"][0]["sidecars"] = json!([container]);
+    }
+}
+
+#[test]
+fn sidecars_that_break_the_restricted_standard_are_refused_by_cel() {
+    let cases = [
+        (json!({"name": "proxy", "image": "p:1", "securityContext": {"privileged": true}}), "may not be privileged"),
+        (
+            json!({"name": "proxy", "image": "p:1", "securityContext": {"allowPrivilegeEscalation": true}}),
+            "allowPrivilegeEscalation must be false",
+        ),
+        (json!({"name": "proxy", "image": "p:1", "securityContext": {"runAsUser": 0}}), "must not run as root"),
+        (json!({"name": "proxy", "image": "p:1", "securityContext": {"runAsNonRoot": false}}), "must not run as root"),
+        (
+            json!({"name": "proxy", "image": "p:1", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+            "NET_BIND_SERVICE",
+        ),
+        (
+            json!({"name": "proxy", "image": "p:1", "securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+            "Unconfined",
+        ),
+        (json!({"name": "proxy"}), "every sidecar needs an image"),
+    ];
+    for (container, message) in cases {
+        assert_refused(sidecar(container), "spec.workers[0].sidecars", message);
+    }
+    let named_like_the_worker = json!({"name": "reward-processor", "image": "p:1"});
+    assert_refused(sidecar(named_like_the_worker), "spec.workers[0]", "may not be named like the worker");
+}
+
+#[test]
+fn a_sidecar_may_bind_low_ports_and_is_otherwise_free() {
+    let mut doc = base();
+    sidecar(
+        json!({"name": "proxy", "image": "envoy:1", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}),
+    )(&mut doc);
+    let yaml = serde_norway::to_string(&doc).unwrap();
+    render(&yaml, &options()).expect("NET_BIND_SERVICE is what the restricted standard allows");
+}
+
+invalid!(
+    host_path_volume,
+    |d| {
+        d["spec"]["workers"][0]["volumes"] = json!([{"name": "host", "hostPath": {"path": "/var/run"}}]);
+    },
+    "spec.workers[0].volumes",
+    "restricted Pod Security Standard refuses the others"
+);
+invalid!(
+    reserved_volume_name,
+    |d| {
+        d["spec"]["workers"][0]["volumes"] = json!([{"name": "tmp", "emptyDir": {}}]);
+    },
+    "spec.workers[0].volumes",
+    "operator's own"
+);
+invalid!(
+    mount_of_an_unknown_volume,
+    |d| {
+        d["spec"]["workers"][0]["volumeMounts"] = json!([{"name": "nope", "mountPath": "/data"}]);
+    },
+    "spec.workers[0]",
+    "must name one of the worker's volumes"
+);
+invalid!(
+    host_port_on_a_sidecar,
+    |d| {
+        d["spec"]["workers"][0]["sidecars"] =
+            json!([{"name": "proxy", "image": "p:1", "ports": [{"containerPort": 80, "hostPort": 80}]}]);
+    },
+    "spec.workers[0].sidecars[0].ports[0].hostPort",
+    "host ports are refused"
+);
+invalid!(
+    sidecar_mounts_what_the_worker_lacks,
+    |d| {
+        d["spec"]["workers"][0]["sidecars"] =
+            json!([{"name": "proxy", "image": "p:1", "volumeMounts": [{"name": "certs", "mountPath": "/c"}]}]);
+    },
+    "spec.workers[0].sidecars[0].volumeMounts[0].name",
+    "none of the worker's volumes"
+);
+invalid!(
+    init_container_sets_an_operator_variable,
+    |d| {
+        d["spec"]["workers"][0]["initContainers"] =
+            json!([{"name": "init-cache", "env": [{"name": "REDIS_HOST", "value": "x"}]}]);
+    },
+    "spec.workers[0].initContainers[0].env[0].name",
+    "set by the operator"
+);
+invalid!(
+    pod_label_the_operator_selects_by,
+    |d| {
+        d["spec"]["pods"] = json!({"labels": {"app.kubernetes.io/instance": "other"}});
+    },
+    "spec.pods.labels",
+    "may not set the operator's own labels"
+);
+invalid!(
+    pod_annotation_the_operator_owns,
+    |d| {
+        d["spec"]["workers"][0]["pods"] = json!({"annotations": {"referral.dev/secrets-hash": "x"}});
+    },
+    "spec.workers[0].pods.annotations",
+    "referral.dev/*"
+);
+invalid!(
+    pod_label_value_too_long,
+    |d| {
+        d["spec"]["pods"] = json!({"labels": {"team": "x".repeat(64)}});
+    },
+    "spec.pods.labels",
+    "not a valid label value"
+);
+invalid!(
+    probe_with_two_handlers,
+    |d| {
+        d["spec"]["workers"][0]["probes"] =
+            json!({"liveness": {"exec": {"command": ["true"]}, "tcpSocket": {"port": 9090}}});
+    },
+    "spec.workers[0].probes.liveness",
+    "exactly one of exec, httpGet, tcpSocket or grpc"
+);
+invalid!(
+    probe_on_a_port_the_worker_lacks,
+    |d| {
+        d["spec"]["workers"][0]["probes"] = json!({"liveness": {"httpGet": {"path": "/healthz", "port": "http"}}});
+    },
+    "spec.workers[0].probes.liveness",
+    "is not a port of the worker's container"
+);
+
+// --- TLS and credentials ---
+invalid!(
+    redis_tls_without_external_tls,
+    |d| {
+        d["spec"]["redis"]["tls"] = json!({"caSecretRef": {"name": "redis-ca", "key": "ca.crt"}});
+    },
+    "spec.redis",
+    "needs redis.external.tls: true"
+);
+invalid!(
+    redis_username_with_a_space,
+    |d| {
+        d["spec"]["redis"]["username"] = json!("two words");
+    },
+    "spec.redis.username",
+    "does not match"
+);
+invalid!(
+    verify_without_a_command,
+    |d| {
+        d["spec"]["verify"] = json!({"activeDeadlineSeconds": 60});
+    },
+    "spec.verify",
+    "a verification needs command or args"
+);
+
 #[test]
 fn a_file_that_is_not_a_referral_system_is_named_as_such() {
     let err = render("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", &options()).unwrap_err();

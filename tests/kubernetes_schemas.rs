@@ -57,3 +57,8 @@ fn minimal_example_objects_match_the_kubernetes_schemas() {
 fn full_example_objects_match_the_kubernetes_schemas() {
     validate_example("full.yaml");
 }
+
+#[test]
+fn production_example_objects_match_the_kubernetes_schemas() {
+    validate_example("production.yaml");
+}

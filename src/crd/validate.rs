@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::cron::check_schedule;
 use super::duration::parse_duration;
 use super::quantity::{parse_quantity, parse_redis_memory};
-use super::{JobTemplate, ReferralSystem, ReferralSystemSpec};
+use super::{JobTemplate, PodOptions, ReferralSystem, ReferralSystemSpec, WorkerSpec};
 
 /// One reason a ReferralSystem cannot be built as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,15 @@ pub fn validate(system: &ReferralSystem, namespace: &str) -> Result<ValidatedSys
     check_redis(spec, &mut problems);
     check_jobs(spec, &mut problems);
     check_monitoring(spec, &mut problems);
+    if let Some(pods) = &spec.pods {
+        check_pod_options(pods, "spec.pods", &mut problems);
+    }
+    if let Some(pods) = spec.redis.managed.as_ref().and_then(|m| m.pods.as_ref()) {
+        check_pod_options(pods, "spec.redis.managed.pods", &mut problems);
+    }
+    if let Some(verify) = &spec.verify {
+        check_job_template(&verify.template, "spec.verify", &mut problems);
+    }
     match (problems.is_empty(), intervals) {
         (true, Some(intervals)) => Ok(ValidatedSystem {
             name,
@@ -197,6 +207,7 @@ fn check_workers(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         }
         check_env(&worker.env, &format!("{path}.env"), problems);
         check_resources(worker.resources.as_ref(), &format!("{path}.resources"), problems);
+        check_worker_pods(spec, worker, &path, problems);
         if worker.autoscaling.is_some() {
             let has_cpu_request = worker
                 .resources
@@ -212,6 +223,114 @@ fn check_workers(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         }
     }
 }
+
+/// What the CRD's CEL rules cannot say cheaply about a worker's pods: the user's
+/// containers (host ports, names, mounts), named probe ports, and label syntax.
+fn check_worker_pods(spec: &ReferralSystemSpec, worker: &WorkerSpec, path: &str, problems: &mut Vec<SpecProblem>) {
+    let volumes: BTreeSet<&str> = worker.volumes.iter().map(|v| v.name.as_str()).chain([TMP_VOLUME_NAME]).collect();
+    let lists = [("initContainers", &worker.init_containers), ("sidecars", &worker.sidecars)];
+    for (list, containers) in lists {
+        for (j, container) in containers.iter().enumerate() {
+            let at = format!("{path}.{list}[{j}]");
+            if !is_dns_label(&container.name) {
+                problems.push(SpecProblem::new(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is not a container name: lower-case letters, digits and '-', at most 63",
+                        container.name
+                    ),
+                ));
+            }
+            for (k, port) in container.ports.iter().flatten().enumerate() {
+                if port.host_port.is_some_and(|p| p != 0) {
+                    problems.push(SpecProblem::new(
+                        format!("{at}.ports[{k}].hostPort"),
+                        "host ports are refused by the Pod Security Standard (baseline and restricted): use a Service",
+                    ));
+                }
+            }
+            for (k, mount) in container.volume_mounts.iter().flatten().enumerate() {
+                if !volumes.contains(mount.name.as_str()) {
+                    problems.push(SpecProblem::new(
+                        format!("{at}.volumeMounts[{k}].name"),
+                        format!("{:?} is none of the worker's volumes (spec.workers[].volumes) nor tmp", mount.name),
+                    ));
+                }
+            }
+            if let Some(image) = &container.image {
+                check_image(image, &format!("{at}.image"), problems);
+            }
+            if list == "initContainers" {
+                // They get the worker's environment: the operator's names stay its own.
+                check_env(container.env.as_deref().unwrap_or_default(), &format!("{at}.env"), problems);
+            }
+        }
+    }
+    let probes = [
+        ("liveness", &worker.probes.liveness),
+        ("readiness", &worker.probes.readiness),
+        ("startup", &worker.probes.startup),
+    ];
+    for (name, probe) in probes {
+        let Some(probe) = probe else { continue };
+        let port = probe.http_get.as_ref().map(|h| &h.port).or(probe.tcp_socket.as_ref().map(|t| &t.port));
+        if let Some(IntOrString::String(named)) = port
+            && named != "metrics"
+            && !(named == "http" && worker.port.is_some())
+        {
+            problems.push(SpecProblem::new(
+                format!("{path}.probes.{name}"),
+                format!(
+                    "port {named:?} is not a port of the worker's container: use \"metrics\" ({}){}, or a number",
+                    spec.monitoring.metrics_port,
+                    if worker.port.is_some() { ", \"http\"" } else { "" }
+                ),
+            ));
+        }
+    }
+    if let Some(pods) = &worker.pods {
+        check_pod_options(pods, &format!("{path}.pods"), problems);
+    }
+}
+
+/// Label and annotation syntax of pod options, which the API server would refuse
+/// only when the workload is applied.
+fn check_pod_options(pods: &PodOptions, path: &str, problems: &mut Vec<SpecProblem>) {
+    for (map, what) in [(&pods.labels, "labels"), (&pods.node_selector, "nodeSelector")] {
+        for (key, value) in map {
+            if !is_label_key(key) {
+                problems.push(SpecProblem::new(format!("{path}.{what}"), format!("{key:?} is not a valid label key")));
+            }
+            if !is_label_value(value) {
+                problems.push(SpecProblem::new(
+                    format!("{path}.{what}"),
+                    format!(
+                        "{value:?} (for {key}) is not a valid label value: at most 63 letters, digits, '-', '_' or '.'"
+                    ),
+                ));
+            }
+        }
+    }
+    for key in pods.annotations.keys() {
+        if !is_label_key(key) {
+            problems.push(SpecProblem::new(
+                format!("{path}.annotations"),
+                format!("{key:?} is not a valid annotation key"),
+            ));
+        }
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// The scratch volume every pod of the operator has (`reconcilers::security::TMP_VOLUME`).
+const TMP_VOLUME_NAME: &str = "tmp";
 
 fn check_indexes(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
     let mut names: BTreeMap<(&str, String), usize> = BTreeMap::new();
