@@ -435,8 +435,25 @@ invalid!(
     |d| {
         d["spec"]["workers"][0]["volumeMounts"] = json!([{"name": "nope", "mountPath": "/data"}]);
     },
-    "spec.workers[0]",
+    "spec.workers[0].volumeMounts[0].name",
     "must name one of the worker's volumes"
+);
+invalid!(
+    volume_named_twice,
+    |d| {
+        d["spec"]["workers"][0]["volumes"] = json!([{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}]);
+    },
+    "spec.workers[0].volumes[1].name",
+    "used twice"
+);
+invalid!(
+    init_container_named_like_a_sidecar,
+    |d| {
+        d["spec"]["workers"][0]["initContainers"] = json!([{"name": "proxy"}]);
+        d["spec"]["workers"][0]["sidecars"] = json!([{"name": "proxy", "image": "p:1"}]);
+    },
+    "spec.workers[0].sidecars[0].name",
+    "used twice"
 );
 invalid!(
     host_port_on_a_sidecar,

@@ -6,17 +6,20 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, PostParams};
+use kube::Resource;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::events::{Event, EventType};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::{ReferralSystemStatus, StatusWriter, UpgradeStatus};
+use crate::crd::status::{ReferralSystemStatus, StatusWriter, UpgradePhase, UpgradeStatus};
 use crate::crd::validate::ValidatedSystem;
 use crate::reconcilers::backup::{BackupPurpose, backup_job};
 use crate::reconcilers::job::JobPhase;
 use crate::reconcilers::upgrade::{
     backup_job_name, desired_images, migration_job, migration_job_name, pin_worker_images, running_images,
-    upgrade_target,
+    upgrade_target, verify_job, verify_job_name,
 };
 use crate::reconcilers::upgrade_step::{
     ImagePlan, REASON_ROLLED_BACK, UpgradeObservation, UpgradeStep, next_upgrade_step, rollout_state,
@@ -30,6 +33,8 @@ use super::reconcile::apply_status;
 
 /// Reason on Ready while the new images wait for the backup or the migration.
 pub const REASON_UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
+/// Reason on Ready while the verification Job checks the rolled-out images.
+pub const REASON_VERIFYING: &str = "Verifying";
 
 /// What the gate decided for this reconcile.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +58,9 @@ pub fn gate_for(step: &UpgradeStep, message: Option<&str>) -> Option<UpgradeGate
         | UpgradeStep::WaitForMigration { .. } => {
             Some(UpgradeGate::Waiting { reason: REASON_UPGRADE_IN_PROGRESS.into(), message })
         }
+        UpgradeStep::CreateVerifyJob { .. } | UpgradeStep::WaitForVerify { .. } => {
+            Some(UpgradeGate::Waiting { reason: REASON_VERIFYING.into(), message })
+        }
         UpgradeStep::Blocked { reason, message } => {
             Some(UpgradeGate::Blocked { reason: reason.to_string(), message: message.clone() })
         }
@@ -66,6 +74,33 @@ pub fn gate_for(step: &UpgradeStep, message: Option<&str>) -> Option<UpgradeGate
 async fn job_phase(jobs: &Api<Job>, name: &str) -> Result<JobPhase, Error> {
     let job = jobs.get_opt(name).await.map_err(|source| Error::Read { kind: "Job", name: name.into(), source })?;
     Ok(JobPhase::of(job.as_ref()))
+}
+
+/// Longest part of a Job's own words kept in status and events.
+const JOB_MESSAGE_CHARS: usize = 600;
+
+/// A failed Job's phase with what its pod said on the way out: the termination
+/// message of its failed container (for the verification Job, its last log lines).
+/// Reading pods needs `list` on them, which the chart grants with restores on; without
+/// it, the Job's own condition is what is reported.
+async fn with_pod_message(pods: &Api<Pod>, job: &str, phase: JobPhase) -> JobPhase {
+    let JobPhase::Failed(why) = phase else { return phase };
+    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let Ok(list) = pods.list(&params).await else { return JobPhase::Failed(why) };
+    let said = list
+        .items
+        .iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code != 0)
+        .find_map(|t| t.message.clone().filter(|m| !m.trim().is_empty()));
+    match said {
+        Some(message) => {
+            let text: String = message.trim().replace('\n', " / ").chars().take(JOB_MESSAGE_CHARS).collect();
+            JobPhase::Failed(format!("{why}; its output ends: {text}"))
+        }
+        None => JobPhase::Failed(why),
+    }
 }
 
 async fn create_job(jobs: &Api<Job>, job: &Job) -> Result<(), Error> {
@@ -107,12 +142,32 @@ pub async fn gate_images(
     } else {
         (JobPhase::Absent, JobPhase::Absent)
     };
+    // The verification Job is read only while a rollout of these images is followed or
+    // verified: a verified system costs no read either.
+    let target = upgrade_target(system);
+    let following = recorded.filter(|r| r.target == target).is_none_or(|r| {
+        matches!(
+            r.phase,
+            UpgradePhase::RollingOut
+                | UpgradePhase::Failed
+                | UpgradePhase::Verifying
+                | UpgradePhase::VerificationFailed
+        )
+    });
+    let verify = if system.spec.verify.is_some() && !images_differ && following {
+        let name = verify_job_name(system, &target);
+        let phase = job_phase(&jobs, &name).await?;
+        with_pod_message(&Api::<Pod>::namespaced(ctx.client.clone(), &system.namespace), &name, phase).await
+    } else {
+        JobPhase::Absent
+    };
     let decision = next_upgrade_step(&UpgradeObservation {
         system,
         running: &running,
         recorded,
         backup_job: backup,
         migration_job: migration,
+        verify_job: verify,
         rollout: rollout_state(system, deployments),
         restore_in_progress,
         now,
@@ -134,13 +189,60 @@ pub async fn gate_images(
                 create_job(&jobs, &job).await?;
             }
         }
+        UpgradeStep::CreateVerifyJob { job_name } => {
+            if let Some(job) = verify_job(system, build, job_name) {
+                create_job(&jobs, &job).await?;
+            }
+        }
         _ => {}
     }
+    publish_transition(ctx, object, recorded, decision.status.as_ref()).await;
     if let ImagePlan::Pin(images) = &decision.images {
         pin_worker_images(children, system, images);
     }
     let message = decision.status.as_ref().and_then(|s| s.message.as_deref());
     Ok(GateOutcome { gate: gate_for(&decision.step, message), status: decision.status.clone() })
+}
+
+/// The event for a change of `status.upgrade`'s phase a person should see in
+/// `kubectl describe`, if any: pure, for the tests.
+pub fn transition_event(
+    old: Option<&UpgradeStatus>,
+    new: Option<&UpgradeStatus>,
+) -> Option<(EventType, &'static str, String)> {
+    let new = new?;
+    let same_phase = old.is_some_and(|o| o.target == new.target && o.phase == new.phase);
+    if same_phase {
+        return None;
+    }
+    let message = new.message.clone().unwrap_or_default();
+    match new.phase {
+        UpgradePhase::Verifying => Some((EventType::Normal, "Verifying", message)),
+        UpgradePhase::Succeeded if new.verify_job.is_some() => Some((EventType::Normal, "Verified", message)),
+        UpgradePhase::VerificationFailed => Some((EventType::Warning, "VerificationFailed", message)),
+        UpgradePhase::RolledBack => Some((EventType::Warning, "RolledBack", message)),
+        UpgradePhase::Failed => Some((EventType::Warning, "UpgradeFailed", message)),
+        _ => None,
+    }
+}
+
+async fn publish_transition(
+    ctx: &Context,
+    object: &ReferralSystem,
+    old: Option<&UpgradeStatus>,
+    new: Option<&UpgradeStatus>,
+) {
+    let Some((type_, reason, note)) = transition_event(old, new) else { return };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Upgrade".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish an event");
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +260,34 @@ mod tests {
         assert!(matches!(blocked, Some(UpgradeGate::Blocked { reason, .. }) if reason == "MigrationFailed"));
         assert_eq!(gate_for(&UpgradeStep::WaitForRollout, None), None, "a rollout shows in WorkersAvailable");
         assert_eq!(gate_for(&UpgradeStep::Steady, None), None);
+        let verifying = gate_for(&UpgradeStep::WaitForVerify { job_name: "v".into() }, Some("verifying"));
+        assert!(matches!(verifying, Some(UpgradeGate::Waiting { reason, .. }) if reason == REASON_VERIFYING));
+    }
+
+    #[test]
+    fn verification_and_rollback_are_told_once_per_phase() {
+        let status = |phase, verify: bool| UpgradeStatus {
+            phase,
+            target: "t".into(),
+            target_images: Default::default(),
+            previous_images: Default::default(),
+            backup_job: None,
+            migration_job: None,
+            verify_job: verify.then(|| "main-verify-t".to_string()),
+            message: Some("m".into()),
+            started_at: None,
+        };
+        let rolling = status(UpgradePhase::RollingOut, false);
+        let verifying = status(UpgradePhase::Verifying, true);
+        assert_eq!(transition_event(Some(&rolling), Some(&verifying)).map(|e| e.1), Some("Verifying"));
+        assert_eq!(transition_event(Some(&verifying), Some(&verifying)), None, "no repeat while it runs");
+        let failed = status(UpgradePhase::VerificationFailed, true);
+        let event = transition_event(Some(&verifying), Some(&failed)).unwrap();
+        assert_eq!((event.0, event.1), (EventType::Warning, "VerificationFailed"));
+        let rolled = status(UpgradePhase::RolledBack, true);
+        assert_eq!(transition_event(Some(&verifying), Some(&rolled)).map(|e| e.1), Some("RolledBack"));
+        let verified = status(UpgradePhase::Succeeded, true);
+        assert_eq!(transition_event(Some(&verifying), Some(&verified)).map(|e| e.1), Some("Verified"));
+        assert_eq!(transition_event(Some(&rolling), Some(&status(UpgradePhase::Succeeded, false))), None);
     }
 }

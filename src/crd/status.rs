@@ -206,8 +206,14 @@ pub enum UpgradePhase {
     Migrating,
     /// Deployments have the new images; pods are rolling.
     RollingOut,
-    /// Every Deployment runs the new images.
+    /// Every Deployment runs the new images and the verification Job (`spec.verify`)
+    /// runs against them.
+    Verifying,
+    /// Every Deployment runs the new images (and, with `spec.verify`, they passed it).
     Succeeded,
+    /// The verification Job failed and `autoRollback` is off (or there is nothing to
+    /// roll back to): the new images stay, the system is Degraded.
+    VerificationFailed,
     /// Stopped: the backup or migration failed (old images kept), or the rollout
     /// exceeded its progress deadline without autoRollback.
     Failed,
@@ -235,6 +241,9 @@ pub struct UpgradeStatus {
     /// The migration Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_job: Option<String>,
+    /// The verification Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_job: Option<String>,
     /// What is happening or what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -227,11 +227,37 @@ fn check_workers(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
 /// What the CRD's CEL rules cannot say cheaply about a worker's pods: the user's
 /// containers (host ports, names, mounts), named probe ports, and label syntax.
 fn check_worker_pods(spec: &ReferralSystemSpec, worker: &WorkerSpec, path: &str, problems: &mut Vec<SpecProblem>) {
-    let volumes: BTreeSet<&str> = worker.volumes.iter().map(|v| v.name.as_str()).chain([TMP_VOLUME_NAME]).collect();
+    let mut volumes = BTreeSet::from([TMP_VOLUME_NAME]);
+    for (j, volume) in worker.volumes.iter().enumerate() {
+        if !volumes.insert(volume.name.as_str()) {
+            problems.push(SpecProblem::new(
+                format!("{path}.volumes[{j}].name"),
+                format!("volume name {:?} is used twice", volume.name),
+            ));
+        }
+    }
+    for (j, mount) in worker.volume_mounts.iter().enumerate() {
+        if !volumes.contains(mount.name.as_str()) {
+            problems.push(SpecProblem::new(
+                format!("{path}.volumeMounts[{j}].name"),
+                format!("{:?} must name one of the worker's volumes", mount.name),
+            ));
+        }
+    }
+    let mut container_names = BTreeSet::from([worker.name.as_str()]);
     let lists = [("initContainers", &worker.init_containers), ("sidecars", &worker.sidecars)];
     for (list, containers) in lists {
         for (j, container) in containers.iter().enumerate() {
             let at = format!("{path}.{list}[{j}]");
+            if !container_names.insert(container.name.as_str()) {
+                problems.push(SpecProblem::new(
+                    format!("{at}.name"),
+                    format!(
+                        "container name {:?} is used twice in this worker (its own container is named {:?})",
+                        container.name, worker.name
+                    ),
+                ));
+            }
             if !is_dns_label(&container.name) {
                 problems.push(SpecProblem::new(
                     format!("{at}.name"),

@@ -433,10 +433,14 @@ pub fn recorded_indexes(status: Option<&ReferralRestoreStatus>) -> IndexOutcome 
     }
 }
 
-/// An image change between its pre-upgrade backup and the end of its rollout.
+/// An image change between its pre-upgrade backup and the end of its rollout (and
+/// of its verification).
 pub fn upgrade_in_progress(status: Option<&ReferralSystemStatus>) -> bool {
     status.and_then(|s| s.upgrade.as_ref()).is_some_and(|u| {
-        matches!(u.phase, UpgradePhase::BackingUp | UpgradePhase::Migrating | UpgradePhase::RollingOut)
+        matches!(
+            u.phase,
+            UpgradePhase::BackingUp | UpgradePhase::Migrating | UpgradePhase::RollingOut | UpgradePhase::Verifying
+        )
     })
 }
 

@@ -380,10 +380,12 @@ fn only_an_image_change_between_backup_and_rollout_blocks_a_restore() {
     };
     assert!(!upgrade_in_progress(None));
     assert!(!upgrade_in_progress(Some(&ReferralSystemStatus::default())));
-    for phase in [UpgradePhase::BackingUp, UpgradePhase::Migrating, UpgradePhase::RollingOut] {
+    for phase in [UpgradePhase::BackingUp, UpgradePhase::Migrating, UpgradePhase::RollingOut, UpgradePhase::Verifying] {
         assert!(upgrade_in_progress(Some(&with(phase))), "{phase:?}");
     }
-    for phase in [UpgradePhase::Succeeded, UpgradePhase::Failed, UpgradePhase::RolledBack] {
+    for phase in
+        [UpgradePhase::Succeeded, UpgradePhase::Failed, UpgradePhase::RolledBack, UpgradePhase::VerificationFailed]
+    {
         assert!(!upgrade_in_progress(Some(&with(phase))), "{phase:?}");
     }
 }

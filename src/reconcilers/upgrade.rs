@@ -83,6 +83,39 @@ pub fn migration_job_name(system: &ValidatedSystem, target: &str) -> String {
     child_name(&system.name, &format!("migrate-{}", &target[..target.len().min(8)]), MAX_DNS_LABEL)
 }
 
+/// Name of the verification Job for `target`.
+pub fn verify_job_name(system: &ValidatedSystem, target: &str) -> String {
+    child_name(&system.name, &format!("verify-{}", &target[..target.len().min(8)]), MAX_DNS_LABEL)
+}
+
+/// `app.kubernetes.io/component` of verification Jobs.
+pub const VERIFY_COMPONENT: &str = "verify";
+
+/// The verification Job from `spec.verify`: the spec's (new) image unless another is
+/// set, the workers' environment, no retries (a failed check is the answer, not a
+/// flake to retry). Its container's last log lines become its termination message,
+/// which the controller reports when it fails. `None` when the spec has no `verify`.
+pub fn verify_job(system: &ValidatedSystem, ctx: &BuildContext, job_name: &str) -> Option<Job> {
+    let verify = system.spec.verify.as_ref()?;
+    let mut pod = template_pod(system, "verify", &verify.template);
+    for container in &mut pod.containers {
+        container.termination_message_policy = Some("FallbackToLogsOnError".into());
+    }
+    Some(one_off_job(
+        system,
+        ctx,
+        OneOff {
+            name: job_name,
+            component: VERIFY_COMPONENT,
+            purpose: "verify",
+            backoff_limit: 0,
+            active_deadline_seconds: verify.template.active_deadline_seconds,
+            pod_failure_policy: None,
+        },
+        pod,
+    ))
+}
+
 /// The migration Job from `spec.migration`: the new image (unless another is set),
 /// the workers' environment, no retries (a migration that failed halfway needs a
 /// person, not a second run). `None` when the spec has no migration.
@@ -184,6 +217,25 @@ spec:
             c
         };
         assert_eq!(strip(&pinned), strip(&built), "nothing but the image differs");
+    }
+
+    #[test]
+    fn the_verify_job_runs_the_spec_image_once_and_reports_its_logs() {
+        let system = system(NEW, "  verify: {args: [npm, run, verify-migration], activeDeadlineSeconds: 600}");
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: Some("h".into()) };
+        let target = upgrade_target(&system);
+        let name = verify_job_name(&system, &target);
+        assert!(name.starts_with("main-verify-") && name.len() <= 63, "{name}");
+        let job = verify_job(&system, &ctx, &name).unwrap();
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!((spec.backoff_limit, spec.active_deadline_seconds), (Some(0), Some(600)));
+        let container = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(container.image.as_deref(), Some(NEW));
+        assert_eq!(container.args.as_ref().unwrap(), &["npm", "run", "verify-migration"]);
+        assert_eq!(container.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
+        assert!(container.env.as_ref().unwrap().iter().any(|e| e.name == "REDIS_HOST"));
+        assert_eq!(job.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"], VERIFY_COMPONENT);
+        assert!(verify_job(&self::system(NEW, ""), &ctx, "x").is_none());
     }
 
     #[test]

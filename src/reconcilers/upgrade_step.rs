@@ -1,5 +1,6 @@
-//! Image changes as a pure state machine: back up first, migrate, then roll out; roll
-//! back a rollout that stalls (docs/controller.md, "Image changes"). What is built
+//! Image changes as a pure state machine: back up first, migrate, roll out, verify;
+//! roll back a rollout that stalls or a verification that fails (docs/controller.md,
+//! "Image changes"). What is built
 //! for each step is in [`super::upgrade`]; the driver is `controller::upgrade`.
 //!
 //! [`next_upgrade_step`] is a pure state machine. Its inputs are what the controller
@@ -21,7 +22,9 @@ use crate::crd::status::{UpgradePhase, UpgradeStatus};
 use crate::crd::validate::ValidatedSystem;
 
 use super::job::JobPhase;
-use super::upgrade::{WorkerImages, backup_job_name, desired_images, migration_job_name, upgrade_target};
+use super::upgrade::{
+    WorkerImages, backup_job_name, desired_images, migration_job_name, upgrade_target, verify_job_name,
+};
 use super::workers::worker_name;
 
 /// How the worker Deployments' rollout goes (over every worker Deployment).
@@ -72,6 +75,9 @@ pub struct UpgradeObservation<'a> {
     pub backup_job: JobPhase,
     /// The Job named [`migration_job_name`] for the current target.
     pub migration_job: JobPhase,
+    /// The Job named [`verify_job_name`] for the current target (`Absent` when the
+    /// spec has no `verify`).
+    pub verify_job: JobPhase,
     pub rollout: RolloutState,
     /// A ReferralRestore holds this system: nothing changes images meanwhile.
     pub restore_in_progress: bool,
@@ -104,6 +110,13 @@ pub enum UpgradeStep {
     WaitForMigration {
         job_name: String,
     },
+    /// Create [`super::upgrade::verify_job`]: the new images are rolled out.
+    CreateVerifyJob {
+        job_name: String,
+    },
+    WaitForVerify {
+        job_name: String,
+    },
     /// Apply the new images now.
     RollOut,
     /// The new images are applied; pods are rolling.
@@ -130,6 +143,7 @@ pub const REASON_BACKUP_FAILED: &str = "PreUpgradeBackupFailed";
 pub const REASON_MIGRATION_FAILED: &str = "MigrationFailed";
 pub const REASON_ROLLOUT_STALLED: &str = "RolloutStalled";
 pub const REASON_ROLLED_BACK: &str = "RolledBack";
+pub const REASON_VERIFICATION_FAILED: &str = "VerificationFailed";
 
 /// The images worker Deployments carry this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,48 +188,10 @@ pub fn next_upgrade_step(observed: &UpgradeObservation<'_>) -> UpgradeDecision {
         .filter(|(w, image)| observed.running.get(*w).is_some_and(|r| r != *image))
         .map(|(w, _)| w)
         .collect();
-    let keep = |step| UpgradeDecision { step, images: ImagePlan::Desired, status: recorded.cloned() };
-
     if changed.is_empty() {
         // The Deployments carry the spec's images: either nothing changes, or a
-        // rollout this operator started is under way or done.
-        let Some(record) = for_target.filter(|r| matches!(r.phase, UpgradePhase::RollingOut | UpgradePhase::Failed))
-        else {
-            return keep(UpgradeStep::Steady);
-        };
-        let with = |phase, message: Option<String>| UpgradeStatus { phase, message, ..record.clone() };
-        return match &observed.rollout {
-            RolloutState::Complete => UpgradeDecision {
-                step: UpgradeStep::Steady,
-                images: ImagePlan::Desired,
-                status: Some(with(UpgradePhase::Succeeded, Some("every worker runs the new images".into()))),
-            },
-            RolloutState::Progressing => UpgradeDecision {
-                step: UpgradeStep::WaitForRollout,
-                images: ImagePlan::Desired,
-                status: Some(record.clone()),
-            },
-            RolloutState::Stalled { deployment, message } if system.spec.upgrade.auto_rollback => {
-                let text = format!(
-                    "Deployment {deployment} did not progress ({message}); the previous images are back and stay until spec.image changes"
-                );
-                UpgradeDecision {
-                    step: UpgradeStep::RollBack { message: text.clone() },
-                    images: ImagePlan::Pin(record.previous_images.clone()),
-                    status: Some(with(UpgradePhase::RolledBack, Some(text))),
-                }
-            }
-            RolloutState::Stalled { deployment, message } => {
-                let text = format!(
-                    "Deployment {deployment} did not progress ({message}); fix the image or set spec.upgrade.autoRollback"
-                );
-                UpgradeDecision {
-                    step: UpgradeStep::Blocked { reason: REASON_ROLLOUT_STALLED, message: text.clone() },
-                    images: ImagePlan::Desired,
-                    status: Some(with(UpgradePhase::Failed, Some(text))),
-                }
-            }
-        };
+        // rollout this operator started is under way, being verified, or done.
+        return settled(observed, &target, for_target);
     }
 
     // Some worker runs another image than the spec asks for.
@@ -248,6 +224,7 @@ pub fn next_upgrade_step(observed: &UpgradeObservation<'_>) -> UpgradeDecision {
         previous_images: for_target.map(|r| r.previous_images.clone()).unwrap_or_else(|| observed.running.clone()),
         backup_job: system.spec.upgrade.backup_first.then(|| backup_job.clone()),
         migration_job: system.spec.migration.is_some().then(|| migration_job.clone()),
+        verify_job: system.spec.verify.is_some().then(|| verify_job_name(system, &target)),
         message: Some(message),
         started_at: for_target.and_then(|r| r.started_at.clone()).or_else(|| Some(observed.now.clone())),
     };
@@ -318,6 +295,150 @@ pub fn next_upgrade_step(observed: &UpgradeObservation<'_>) -> UpgradeDecision {
     }
 }
 
+/// The step when every worker Deployment carries the spec's images: follow the
+/// rollout this operator started, verify it (with `spec.verify`), and roll back or
+/// stop when either fails. A system with no record for its images (just created, or
+/// from before `verify` was set) is verified once its workers are rolled out.
+fn settled(observed: &UpgradeObservation<'_>, target: &str, for_target: Option<&UpgradeStatus>) -> UpgradeDecision {
+    let system = observed.system;
+    let keep = |step| UpgradeDecision { step, images: ImagePlan::Desired, status: observed.recorded.cloned() };
+    let verify = system.spec.verify.is_some();
+    let record = match for_target {
+        Some(record) => record.clone(),
+        // Nothing recorded for these images: verify what runs once it is rolled out.
+        None if verify && !observed.running.is_empty() && observed.rollout == RolloutState::Complete => {
+            UpgradeStatus {
+                phase: UpgradePhase::RollingOut,
+                target: target.to_string(),
+                target_images: desired_images(system),
+                // Nothing to go back to: a failed verification stops, it cannot roll back.
+                previous_images: observed.running.clone(),
+                backup_job: None,
+                migration_job: None,
+                verify_job: None,
+                message: None,
+                started_at: Some(observed.now.clone()),
+            }
+        }
+        None => return keep(UpgradeStep::Steady),
+    };
+    let with = |phase, message: String| UpgradeStatus {
+        phase,
+        message: Some(message),
+        verify_job: verify.then(|| verify_job_name(system, target)),
+        ..record.clone()
+    };
+    match record.phase {
+        UpgradePhase::RollingOut | UpgradePhase::Failed => match &observed.rollout {
+            RolloutState::Complete if verify => verify_step(observed, target, &record),
+            RolloutState::Complete => UpgradeDecision {
+                step: UpgradeStep::Steady,
+                images: ImagePlan::Desired,
+                status: Some(with(UpgradePhase::Succeeded, "every worker runs the new images".into())),
+            },
+            RolloutState::Progressing => UpgradeDecision {
+                step: UpgradeStep::WaitForRollout,
+                images: ImagePlan::Desired,
+                status: Some(record.clone()),
+            },
+            RolloutState::Stalled { deployment, message } => {
+                let what = format!("Deployment {deployment} did not progress ({message})");
+                give_up(observed, &record, REASON_ROLLOUT_STALLED, UpgradePhase::Failed, what)
+            }
+        },
+        UpgradePhase::Verifying => verify_step(observed, target, &record),
+        // A failed verification stays failed until its Job is deleted (it then runs
+        // again) or the images change.
+        UpgradePhase::VerificationFailed if observed.verify_job == JobPhase::Absent && verify => {
+            verify_step(observed, target, &record)
+        }
+        UpgradePhase::VerificationFailed => UpgradeDecision {
+            step: UpgradeStep::Blocked {
+                reason: REASON_VERIFICATION_FAILED,
+                message: record.message.clone().unwrap_or_default(),
+            },
+            images: ImagePlan::Desired,
+            status: Some(record.clone()),
+        },
+        _ => keep(UpgradeStep::Steady),
+    }
+}
+
+/// The verification of rolled-out images: create its Job, wait for it, and act on
+/// its outcome.
+fn verify_step(observed: &UpgradeObservation<'_>, target: &str, record: &UpgradeStatus) -> UpgradeDecision {
+    let system = observed.system;
+    let job_name = verify_job_name(system, target);
+    let verifying = |step, message: String| UpgradeDecision {
+        step,
+        images: ImagePlan::Desired,
+        status: Some(UpgradeStatus {
+            phase: UpgradePhase::Verifying,
+            verify_job: Some(job_name.clone()),
+            message: Some(message),
+            ..record.clone()
+        }),
+    };
+    match &observed.verify_job {
+        JobPhase::Absent => verifying(
+            UpgradeStep::CreateVerifyJob { job_name: job_name.clone() },
+            format!("verifying the new images (Job {job_name})"),
+        ),
+        JobPhase::Running => verifying(
+            UpgradeStep::WaitForVerify { job_name: job_name.clone() },
+            format!("verifying the new images (Job {job_name})"),
+        ),
+        JobPhase::Succeeded => UpgradeDecision {
+            step: UpgradeStep::Steady,
+            images: ImagePlan::Desired,
+            status: Some(UpgradeStatus {
+                phase: UpgradePhase::Succeeded,
+                verify_job: Some(job_name.clone()),
+                message: Some(format!("every worker runs the new images; Job {job_name} verified them")),
+                ..record.clone()
+            }),
+        },
+        JobPhase::Failed(why) => {
+            let what = format!("the verification Job {job_name} failed: {why}");
+            let record = UpgradeStatus { verify_job: Some(job_name.clone()), ..record.clone() };
+            give_up(observed, &record, REASON_VERIFICATION_FAILED, UpgradePhase::VerificationFailed, what)
+        }
+    }
+}
+
+/// A rollout or verification that failed: back to the previous images with
+/// `autoRollback` (when there are other ones to go back to), else stop, Degraded.
+fn give_up(
+    observed: &UpgradeObservation<'_>,
+    record: &UpgradeStatus,
+    reason: &'static str,
+    failed: UpgradePhase,
+    what: String,
+) -> UpgradeDecision {
+    let can_roll_back = record.previous_images != record.target_images && !record.previous_images.is_empty();
+    if observed.system.spec.upgrade.auto_rollback && can_roll_back {
+        let text = format!("{what}; the previous images are back and stay until spec.image changes");
+        return UpgradeDecision {
+            step: UpgradeStep::RollBack { message: text.clone() },
+            images: ImagePlan::Pin(record.previous_images.clone()),
+            status: Some(UpgradeStatus { phase: UpgradePhase::RolledBack, message: Some(text), ..record.clone() }),
+        };
+    }
+    let advice = match (reason, can_roll_back) {
+        (REASON_VERIFICATION_FAILED, true) => {
+            "; fix the image, or set spec.upgrade.autoRollback; delete the Job to verify again"
+        }
+        (REASON_VERIFICATION_FAILED, false) => "; fix what it reports, then delete the Job to verify again",
+        _ => "; fix the image or set spec.upgrade.autoRollback",
+    };
+    let text = format!("{what}{advice}");
+    UpgradeDecision {
+        step: UpgradeStep::Blocked { reason, message: text.clone() },
+        images: ImagePlan::Desired,
+        status: Some(UpgradeStatus { phase: failed, message: Some(text), ..record.clone() }),
+    }
+}
+
 fn changed_list(changed: &[&String], desired: &WorkerImages) -> String {
     changed
         .iter()
@@ -331,7 +452,7 @@ mod tests {
     use super::*;
     use crate::reconcilers::BuildContext;
     use crate::reconcilers::upgrade::tests::{MIGRATION, NEW, OLD, images, system};
-    use crate::reconcilers::upgrade::{migration_job_name, pin_worker_images, running_images};
+    use crate::reconcilers::upgrade::{migration_job_name, pin_worker_images, running_images, verify_job_name};
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -350,6 +471,7 @@ mod tests {
             recorded,
             backup_job: JobPhase::Absent,
             migration_job: JobPhase::Absent,
+            verify_job: JobPhase::Absent,
             rollout: RolloutState::Complete,
             restore_in_progress: false,
             now: now(),
@@ -553,6 +675,7 @@ mod tests {
                 previous_images: old.clone(),
                 backup_job: None,
                 migration_job: None,
+                verify_job: None,
                 message: None,
                 started_at: Some(now()),
             };
@@ -601,6 +724,102 @@ mod tests {
         let decision = next_upgrade_step(&seen);
         assert!(matches!(decision.step, UpgradeStep::Wait { reason: REASON_RESTORE_IN_PROGRESS, .. }));
         assert_eq!(decision.images, ImagePlan::Pin(running));
+    }
+
+    const VERIFY: &str = "  verify: {args: [npm, run, verify-migration]}";
+
+    #[test]
+    fn a_new_system_is_verified_once_its_workers_are_rolled_out() {
+        let system = system(OLD, VERIFY);
+        let running = images(OLD);
+        let name = verify_job_name(&system, &upgrade_target(&system));
+        let mut seen = observe(&system, &running, None);
+        seen.rollout = RolloutState::Progressing;
+        assert_eq!(next_upgrade_step(&seen).step, UpgradeStep::Steady, "nothing to verify before the rollout ends");
+        seen.rollout = RolloutState::Complete;
+        let first = next_upgrade_step(&seen);
+        assert_eq!(first.step, UpgradeStep::CreateVerifyJob { job_name: name.clone() });
+        assert_eq!(first.images, ImagePlan::Desired);
+        let verifying = first.status.unwrap();
+        assert_eq!(verifying.phase, UpgradePhase::Verifying);
+        assert_eq!(verifying.verify_job.as_deref(), Some(name.as_str()));
+
+        let mut seen = observe(&system, &running, Some(&verifying));
+        seen.verify_job = JobPhase::Running;
+        assert_eq!(next_upgrade_step(&seen).step, UpgradeStep::WaitForVerify { job_name: name.clone() });
+        seen.verify_job = JobPhase::Succeeded;
+        let done = next_upgrade_step(&seen);
+        assert_eq!(done.step, UpgradeStep::Steady);
+        let verified = done.status.unwrap();
+        assert_eq!(verified.phase, UpgradePhase::Succeeded);
+        assert!(verified.message.as_deref().unwrap().contains("verified"));
+        // Verified: the next reconcile is steady whatever the Job does (it is not read).
+        let later = next_upgrade_step(&observe(&system, &running, Some(&verified)));
+        assert_eq!(later.step, UpgradeStep::Steady);
+    }
+
+    #[test]
+    fn a_failed_first_verification_stops_with_the_jobs_message_and_runs_again_when_deleted() {
+        let system = system(OLD, &format!("{VERIFY}\n  upgrade: {{autoRollback: true}}"));
+        let running = images(OLD);
+        let verifying = next_upgrade_step(&observe(&system, &running, None)).status.unwrap();
+        let mut seen = observe(&system, &running, Some(&verifying));
+        seen.verify_job =
+            JobPhase::Failed("BackoffLimitExceeded; its output ends: 3 referral codes unreachable".into());
+        let failed = next_upgrade_step(&seen);
+        let UpgradeStep::Blocked { reason, message } = &failed.step else { panic!("{failed:?}") };
+        assert_eq!(*reason, REASON_VERIFICATION_FAILED);
+        assert!(message.contains("3 referral codes unreachable"), "the Job's message: {message}");
+        assert!(message.contains("delete the Job to verify again"), "{message}");
+        assert_eq!(failed.images, ImagePlan::Desired, "nothing earlier to roll back to");
+        assert_eq!(failed.degraded().map(|(r, _)| r), Some(REASON_VERIFICATION_FAILED));
+        let recorded = failed.status.unwrap();
+        assert_eq!(recorded.phase, UpgradePhase::VerificationFailed);
+        // Still failed while the Job is there; deleted, it runs again.
+        seen = observe(&system, &running, Some(&recorded));
+        seen.verify_job = JobPhase::Failed("BackoffLimitExceeded".into());
+        assert!(matches!(next_upgrade_step(&seen).step, UpgradeStep::Blocked { .. }));
+        seen.verify_job = JobPhase::Absent;
+        assert!(matches!(next_upgrade_step(&seen).step, UpgradeStep::CreateVerifyJob { .. }));
+    }
+
+    #[test]
+    fn an_image_change_is_verified_after_its_rollout_and_rolled_back_when_it_fails() {
+        for auto in [false, true] {
+            let system = system(NEW, &format!("{VERIFY}\n{MIGRATION}\n  upgrade: {{autoRollback: {auto}}}"));
+            let target = upgrade_target(&system);
+            let old = images(OLD);
+            // Backup and migration done: the rollout starts with the new images.
+            let mut seen = observe(&system, &old, None);
+            seen.backup_job = JobPhase::Succeeded;
+            seen.migration_job = JobPhase::Succeeded;
+            let rolling = next_upgrade_step(&seen).status.unwrap();
+            assert_eq!(rolling.verify_job, Some(verify_job_name(&system, &target)));
+            let new = images(NEW);
+            let mut seen = observe(&system, &new, Some(&rolling));
+            seen.rollout = RolloutState::Progressing;
+            assert_eq!(next_upgrade_step(&seen).step, UpgradeStep::WaitForRollout, "no verification mid-rollout");
+            seen.rollout = RolloutState::Complete;
+            let verify = next_upgrade_step(&seen);
+            assert!(matches!(verify.step, UpgradeStep::CreateVerifyJob { .. }));
+            let verifying = verify.status.unwrap();
+            let mut seen = observe(&system, &new, Some(&verifying));
+            seen.verify_job =
+                JobPhase::Failed("BackoffLimitExceeded; its output ends: migration left 12 orphans".into());
+            let decision = next_upgrade_step(&seen);
+            if auto {
+                assert!(matches!(&decision.step, UpgradeStep::RollBack { message } if message.contains("12 orphans")));
+                assert_eq!(decision.images, ImagePlan::Pin(old.clone()));
+                let rolled_back = decision.status.unwrap();
+                assert_eq!(rolled_back.phase, UpgradePhase::RolledBack);
+                let held = next_upgrade_step(&observe(&system, &old, Some(&rolled_back)));
+                assert!(matches!(held.step, UpgradeStep::HeldAfterRollback { .. }), "no loop: {held:?}");
+            } else {
+                assert!(matches!(&decision.step, UpgradeStep::Blocked { reason: REASON_VERIFICATION_FAILED, .. }));
+                assert_eq!(decision.images, ImagePlan::Desired, "without autoRollback the new images stay");
+                assert!(decision.status.unwrap().message.unwrap().contains("set spec.upgrade.autoRollback"));
+            }
+        }
     }
 
     fn deployment(name: &str, generation: i64, status: DeploymentStatus) -> Deployment {

@@ -302,6 +302,8 @@ async fn upgrade_round(client: &Client, ns: &str) -> UpgradeStep {
         recorded: recorded.as_ref(),
         backup_job: job_phase(client, ns, &backup_name).await,
         migration_job: job_phase(client, ns, &migration_name).await,
+        // The system under test has no `verify`.
+        verify_job: JobPhase::Absent,
         // No kubelet: pods never become available, so a rollout stays in progress.
         rollout: RolloutState::Progressing,
         restore_in_progress: false,

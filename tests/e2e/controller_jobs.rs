@@ -351,6 +351,94 @@ async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
     assert_eq!(current.spec.image, NEW);
 }
 
+/// Fails the one pod of Job `job` the way a kubelet reports a failed container with
+/// `terminationMessagePolicy: FallbackToLogsOnError`: exit code 1 and the last log
+/// lines as its message. The Job controller then fails the Job itself (backoffLimit 0).
+async fn fail_job_pod(client: &Client, ns: &str, job: &str, output: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod = wait_for(Duration::from_secs(30), "the Job controller to create the Job's pod", || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    let container = pod.spec.as_ref().unwrap().containers[0].clone();
+    let now =
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second()).unwrap().to_string();
+    let patch = json!({"status": {"phase": "Failed", "containerStatuses": [{
+        "name": container.name, "image": container.image, "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": output, "startedAt": now, "finishedAt": now}}
+    }]}});
+    pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("fail the pod");
+}
+
+#[tokio::test]
+async fn a_failed_verification_rolls_back_and_says_what_the_job_said() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("verify").await;
+    s.create_system(json!({
+        "verify": {"args": ["npm", "run", "verify-migration"]},
+        "upgrade": {"backupFirst": false, "autoRollback": true}
+    }))
+    .await;
+    let operator = s.start("verify-0");
+    // The first rollout is verified before the system is Ready.
+    let first = wait_for(Duration::from_secs(90), "the first verification Job", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
+        let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
+        (upgrade.phase == UpgradePhase::Verifying).then_some(upgrade.verify_job?)
+    })
+    .await;
+    let current = s.systems().get("main").await.unwrap();
+    let (status, reason, _) = condition(&current, "Ready").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Verifying"), "Ready waits for the verification");
+    succeed_job(&s.client, &s.watched.name, &first).await;
+    wait_for(Duration::from_secs(60), "Ready after the verification passed", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+
+    // A new image: rolled out at once, then verified; the verification fails.
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    let second = wait_for(Duration::from_secs(90), "the verification of the new image", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
+        let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
+        let job = upgrade.verify_job.clone()?;
+        (upgrade.phase == UpgradePhase::Verifying && job != first).then_some(job)
+    })
+    .await;
+    assert_eq!(s.worker_image().await.as_deref(), Some(NEW));
+    fail_job_pod(&s.client, &s.watched.name, &second, "verify-migration: 3 referral codes point at no user").await;
+    wait_for(Duration::from_secs(60), "the previous image back on the Deployment", || async {
+        (s.worker_image().await.as_deref() == Some(OLD)).then_some(())
+    })
+    .await;
+    let current = wait_for(Duration::from_secs(30), "Ready to say RolledBack", || async {
+        let current = s.systems().get("main").await.ok()?;
+        (condition(&current, "Ready")?.1 == "RolledBack").then_some(current)
+    })
+    .await;
+    let (_, _, message) = condition(&current, "Ready").unwrap();
+    assert!(message.contains("3 referral codes point at no user"), "the Job's own words: {message}");
+    assert!(message.contains(&second), "the Job is named: {message}");
+    assert_eq!(current.status.unwrap().upgrade.unwrap().phase, UpgradePhase::RolledBack);
+    assert_eq!(current.spec.image, NEW, "the spec is never written");
+    let (found, events, _) = kubectl(&["get", "events", "-n", &s.watched.name, "-o", "json"], None);
+    assert!(found);
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let reasons: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(reasons.contains(&"RolledBack"), "an event says so: {reasons:?}");
+    assert!(reasons.contains(&"Verified") && reasons.contains(&"Verifying"), "{reasons:?}");
+    let log = operator.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}
+
 #[tokio::test]
 async fn the_operator_ensures_declared_indexes_and_reports_a_conflict_without_dropping_it() {
     use mongodb::bson::doc;
