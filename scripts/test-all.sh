@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of referral-operator on a fresh machine:
 #   1. installs the tools the tests use (Debian's prometheus for promtool, lua5.1
-#      and lua-yaml; the kubernetes-validate, pytest, helm-python-sdk and pyyaml
-#      Python packages), skipping what is already there;
+#      and lua-yaml, redis-server, stunnel4 and openssl; the kubernetes-validate,
+#      pytest, helm-python-sdk and pyyaml Python packages), skipping what is already
+#      there;
 #   2. checks formatting and clippy, and runs the chart and Argo CD tests (pytest);
 #   3. builds (cached) and starts the e2e test bed: kube-apiserver + etcd +
 #      kube-controller-manager, a MongoDB-wire server and Redis, on loopback;
@@ -49,8 +50,12 @@ if ! python3 -c 'import pytest, helm_python, yaml' >/dev/null 2>&1; then
     "pytest>=8" "helm-python-sdk==0.2.2" "pyyaml>=6"
 fi
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  log "installing redis-server and redis-tools (the backup and restore script tests run them)"
+  log "installing redis-server and redis-tools (the backup and restore script tests and the Redis probe tests run them)"
   apt_install redis-server redis-tools
+fi
+if ! command -v stunnel >/dev/null || ! command -v openssl >/dev/null; then
+  log "installing stunnel4 and openssl (the MongoDB TLS tests put stunnel in front of the MongoDB-wire server)"
+  apt_install stunnel4 openssl
 fi
 if ! command -v kubernetes-validate >/dev/null; then
   log "installing kubernetes-validate (PyPI)"

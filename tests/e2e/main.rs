@@ -3,6 +3,9 @@
 //! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
 
 mod backup;
+#[allow(dead_code)]
+#[path = "../support/certs.rs"]
+mod certs;
 mod chain_check;
 mod chart;
 mod controller_jobs;
@@ -10,5 +13,6 @@ mod crd;
 mod harness;
 mod operator;
 mod plugin;
+mod production;
 mod restore;
 mod servers;

@@ -37,11 +37,11 @@ use crate::harness::{
 };
 
 /// Resync interval given to the operator under test (both Ready and not Ready).
-const RESYNC: Duration = Duration::from_secs(3);
+pub(crate) const RESYNC: Duration = Duration::from_secs(3);
 /// How long a convergence may take on a busy 2-core machine.
-const CONVERGE: Duration = Duration::from_secs(90);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(90);
 /// Name of the ReferralSystem every test creates.
-const SYSTEM: &str = "main";
+pub(crate) const SYSTEM: &str = "main";
 
 /// Every kind the operator creates, as (group, version, kind, plural).
 const CHILD_KINDS: &[(&str, &str, &str, &str)] = &[
@@ -61,7 +61,7 @@ const CHILD_KINDS: &[(&str, &str, &str, &str)] = &[
 
 /// Which Redis the system uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum RedisKind {
+pub(crate) enum RedisKind {
     /// The example's own: a managed StatefulSet (its probe cannot reach a pod that
     /// never runs, so Ready stays False).
     Managed,
@@ -71,17 +71,17 @@ enum RedisKind {
 
 /// One test's world: a restricted namespace, the chart's RBAC for it, the MongoDB
 /// Secret, and the operator running as the chart's ServiceAccount.
-struct Fixture {
+pub(crate) struct Fixture {
     /// Declared first so it is killed before the namespace goes.
-    operator: RunningOperator,
-    client: Client,
-    systems: Api<ReferralSystem>,
-    ns: TestNamespace,
+    pub(crate) operator: RunningOperator,
+    pub(crate) client: Client,
+    pub(crate) systems: Api<ReferralSystem>,
+    pub(crate) ns: TestNamespace,
     _installed: Installed,
     _dir: tempfile::TempDir,
 }
 
-fn suffix() -> String {
+pub(crate) fn suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{:x}", (std::process::id() ^ nanos.rotate_left(7)) % 0xfffff)
 }
@@ -89,7 +89,11 @@ fn suffix() -> String {
 impl Fixture {
     /// Sets up everything, with the MongoDB URI Secret pointing at the test bed
     /// (`mongo_uri` overrides it) and `extra_secrets` created before the operator starts.
-    async fn start(prefix: &str, mongo_uri: Option<&str>, extra_secrets: &[(&str, &[(&str, &str)])]) -> Fixture {
+    pub(crate) async fn start(
+        prefix: &str,
+        mongo_uri: Option<&str>,
+        extra_secrets: &[(&str, &[(&str, &str)])],
+    ) -> Fixture {
         let client = client().await;
         install_crd(&client).await;
         let ns = TestNamespace::create(&client, prefix).await;
@@ -115,22 +119,22 @@ impl Fixture {
         Fixture { operator, client, systems, ns, _installed: installed, _dir: dir }
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.operator.log.clone()
     }
 
     /// Creates the ReferralSystem `main` from `examples/<file>`.
-    async fn create_system(&self, example: &str, redis: RedisKind) -> ReferralSystem {
+    pub(crate) async fn create_system(&self, example: &str, redis: RedisKind) -> ReferralSystem {
         let system = example_system(example, &self.ns.name, redis);
         self.systems.create(&PostParams::default(), &system).await.expect("create the ReferralSystem")
     }
 
-    async fn system(&self) -> ReferralSystem {
+    pub(crate) async fn system(&self) -> ReferralSystem {
         self.systems.get(SYSTEM).await.expect("get the ReferralSystem")
     }
 
     /// Merge-patches the spec as a person with kubectl would (a new generation).
-    async fn patch_spec(&self, spec: Value) -> i64 {
+    pub(crate) async fn patch_spec(&self, spec: Value) -> i64 {
         let patched = self
             .systems
             .patch(SYSTEM, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
@@ -140,7 +144,7 @@ impl Fixture {
     }
 
     /// Waits until the status describes the current generation and returns it.
-    async fn observed(&self) -> ReferralSystem {
+    pub(crate) async fn observed(&self) -> ReferralSystem {
         wait_for(CONVERGE, "the status to describe the current generation", || async {
             let system = self.systems.get(SYSTEM).await.ok()?;
             let status = system.status.as_ref()?;
@@ -150,7 +154,7 @@ impl Fixture {
         .await
     }
 
-    async fn children(&self) -> BTreeMap<String, DynamicObject> {
+    pub(crate) async fn children(&self) -> BTreeMap<String, DynamicObject> {
         children(&self.client, &self.ns.name).await
     }
 
@@ -158,7 +162,7 @@ impl Fixture {
     /// worker's desired count equal to its Deployment's replicas, and every autoscaled
     /// Deployment at its HorizontalPodAutoscaler's minimum at least (the HPA controller
     /// raises it shortly after creation; Ready before that would not last).
-    async fn make_ready(&self) -> ReferralSystem {
+    pub(crate) async fn make_ready(&self) -> ReferralSystem {
         wait_for(CONVERGE, "the system to become Ready with every workload available", || async {
             let children = self.children().await;
             let replicas = |name: &str| {
@@ -184,7 +188,7 @@ impl Fixture {
         .await
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
@@ -225,7 +229,7 @@ impl Drop for Fixture {
 }
 
 /// The example `examples/<file>` as the system `main` in `namespace`.
-fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSystem {
+pub(crate) fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut value: Value = serde_norway::from_str(&text).unwrap();
     value["metadata"] = json!({"name": SYSTEM, "namespace": namespace});
@@ -237,18 +241,18 @@ fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSyst
 }
 
 /// Host and port of the test bed's Redis.
-fn redis_address() -> (String, u16) {
+pub(crate) fn redis_address() -> (String, u16) {
     let url = testbed_var("REFOP_TEST_REDIS_URL");
     let address = url.trim_start_matches("redis://").trim_end_matches('/');
     let (host, port) = address.rsplit_once(':').expect("REFOP_TEST_REDIS_URL is redis://HOST:PORT");
     (host.to_string(), port.parse().expect("a numeric Redis port"))
 }
 
-fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+pub(crate) fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-fn condition_of(system: &ReferralSystem, type_: &str) -> Condition {
+pub(crate) fn condition_of(system: &ReferralSystem, type_: &str) -> Condition {
     let status = system.status.as_ref().expect("a status");
     condition(&status.conditions, type_).cloned().unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
 }
@@ -362,7 +366,7 @@ fn by_operator(managers: &[String]) -> bool {
 }
 
 /// The operator's `referral_operator_reconcile_runs_total`.
-fn reconcile_runs(operator: &RunningOperator) -> f64 {
+pub(crate) fn reconcile_runs(operator: &RunningOperator) -> f64 {
     let (_, metrics, _) = http_get(operator.listen, "/metrics");
     metrics
         .lines()
@@ -1080,7 +1084,7 @@ async fn a_no_op_reconcile_writes_nothing() {
 }
 
 /// Standard base64 with padding, as Secret data is shown in JSON.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

@@ -45,7 +45,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---------------------------------------------------------------- install ---
 
-APT_PACKAGES=(redis-server redis-tools openssl curl ca-certificates python3 util-linux)
+APT_PACKAGES=(redis-server redis-tools openssl stunnel4 curl ca-certificates python3 util-linux)
 
 apt_install_missing() {
   local missing=() p

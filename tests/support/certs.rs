@@ -138,3 +138,48 @@ pub fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Debian's stunnel terminating TLS in front of a plain TCP server (the test bed's
+/// MongoDB-wire server), with the PKI's server certificate; stopped when dropped.
+pub struct Stunnel {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Stunnel {
+    /// Listens on a free port of 127.0.0.1 and forwards to `backend` (`host:port`).
+    /// With `require_client_certificate`, only clients with a certificate signed by
+    /// the PKI's CA get through (mutual TLS).
+    pub fn start(pki: &TestPki, backend: &str, require_client_certificate: bool) -> Stunnel {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut conf = format!(
+            "foreground = yes\npid =\nsyslog = no\noutput = {}\n[tls]\naccept = 127.0.0.1:{port}\nconnect = {backend}\ncert = {}\nkey = {}\n",
+            dir.path().join("stunnel.log").display(),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+        );
+        if require_client_certificate {
+            conf.push_str(&format!("CAfile = {}\nverifyChain = yes\nrequireCert = yes\n", pki.ca_cert.display()));
+        }
+        let path = dir.path().join("stunnel.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("stunnel")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start stunnel (Debian package stunnel4)");
+        let tunnel = Stunnel { child, port, _dir: dir };
+        wait_for_port(port, "stunnel");
+        tunnel
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
