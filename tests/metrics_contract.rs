@@ -25,6 +25,7 @@ spec:
   workers: [{name: reward-processor, replicas: 2}]
   mongodb: {uriSecretRef: {name: referral-mongo, key: uri}, database: neurolov}
   redis: {managed: {}}
+  maintenance: [{name: cleanup, schedule: "0 4 * * 1", args: [npm, run, cleanup]}]
 "#;
 
 fn system() -> ValidatedSystem {
@@ -79,12 +80,17 @@ fn metrics_in(expr: &str, histograms: &BTreeSet<String>) -> BTreeSet<String> {
 
 /// Metric names in the first column of the table under `## {heading}`.
 fn documented(heading: &str) -> BTreeSet<String> {
+    documented_with(heading, "referral_")
+}
+
+/// Names starting with `prefix` in the first column of the table under `## {heading}`.
+fn documented_with(heading: &str, prefix: &str) -> BTreeSet<String> {
     let doc = std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let start = doc.find(&format!("\n## {heading}")).unwrap_or_else(|| panic!("no '## {heading}' in docs/metrics.md"));
     let section = &doc[start + 1..];
     let section = &section[section.find('\n').unwrap_or(section.len())..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
-    let row = Regex::new(r"(?m)^\| `(referral_[a-z0-9_]+)` \|").unwrap();
+    let row = Regex::new(&format!(r"(?m)^\| `({prefix}[a-z0-9_]+)` \|")).unwrap();
     let names: BTreeSet<String> = row.captures_iter(section).map(|c| c[1].to_string()).collect();
     assert!(!names.is_empty(), "no metric rows under '## {heading}'");
     names
@@ -101,6 +107,10 @@ fn exported() -> BTreeSet<(String, String)> {
     metrics.set_chain_violations("referrals", "main", &[(ChainViolation::Cycles, 1)]);
     metrics.set_chain_depths("referrals", "main", &[(0, 10), (1, 4)]);
     metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
+    metrics.set_dependencies("referrals", "main", Some(true), Some(true));
+    metrics.set_worker_pods("referrals", "main", &[("reward-processor".into(), 2, 2)]);
+    metrics.set_chain_check_failed("referrals", "main", false);
+    metrics.set_maintenance_failed("referrals", "main", &[("cleanup".into(), false)]);
     metrics.set_leader(true);
     let text = metrics.encode();
     let type_line = Regex::new(r"(?m)^# TYPE (\S+) (\S+)$").unwrap();
@@ -116,7 +126,8 @@ fn every_queried_metric_is_documented_as_exported_by_the_workers_or_the_operator
     let mut seen = BTreeSet::new();
     for expr in queries() {
         let names = metrics_in(&expr, &histograms);
-        assert!(!names.is_empty(), "a query without a metric: {expr}");
+        // kube-state-metrics' series are checked by every_kubernetes_metric_an_alert_reads_is_documented.
+        assert!(!names.is_empty() || expr.contains("kube_"), "a query without a metric: {expr}");
         for name in names {
             assert!(
                 workers.contains(&name) || operator.contains(&name),
@@ -133,6 +144,20 @@ fn every_queried_metric_is_documented_as_exported_by_the_workers_or_the_operator
         unused.iter().all(|m| m.starts_with("referral_operator_backup_")),
         "documented but never queried: {unused:?}"
     );
+}
+
+/// What the alerts read from outside the system (kube-state-metrics) is listed too,
+/// so a user knows what their Prometheus must scrape.
+#[test]
+fn every_kubernetes_metric_an_alert_reads_is_documented() {
+    let documented = documented_with("Kubernetes metrics", "kube_");
+    let identifier = Regex::new(r"\bkube_[a-z0-9_]+").unwrap();
+    let read: BTreeSet<String> = queries()
+        .iter()
+        .flat_map(|q| identifier.find_iter(q).map(|m| m.as_str().to_string()).collect::<Vec<_>>())
+        .collect();
+    assert!(!read.is_empty(), "the crash-loop alert reads kube-state-metrics");
+    assert_eq!(read, documented, "docs/metrics.md, \"Kubernetes metrics\", and the alerts disagree");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The PrometheusRule checked by Prometheus itself: `promtool check rules` on the
 //! rendered groups (default and fully customised), then `promtool test rules` with
 //! input series that must make each built-in alert fire after its `for`, and must not
-//! below its threshold or for another system. Also the dashboards' structure as a
+//! below its threshold, for another system, or for another Deployment's pods. Also the dashboards' structure as a
 //! Grafana user would load them from the ConfigMaps.
 //!
 //! promtool comes from Debian's `prometheus` package. Without it these tests fail,
@@ -38,6 +38,8 @@ spec:
     database: neurolov
   redis:
     managed: {}
+  maintenance:
+    - {name: cleanup, schedule: "0 4 * * 1", args: [npm, run, cleanup]}
 "#;
 
 /// Every built-in alert changed from its default, plus an additional rule.
@@ -96,12 +98,18 @@ fn promtool(dir: &Path, args: &[&str]) -> String {
 }
 
 /// The annotations Prometheus will send: the rule's, with the `$value` template
-/// rendered as `value`. Comparing them whole also proves the templates expand.
-fn expected_annotations(rule: &Value, value: &str) -> Value {
-    let template = Regex::new(r"\{\{[^}]*\$value[^}]*\}\}").unwrap();
+/// rendered as `value` and `$labels.X` as the alert's label X. Comparing them whole
+/// also proves the templates expand.
+fn expected_annotations(rule: &Value, value: &str, labels: &Value) -> Value {
+    let value_template = Regex::new(r"\{\{[^}]*\$value[^}]*\}\}").unwrap();
+    let label_template = Regex::new(r"\{\{ \$labels\.([a-z_]+) \}\}").unwrap();
     let mut annotations = rule["annotations"].clone();
     for (_, text) in annotations.as_object_mut().unwrap() {
-        *text = json!(template.replace_all(text.as_str().unwrap(), value).into_owned());
+        let with_value = value_template.replace_all(text.as_str().unwrap(), value).into_owned();
+        let rendered = label_template
+            .replace_all(&with_value, |c: &regex::Captures| labels[&c[1]].as_str().unwrap_or_default().to_string())
+            .into_owned();
+        *text = json!(rendered);
     }
     annotations
 }
@@ -113,7 +121,13 @@ fn firing(rule: &Value, series_labels: Value, value: &str) -> Value {
     for (key, value) in rule["labels"].as_object().unwrap() {
         labels[key] = value.clone();
     }
-    json!({ "exp_labels": labels, "exp_annotations": expected_annotations(rule, value) })
+    let annotations = expected_annotations(rule, value, &labels);
+    json!({ "exp_labels": labels, "exp_annotations": annotations })
+}
+
+fn with(mut labels: Value, key: &str, value: &str) -> Value {
+    labels[key] = json!(value);
+    labels
 }
 
 fn worker_labels() -> Value {
@@ -161,6 +175,21 @@ fn other_system_series() -> Vec<Value> {
     ];
     series.push(json!({"series": "referral_operator_backup_last_success_timestamp_seconds{referral_namespace=\"referrals\",referral_system=\"other\"}", "values": "0x200"}));
     series.push(json!({"series": "referral_operator_backup_interval_seconds{referral_namespace=\"referrals\",referral_system=\"other\"}", "values": "60x200"}));
+    for (metric, extra) in [
+        ("referral_operator_dependency_up", ",dependency=\"redis\""),
+        ("referral_operator_dependency_up", ",dependency=\"mongodb\""),
+    ] {
+        series.push(json!({"series": format!("{metric}{{referral_namespace=\"referrals\",referral_system=\"other\"{extra}}}"), "values": "0x200"}));
+    }
+    series.push(json!({"series": "referral_operator_worker_pods{referral_namespace=\"referrals\",referral_system=\"other\",worker=\"api\",state=\"desired\"}", "values": "5x200"}));
+    series.push(json!({"series": "referral_operator_worker_pods{referral_namespace=\"referrals\",referral_system=\"other\",worker=\"api\",state=\"ready\"}", "values": "0x200"}));
+    series.push(json!({"series": "referral_operator_chain_check_failed{referral_namespace=\"referrals\",referral_system=\"other\"}", "values": "1x200"}));
+    series.push(json!({"series": "referral_operator_maintenance_job_failed{referral_namespace=\"referrals\",referral_system=\"other\",job=\"cleanup\"}", "values": "1x200"}));
+    // Crash-looping pods that are not main's workers: another system's, and one whose
+    // name only starts like main's worker's (another Deployment's pods).
+    for pod in ["other-reward-processor-5d9f8b7c4-abcde", "main-reward-processor-extra-5d9f8b7c4-abcde"] {
+        series.push(json!({"series": format!("kube_pod_container_status_waiting_reason{{namespace=\"referrals\",pod=\"{pod}\",container=\"c\",reason=\"CrashLoopBackOff\"}}"), "values": "1x200"}));
+    }
     series
 }
 
@@ -171,10 +200,32 @@ fn above_default_thresholds(groups: &Value) -> Value {
         // 9 failures a minute on one pod, none on another: 0.15/s > 0.1.
         worker_series("referral_failures_total", ",pod=\"a\",reason=\"timeout\"", "0+9x200"),
         worker_series("referral_failures_total", ",pod=\"b\",reason=\"timeout\"", "0+0x200"),
-        // 600 + 500 = 1100 queued > 1000.
-        worker_series("referral_queue_size", ",queue=\"rewards\"", "600x200"),
-        worker_series("referral_queue_size", ",queue=\"cleanup\"", "500x200"),
+        // The rewards queue is long (two pods export it: counted once); cleanup is not,
+        // and their sum does not count.
+        worker_series("referral_queue_size", ",pod=\"a\",queue=\"rewards\"", "1100x200"),
+        worker_series("referral_queue_size", ",pod=\"b\",queue=\"rewards\"", "1100x200"),
+        worker_series("referral_queue_size", ",pod=\"a\",queue=\"cleanup\"", "500x200"),
+        // main's worker crash-loops.
+        json!({"series": "kube_pod_container_status_waiting_reason{namespace=\"referrals\",pod=\"main-reward-processor-5d9f8b7c4-x7k2p\",container=\"reward-processor\",reason=\"CrashLoopBackOff\"}", "values": "1x200"}),
     ];
+    // Redis is down, MongoDB is up; one worker short of a pod, another whole.
+    series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"redis\"", "0x200"));
+    series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"mongodb\"", "1x200"));
+    series.extend(operator_series(
+        "referral_operator_worker_pods",
+        ",worker=\"reward-processor\",state=\"desired\"",
+        "2x200",
+    ));
+    series.extend(operator_series(
+        "referral_operator_worker_pods",
+        ",worker=\"reward-processor\",state=\"ready\"",
+        "1x200",
+    ));
+    series.extend(operator_series("referral_operator_worker_pods", ",worker=\"api\",state=\"desired\"", "1x200"));
+    series.extend(operator_series("referral_operator_worker_pods", ",worker=\"api\",state=\"ready\"", "1x200"));
+    series.extend(operator_series("referral_operator_chain_check_failed", "", "1x200"));
+    series.extend(operator_series("referral_operator_maintenance_job_failed", ",job=\"cleanup\"", "1x200"));
+    series.extend(operator_series("referral_operator_maintenance_job_failed", ",job=\"stats\"", "0x200"));
     // Hourly backups, the last success at time 0: overdue after 90 minutes.
     series.extend(operator_series("referral_operator_backup_last_success_timestamp_seconds", "", "0x200"));
     series.extend(operator_series("referral_operator_backup_interval_seconds", "", "3600x200"));
@@ -191,15 +242,32 @@ fn above_default_thresholds(groups: &Value) -> Value {
     let backup = rule(groups, "ReferralBackupMissing");
     let chain = rule(groups, "ReferralChainViolations");
     let index = rule(groups, "ReferralIndexMissing");
+    let redis = rule(groups, "ReferralRedisUnreachable");
+    let workers = rule(groups, "ReferralWorkersUnavailable");
+    let crash = rule(groups, "ReferralWorkerCrashLooping");
+    let check_failed = rule(groups, "ReferralChainCheckFailed");
+    let maintenance = rule(groups, "ReferralMaintenanceJobFailed");
+    let crash_labels = json!({
+        "namespace": "referrals", "pod": "main-reward-processor-5d9f8b7c4-x7k2p", "container": "reward-processor"
+    });
     json!({
         "interval": "1m",
         "input_series": series,
         "alert_rule_test": [
+            check("ReferralRedisUnreachable", "4m", vec![]),
+            check("ReferralRedisUnreachable", "10m", vec![firing(redis, operator_labels(), "0")]),
+            check("ReferralMongoUnreachable", "30m", vec![]),
+            check("ReferralWorkersUnavailable", "10m", vec![]),
+            check("ReferralWorkersUnavailable", "20m", vec![firing(workers, with(operator_labels(), "worker", "reward-processor"), "1")]),
+            check("ReferralWorkerCrashLooping", "3m", vec![]),
+            check("ReferralWorkerCrashLooping", "10m", vec![firing(crash, crash_labels, "1")]),
+            check("ReferralChainCheckFailed", "5m", vec![firing(check_failed, operator_labels(), "1")]),
+            check("ReferralMaintenanceJobFailed", "5m", vec![firing(maintenance, with(operator_labels(), "job", "cleanup"), "1")]),
             // Pending, not firing, before `for` has passed.
             check("ReferralHighFailureRate", "4m", vec![]),
             check("ReferralHighFailureRate", "10m", vec![firing(failure, worker_labels(), "0.15")]),
             check("ReferralQueueBacklog", "5m", vec![]),
-            check("ReferralQueueBacklog", "15m", vec![firing(backlog, worker_labels(), "1100")]),
+            check("ReferralQueueBacklog", "15m", vec![firing(backlog, with(worker_labels(), "queue", "rewards"), "1100")]),
             check("ReferralBackupMissing", "60m", vec![]),
             check("ReferralBackupMissing", "120m", vec![firing(backup, operator_labels(), "2h 0m 0s")]),
             check("ReferralChainViolations", "5m", vec![firing(chain, operator_labels(), "3")]),
@@ -214,10 +282,27 @@ fn below_default_thresholds() -> Value {
     let mut series = vec![
         // 3 failures a minute: 0.05/s.
         worker_series("referral_failures_total", ",pod=\"a\",reason=\"timeout\"", "0+3x200"),
-        // 600 + 300 = 900 queued.
-        worker_series("referral_queue_size", ",queue=\"rewards\"", "600x200"),
-        worker_series("referral_queue_size", ",queue=\"cleanup\"", "300x200"),
+        // 900 and 800 queued: each below 1000, though their sum is not.
+        worker_series("referral_queue_size", ",queue=\"rewards\"", "900x200"),
+        worker_series("referral_queue_size", ",queue=\"cleanup\"", "800x200"),
+        // A container that waits for another reason is not crash-looping.
+        json!({"series": "kube_pod_container_status_waiting_reason{namespace=\"referrals\",pod=\"main-reward-processor-5d9f8b7c4-x7k2p\",container=\"reward-processor\",reason=\"ContainerCreating\"}", "values": "1x200"}),
     ];
+    series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"redis\"", "1x200"));
+    series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"mongodb\"", "1x200"));
+    // A rollout: one pod short for 10 minutes, then whole again.
+    series.extend(operator_series(
+        "referral_operator_worker_pods",
+        ",worker=\"reward-processor\",state=\"desired\"",
+        "2x200",
+    ));
+    series.extend(operator_series(
+        "referral_operator_worker_pods",
+        ",worker=\"reward-processor\",state=\"ready\"",
+        "1x10 2x190",
+    ));
+    series.extend(operator_series("referral_operator_chain_check_failed", "", "0x200"));
+    series.extend(operator_series("referral_operator_maintenance_job_failed", ",job=\"cleanup\"", "0x200"));
     // A backup every minute.
     series.extend(operator_series("referral_operator_backup_last_success_timestamp_seconds", "", "0+60x200"));
     series.extend(operator_series("referral_operator_backup_interval_seconds", "", "3600x200"));
@@ -238,6 +323,7 @@ fn customised_thresholds(groups: &Value) -> Value {
     let series = vec![
         worker_series("referral_failures_total", ",pod=\"a\",reason=\"timeout\"", "0+9x20 180+60x20"),
         worker_series("referral_queue_size", ",queue=\"rewards\"", "300x40"),
+        worker_series("referral_queue_size", ",queue=\"cleanup\"", "200x40"),
     ];
     json!({
         "interval": "1m",
@@ -248,7 +334,7 @@ fn customised_thresholds(groups: &Value) -> Value {
             // 1/s from minute 20; `for: 2m`.
             check("ReferralHighFailureRate", "30m", vec![firing(failure, worker_labels(), "1")]),
             check("ReferralQueueBacklog", "10m", vec![]),
-            check("ReferralQueueBacklog", "20m", vec![firing(backlog, worker_labels(), "300")]),
+            check("ReferralQueueBacklog", "20m", vec![firing(backlog, with(worker_labels(), "queue", "rewards"), "300")]),
         ],
     })
 }
@@ -261,7 +347,7 @@ fn default_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &rule_groups(&system(None)));
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
 }
 
 #[test]
@@ -277,7 +363,7 @@ fn customised_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &groups);
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
 }
 
 #[test]

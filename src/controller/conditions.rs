@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::backup::health::BackupHealth;
 use crate::crd::conditions::{condition, merge, unknown};
 use crate::crd::status::{
-    ChainCheckStatus, ChainViolation, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus,
-    UnmanagedIndexStatus, UpgradeStatus, WorkerStatus,
+    ChainCheckStatus, ChainViolation, HandledRequests, IndexState, IndexStatus, MaintenanceRunStatus,
+    ReferralSystemStatus, UnmanagedIndexStatus, UpgradeStatus, WorkerStatus,
 };
 
 pub const READY: &str = "Ready";
@@ -88,6 +88,10 @@ pub struct Observed {
     pub indexes: IndexObservation,
     /// `status.indexes` as stored, judged when the indexes were not checked now.
     pub stored_indexes: Vec<IndexStatus>,
+    /// `status.maintenance` as observed this reconcile; `None` keeps the stored one.
+    pub maintenance: Option<Vec<MaintenanceRunStatus>>,
+    /// The chain-check CronJob's last run failed before the check could report.
+    pub chain_check_job_failure: Option<String>,
 }
 
 /// The declared indexes this reconcile.
@@ -174,6 +178,20 @@ fn redis_condition(observed: &Observed, now: &Time) -> Condition {
 /// never blocks Ready; the alert and Argo CD's message carry it.
 fn chain_condition(observed: &Observed, now: &Time) -> Condition {
     let g = observed.generation;
+    if let Some(failure) = &observed.chain_check_job_failure {
+        let last = observed
+            .chain_check
+            .as_ref()
+            .and_then(|c| c.last_run.as_ref())
+            .map(|t| format!("; the counts in status are from the check of {}", t.0));
+        return unknown(
+            CHAIN_INTEGRITY,
+            "CheckJobFailed",
+            format!("the last chain check could not run: {failure}{}", last.unwrap_or_default()),
+            g,
+            now,
+        );
+    }
     let Some(check) = &observed.chain_check else {
         return unknown(
             CHAIN_INTEGRITY,
@@ -364,6 +382,7 @@ pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Tim
             IndexObservation::Fresh { unmanaged, .. } => unmanaged.clone(),
             _ => base.unmanaged_indexes.clone(),
         },
+        maintenance: observed.maintenance.clone().unwrap_or_else(|| base.maintenance.clone()),
         ..base
     }
 }
@@ -404,6 +423,8 @@ mod tests {
             handled_requests: None,
             indexes: IndexObservation::NotChecked,
             stored_indexes: vec![],
+            maintenance: None,
+            chain_check_job_failure: None,
         }
     }
 
@@ -570,6 +591,39 @@ mod tests {
              1 referral record disagreeing with the chain (check of 2025-12-01T03:00:00Z); \
              `referral-operator check chains --repair-plan` prints the fixes"
         );
+    }
+
+    #[test]
+    fn a_chain_check_job_that_died_is_a_check_that_could_not_run_and_does_not_block_ready() {
+        let mut o = healthy();
+        o.chain_check =
+            Some(ChainCheckStatus { users: 10, last_run: Some(at(1_764_558_000)), ..ChainCheckStatus::default() });
+        o.chain_check_job_failure =
+            Some("Job main-chain-check-29000 failed before the check could report: OOMKilled".into());
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, CHAIN_INTEGRITY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "CheckJobFailed"));
+        assert!(c.message.contains("OOMKilled") && c.message.contains("2025-12-01T03:00:00Z"), "{}", c.message);
+        assert_eq!(get(&s.conditions, READY).status, "True");
+    }
+
+    #[test]
+    fn maintenance_runs_are_reported_and_kept_when_not_observed() {
+        let run = MaintenanceRunStatus {
+            name: "cleanup".into(),
+            cron_job: "main-maint-cleanup".into(),
+            last_schedule_time: Some(at(60)),
+            last_success_time: None,
+            last_result: Some(crate::crd::status::RunResult::Failed),
+            message: Some("Job main-maint-cleanup-1 failed: BackoffLimitExceeded".into()),
+        };
+        let mut o = healthy();
+        o.maintenance = Some(vec![run.clone()]);
+        let s = status(&o, None, &at(100));
+        assert_eq!(s.maintenance, std::slice::from_ref(&run));
+        assert_eq!(get(&s.conditions, READY).status, "True", "a maintenance run does not block Ready");
+        let kept = status(&healthy(), Some(&s), &at(200));
+        assert_eq!(kept.maintenance, [run]);
     }
 
     #[test]

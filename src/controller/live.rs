@@ -16,7 +16,9 @@ use hashbrown::Equivalent;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
 };
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
@@ -188,8 +190,9 @@ fn sighting(meta: &ObjectMeta) -> Sighting {
     }
 }
 
-/// A Deployment or StatefulSet with what observing it needs: generation, replicas,
-/// container images, the image annotation the upgrade gate reads, status. Kept in
+/// A Deployment, StatefulSet or CronJob with what observing it needs: generation,
+/// replicas, container images, the image annotation the upgrade gate reads, status
+/// (for a CronJob only its runs). Kept in
 /// this form rather than as a trimmed `Deployment`: k8s-openapi's structs hold every
 /// optional field of a pod spec inline, kilobytes per workload even when empty.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +220,30 @@ struct WorkloadSpec {
 enum WorkloadStatus {
     Deployment(Option<DeploymentStatus>),
     StatefulSet(Option<StatefulSetStatus>),
+    CronJob(CronRuns),
+}
+
+/// What a CronJob's status says of its runs: all that judging the last one needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CronRuns {
+    /// When the last Job was scheduled.
+    pub last_schedule: Option<Time>,
+    /// When the last successful Job finished.
+    pub last_success: Option<Time>,
+    /// Jobs running now.
+    pub active: usize,
+}
+
+impl CronRuns {
+    /// Reads a CronJob's status.
+    pub fn of(cron: &CronJob) -> Self {
+        let status = cron.status.as_ref();
+        CronRuns {
+            last_schedule: status.and_then(|s| s.last_schedule_time.clone()),
+            last_success: status.and_then(|s| s.last_successful_time.clone()),
+            active: status.and_then(|s| s.active.as_ref()).map_or(0, Vec::len),
+        }
+    }
 }
 
 impl Workload {
@@ -276,6 +303,11 @@ impl Workload {
             ..status.clone()
         });
         Self::new(&d.metadata, spec, WorkloadStatus::Deployment(status))
+    }
+
+    /// Keeps what judging a CronJob's last run needs.
+    pub fn of_cron_job(c: &CronJob) -> Self {
+        Self::new(&c.metadata, None, WorkloadStatus::CronJob(CronRuns::of(c)))
     }
 
     /// Keeps what observing `s` needs.
@@ -367,6 +399,13 @@ impl Observable for StatefulSet {
     }
 }
 
+impl Observable for CronJob {
+    const KIND: &'static str = "CronJob";
+    fn workload(object: &Self) -> Option<Workload> {
+        Some(Workload::of_cron_job(object))
+    }
+}
+
 /// Metadata-only kinds.
 macro_rules! metadata_only {
     ($($kind:ident => $ty:ty),* $(,)?) => {
@@ -383,7 +422,6 @@ metadata_only!(
     PersistentVolumeClaim => k8s_openapi::api::core::v1::PersistentVolumeClaim,
     Role => k8s_openapi::api::rbac::v1::Role,
     RoleBinding => k8s_openapi::api::rbac::v1::RoleBinding,
-    CronJob => k8s_openapi::api::batch::v1::CronJob,
     PodDisruptionBudget => k8s_openapi::api::policy::v1::PodDisruptionBudget,
     HorizontalPodAutoscaler => k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
     NetworkPolicy => k8s_openapi::api::networking::v1::NetworkPolicy,
@@ -659,6 +697,14 @@ impl LiveState {
     /// The trimmed StatefulSet as last seen.
     pub fn stateful_set(&self, namespace: &str, name: &str) -> Option<StatefulSet> {
         self.workload("StatefulSet", namespace, name, |w| w.stateful_set(namespace, name))
+    }
+
+    /// The runs of a CronJob as last seen.
+    pub fn cron_runs(&self, namespace: &str, name: &str) -> Option<CronRuns> {
+        self.workload("CronJob", namespace, name, |w| match &w.status {
+            WorkloadStatus::CronJob(runs) => Some(runs.clone()),
+            _ => None,
+        })
     }
 
     /// Number of children seen, for tests.

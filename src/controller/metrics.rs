@@ -26,8 +26,9 @@ use prometheus_client::registry::Registry;
 
 use crate::crd::status::ChainViolation;
 use crate::reconcilers::monitoring::{
-    INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS, OPERATOR_CHAIN_USERS_BY_DEPTH,
-    OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
+    DEPENDENCIES, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS, OPERATOR_CHAIN_CHECK_FAILED,
+    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_DEPENDENCY_UP, OPERATOR_INDEXES,
+    OPERATOR_MAINTENANCE_JOB_FAILED, OPERATOR_WORKER_PODS, WORKER_POD_STATES,
 };
 
 /// Reconciles run, whatever their outcome.
@@ -83,7 +84,33 @@ struct DepthLabels {
     depth: u32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    referral_namespace: String,
+    referral_system: String,
+    dependency: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerPodLabels {
+    referral_namespace: String,
+    referral_system: String,
+    worker: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    referral_namespace: String,
+    referral_system: String,
+    job: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Names (workers, maintenance jobs) exported per system: from the spec, so a fixed
+/// set per system, but one that changes; the stale ones' series must go.
+type NamesBySystem = Mutex<HashMap<SystemLabels, BTreeSet<String>>>;
 
 /// The operator's metrics and the registry that exports them. Share it behind an
 /// `Arc`; every method takes `&self`.
@@ -99,7 +126,13 @@ pub struct Metrics {
     chain_users_by_depth: Family<DepthLabels, Gauge>,
     backup_last_success: Family<SystemLabels, FloatGauge>,
     backup_interval: Family<SystemLabels, FloatGauge>,
+    dependency_up: Family<DependencyLabels, Gauge>,
+    worker_pods: Family<WorkerPodLabels, Gauge>,
+    chain_check_failed: Family<SystemLabels, Gauge>,
+    maintenance_failed: Family<JobLabels, Gauge>,
     leader: Gauge,
+    workers: NamesBySystem,
+    maintenance_jobs: NamesBySystem,
     /// Depths exported per system: unlike states and kinds they are not a fixed set,
     /// so removing a system's series, or a depth that no longer occurs, needs them.
     depths: Mutex<HashMap<SystemLabels, BTreeSet<u32>>>,
@@ -123,6 +156,10 @@ impl Metrics {
         let chain_users_by_depth = Family::<DepthLabels, Gauge>::default();
         let backup_last_success = Family::<SystemLabels, FloatGauge>::default();
         let backup_interval = Family::<SystemLabels, FloatGauge>::default();
+        let dependency_up = Family::<DependencyLabels, Gauge>::default();
+        let worker_pods = Family::<WorkerPodLabels, Gauge>::default();
+        let chain_check_failed = Family::<SystemLabels, Gauge>::default();
+        let maintenance_failed = Family::<JobLabels, Gauge>::default();
         let leader = Gauge::default();
 
         // prometheus-client appends `_total` to counters itself.
@@ -155,6 +192,22 @@ impl Metrics {
             "Nominal interval of the backup schedule in seconds",
             backup_interval.clone(),
         );
+        registry.register(
+            OPERATOR_DEPENDENCY_UP,
+            "1 when a dependency (redis, mongodb) answers the operator's probe, 0 when it does not",
+            dependency_up.clone(),
+        );
+        registry.register(OPERATOR_WORKER_PODS, "Pods of each worker, desired and ready", worker_pods.clone());
+        registry.register(
+            OPERATOR_CHAIN_CHECK_FAILED,
+            "1 when the last chain check could not run",
+            chain_check_failed.clone(),
+        );
+        registry.register(
+            OPERATOR_MAINTENANCE_JOB_FAILED,
+            "1 when the last finished run of a maintenance job failed",
+            maintenance_failed.clone(),
+        );
         registry.register(LEADER, "1 when this replica holds the leader Lease", leader.clone());
 
         Metrics {
@@ -168,7 +221,13 @@ impl Metrics {
             chain_users_by_depth,
             backup_last_success,
             backup_interval,
+            dependency_up,
+            worker_pods,
+            chain_check_failed,
+            maintenance_failed,
             leader,
+            workers: Mutex::new(HashMap::new()),
+            maintenance_jobs: Mutex::new(HashMap::new()),
             depths: Mutex::new(HashMap::new()),
         }
     }
@@ -249,6 +308,60 @@ impl Metrics {
         self.backup_interval.get_or_create(&labels).set(interval_seconds);
     }
 
+    /// Sets whether each dependency answered: `Some(up)` exports 1 or 0, `None` (not
+    /// probed) removes the series, so an alert on 0 does not fire for a Secret that
+    /// is missing (Ready says that).
+    pub fn set_dependencies(&self, ns: &str, name: &str, redis: Option<bool>, mongodb: Option<bool>) {
+        for (dependency, up) in DEPENDENCIES.into_iter().zip([redis, mongodb]) {
+            let labels = DependencyLabels { referral_namespace: ns.into(), referral_system: name.into(), dependency };
+            match up {
+                Some(up) => {
+                    self.dependency_up.get_or_create(&labels).set(i64::from(up));
+                }
+                None => {
+                    self.dependency_up.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Replaces the pod counts of a system's workers: `(worker, desired, ready)`.
+    pub fn set_worker_pods(&self, ns: &str, name: &str, workers: &[(String, i64, i64)]) {
+        let labels = |worker: &str, state: &'static str| WorkerPodLabels {
+            referral_namespace: ns.into(),
+            referral_system: name.into(),
+            worker: worker.into(),
+            state,
+        };
+        let current: BTreeSet<String> = workers.iter().map(|(w, _, _)| w.clone()).collect();
+        for stale in replace_names(&self.workers, system(ns, name), current) {
+            for state in WORKER_POD_STATES {
+                self.worker_pods.remove(&labels(&stale, state));
+            }
+        }
+        for (worker, desired, ready) in workers {
+            self.worker_pods.get_or_create(&labels(worker, WORKER_POD_STATES[0])).set(*desired);
+            self.worker_pods.get_or_create(&labels(worker, WORKER_POD_STATES[1])).set(*ready);
+        }
+    }
+
+    pub fn set_chain_check_failed(&self, ns: &str, name: &str, failed: bool) {
+        self.chain_check_failed.get_or_create(&system(ns, name)).set(i64::from(failed));
+    }
+
+    /// Replaces whether each maintenance job's last finished run failed: `(job, failed)`.
+    pub fn set_maintenance_failed(&self, ns: &str, name: &str, jobs: &[(String, bool)]) {
+        let labels =
+            |job: &str| JobLabels { referral_namespace: ns.into(), referral_system: name.into(), job: job.into() };
+        let current: BTreeSet<String> = jobs.iter().map(|(j, _)| j.clone()).collect();
+        for stale in replace_names(&self.maintenance_jobs, system(ns, name), current) {
+            self.maintenance_failed.remove(&labels(&stale));
+        }
+        for (job, failed) in jobs {
+            self.maintenance_failed.get_or_create(&labels(job)).set(i64::from(*failed));
+        }
+    }
+
     pub fn set_leader(&self, is_leader: bool) {
         self.leader.set(i64::from(is_leader));
     }
@@ -273,6 +386,10 @@ impl Metrics {
         for depth in depths {
             self.chain_users_by_depth.remove(&depth_labels(ns, name, depth));
         }
+        self.set_dependencies(ns, name, None, None);
+        self.set_worker_pods(ns, name, &[]);
+        self.set_maintenance_failed(ns, name, &[]);
+        self.chain_check_failed.remove(&key);
     }
 
     /// Every metric in the Prometheus text format, version 0.0.4 (see
@@ -312,6 +429,18 @@ fn system(ns: &str, name: &str) -> SystemLabels {
 
 fn depth_labels(ns: &str, name: &str, depth: u32) -> DepthLabels {
     DepthLabels { referral_namespace: ns.into(), referral_system: name.into(), depth }
+}
+
+/// Records `current` as the names exported for `key` and returns the ones that were
+/// exported before and are not any more.
+fn replace_names(exported: &NamesBySystem, key: SystemLabels, current: BTreeSet<String>) -> Vec<String> {
+    let mut exported = exported.lock().unwrap_or_else(PoisonError::into_inner);
+    let previous = exported.remove(&key).unwrap_or_default();
+    let stale = previous.difference(&current).cloned().collect();
+    if !current.is_empty() {
+        exported.insert(key, current);
+    }
+    stale
 }
 
 fn is_label_word(value: &str) -> bool {
@@ -360,6 +489,10 @@ mod tests {
         metrics.set_chain_violations("referrals", "main", &[(ChainViolation::Cycles, 2)]);
         metrics.set_chain_depths("referrals", "main", &[(0, 100), (1, 40), (2, 3)]);
         metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
+        metrics.set_dependencies("referrals", "main", Some(true), Some(false));
+        metrics.set_worker_pods("referrals", "main", &[("api".into(), 2, 1)]);
+        metrics.set_chain_check_failed("referrals", "main", false);
+        metrics.set_maintenance_failed("referrals", "main", &[("cleanup".into(), true)]);
         metrics.set_leader(true);
         metrics
     }
@@ -439,6 +572,22 @@ mod tests {
         assert_eq!(series(&text, OPERATOR_CHAIN_USERS_BY_DEPTH).len(), 1, "{text}");
         // Process-wide series are not per system and survive.
         assert_eq!(series(&text, RECONCILE_RUNS_TOTAL).len(), 1, "{text}");
+    }
+
+    #[test]
+    fn workers_and_jobs_that_leave_the_spec_lose_their_series_and_unprobed_dependencies_have_none() {
+        let metrics = populated();
+        metrics.set_worker_pods("referrals", "main", &[("queue-cleanup".into(), 1, 1)]);
+        metrics.set_maintenance_failed("referrals", "main", &[]);
+        metrics.set_dependencies("referrals", "main", None, Some(true));
+        let text = metrics.encode();
+        let pods = series(&text, OPERATOR_WORKER_PODS);
+        assert_eq!(pods.len(), 2, "desired and ready of the one worker left: {pods:?}");
+        assert!(pods.iter().all(|l| l.contains("worker=\"queue-cleanup\"")), "{pods:?}");
+        assert!(series(&text, OPERATOR_MAINTENANCE_JOB_FAILED).is_empty(), "{text}");
+        let up = series(&text, OPERATOR_DEPENDENCY_UP);
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert!(up[0].contains("dependency=\"mongodb\"") && up[0].ends_with(" 1"), "{up:?}");
     }
 
     #[test]

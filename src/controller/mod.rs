@@ -17,5 +17,6 @@ pub mod reconcile;
 pub mod requests;
 pub mod restore;
 pub mod run;
+pub mod scheduled;
 pub mod secrets;
 pub mod upgrade;

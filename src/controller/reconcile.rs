@@ -30,7 +30,7 @@ use super::context::Context;
 use super::error::Error;
 use super::requests::{self, RunNow};
 use super::secrets::{self, SecretValues};
-use super::{indexes, upgrade};
+use super::{indexes, scheduled, upgrade};
 
 /// Field manager of the ReferralRestore status the restore controller writes (the
 /// ReferralSystem's own status writers are [`StatusWriter`]).
@@ -126,6 +126,8 @@ fn new_observed(system: &ReferralSystem) -> Observed {
         handled_requests: None,
         indexes: conditions::IndexObservation::NotChecked,
         stored_indexes: system.status.as_ref().map(|s| s.indexes.clone()).unwrap_or_default(),
+        maintenance: None,
+        chain_check_job_failure: None,
     }
 }
 
@@ -250,8 +252,13 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     let backup_due = backup.due;
     observed.backup = Some(backup);
     export_chain_check(ctx, &validated, observed.chain_check.as_ref());
+    let (maintenance, chain_cron) = scheduled::observe(ctx, &validated, system.status.as_ref()).await?;
+    observed.maintenance = Some(scheduled::maintenance_statuses(&validated, &maintenance, system.status.as_ref()));
+    observed.chain_check_job_failure = scheduled::chain_check_job_failure(&chain_cron, system.status.as_ref());
 
     let status = write_status(system, ctx, &observed).await?;
+    export_health(ctx, &validated, &observed, &status);
+    publish_failed_runs(system, ctx, &status).await;
     if let Some(error) = apply_failure {
         return Err(error);
     }
@@ -300,6 +307,54 @@ fn export_chain_check(ctx: &Context, system: &ValidatedSystem, check: Option<&Ch
     let violations: Vec<(ChainViolation, i64)> =
         ChainViolation::ALL.iter().map(|kind| (*kind, count(kind.count(c)))).collect();
     ctx.metrics.set_chain_violations(&system.namespace, &system.name, &violations);
+}
+
+/// The gauges of the alerts on dependencies, workers, the chain check and the
+/// maintenance jobs, from what this reconcile observed and judged.
+fn export_health(ctx: &Context, system: &ValidatedSystem, observed: &Observed, status: &ReferralSystemStatus) {
+    let (ns, name) = (&system.namespace, &system.name);
+    let up = |type_: &str| match find(&status.conditions, type_).map(|c| c.status.as_str()) {
+        Some("True") => Some(true),
+        Some("False") => Some(false),
+        _ => None,
+    };
+    ctx.metrics.set_dependencies(ns, name, up(conditions::REDIS_READY), up(conditions::MONGO_REACHABLE));
+    let workers: Vec<(String, i64, i64)> =
+        observed.workers.iter().map(|w| (w.name.clone(), i64::from(w.desired), i64::from(w.ready))).collect();
+    ctx.metrics.set_worker_pods(ns, name, &workers);
+    let check_failed = observed.chain_check_job_failure.is_some()
+        || observed.chain_check.as_ref().is_some_and(|c| c.failure.is_some());
+    ctx.metrics.set_chain_check_failed(ns, name, check_failed);
+    let jobs: Vec<(String, bool)> = status
+        .maintenance
+        .iter()
+        .map(|m| (m.name.clone(), m.last_result == Some(crate::crd::status::RunResult::Failed)))
+        .collect();
+    ctx.metrics.set_maintenance_failed(ns, name, &jobs);
+}
+
+/// A Warning event for each maintenance run that failed since the last status.
+async fn publish_failed_runs(system: &ReferralSystem, ctx: &Context, status: &ReferralSystemStatus) {
+    let old = system.status.as_ref().map(|s| s.maintenance.as_slice()).unwrap_or_default();
+    for run in scheduled::newly_failed(old, &status.maintenance) {
+        let when = run.last_schedule_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+        let note = format!(
+            "maintenance job {} (CronJob {}) failed its run of {when}: {}",
+            run.name,
+            run.cron_job,
+            run.message.as_deref().unwrap_or("no reason given")
+        );
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "MaintenanceJobFailed".into(),
+            note: Some(truncate(&note, 1000)),
+            action: "Observe".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &system.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish an event");
+        }
+    }
 }
 
 /// An event per Job started on request.

@@ -164,7 +164,9 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         .owns_stream(feed(api::<StatefulSet>(&client, ns), ns, c, strip::<StatefulSet>))
         .owns_stream(feed(api::<PartialObjectMeta<Service>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<ConfigMap>>(&client, ns), ns, c, strip))
-        .owns_stream(feed(api::<PartialObjectMeta<CronJob>>(&client, ns), ns, c, strip))
+        // Whole CronJobs, of which the live state keeps only their runs (CronRuns):
+        // a finished run wakes its system, which reports it.
+        .owns_stream(feed(api::<CronJob>(&client, ns), ns, c, strip::<CronJob>))
         .owns_stream(feed(api::<PartialObjectMeta<PodDisruptionBudget>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<HorizontalPodAutoscaler>>(&client, ns), ns, c, strip))
         .owns_stream(feed(api::<PartialObjectMeta<NetworkPolicy>>(&client, ns), ns, c, strip))

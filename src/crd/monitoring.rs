@@ -64,7 +64,8 @@ pub struct AlertsSpec {
     /// Failed rewards per second above `threshold` (guide: 0.1 for 5m).
     #[serde(default = "default_high_failure_rate")]
     pub high_failure_rate: ThresholdAlert,
-    /// Queue longer than `threshold` items (guide: 1000 for 10m).
+    /// A queue longer than `threshold` items, each queue on its own, as the guide
+    /// writes it (1000 for 10m).
     #[serde(default = "default_queue_backlog")]
     pub queue_backlog: ThresholdAlert,
     /// No successful backup for 1.5 schedule intervals (threshold ignored).
@@ -76,6 +77,27 @@ pub struct AlertsSpec {
     /// An index is missing or conflicting (threshold ignored).
     #[serde(default = "default_enabled_alert")]
     pub index_missing: ToggleAlert,
+    /// The operator's probe of Redis (AUTH and PING) has failed for 5 minutes.
+    /// Default severity critical.
+    #[serde(default = "default_critical_alert")]
+    pub redis_unreachable: ToggleAlert,
+    /// The operator's probe of MongoDB has failed for 5 minutes. Default severity
+    /// critical.
+    #[serde(default = "default_critical_alert")]
+    pub mongo_unreachable: ToggleAlert,
+    /// A worker has had fewer ready pods than desired for 15 minutes.
+    #[serde(default = "default_enabled_alert")]
+    pub workers_unavailable: ToggleAlert,
+    /// A worker's container has been in CrashLoopBackOff for 5 minutes (read from
+    /// kube-state-metrics).
+    #[serde(default = "default_enabled_alert")]
+    pub worker_crash_looping: ToggleAlert,
+    /// The last chain check could not run (it reported a failure, or its Job died).
+    #[serde(default = "default_enabled_alert")]
+    pub chain_check_failed: ToggleAlert,
+    /// The last run of a maintenance job failed.
+    #[serde(default = "default_enabled_alert")]
+    pub maintenance_job_failed: ToggleAlert,
 }
 
 impl Default for AlertsSpec {
@@ -86,6 +108,12 @@ impl Default for AlertsSpec {
             backup_missing: default_enabled_alert(),
             chain_violations: default_enabled_alert(),
             index_missing: default_enabled_alert(),
+            redis_unreachable: default_critical_alert(),
+            mongo_unreachable: default_critical_alert(),
+            workers_unavailable: default_enabled_alert(),
+            worker_crash_looping: default_enabled_alert(),
+            chain_check_failed: default_enabled_alert(),
+            maintenance_job_failed: default_enabled_alert(),
         }
     }
 }
@@ -201,6 +229,9 @@ fn default_queue_backlog() -> ThresholdAlert {
 }
 fn default_enabled_alert() -> ToggleAlert {
     ToggleAlert { disabled: false, severity: Severity::Warning }
+}
+fn default_critical_alert() -> ToggleAlert {
+    ToggleAlert { disabled: false, severity: Severity::Critical }
 }
 fn default_dashboard_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("grafana_dashboard".to_string(), "1".to_string())])

@@ -52,6 +52,10 @@ pub struct ReferralSystemStatus {
     /// Progress lives here, not in the operator's memory, so a restart resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeStatus>,
+    /// The last run of each maintenance job, from its CronJob: when, and whether it
+    /// succeeded (with the failed Job's reason when not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<MaintenanceRunStatus>,
     /// The run-now requests (`referral.dev/check-now`, `referral.dev/backup-now`)
     /// the operator acted on: a request is handled once, even after its Job is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +104,7 @@ impl StatusWriter {
                 "indexSummary",
                 "indexes",
                 "unmanagedIndexes",
+                "maintenance",
                 "handledRequests",
             ],
             StatusWriter::Upgrade => &["upgrade"],
@@ -163,6 +168,37 @@ fn nulls_for_missing(live: &Value, applied: &Value) -> Option<Value> {
         }
     }
     (!patch.is_empty()).then_some(Value::Object(patch))
+}
+
+/// How a scheduled job's last run went.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RunResult {
+    /// A Job of it runs now.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// The last run of one maintenance job.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceRunStatus {
+    /// The job's name in `spec.maintenance`.
+    pub name: String,
+    /// Its CronJob.
+    pub cron_job: String,
+    /// When its last run was scheduled; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When its last successful run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+    /// How the last run went; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<RunResult>,
+    /// Why the last run failed (the Job's reason and message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The last run-now request of each kind that started a Job, and the last password
@@ -494,7 +530,8 @@ mod tests {
                            "badReferralRecords": 0, "failure": {"time": at, "reason": "R", "message": "m"}},
             "backup": {"kept": 1, "sizeBytes": 2},
             "upgrade": {"phase": "Succeeded", "target": "t"},
-            "handledRequests": {"checkNow": {"token": "t", "job": "j"}}
+            "handledRequests": {"checkNow": {"token": "t", "job": "j"}},
+            "maintenance": [{"name": "cleanup", "cronJob": "main-maint-cleanup", "lastResult": "Failed"}]
         }))
         .unwrap()
     }
@@ -503,7 +540,7 @@ mod tests {
     fn every_status_field_has_exactly_one_writer() {
         let all = serde_json::to_value(full_status()).unwrap();
         let keys: Vec<&String> = all.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 12, "a status field was added: give it to one writer ({keys:?})");
+        assert_eq!(keys.len(), 13, "a status field was added: give it to one writer ({keys:?})");
         for key in keys {
             let owners: Vec<StatusWriter> =
                 StatusWriter::ALL.into_iter().filter(|w| w.fields().contains(&key.as_str())).collect();
@@ -522,7 +559,7 @@ mod tests {
         assert_eq!(body["status"].as_object().unwrap().keys().collect::<Vec<_>>(), ["chainCheck"]);
         let controller = StatusWriter::Controller.apply_body(&status);
         let fields = controller["status"].as_object().unwrap();
-        assert_eq!(fields.len(), 9);
+        assert_eq!(fields.len(), 10);
         assert!(!fields.contains_key("upgrade") && !fields.contains_key("backup"));
     }
 

@@ -480,12 +480,18 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
     }
 }
 
-const BUILTIN_ALERTS: [&str; 5] = [
+const BUILTIN_ALERTS: [&str; 11] = [
     "ReferralHighFailureRate",
     "ReferralQueueBacklog",
     "ReferralBackupMissing",
     "ReferralChainViolations",
     "ReferralIndexMissing",
+    "ReferralRedisUnreachable",
+    "ReferralMongoUnreachable",
+    "ReferralWorkersUnavailable",
+    "ReferralWorkerCrashLooping",
+    "ReferralChainCheckFailed",
+    "ReferralMaintenanceJobFailed",
 ];
 
 fn check_monitoring(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
@@ -514,7 +520,7 @@ fn check_monitoring(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) 
 }
 
 /// Names of the built-in alerts, for the monitoring builder.
-pub fn builtin_alert_names() -> [&'static str; 5] {
+pub fn builtin_alert_names() -> [&'static str; 11] {
     BUILTIN_ALERTS
 }
 

@@ -72,14 +72,38 @@ pub const OPERATOR_CHAIN_USERS_BY_DEPTH: &str = "referral_operator_chain_users_b
 /// Declared indexes by `state` ([`INDEX_STATES`]).
 pub const OPERATOR_INDEXES: &str = "referral_operator_indexes";
 
+/// 1 when a dependency answers the operator's probe, 0 when it does not, by
+/// `dependency` ([`DEPENDENCIES`]); absent while not probed (a Secret missing).
+pub const OPERATOR_DEPENDENCY_UP: &str = "referral_operator_dependency_up";
+/// Pods of each worker by `worker` and `state` ([`WORKER_POD_STATES`]).
+pub const OPERATOR_WORKER_PODS: &str = "referral_operator_worker_pods";
+/// 1 when the last chain check could not run (it reported a failure, or its Job
+/// failed before it could), 0 otherwise.
+pub const OPERATOR_CHAIN_CHECK_FAILED: &str = "referral_operator_chain_check_failed";
+/// 1 when the last finished run of a maintenance job failed, by `job`.
+pub const OPERATOR_MAINTENANCE_JOB_FAILED: &str = "referral_operator_maintenance_job_failed";
+
 /// Every per-system metric the operator exports.
-pub const OPERATOR_METRICS: [&str; 5] = [
+pub const OPERATOR_METRICS: [&str; 9] = [
     OPERATOR_BACKUP_LAST_SUCCESS,
     OPERATOR_BACKUP_INTERVAL,
     OPERATOR_CHAIN_VIOLATIONS,
     OPERATOR_CHAIN_USERS_BY_DEPTH,
     OPERATOR_INDEXES,
+    OPERATOR_DEPENDENCY_UP,
+    OPERATOR_WORKER_PODS,
+    OPERATOR_CHAIN_CHECK_FAILED,
+    OPERATOR_MAINTENANCE_JOB_FAILED,
 ];
+
+/// Values of the `dependency` label of [`OPERATOR_DEPENDENCY_UP`].
+pub const DEPENDENCIES: [&str; 2] = ["redis", "mongodb"];
+/// Values of the `state` label of [`OPERATOR_WORKER_PODS`].
+pub const WORKER_POD_STATES: [&str; 2] = ["desired", "ready"];
+
+/// kube-state-metrics' gauge of containers waiting, by `reason`: what tells a
+/// crash-looping worker (kube-prometheus-stack ships kube-state-metrics).
+pub const KUBE_CONTAINER_WAITING_REASON: &str = "kube_pod_container_status_waiting_reason";
 
 /// Values of the `state` label of [`OPERATOR_INDEXES`].
 pub const INDEX_STATES: [&str; 4] = ["present", "created", "missing", "conflict"];
@@ -99,6 +123,12 @@ pub const ALERT_QUEUE_BACKLOG: &str = "ReferralQueueBacklog";
 pub const ALERT_BACKUP_MISSING: &str = "ReferralBackupMissing";
 pub const ALERT_CHAIN_VIOLATIONS: &str = "ReferralChainViolations";
 pub const ALERT_INDEX_MISSING: &str = "ReferralIndexMissing";
+pub const ALERT_REDIS_UNREACHABLE: &str = "ReferralRedisUnreachable";
+pub const ALERT_MONGO_UNREACHABLE: &str = "ReferralMongoUnreachable";
+pub const ALERT_WORKERS_UNAVAILABLE: &str = "ReferralWorkersUnavailable";
+pub const ALERT_WORKER_CRASH_LOOPING: &str = "ReferralWorkerCrashLooping";
+pub const ALERT_CHAIN_CHECK_FAILED: &str = "ReferralChainCheckFailed";
+pub const ALERT_MAINTENANCE_JOB_FAILED: &str = "ReferralMaintenanceJobFailed";
 
 /// How long the backup alert waits: one missed scrape or a restarting operator must
 /// not page anyone.
@@ -108,6 +138,15 @@ const BACKUP_MISSING_FOR: &str = "10m";
 const CHAIN_VIOLATIONS_FOR: &str = "1m";
 /// Long enough for an `Ensure` policy to create a missing index before anyone is paged.
 const INDEX_MISSING_FOR: &str = "15m";
+/// A dependency down this long is an outage, not a restart or a failover.
+const DEPENDENCY_DOWN_FOR: &str = "5m";
+/// Longer than a rollout takes with its surge and readiness delays.
+const WORKERS_UNAVAILABLE_FOR: &str = "15m";
+/// A few back-off rounds: a container that crashes once and recovers is not paged.
+const CRASH_LOOPING_FOR: &str = "5m";
+/// A failed run stays failed until the next run; the wait only rides out a restart
+/// of the operator.
+const JOB_FAILED_FOR: &str = "1m";
 
 /// Name of the PrometheusRule.
 pub fn prometheus_rule_name(system: &ValidatedSystem) -> String {
@@ -251,13 +290,15 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
             ),
         )
     }));
+    // Per queue, as the guide writes it (`referral_queue_size > 1000`): each pod may
+    // export the same queue's length, so `max`, not `sum`, per queue.
     out.extend(threshold_alert(&alerts.queue_backlog, |threshold| {
         (
             ALERT_QUEUE_BACKLOG,
-            format!("sum by ({by_system}) ({REFERRAL_QUEUE_SIZE}{{{workers}}}) > {threshold}"),
-            format!("Referral queues are backing up in {who}"),
+            format!("max by ({by_system}, queue) ({REFERRAL_QUEUE_SIZE}{{{workers}}}) > {threshold}"),
+            format!("The {{{{ $labels.queue }}}} queue is backing up in {who}"),
             format!(
-                "The referral queues of {who} hold {{{{ $value }}}} items, above {threshold} for {}: \
+                "The {{{{ $labels.queue }}}} queue of {who} holds {{{{ $value }}}} items, above {threshold} for {}: \
                  the workers do not keep up.",
                 alerts.queue_backlog.for_
             ),
@@ -312,7 +353,97 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
             ),
         });
     }
+    for (alert, name, dependency, what, condition) in [
+        (&alerts.redis_unreachable, ALERT_REDIS_UNREACHABLE, "redis", "Redis", "RedisReady"),
+        (&alerts.mongo_unreachable, ALERT_MONGO_UNREACHABLE, "mongodb", "MongoDB", "MongoReachable"),
+    ] {
+        if alert.disabled {
+            continue;
+        }
+        out.push(BuiltinAlert {
+            name,
+            expr: format!(
+                "max by ({by_operator}) ({OPERATOR_DEPENDENCY_UP}{{{operator},dependency=\"{dependency}\"}}) == 0"
+            ),
+            for_: DEPENDENCY_DOWN_FOR.into(),
+            severity: alert.severity,
+            summary: format!("{what} of {who} is unreachable"),
+            description: format!(
+                "The operator has not reached {what} of {who} for {DEPENDENCY_DOWN_FOR} (value {{{{ $value }}}}); \
+                 the {condition} condition of the ReferralSystem says why (connection, TLS, credentials)."
+            ),
+        });
+    }
+    if !alerts.workers_unavailable.disabled {
+        out.push(BuiltinAlert {
+            name: ALERT_WORKERS_UNAVAILABLE,
+            expr: format!(
+                "max by ({by_operator}, worker) ({OPERATOR_WORKER_PODS}{{{operator},state=\"desired\"}}) \
+                 - max by ({by_operator}, worker) ({OPERATOR_WORKER_PODS}{{{operator},state=\"ready\"}}) > 0"
+            ),
+            for_: WORKERS_UNAVAILABLE_FOR.into(),
+            severity: alerts.workers_unavailable.severity,
+            summary: format!("Worker {{{{ $labels.worker }}}} of {who} is short of pods"),
+            description: format!(
+                "Worker {{{{ $labels.worker }}}} of {who} has had {{{{ $value }}}} fewer ready pods than desired for \
+                 {WORKERS_UNAVAILABLE_FOR}; the WorkersAvailable condition names its Deployment."
+            ),
+        });
+    }
+    if !alerts.worker_crash_looping.disabled && !system.spec.workers.is_empty() {
+        out.push(BuiltinAlert {
+            name: ALERT_WORKER_CRASH_LOOPING,
+            expr: format!(
+                "max by (namespace, pod, container) ({KUBE_CONTAINER_WAITING_REASON}{{namespace={},reason=\"CrashLoopBackOff\",pod=~{}}}) > 0",
+                promql_string(&system.namespace),
+                promql_string(&worker_pods_regex(system)),
+            ),
+            for_: CRASH_LOOPING_FOR.into(),
+            severity: alerts.worker_crash_looping.severity,
+            summary: format!("A worker of {who} is crash-looping"),
+            description: format!(
+                "Container {{{{ $labels.container }}}} of pod {{{{ $labels.pod }}}} ({who}) has been in \
+                 CrashLoopBackOff for {CRASH_LOOPING_FOR} (value {{{{ $value }}}}): it starts and dies. Its previous \
+                 logs say why."
+            ),
+        });
+    }
+    if !alerts.chain_check_failed.disabled {
+        out.push(BuiltinAlert {
+            name: ALERT_CHAIN_CHECK_FAILED,
+            expr: format!("max by ({by_operator}) ({OPERATOR_CHAIN_CHECK_FAILED}{{{operator}}}) > 0"),
+            for_: JOB_FAILED_FOR.into(),
+            severity: alerts.chain_check_failed.severity,
+            summary: format!("The chain check of {who} could not run"),
+            description: format!(
+                "The last chain check of {who} did not run to the end (value {{{{ $value }}}}): the ChainIntegrity \
+                 condition and status.chainCheck.failure say why. The counts in status are from an older check."
+            ),
+        });
+    }
+    if !alerts.maintenance_job_failed.disabled && !system.spec.maintenance.is_empty() {
+        out.push(BuiltinAlert {
+            name: ALERT_MAINTENANCE_JOB_FAILED,
+            expr: format!("max by ({by_operator}, job) ({OPERATOR_MAINTENANCE_JOB_FAILED}{{{operator}}}) > 0"),
+            for_: JOB_FAILED_FOR.into(),
+            severity: alerts.maintenance_job_failed.severity,
+            summary: format!("Maintenance job {{{{ $labels.job }}}} of {who} failed"),
+            description: format!(
+                "The last run of maintenance job {{{{ $labels.job }}}} of {who} failed (value {{{{ $value }}}}); \
+                 status.maintenance has the failed Job and its reason."
+            ),
+        });
+    }
     out
+}
+
+/// The names of every worker's pods, as one anchored regular expression:
+/// `<deployment>-<replicaset hash>-<pod suffix>`, hyphen-free segments so a pod of
+/// another worker whose name extends this one never matches.
+fn worker_pods_regex(system: &ValidatedSystem) -> String {
+    let deployments: Vec<String> =
+        system.spec.workers.iter().map(|w| super::workers::worker_name(system, &w.name)).collect();
+    format!("({})-[a-z0-9]+-[a-z0-9]+", deployments.join("|"))
 }
 
 /// The `spec` of the PrometheusRule: one group with the enabled built-in alerts, then
@@ -419,6 +550,16 @@ spec:
         validate(&object, "referrals").expect("fixture is valid")
     }
 
+    /// [`system_with`] plus one maintenance job.
+    fn with_maintenance(monitoring_yaml: &str) -> ValidatedSystem {
+        let mut system = system_with(monitoring_yaml);
+        system.spec.maintenance = serde_json::from_value(serde_json::json!([
+            {"name": "cleanup", "schedule": "0 4 * * 1", "args": ["npm", "run", "cleanup"]}
+        ]))
+        .unwrap();
+        system
+    }
+
     fn rules(system: &ValidatedSystem) -> Vec<Value> {
         let rule = prometheus_rule(system).expect("rule enabled");
         rule.data["spec"]["groups"][0]["rules"].as_array().expect("rules").clone()
@@ -436,11 +577,21 @@ spec:
             ALERT_BACKUP_MISSING,
             ALERT_CHAIN_VIOLATIONS,
             ALERT_INDEX_MISSING,
+            ALERT_REDIS_UNREACHABLE,
+            ALERT_MONGO_UNREACHABLE,
+            ALERT_WORKERS_UNAVAILABLE,
+            ALERT_WORKER_CRASH_LOOPING,
+            ALERT_CHAIN_CHECK_FAILED,
+            ALERT_MAINTENANCE_JOB_FAILED,
         ];
         assert_eq!(ours, builtin_alert_names());
         let names: Vec<String> =
-            rules(&system_with("")).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
+            rules(&with_maintenance("")).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
         assert_eq!(names, ours);
+        // Without maintenance jobs their alert has nothing to watch and is left out.
+        let names: Vec<String> =
+            rules(&system_with("")).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
+        assert_eq!(names, ours[..10]);
     }
 
     #[test]
@@ -506,9 +657,21 @@ spec:
         let backlog = rule(&rules, ALERT_QUEUE_BACKLOG);
         assert_eq!(
             backlog["expr"],
-            "sum by (namespace, referral_system) (referral_queue_size{namespace=\"referrals\",referral_system=\"main\"}) > 1000"
+            "max by (namespace, referral_system, queue) (referral_queue_size{namespace=\"referrals\",referral_system=\"main\"}) > 1000",
+            "per queue, as the guide writes it"
         );
         assert_eq!(backlog["for"], "10m");
+        let redis = rule(&rules, ALERT_REDIS_UNREACHABLE);
+        assert_eq!(
+            redis["expr"],
+            "max by (referral_namespace, referral_system) (referral_operator_dependency_up{referral_namespace=\"referrals\",referral_system=\"main\",dependency=\"redis\"}) == 0"
+        );
+        assert_eq!((redis["for"].as_str(), redis["labels"]["severity"].as_str()), (Some("5m"), Some("critical")));
+        let crash = rule(&rules, ALERT_WORKER_CRASH_LOOPING);
+        assert_eq!(
+            crash["expr"],
+            "max by (namespace, pod, container) (kube_pod_container_status_waiting_reason{namespace=\"referrals\",reason=\"CrashLoopBackOff\",pod=~\"(main-reward-processor)-[a-z0-9]+-[a-z0-9]+\"}) > 0"
+        );
         let backup = rule(&rules, ALERT_BACKUP_MISSING);
         let expr = backup["expr"].as_str().unwrap();
         assert!(expr.contains("referral_operator_backup_last_success_timestamp_seconds{referral_namespace=\"referrals\",referral_system=\"main\"}"), "{expr}");
@@ -523,8 +686,8 @@ spec:
 
     #[test]
     fn every_alert_has_summary_description_and_runbook() {
-        let rules = rules(&system_with("runbookBaseUrl: https://runbooks.example/referral#"));
-        assert_eq!(rules.len(), 5);
+        let rules = rules(&with_maintenance("runbookBaseUrl: https://runbooks.example/referral#"));
+        assert_eq!(rules.len(), 11);
         for rule in &rules {
             let name = rule["alert"].as_str().unwrap();
             let annotations = &rule["annotations"];
@@ -573,7 +736,19 @@ alerts:
             "alerts: {queueBacklog: {disabled: true, threshold: 1000, for: 10m}, chainViolations: {disabled: true}}",
         );
         let names: Vec<String> = rules(&system).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
-        assert_eq!(names, [ALERT_HIGH_FAILURE_RATE, ALERT_BACKUP_MISSING, ALERT_INDEX_MISSING]);
+        assert_eq!(
+            names,
+            [
+                ALERT_HIGH_FAILURE_RATE,
+                ALERT_BACKUP_MISSING,
+                ALERT_INDEX_MISSING,
+                ALERT_REDIS_UNREACHABLE,
+                ALERT_MONGO_UNREACHABLE,
+                ALERT_WORKERS_UNAVAILABLE,
+                ALERT_WORKER_CRASH_LOOPING,
+                ALERT_CHAIN_CHECK_FAILED
+            ]
+        );
     }
 
     #[test]
@@ -591,9 +766,9 @@ additionalRules:
 "#,
         );
         let rules = rules(&system);
-        assert_eq!(rules.len(), 7);
+        assert_eq!(rules.len(), 12);
         assert_eq!(
-            rules[5],
+            rules[10],
             json!({
                 "alert": "RewardLatencyHigh",
                 "expr": "histogram_quantile(0.99, sum by (le) (rate(referral_processing_duration_seconds_bucket[5m]))) > 2",
@@ -602,7 +777,7 @@ additionalRules:
                 "annotations": {"summary": "slow rewards"},
             })
         );
-        assert_eq!(rules[6], json!({"alert": "NoCacheHits", "expr": "sum(rate(referral_cache_hits_total[5m])) == 0"}));
+        assert_eq!(rules[11], json!({"alert": "NoCacheHits", "expr": "sum(rate(referral_cache_hits_total[5m])) == 0"}));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::chart::{RunningOperator, http_get, namespaced_operator_rbac};
 use crate::harness::{
     TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, put_secret, testbed_var, wait_for,
 };
+use referral_operator::reconcilers::job::JobPhase;
 
 const OLD: &str = "example/referral-service:1.4.2";
 const NEW: &str = "example/referral-service:1.5.0";
@@ -351,28 +352,36 @@ async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
     assert_eq!(current.spec.image, NEW);
 }
 
-/// Fails the one pod of Job `job` the way a kubelet reports a failed container with
-/// `terminationMessagePolicy: FallbackToLogsOnError`: exit code 1 and the last log
-/// lines as its message. The Job controller then fails the Job itself (backoffLimit 0).
-async fn fail_job_pod(client: &Client, ns: &str, job: &str, output: &str) {
+/// Fails Job `job` the way kubelets report failed containers with
+/// `terminationMessagePolicy: FallbackToLogsOnError`: each of its pods that has not
+/// failed yet exits with code 1 and the last log lines as its message, until the Job
+/// controller itself fails the Job (after its backoffLimit).
+pub(crate) async fn fail_job_pod(client: &Client, ns: &str, job: &str, output: &str) {
     use k8s_openapi::api::core::v1::Pod;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let pod = wait_for(Duration::from_secs(30), "the Job controller to create the Job's pod", || async {
-        let list = pods
-            .list(&kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-            .await
-            .ok()?;
-        list.items.into_iter().next()
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    wait_for(Duration::from_secs(60), "the Job controller to fail the Job", || async {
+        if let JobPhase::Failed(_) = crate::backup::job_phase(client, ns, job).await {
+            return Some(());
+        }
+        let list = pods.list(&kube::api::ListParams::default().labels(&selector)).await.ok()?;
+        for pod in list.items {
+            if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {
+                continue;
+            }
+            let container = pod.spec.as_ref()?.containers[0].clone();
+            let now = k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+                .unwrap()
+                .to_string();
+            let patch = json!({"status": {"phase": "Failed", "containerStatuses": [{
+                "name": container.name, "image": container.image, "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": output, "startedAt": now, "finishedAt": now}}
+            }]}});
+            let _ = pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
+        }
+        None
     })
     .await;
-    let container = pod.spec.as_ref().unwrap().containers[0].clone();
-    let now =
-        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second()).unwrap().to_string();
-    let patch = json!({"status": {"phase": "Failed", "containerStatuses": [{
-        "name": container.name, "image": container.image, "imageID": "", "ready": false, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": output, "startedAt": now, "finishedAt": now}}
-    }]}});
-    pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("fail the pod");
 }
 
 #[tokio::test]

@@ -340,3 +340,96 @@ async fn the_scheduler_honours_placement_on_a_real_node() {
     .await;
     assert!(reason.contains("node affinity") || reason.contains("selector"), "{reason}");
 }
+
+/// The operator's value of `metric` for this system with `extra` labels, from its
+/// own /metrics.
+fn operator_gauge(fx: &Fixture, metric: &str, extra: &str) -> Option<f64> {
+    let (_, text, _) = crate::chart::http_get(fx.operator.listen, "/metrics");
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("referral_namespace=\"{}\"", fx.ns.name)))
+        .find(|l| extra.is_empty() || l.contains(extra))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_metric() {
+    if !crate::harness::enabled() {
+        return;
+    }
+    let fx = Fixture::start("maint", None, &[]).await;
+    let mut system = example_system("minimal.yaml", &fx.ns.name, RedisKind::External);
+    system.spec.maintenance = serde_json::from_value(json!([
+        {"name": "cleanup", "schedule": "* * * * *", "args": ["npm", "run", "cleanup:transactions"]}
+    ]))
+    .unwrap();
+    system.spec.chain_check.schedule = "* * * * *".into();
+    fx.systems.create(&PostParams::default(), &system).await.unwrap();
+    // Ready first (the workers' pods marked ready), so that what follows can be seen
+    // not to block it.
+    fx.make_ready().await;
+    // The CronJob controller starts both at the next minute.
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(fx.client.clone(), &fx.ns.name);
+    let (cleanup, check) = wait_for(Duration::from_secs(150), "the first scheduled Jobs", || async {
+        let list = jobs.list(&ListParams::default()).await.ok()?;
+        let named =
+            |prefix: &str| list.items.iter().filter_map(|j| j.metadata.name.clone()).find(|n| n.starts_with(prefix));
+        Some((named(&format!("{SYSTEM}-maint-cleanup-"))?, named(&format!("{SYSTEM}-chain-check-"))?))
+    })
+    .await;
+    // No more runs after these: what is judged is these two.
+    fx.patch_spec(json!({"maintenance": [{"name": "cleanup", "schedule": "* * * * *", "suspend": true,
+        "args": ["npm", "run", "cleanup:transactions"]}], "chainCheck": {"suspend": true}}))
+        .await;
+    for job in [&cleanup, &check] {
+        crate::controller_jobs::fail_job_pod(&fx.client, &fx.ns.name, job, "no route to MongoDB").await;
+    }
+    let observed = wait_for(CONVERGE, "the failed runs in status", || async {
+        let system = fx.systems.get(SYSTEM).await.ok()?;
+        let status = system.status.as_ref()?;
+        let run = status.maintenance.first()?;
+        let check = condition(&status.conditions, "ChainIntegrity")?;
+        (run.last_result == Some(referral_operator::crd::status::RunResult::Failed) && check.reason == "CheckJobFailed")
+            .then_some(system)
+    })
+    .await;
+    let status = observed.status.as_ref().unwrap();
+    let run = &status.maintenance[0];
+    assert_eq!(run.cron_job, format!("{SYSTEM}-maint-cleanup"));
+    let message = run.message.clone().unwrap_or_default();
+    assert!(message.contains(&cleanup) && message.contains("BackoffLimitExceeded"), "{message}");
+    let chain = condition_of(&observed, "ChainIntegrity");
+    assert!(chain.message.contains(&check), "{}", chain.message);
+    assert_eq!(condition_of(&observed, "Ready").status, "True", "neither blocks Ready");
+    wait_for(CONVERGE, "the gauges the alerts read", || async {
+        let maintenance = operator_gauge(&fx, "referral_operator_maintenance_job_failed", "job=\"cleanup\"")?;
+        let chain = operator_gauge(&fx, "referral_operator_chain_check_failed", "")?;
+        (maintenance == 1.0 && chain == 1.0).then_some(())
+    })
+    .await;
+    let seen = events(&fx.ns.name);
+    assert!(seen.contains("MaintenanceJobFailed"), "a Warning event says so");
+    let told = seen.matches("MaintenanceJobFailed").count();
+    more_reconciles(&fx, 3.0).await;
+    assert_eq!(events(&fx.ns.name).matches("MaintenanceJobFailed").count(), told, "each failure is told once");
+
+    // A run by hand from the CronJob, as the runbook says, succeeds: the CronJob counts
+    // it and the failure clears.
+    let manual = format!("{SYSTEM}-maint-cleanup-manual");
+    let (ok, _, err) = kubectl(
+        &["create", "job", "-n", &fx.ns.name, &format!("--from=cronjob/{SYSTEM}-maint-cleanup"), &manual],
+        None,
+    );
+    assert!(ok, "{err}");
+    crate::backup::succeed_job(&fx.client, &fx.ns.name, &manual).await;
+    wait_for(Duration::from_secs(120), "the manual run to clear the failure", || async {
+        let status = fx.systems.get(SYSTEM).await.ok()?.status?;
+        let run = status.maintenance.first()?;
+        (run.last_result == Some(referral_operator::crd::status::RunResult::Succeeded)).then_some(())
+    })
+    .await;
+    wait_for(CONVERGE, "the gauge back at 0", || async {
+        (operator_gauge(&fx, "referral_operator_maintenance_job_failed", "job=\"cleanup\"")? == 0.0).then_some(())
+    })
+    .await;
+}
