@@ -144,6 +144,16 @@ fn check(alert: &str, eval_time: &str, exp_alerts: Vec<Value>) -> Value {
 
 /// Operator series as two operator replicas export them: the alerts must not double
 /// count. `extra` is the label set inside the braces after the system's labels.
+/// `referral_operator_worker_pods` of one worker of `main`, desired and ready.
+fn worker_pods(worker: &str, desired: &str, ready: &str) -> Vec<Value> {
+    let mut series = Vec::new();
+    for (state, values) in [("desired", desired), ("ready", ready)] {
+        let labels = format!(",worker=\"{worker}\",state=\"{state}\"");
+        series.extend(operator_series("referral_operator_worker_pods", &labels, values));
+    }
+    series
+}
+
 fn operator_series(metric: &str, extra: &str, values: &str) -> Vec<Value> {
     ["operator-0", "operator-1"]
         .iter()
@@ -211,18 +221,8 @@ fn above_default_thresholds(groups: &Value) -> Value {
     // Redis is down, MongoDB is up; one worker short of a pod, another whole.
     series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"redis\"", "0x200"));
     series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"mongodb\"", "1x200"));
-    series.extend(operator_series(
-        "referral_operator_worker_pods",
-        ",worker=\"reward-processor\",state=\"desired\"",
-        "2x200",
-    ));
-    series.extend(operator_series(
-        "referral_operator_worker_pods",
-        ",worker=\"reward-processor\",state=\"ready\"",
-        "1x200",
-    ));
-    series.extend(operator_series("referral_operator_worker_pods", ",worker=\"api\",state=\"desired\"", "1x200"));
-    series.extend(operator_series("referral_operator_worker_pods", ",worker=\"api\",state=\"ready\"", "1x200"));
+    series.extend(worker_pods("reward-processor", "2x200", "1x200"));
+    series.extend(worker_pods("api", "1x200", "1x200"));
     series.extend(operator_series("referral_operator_chain_check_failed", "", "1x200"));
     series.extend(operator_series("referral_operator_maintenance_job_failed", ",job=\"cleanup\"", "1x200"));
     series.extend(operator_series("referral_operator_maintenance_job_failed", ",job=\"stats\"", "0x200"));
@@ -291,16 +291,7 @@ fn below_default_thresholds() -> Value {
     series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"redis\"", "1x200"));
     series.extend(operator_series("referral_operator_dependency_up", ",dependency=\"mongodb\"", "1x200"));
     // A rollout: one pod short for 10 minutes, then whole again.
-    series.extend(operator_series(
-        "referral_operator_worker_pods",
-        ",worker=\"reward-processor\",state=\"desired\"",
-        "2x200",
-    ));
-    series.extend(operator_series(
-        "referral_operator_worker_pods",
-        ",worker=\"reward-processor\",state=\"ready\"",
-        "1x10 2x190",
-    ));
+    series.extend(worker_pods("reward-processor", "2x200", "1x10 2x190"));
     series.extend(operator_series("referral_operator_chain_check_failed", "", "0x200"));
     series.extend(operator_series("referral_operator_maintenance_job_failed", ",job=\"cleanup\"", "0x200"));
     // A backup every minute.
