@@ -177,7 +177,7 @@ redis_image() {
   for bin in redis-server redis-cli; do
     cp -L "$(command -v "$bin")" "$ctx/rootfs/usr/bin/$bin"
     # The libraries the dynamic loader resolves for it, at the same paths.
-    for lib in $(ldd "$(command -v "$bin")" | awk '/=> \// { print $3 } /^\s*\/lib/ { print $1 }'); do
+    for lib in $(ldd "$(command -v "$bin")" | awk '/=> \// { print $3 } /^[ \t]*\/lib/ { print $1 }'); do
       mkdir -p "$ctx/rootfs$(dirname "$lib")"
       cp -L "$lib" "$ctx/rootfs$lib"
     done

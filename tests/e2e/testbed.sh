@@ -514,7 +514,7 @@ cmd_start() {
   local t0; t0=$(now)
 
   # Only our own files under DIR are reset.
-  rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" \
+  rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" "$DIR/bin" \
          "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml" "$DIR/node-on"
   mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis"
   local shm; shm=$(etcd_shm_dir)
@@ -648,7 +648,10 @@ export REFOP_TEST_REDIS_URL='redis://$host:$redis_port'
 export TESTBED_APISERVER_URL='$api_url'
 export TESTBED_KUBECTL='$KUBE_CACHE/bin/kubectl'
 export TESTBED_ETCD_ENDPOINT='http://127.0.0.1:$etcd_port'
+# kubectl of the bed's own Kubernetes version first (the e2e suite runs \`kubectl\`).
+export PATH='$DIR/bin':"\$PATH"
 EOF
+  mkdir -p "$DIR/bin" && ln -sf "$KUBE_CACHE/bin/kubectl" "$DIR/bin/kubectl"
   if [[ $audit -eq 1 ]]; then echo "export TESTBED_AUDIT_LOG='$DIR/logs/audit.log'" >>"$DIR/env"; fi
   if [[ -n $NODE_ON ]]; then
     cat >>"$DIR/env" <<EOF
