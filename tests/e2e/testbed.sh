@@ -40,6 +40,13 @@ CACHE_ROOT="${REFOP_CACHE_DIR:-$HOME/.cache/referral-operator}"
 ETCD_CACHE="$CACHE_ROOT/etcd-$ETCD_VERSION"
 MONGO_CACHE="$CACHE_ROOT/mongo-java-server-$MONGO_JAVA_SERVER_VERSION"
 KUBE_MOD_DIR="$E2E_DIR/controlplane/kube"
+if [[ -n ${TESTBED_KUBERNETES_VERSION:-} && $TESTBED_KUBERNETES_VERSION != "$KUBERNETES_VERSION" ]]; then
+  [[ $TESTBED_KUBERNETES_VERSION =~ ^v1\.[0-9]+\.[0-9]+$ ]] ||
+    { echo "TESTBED_KUBERNETES_VERSION must look like v1.35.4, not $TESTBED_KUBERNETES_VERSION" >&2; exit 2; }
+  KUBERNETES_VERSION=$TESTBED_KUBERNETES_VERSION
+  KUBE_MOD_DIR="$CACHE_ROOT/kube-modules/$KUBERNETES_VERSION"
+  KUBE_MOD_GENERATED=1
+fi
 ETCD_MOD_DIR="$E2E_DIR/controlplane/etcd"
 MONGO_PROJECT_DIR="$E2E_DIR/mongo-server"
 NODE_SRC="$E2E_DIR/node"
@@ -300,6 +307,7 @@ cmd_install() {
   # One builder at a time per cache (parallel test runs, two checkouts...).
   exec 9>"$CACHE_ROOT/.lock"
   flock 9
+  if [[ -n ${KUBE_MOD_GENERATED:-} ]]; then generated_kube_module; fi
   check_go_mods
   build_kube
   build_etcd
@@ -851,8 +859,10 @@ cmd_load_image() {
 
 # ---------------------------------------------------------- sync-versions ---
 
-cmd_sync_versions() {
-  command -v go >/dev/null 2>&1 || die "go not found"
+# Points the kube wrapper module in `moddir` at k8s.io/kubernetes KUBERNETES_VERSION:
+# a `replace` for every k8s.io/* v0.0.0 requirement of its go.mod, then tidy.
+sync_kube_module() { # moddir
+  local moddir=$1
   local sv; sv=$(staging_version)
   local genv=(env GOTOOLCHAIN=local GOFLAGS=-mod=mod GOWORK=off)
   log "kube wrapper -> k8s.io/kubernetes $KUBERNETES_VERSION, staging modules $sv"
@@ -863,7 +873,7 @@ cmd_sync_versions() {
   staging=$(awk '/^require \(/ { r = 1; next } r && /^\)/ { r = 0 } r && $2 == "v0.0.0" { print $1 }' "$dir/go.mod")
   [[ -n $staging ]] || die "found no k8s.io/* v0.0.0 requirements in $dir/go.mod"
   (
-    cd "$KUBE_MOD_DIR"
+    cd "$moddir"
     local old args=()
     for old in $(go mod edit -json | python3 -c 'import json,sys; [print(r["Old"]["Path"]) for r in (json.load(sys.stdin).get("Replace") or [])]'); do
       args+=("-dropreplace=$old")
@@ -875,6 +885,26 @@ cmd_sync_versions() {
     go mod edit -fmt
     "${genv[@]}" go mod tidy
   )
+}
+
+# TESTBED_KUBERNETES_VERSION (scripts/test-matrix.sh) builds another Kubernetes than
+# versions.env names, from a wrapper module generated under the cache: the
+# checked-in one with its go.mod pointed at that version.
+generated_kube_module() {
+  local moddir=$KUBE_MOD_DIR
+  local want; want=$( { cat "$E2E_DIR/controlplane/kube/tools.go"; echo "$KUBERNETES_VERSION"; go version; } | sha256sum | cut -c1-16)
+  [[ -f $moddir/.generated && $(cat "$moddir/.generated") == "$want" ]] && return 0
+  log "generating the kube wrapper module for $KUBERNETES_VERSION in $moddir"
+  rm -rf "$moddir" && mkdir -p "$moddir"
+  cp "$E2E_DIR/controlplane/kube/tools.go" "$moddir/"
+  printf 'module referral-operator/testbed/controlplane/kube\n\ngo 1.25.0\n' >"$moddir/go.mod"
+  sync_kube_module "$moddir" >&2
+  echo "$want" >"$moddir/.generated"
+}
+
+cmd_sync_versions() {
+  command -v go >/dev/null 2>&1 || die "go not found"
+  sync_kube_module "$KUBE_MOD_DIR"
   log "etcd wrapper -> go.etcd.io/etcd/server/v3 $ETCD_VERSION"
   (cd "$ETCD_MOD_DIR" && go mod edit "-require=go.etcd.io/etcd/server/v3@$ETCD_VERSION" && "${genv[@]}" go mod tidy)
   log "mongo-server pom default -> $MONGO_JAVA_SERVER_VERSION"
