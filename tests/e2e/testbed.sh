@@ -270,6 +270,9 @@ build_mongo() {
   local stamp
   stamp=$(find "$MONGO_PROJECT_DIR/pom.xml" "$MONGO_PROJECT_DIR/src" -type f | sort | xargs cat |
           { cat; echo "$MONGO_JAVA_SERVER_VERSION"; } | stamp_of)
+  # Named by its stamp, as the Kubernetes build: a checkout with other sources (and
+  # a bed it started, which reads the jar) keeps its own.
+  MONGO_CACHE="$CACHE_ROOT/mongo-java-server-$MONGO_JAVA_SERVER_VERSION-${stamp:0:8}"
   if [[ -f $MONGO_CACHE/mongo-server.jar && -f $MONGO_CACHE/.stamp && $(cat "$MONGO_CACHE/.stamp") == "$stamp" ]]; then
     return 0
   fi
@@ -676,7 +679,7 @@ EOF
   trap - EXIT
   log "started in $DIR in $(elapsed "$t0")s (total incl. install check $(elapsed "$t_all")s):"
   log "  kube-apiserver $api_url  etcd 127.0.0.1:$etcd_port  controller-manager 127.0.0.1:$kcm_port"
-  log "  mongo 127.0.0.1:$mongo_port  redis 127.0.0.1:$redis_port"
+  log "  mongo $host:$mongo_port  redis $host:$redis_port"
   log "  source $DIR/env   # KUBECONFIG, REFOP_TEST_MONGODB_URI, REFOP_TEST_REDIS_URL, TESTBED_DIR"
 }
 
