@@ -141,8 +141,9 @@ on_static_base() { # name ref binary-path
 
 pause_image() {
   local dir tag ctx
-  dir=$(ls -d "$CACHE_ROOT"/pause-* 2>/dev/null | tail -n1)
-  [[ -n $dir ]] || die "no pause build under $CACHE_ROOT: run tests/e2e/testbed.sh install first"
+  # testbed.sh names the one its Kubernetes version builds; else the newest.
+  dir=${REFOP_PAUSE_DIR:-$(find "$CACHE_ROOT" -maxdepth 1 -name 'pause-*' ! -name '*.tmp' | sort -V | tail -n1)}
+  [[ -n $dir && -d $dir ]] || die "no pause build under $CACHE_ROOT: run tests/e2e/testbed.sh install first"
   tag=${dir##*/pause-}
   ctx=$(context pause)
   cp "$(cached_bin "$dir" pause)" "$ctx/pause"

@@ -252,7 +252,6 @@ build_pause() {
   src=$(cd "$KUBE_MOD_DIR" && go_env go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause
   tag=$(sed -n 's/^TAG ?= *//p' "$src/Makefile")
   [[ -n $tag ]] || die "no TAG in $src/Makefile"
-  PAUSE_TAG=$tag
   PAUSE_CACHE="$CACHE_ROOT/pause-$tag"
   stamp=$( { gcc --version | head -n1; cat "$src/linux/pause.c"; } | sha256sum | cut -c1-16)
   if [[ -x $PAUSE_CACHE/bin/pause && $(cat "$PAUSE_CACHE/.stamp" 2>/dev/null) == "$stamp" ]]; then return 0; fi
@@ -525,7 +524,7 @@ cmd_start() {
   local t0; t0=$(now)
 
   # Only our own files under DIR are reset.
-  rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" "$DIR/bin" \
+  rm -rf "${DIR:?}/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" "${DIR:?}/bin" \
          "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml" "$DIR/node-on"
   mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis"
   local shm; shm=$(etcd_shm_dir)
@@ -855,7 +854,7 @@ cmd_load_image() {
   [[ $# -ge 2 ]] || die "usage: $0 load-image DIR ARCHIVE..."
   shift
   DIR=$(cd "$DIR" && pwd)
-  [[ -f $DIR/node-on ]] && pid_alive containerd || die "no node runs in $DIR"
+  if [[ ! -f $DIR/node-on ]] || ! pid_alive containerd; then die "no node runs in $DIR"; fi
   node_import "$@"
   log "loaded $*"
 }

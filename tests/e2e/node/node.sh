@@ -141,6 +141,7 @@ node_adopt() { # pid
 
 node_pki() {
   # sign (from gen_pki) writes under $pki.
+  # shellcheck disable=SC2034
   local pki=$DIR/pki client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -304,7 +305,8 @@ node_addons() { # kubectl...
 # made): images built, network, containerd started and loading them.
 node_start_early() {
   local images
-  images=$("$E2E_DIR/../../scripts/build-images.sh" testbed) || die "scripts/build-images.sh testbed failed"
+  images=$(REFOP_PAUSE_DIR=$PAUSE_CACHE "$E2E_DIR/../../scripts/build-images.sh" testbed) ||
+    die "scripts/build-images.sh testbed failed"
   eval "$(printf '%s\n' "$images" | sed 's/^/export /')"
   # The stand-in worker under a second tag: an image change that really rolls out.
   export TESTBED_WORKER_IMAGE_NEXT=${TESTBED_WORKER_IMAGE%:*}:2
