@@ -120,7 +120,7 @@ impl PodOperator {
 /// the node ([`fit_to_node`]).
 fn example(file: &str, name: &str, namespace: &str) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut value: Value = serde_yaml::from_str(&text).unwrap();
+    let mut value: Value = referral_operator::yaml::from_str(&text).unwrap();
     value["metadata"] = json!({"name": name, "namespace": namespace});
     fit_to_node(&mut value["spec"]);
     serde_json::from_value(value).expect("the example is a ReferralSystem")
