@@ -21,6 +21,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use mongodb::bson::{Document, doc, oid::ObjectId};
 use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::status::StatusWriter;
 use serde_json::{Value, json};
 
 use crate::chart::{Installed, render_chart};
@@ -515,10 +516,9 @@ async fn the_chain_check_job_runs_the_operator_image_and_writes_status_with_its_
     assert!(token_volume.is_some(), "no projected ServiceAccount token in {:?}", spec.volumes);
     let managers = systems.get("main").await.unwrap().metadata.managed_fields.unwrap_or_default();
     assert!(
-        managers
-            .iter()
-            .any(|m| m.manager.as_deref() == Some("referral-operator-jobs")
-                && m.subresource.as_deref() == Some("status")),
+        managers.iter().any(|m| m.manager.as_deref() == Some(StatusWriter::ChainCheck.field_manager())
+            && m.subresource.as_deref() == Some("status")
+            && m.operation.as_deref() == Some("Apply")),
         "status.chainCheck written by another manager: {managers:?}"
     );
     assert_statuses_are_the_kubelets(&client, &watched.name).await;
