@@ -47,7 +47,11 @@ fn merge(target: &mut Value, patch: Value) {
 }
 
 fn ctx() -> BuildContext {
-    BuildContext { operator_image: "registry.example/referral-operator:test".into(), secrets_hash: Some("h".into()) }
+    BuildContext {
+        operator_image: "registry.example/referral-operator:test".into(),
+        secrets_hash: Some("h".into()),
+        operator_pods: None,
+    }
 }
 
 /// Every pod template the system's children and its one-off Jobs carry, by

@@ -357,40 +357,50 @@ async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_met
     if !crate::harness::enabled() {
         return;
     }
+    // On the node the maintenance Job runs the stand-in worker for real: a connection
+    // to a closed port fails, then the fixed command succeeds. Elsewhere the test plays
+    // the kubelet. The chain check's Job dying before it reports is played only where
+    // no kubelet runs its pod: on the node it would run (unit tests in
+    // controller::scheduled cover that path there).
+    let on_node = crate::harness::node().is_some();
+    let failing = if on_node { json!(["/worker", "connect", "127.0.0.1:1"]) } else { json!(["npm", "run", "cleanup"]) };
+    let fixed = if on_node { json!(["/worker", "job", "cleanup"]) } else { failing.clone() };
     let fx = Fixture::start("maint", None, &[]).await;
     let mut system = example_system("minimal.yaml", &fx.ns.name, RedisKind::External);
-    system.spec.maintenance = serde_json::from_value(json!([
-        {"name": "cleanup", "schedule": "* * * * *", "args": ["npm", "run", "cleanup:transactions"]}
-    ]))
-    .unwrap();
-    system.spec.chain_check.schedule = "* * * * *".into();
+    system.spec.maintenance =
+        serde_json::from_value(json!([{"name": "cleanup", "schedule": "* * * * *", "args": failing}])).unwrap();
+    if !on_node {
+        system.spec.chain_check.schedule = "* * * * *".into();
+    }
     fx.systems.create(&PostParams::default(), &system).await.unwrap();
-    // Ready first (the workers' pods marked ready), so that what follows can be seen
-    // not to block it.
+    // Ready first, so that what follows can be seen not to block it.
     fx.make_ready().await;
-    // The CronJob controller starts both at the next minute.
+    // The CronJob controller starts them at the next minute.
     let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(fx.client.clone(), &fx.ns.name);
     let (cleanup, check) = wait_for(Duration::from_secs(150), "the first scheduled Jobs", || async {
         let list = jobs.list(&ListParams::default()).await.ok()?;
         let named =
             |prefix: &str| list.items.iter().filter_map(|j| j.metadata.name.clone()).find(|n| n.starts_with(prefix));
-        Some((named(&format!("{SYSTEM}-maint-cleanup-"))?, named(&format!("{SYSTEM}-chain-check-"))?))
+        let check = if on_node { None } else { Some(named(&format!("{SYSTEM}-chain-check-"))?) };
+        Some((named(&format!("{SYSTEM}-maint-cleanup-"))?, check))
     })
     .await;
-    // No more runs after these: what is judged is these two.
+    // No more runs after these: what is judged is these.
     fx.patch_spec(json!({"maintenance": [{"name": "cleanup", "schedule": "* * * * *", "suspend": true,
-        "args": ["npm", "run", "cleanup:transactions"]}], "chainCheck": {"suspend": true}}))
+        "args": failing}], "chainCheck": {"suspend": true}}))
         .await;
-    for job in [&cleanup, &check] {
-        crate::controller_jobs::fail_job_pod(&fx.client, &fx.ns.name, job, "no route to MongoDB").await;
+    if !on_node {
+        for job in [Some(&cleanup), check.as_ref()].into_iter().flatten() {
+            crate::controller_jobs::fail_job_pod(&fx.client, &fx.ns.name, job, "no route to MongoDB").await;
+        }
     }
-    let observed = wait_for(CONVERGE, "the failed runs in status", || async {
+    let observed = wait_for(Duration::from_secs(180), "the failed runs in status", || async {
         let system = fx.systems.get(SYSTEM).await.ok()?;
         let status = system.status.as_ref()?;
         let run = status.maintenance.first()?;
-        let check = condition(&status.conditions, "ChainIntegrity")?;
-        (run.last_result == Some(referral_operator::crd::status::RunResult::Failed) && check.reason == "CheckJobFailed")
-            .then_some(system)
+        let failed = run.last_result == Some(referral_operator::crd::status::RunResult::Failed);
+        let check_failed = on_node || condition(&status.conditions, "ChainIntegrity")?.reason == "CheckJobFailed";
+        (failed && check_failed).then_some(system)
     })
     .await;
     let status = observed.status.as_ref().unwrap();
@@ -398,13 +408,15 @@ async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_met
     assert_eq!(run.cron_job, format!("{SYSTEM}-maint-cleanup"));
     let message = run.message.clone().unwrap_or_default();
     assert!(message.contains(&cleanup) && message.contains("BackoffLimitExceeded"), "{message}");
-    let chain = condition_of(&observed, "ChainIntegrity");
-    assert!(chain.message.contains(&check), "{}", chain.message);
-    assert_eq!(condition_of(&observed, "Ready").status, "True", "neither blocks Ready");
+    if let Some(check) = &check {
+        let chain = condition_of(&observed, "ChainIntegrity");
+        assert!(chain.message.contains(check.as_str()), "{}", chain.message);
+    }
+    assert_eq!(condition_of(&observed, "Ready").status, "True", "a failed run does not block Ready");
     wait_for(CONVERGE, "the gauges the alerts read", || async {
         let maintenance = operator_gauge(&fx, "referral_operator_maintenance_job_failed", "job=\"cleanup\"")?;
         let chain = operator_gauge(&fx, "referral_operator_chain_check_failed", "")?;
-        (maintenance == 1.0 && chain == 1.0).then_some(())
+        (maintenance == 1.0 && (on_node || chain == 1.0)).then_some(())
     })
     .await;
     let seen = events(&fx.ns.name);
@@ -413,15 +425,27 @@ async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_met
     more_reconciles(&fx, 3.0).await;
     assert_eq!(events(&fx.ns.name).matches("MaintenanceJobFailed").count(), told, "each failure is told once");
 
-    // A run by hand from the CronJob, as the runbook says, succeeds: the CronJob counts
-    // it and the failure clears.
+    // As the runbook says: fix the cause, then run it by hand from the CronJob; the
+    // CronJob counts that run and the failure clears.
+    fx.patch_spec(json!({"maintenance": [{"name": "cleanup", "schedule": "* * * * *", "suspend": true,
+        "args": fixed}]}))
+        .await;
+    let cron_jobs = Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(fx.client.clone(), &fx.ns.name);
+    wait_for(CONVERGE, "the fixed command in the CronJob", || async {
+        let cron = cron_jobs.get(&format!("{SYSTEM}-maint-cleanup")).await.ok()?;
+        let container = cron.spec?.job_template.spec?.template.spec?.containers.into_iter().next()?;
+        (serde_json::to_value(container.args).ok()? == fixed).then_some(())
+    })
+    .await;
     let manual = format!("{SYSTEM}-maint-cleanup-manual");
     let (ok, _, err) = kubectl(
         &["create", "job", "-n", &fx.ns.name, &format!("--from=cronjob/{SYSTEM}-maint-cleanup"), &manual],
         None,
     );
     assert!(ok, "{err}");
-    crate::backup::succeed_job(&fx.client, &fx.ns.name, &manual).await;
+    if !on_node {
+        crate::backup::succeed_job(&fx.client, &fx.ns.name, &manual).await;
+    }
     wait_for(Duration::from_secs(120), "the manual run to clear the failure", || async {
         let status = fx.systems.get(SYSTEM).await.ok()?.status?;
         let run = status.maintenance.first()?;
