@@ -5,11 +5,12 @@
 #      Python packages), skipping what is already there;
 #   2. checks formatting and clippy, and runs the chart and Argo CD tests (pytest);
 #   3. builds (cached) and starts the e2e test bed: kube-apiserver + etcd +
-#      kube-controller-manager, a MongoDB-wire server and Redis, on loopback;
+#      kube-controller-manager, a MongoDB-wire server, Redis and an S3-compatible
+#      server (versitygw), on loopback;
 #   4. runs unit, integration and e2e tests, then stops the bed.
 #
-# MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs) a
-# second time against it.
+# MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs,
+# tests/backup_native.rs) a second time against it.
 # REFOP_SKIP_E2E=1 skips step 3 and the e2e tests for a quick local loop (each e2e
 # test then prints SKIPPED). KUBECONFIG pointing at your own cluster skips starting
 # the bed but still runs e2e against that cluster (set REFOP_USE_KUBECONFIG=1).
@@ -86,5 +87,8 @@ if [[ -n ${MONGODB_URI:-} ]]; then
   # write only to databases named it_<test>_<pid>, which they drop.
   log "MONGODB_URI is set: the MongoDB tests again, against that server"
   REFOP_TEST_MONGODB_URI=$MONGODB_URI cargo test --test mongo_checks --no-fail-fast
+  # With what mongo-java-server cannot store (views, collection options, code with
+  # scope, user binary subtypes) in the round trip.
+  REFOP_TEST_MONGODB_URI=$MONGODB_URI REFOP_TEST_MONGODB_REAL=1 cargo test --test backup_native --no-fail-fast
 fi
 log "all tests passed in $(( $(date +%s) - start ))s"

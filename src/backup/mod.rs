@@ -10,11 +10,15 @@
 //! `referral-operator backup ...` (in [`crate::commands::backup`]) and the controller
 //! put these pieces to work.
 
+pub mod dump;
 pub mod health;
 pub mod layout;
 pub mod manifest;
 pub mod name;
+pub mod object;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod store;
 pub mod stream;
+pub mod target;

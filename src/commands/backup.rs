@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 use crate::backup::retention::{PlanOptions, RetentionPlan, RetentionPolicy, plan_with};
 use crate::backup::store::{self, ApplyReport, FinalizeOptions, Listing, StoreError};
 use crate::crd::ReferralSystem;
+
+use super::native_backup::{self, DumpArgs, RestoreArgs, S3Args};
 use crate::crd::status::BackupStatus;
 
 /// Field manager of everything the in-cluster jobs write into status.
@@ -67,11 +69,13 @@ impl RetentionArgs {
 /// `backup` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum BackupCommand {
-    /// List the backups in a backup directory: complete, in progress, stale, odd.
+    /// List the backups in a backup directory (or bucket): complete, in progress, stale, odd.
     List {
         /// The backup directory.
         #[arg(long, default_value = "/backups")]
         dir: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -80,6 +84,8 @@ pub enum BackupCommand {
     Prune {
         #[arg(long, default_value = "/backups")]
         dir: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
         #[command(flatten)]
         retention: RetentionArgs,
         /// Print the plan and delete nothing.
@@ -112,49 +118,84 @@ pub enum BackupCommand {
         #[arg(long, env = "POD_NAMESPACE")]
         namespace: Option<String>,
     },
-    /// Check that a backup is complete and its files match its marker (what a restore
-    /// runs first).
+    /// Check that a backup is complete and its files match its manifest: sizes and
+    /// checksums, and for a native dump every document decoded and counted (what a
+    /// restore runs first).
     Verify {
         #[arg(long, default_value = "/backups")]
         dir: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
         /// The backup's name, e.g. 20261123T010000Z.
         #[arg(long)]
         name: String,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
     },
+    /// Dump a MongoDB database with the driver into mongodump's directory layout
+    /// (gzip, per collection a .bson.gz and a .metadata.json.gz), on the backup volume,
+    /// in object storage, or both at once, with a manifest written last.
+    Dump(DumpArgs),
+    /// Restore a native dump (or a `mongodump --out` directory) into a database: the
+    /// whole backup is verified first, each collection dropped and restored, its
+    /// indexes created and its documents counted.
+    Restore(RestoreArgs),
 }
 
 /// Runs a `backup` subcommand.
 pub fn run(command: BackupCommand) -> ExitCode {
     match command {
-        BackupCommand::List { dir, output } => list(&dir, output),
-        BackupCommand::Prune { dir, retention, dry_run, delete_stale, output } => {
+        BackupCommand::List { s3, output, .. } if s3.bucket.is_some() => native_backup::run_list(&s3, output),
+        BackupCommand::List { dir, s3: _, output } => list(&dir, output),
+        BackupCommand::Prune { s3, retention, dry_run, delete_stale, output, .. } if s3.bucket.is_some() => {
+            match retention.policy() {
+                Ok(policy) => native_backup::run_prune(&s3, policy, dry_run, delete_stale, output),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        BackupCommand::Prune { dir, s3: _, retention, dry_run, delete_stale, output } => {
             prune(&dir, &retention, dry_run, delete_stale, output)
         }
+        BackupCommand::Dump(args) => native_backup::run_dump(args),
+        BackupCommand::Restore(args) => native_backup::run_restore(args),
         BackupCommand::Finalize { dir, name_file, retention, expect_redis, system, namespace } => {
             finalize(&dir, &name_file, &retention, expect_redis, system.as_deref(), namespace.as_deref())
         }
-        BackupCommand::Verify { dir, name } => match store::verify(&dir, &name) {
-            Ok(manifest) => {
-                println!(
-                    "backup {} is complete: {} files, {} bytes, collections [{}]{}{}",
-                    manifest.name,
-                    manifest.files.len(),
-                    manifest.size_bytes,
-                    manifest.collections.join(", "),
-                    if manifest.whole_database { ", the whole database" } else { "" },
-                    if manifest.redis { ", a Redis snapshot" } else { "" }
-                );
-                ExitCode::SUCCESS
+        BackupCommand::Verify { dir, s3, name, output } => {
+            if let Some(code) = native_backup::run_verify(&dir, &name, &s3, output) {
+                return code;
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+            verify_archives(&dir, &name)
+        }
     }
 }
 
-fn now() -> Timestamp {
+/// `backup verify` of a Mongodump-method backup: every file's size and checksum.
+fn verify_archives(dir: &Path, name: &str) -> ExitCode {
+    match store::verify(dir, name) {
+        Ok(manifest) => {
+            println!(
+                "backup {} is complete: {} files, {} bytes, collections [{}]{}{}",
+                manifest.name,
+                manifest.files.len(),
+                manifest.size_bytes,
+                manifest.collections.join(", "),
+                if manifest.whole_database { ", the whole database" } else { "" },
+                if manifest.redis { ", a Redis snapshot" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now())
 }
 
@@ -166,6 +207,12 @@ fn list(dir: &Path, output: Output) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    print_listing(&listing, output);
+    ExitCode::SUCCESS
+}
+
+/// Prints a listing, of the volume or of a bucket.
+pub(crate) fn print_listing(listing: &Listing, output: Output) {
     match output {
         Output::Json => {
             let rows: Vec<Value> = listing
@@ -192,7 +239,6 @@ fn list(dir: &Path, output: Output) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
 }
 
 fn state_word(state: &store::StoredState) -> &'static str {
@@ -204,7 +250,7 @@ fn state_word(state: &store::StoredState) -> &'static str {
     }
 }
 
-fn plan_for(listing: &Listing, policy: RetentionPolicy, delete_stale: bool, at: Timestamp) -> RetentionPlan {
+pub(crate) fn plan_for(listing: &Listing, policy: RetentionPolicy, delete_stale: bool, at: Timestamp) -> RetentionPlan {
     plan_with(&listing.entries(), policy, at, PlanOptions { delete_stale, ..PlanOptions::default() })
 }
 
@@ -225,15 +271,28 @@ fn prune(dir: &Path, retention: &RetentionArgs, dry_run: bool, delete_stale: boo
     };
     let plan = plan_for(&listing, policy, delete_stale, now());
     let report = if dry_run { None } else { Some(store::apply(dir, &plan)) };
+    print_prune(dir, policy, dry_run, &listing, &plan, report.as_ref(), output);
+    match report {
+        Some(report) if !report.failed.is_empty() => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints a retention plan and what was done, of the volume or of a bucket.
+pub(crate) fn print_prune(
+    dir: &Path,
+    policy: RetentionPolicy,
+    dry_run: bool,
+    listing: &Listing,
+    plan: &RetentionPlan,
+    report: Option<&ApplyReport>,
+    output: Output,
+) {
     match output {
         Output::Json => {
             println!("{}", json!({"dryRun": dry_run, "plan": plan, "applied": report, "others": listing.others}))
         }
-        Output::Text => print!("{}", plan_text(dir, policy, &plan, &listing.others, report.as_ref())),
-    }
-    match report {
-        Some(report) if !report.failed.is_empty() => ExitCode::FAILURE,
-        _ => ExitCode::SUCCESS,
+        Output::Text => print!("{}", plan_text(dir, policy, plan, &listing.others, report)),
     }
 }
 

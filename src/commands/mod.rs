@@ -6,3 +6,4 @@ pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod mongo_client;
+pub mod native_backup;

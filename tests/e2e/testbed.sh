@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # E2E test bed: a real Kubernetes control plane (etcd + kube-apiserver +
 # kube-controller-manager, no scheduler, no kubelet), a MongoDB-wire server
-# (mongo-java-server, in memory) and Redis, all on 127.0.0.1.
+# (mongo-java-server, in memory), Redis and an S3-compatible server (versitygw),
+# all on 127.0.0.1.
 #
 #   tests/e2e/testbed.sh install           apt packages + build/cache binaries
 #   tests/e2e/testbed.sh start [DIR] [--audit-log]
@@ -17,7 +18,8 @@
 #
 # DIR defaults to ${TESTBED_DIR:-/tmp/referral-testbed}. After start,
 # `source DIR/env` exports KUBECONFIG, REFOP_TEST_MONGODB_URI,
-# REFOP_TEST_REDIS_URL, TESTBED_DIR (and a few TESTBED_* extras).
+# REFOP_TEST_REDIS_URL, REFOP_TEST_S3_* (endpoint, bucket, region, keys),
+# TESTBED_DIR (and a few TESTBED_* extras).
 # Built binaries are cached under ${REFOP_CACHE_DIR:-~/.cache/referral-operator}
 # keyed by version. See TESTBED.md.
 set -euo pipefail
@@ -30,13 +32,17 @@ CACHE_ROOT="${REFOP_CACHE_DIR:-$HOME/.cache/referral-operator}"
 KUBE_CACHE="$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION"
 ETCD_CACHE="$CACHE_ROOT/etcd-$ETCD_VERSION"
 MONGO_CACHE="$CACHE_ROOT/mongo-java-server-$MONGO_JAVA_SERVER_VERSION"
+S3_CACHE="$CACHE_ROOT/versitygw-$VERSITYGW_VERSION"
 KUBE_MOD_DIR="$E2E_DIR/controlplane/kube"
 ETCD_MOD_DIR="$E2E_DIR/controlplane/etcd"
 MONGO_PROJECT_DIR="$E2E_DIR/mongo-server"
+S3_MOD_DIR="$E2E_DIR/s3server"
 
 READY_TIMEOUT="${TESTBED_READY_TIMEOUT:-90}"
 # Processes in stop order (dependents first).
-PROCS=(kube-controller-manager kube-apiserver mongo redis etcd)
+PROCS=(kube-controller-manager kube-apiserver mongo redis s3 etcd)
+# The bucket the S3 server starts with.
+S3_BUCKET=refop-test
 
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -104,6 +110,9 @@ check_go_mods() {
   got=$(cd "$ETCD_MOD_DIR" && go_env go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
   [[ $got == "$ETCD_VERSION" ]] ||
     die "controlplane/etcd/go.mod has etcd $got but versions.env says $ETCD_VERSION; run: $0 sync-versions"
+  got=$(cd "$S3_MOD_DIR" && go_env go list -m -f '{{.Version}}' github.com/versity/versitygw)
+  [[ $got == "$VERSITYGW_VERSION" ]] ||
+    die "s3server/go.mod has versitygw $got but versions.env says $VERSITYGW_VERSION; run: $0 sync-versions"
 }
 
 # Hash of everything that determines a build's output.
@@ -168,6 +177,12 @@ build_etcd() {
     referral-operator/testbed/controlplane/etcd
 }
 
+build_s3() {
+  local v="-X main.Version=$VERSITYGW_VERSION -X main.Build=module -X main.BuildTime=none"
+  build_go "versitygw $VERSITYGW_VERSION" "$S3_MOD_DIR" "$S3_CACHE" "-s -w $v" \
+    github.com/versity/versitygw/cmd/versitygw
+}
+
 build_mongo() {
   local stamp
   stamp=$(find "$MONGO_PROJECT_DIR/pom.xml" "$MONGO_PROJECT_DIR/src" -type f | sort | xargs cat |
@@ -212,6 +227,7 @@ cmd_install() {
   check_go_mods
   build_kube
   build_etcd
+  build_s3
   build_mongo
   flock -u 9
   if [[ ${#BUILT[@]} -gt 0 ]]; then
@@ -381,9 +397,9 @@ cmd_start() {
   local t0; t0=$(now)
 
   # Only our own files under DIR are reset.
-  rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" \
+  rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/s3" "$DIR/kubeconfig" "$DIR/env" \
          "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml"
-  mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis"
+  mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/s3/$S3_BUCKET"
   local shm; shm=$(etcd_shm_dir)
   rm -rf "$shm"; echo "$shm" >"$DIR/etcd-data-dir"
 
@@ -391,9 +407,9 @@ cmd_start() {
   trap 'rc=$?; if [[ $rc -ne 0 ]]; then log "start failed; stopping what was started"; cmd_stop "$DIR" >&2 || true; fi' EXIT
 
   gen_pki
-  local ports etcd_port etcd_peer api_port kcm_port mongo_port redis_port
-  ports=$(free_ports 6)
-  read -r etcd_port etcd_peer api_port kcm_port mongo_port redis_port <<<"$ports"
+  local ports etcd_port etcd_peer api_port kcm_port mongo_port redis_port s3_port
+  ports=$(free_ports 7)
+  read -r etcd_port etcd_peer api_port kcm_port mongo_port redis_port s3_port <<<"$ports"
   cat >"$DIR/ports" <<EOF
 etcd=$etcd_port
 etcd-peer=$etcd_peer
@@ -401,6 +417,7 @@ kube-apiserver=$api_port
 kube-controller-manager=$kcm_port
 mongo=$mongo_port
 redis=$redis_port
+s3=$s3_port
 EOF
   local api_url="https://127.0.0.1:$api_port"
   local audit_flags=()
@@ -424,6 +441,16 @@ EOF
   # their start-up overlaps with the apiserver's.
   launch redis redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --dir "$DIR/redis" --logfile ''
+  # Fresh credentials each start, handed over in the environment (never on the
+  # command line, where any process could read them); the posix backend keeps
+  # each bucket as a directory under DIR/s3. Debug logging writes each request's
+  # headers (Authorization masked) to logs/s3.log, where a test can see what
+  # reached the server (server-side encryption headers).
+  local s3_access s3_secret
+  s3_access="refop$(openssl rand -hex 6)"
+  s3_secret=$(openssl rand -hex 20)
+  ROOT_ACCESS_KEY_ID=$s3_access ROOT_SECRET_ACCESS_KEY=$s3_secret \
+    launch s3 "$S3_CACHE/bin/versitygw" --port "127.0.0.1:$s3_port" --quiet --log-level debug posix "$DIR/s3"
   # shellcheck disable=SC2086
   launch mongo java ${TESTBED_MONGO_JAVA_OPTS:--Xms32m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto} \
     -jar "$MONGO_CACHE/mongo-server.jar" "$mongo_port" "$MONGO_SERVER_VERSION"
@@ -479,6 +506,8 @@ EOF
   wait_for kube-controller-manager "$READY_TIMEOUT" curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
 
   wait_for redis 30 redis-cli -h 127.0.0.1 -p "$redis_port" ping
+  # Any HTTP answer (403 to an anonymous request) means the gateway is serving.
+  wait_for s3 30 curl -sS -o /dev/null "http://127.0.0.1:$s3_port/"
   wait_for mongo 60 bash -c "grep -q '^ready' '$DIR/logs/mongo.log' && exec 3<>/dev/tcp/127.0.0.1/$mongo_port"
 
   cat >"$DIR/env" <<EOF
@@ -489,13 +518,19 @@ export REFOP_TEST_REDIS_URL='redis://127.0.0.1:$redis_port'
 export TESTBED_APISERVER_URL='$api_url'
 export TESTBED_KUBECTL='$KUBE_CACHE/bin/kubectl'
 export TESTBED_ETCD_ENDPOINT='http://127.0.0.1:$etcd_port'
+export REFOP_TEST_S3_ENDPOINT='http://127.0.0.1:$s3_port'
+export REFOP_TEST_S3_BUCKET='$S3_BUCKET'
+export REFOP_TEST_S3_REGION='us-east-1'
+export REFOP_TEST_S3_ACCESS_KEY_ID='$s3_access'
+export REFOP_TEST_S3_SECRET_ACCESS_KEY='$s3_secret'
+export REFOP_TEST_S3_LOG='$DIR/logs/s3.log'
 EOF
   if [[ $audit -eq 1 ]]; then echo "export TESTBED_AUDIT_LOG='$DIR/logs/audit.log'" >>"$DIR/env"; fi
   trap - EXIT
   log "started in $DIR in $(elapsed "$t0")s (total incl. install check $(elapsed "$t_all")s):"
   log "  kube-apiserver $api_url  etcd 127.0.0.1:$etcd_port  controller-manager 127.0.0.1:$kcm_port"
-  log "  mongo 127.0.0.1:$mongo_port  redis 127.0.0.1:$redis_port"
-  log "  source $DIR/env   # KUBECONFIG, REFOP_TEST_MONGODB_URI, REFOP_TEST_REDIS_URL, TESTBED_DIR"
+  log "  mongo 127.0.0.1:$mongo_port  redis 127.0.0.1:$redis_port  s3 http://127.0.0.1:$s3_port (bucket $S3_BUCKET)"
+  log "  source $DIR/env   # KUBECONFIG, REFOP_TEST_MONGODB_URI, REFOP_TEST_REDIS_URL, REFOP_TEST_S3_*, TESTBED_DIR"
 }
 
 # ------------------------------------------------------------------- stop ---
@@ -563,6 +598,7 @@ cmd_status() {
           health=$(curl -fsSk --max-time 5 "https://127.0.0.1:$(port_of kube-controller-manager)/healthz" 2>&1 || true) ;;
         etcd) health=$(curl -fsS --max-time 5 "http://127.0.0.1:$(port_of etcd)/health" 2>&1 || true) ;;
         redis) health=$(redis-cli -h 127.0.0.1 -p "$(port_of redis)" ping 2>&1 || true) ;;
+        s3) health=$(curl -sS --max-time 5 -o /dev/null -w 'http %{http_code}' "http://127.0.0.1:$(port_of s3)/" 2>&1 || true) ;;
         mongo) health=$( (exec 3<>"/dev/tcp/127.0.0.1/$(port_of mongo)") 2>/dev/null && echo "tcp ok" || echo "tcp FAILED") ;;
       esac
       printf '%-24s running pid %-8s port %-6s %s\n' "$n" "$(cat "$DIR/pids/$n.pid")" "$(port_of "$n")" "$health"
@@ -649,6 +685,12 @@ cmd_selftest() {
   local mport=${REFOP_TEST_MONGODB_URI##*:}
   (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null || die "selftest: mongo port $mport not accepting connections"
   echo "ok   mongo-java-server accepts connections on $mport"
+  # An unsigned request must be refused: the gateway checks signatures.
+  local code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "$REFOP_TEST_S3_ENDPOINT/$REFOP_TEST_S3_BUCKET/") ||
+    die "selftest: the S3 server at $REFOP_TEST_S3_ENDPOINT does not answer"
+  [[ $code == 403 ]] || die "selftest: an anonymous S3 request got HTTP $code, expected 403"
+  echo "ok   versitygw answers and refuses an unsigned request (403)"
   echo "selftest passed in $(elapsed "$t0")s"
 }
 
@@ -680,10 +722,12 @@ cmd_sync_versions() {
   )
   log "etcd wrapper -> go.etcd.io/etcd/server/v3 $ETCD_VERSION"
   (cd "$ETCD_MOD_DIR" && go mod edit "-require=go.etcd.io/etcd/server/v3@$ETCD_VERSION" && "${genv[@]}" go mod tidy)
+  log "s3server wrapper -> github.com/versity/versitygw $VERSITYGW_VERSION"
+  (cd "$S3_MOD_DIR" && go mod edit "-require=github.com/versity/versitygw@$VERSITYGW_VERSION" && "${genv[@]}" go mod tidy)
   log "mongo-server pom default -> $MONGO_JAVA_SERVER_VERSION"
   sed -i "s:<mongo-java-server.version>.*</mongo-java-server.version>:<mongo-java-server.version>$MONGO_JAVA_SERVER_VERSION</mongo-java-server.version>:" \
     "$MONGO_PROJECT_DIR/pom.xml"
-  log "done; commit versions.env, controlplane/*/go.mod, controlplane/*/go.sum, mongo-server/pom.xml"
+  log "done; commit versions.env, controlplane/*/go.mod, controlplane/*/go.sum, s3server/go.mod, s3server/go.sum, mongo-server/pom.xml"
 }
 
 # ------------------------------------------------------------------- main ---
