@@ -341,6 +341,60 @@ mod tests {
         validate_document(&RawDocumentBuf::from_document(&ok).unwrap().into_bytes()).unwrap();
     }
 
+    /// One document with every BSON element type, the deprecated ones included
+    /// (built from extended JSON: the crate has no constructors for some of them).
+    fn every_type() -> mongodb::bson::Document {
+        let json = serde_json::json!({
+            "double": 1.5, "negative_zero": {"$numberDouble": "-0.0"}, "nan": {"$numberDouble": "NaN"},
+            "infinity": {"$numberDouble": "-Infinity"},
+            "string": "ключ ✓", "document": {"a": {}}, "array": [[], [1, [2]], {"x": null}],
+            "binary_generic": {"$binary": {"base64": "AAEC", "subType": "00"}},
+            "binary_function": {"$binary": {"base64": "AAEC", "subType": "01"}},
+            "binary_old": {"$binary": {"base64": "AAAAAA==", "subType": "02"}},
+            "binary_uuid": {"$binary": {"base64": "ASNFZ4mrze8BI0VniavN7w==", "subType": "04"}},
+            "binary_md5": {"$binary": {"base64": "ASNFZ4mrze8BI0VniavN7w==", "subType": "05"}},
+            "binary_user": {"$binary": {"base64": "/w==", "subType": "80"}},
+            "undefined": {"$undefined": true},
+            "object_id": {"$oid": "5f0c3b5e8f1b2c3d4e5f6a7b"},
+            "bool": false, "date": {"$date": {"$numberLong": "-62135596800000"}}, "null": null,
+            "regex": {"$regularExpression": {"pattern": "^a\\d+", "options": "imsux"}},
+            "db_pointer": {"$dbPointer": {"$ref": "users", "$id": {"$oid": "5f0c3b5e8f1b2c3d4e5f6a7b"}}},
+            "code": {"$code": "function () {}"}, "symbol": {"$symbol": "sym"},
+            "code_with_scope": {"$code": "x", "$scope": {"x": {"$numberInt": "1"}}},
+            "int32": {"$numberInt": "-2147483648"}, "timestamp": {"$timestamp": {"t": 4294967295u32, "i": 1}},
+            "int64": {"$numberLong": "9223372036854775807"},
+            "decimal": {"$numberDecimal": "-1.000000000000000000000000000000001E-6000"},
+            "min_key": {"$minKey": 1}, "max_key": {"$maxKey": 1},
+        });
+        match mongodb::bson::Bson::try_from(json).unwrap() {
+            mongodb::bson::Bson::Document(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_bson_type_survives_gzip_and_the_reader_byte_for_byte() {
+        use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+        let document = every_type();
+        assert_eq!(document.len(), 29, "every type is there");
+        let raw = RawDocumentBuf::from_document(&document).unwrap().into_bytes();
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::new(6));
+        for _ in 0..3 {
+            encoder.write_all(&raw).unwrap();
+        }
+        let compressed = encoder.finish().unwrap();
+        let mut reader = DocumentReader::new(GzDecoder::new(&compressed[..])).validating();
+        let mut seen = 0;
+        while let Some(read) = reader.next_document().unwrap() {
+            assert_eq!(read, &raw[..]);
+            seen += 1;
+        }
+        assert_eq!((seen, reader.offset()), (3, 3 * raw.len() as u64));
+        // And back to the same value.
+        let back = mongodb::bson::Document::try_from(RawDocument::from_bytes(&raw).unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{document:?}"));
+    }
+
     #[test]
     fn digests_count_and_hash_what_passes() {
         let mut writer = DigestWriter::new(Vec::new());
