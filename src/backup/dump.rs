@@ -3,8 +3,9 @@
 //! `mongodump --gzip` does, with a count, a byte count and a SHA-256 of every file
 //! ([`super::manifest::DumpSummary`]).
 //!
-//! Memory stays flat however large a collection is: documents are copied as raw
-//! bytes from the cursor's batch into chunks of about [`CHUNK_BYTES`], and at most
+//! Memory stays flat however large a collection is: the cursor asks for batches of
+//! a few MiB ([`cursor_batch_size`]), documents are copied as raw bytes from the
+//! cursor's batch into chunks of about [`CHUNK_BYTES`], and at most
 //! [`CHUNKS_IN_FLIGHT`] chunks wait between the cursor and the writer thread, which
 //! compresses, hashes and writes them to every target at once. The cursor keeps
 //! reading while the writer works, so the dump runs at the speed of the slower of
@@ -34,6 +35,10 @@ use super::target::{FileSink, TargetError, TeeFile};
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks that may wait for the writer.
 pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// Bytes of documents the cursor asks for per batch.
+const BATCH_TARGET_BYTES: i64 = 4 << 20;
+/// Documents per batch when the collection's average size is unknown.
+const DEFAULT_BATCH_DOCUMENTS: u32 = 1000;
 
 /// Why a dump failed, naming the collection or file. Driver messages pass through
 /// the [`Redactor`] first.
@@ -253,7 +258,9 @@ async fn read_collection(
         documents,
         message: redactor.clean(&e.to_string()),
     };
-    let mut cursor = db.collection::<RawDocumentBuf>(collection).find(doc! {}).await.map_err(|e| failed(0, e))?;
+    let batch = cursor_batch_size(db, collection).await;
+    let mut cursor =
+        db.collection::<RawDocumentBuf>(collection).find(doc! {}).batch_size(batch).await.map_err(|e| failed(0, e))?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4);
     while cursor.advance().await.map_err(|e| failed(dumped.documents, e))? {
         let bytes = cursor.current().as_bytes();
@@ -271,6 +278,27 @@ async fn read_collection(
         return Ok(());
     }
     Ok(())
+}
+
+/// Documents per cursor batch: about [`BATCH_TARGET_BYTES`] of the collection's
+/// average document (`collStats`), so that a batch stays a few MiB whatever the
+/// documents' size. MongoDB caps a batch at 16 MiB itself; some servers that speak
+/// its protocol do not, and answer an unbounded first batch with the whole
+/// collection in one message.
+pub async fn cursor_batch_size(db: &Database, collection: &str) -> u32 {
+    let average = match db.run_command(doc! {"collStats": collection}).await {
+        Ok(stats) => match stats.get("avgObjSize") {
+            Some(Bson::Int32(n)) => i64::from(*n),
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Double(n)) if n.is_finite() => *n as i64,
+            _ => 0,
+        },
+        Err(_) => 0,
+    };
+    if average <= 0 {
+        return DEFAULT_BATCH_DOCUMENTS;
+    }
+    u32::try_from((BATCH_TARGET_BYTES / average).clamp(1, 100_000)).unwrap_or(DEFAULT_BATCH_DOCUMENTS)
 }
 
 /// A file being written to every target: gzip (optionally), then the checksum of

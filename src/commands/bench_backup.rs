@@ -191,7 +191,7 @@ async fn bench(args: &BenchBackupArgs, dir: &Path) -> Result<(), String> {
         }
         println!("{n} users seeded in {:.1}s", seeding.elapsed().as_secs_f64());
 
-        let first_read = cursor_read(&users, n).await?;
+        let first_read = cursor_read(&db, n).await?;
         let folder = dir.join(format!("n{n}"));
         std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
         let folder_text = folder.display().to_string();
@@ -214,7 +214,7 @@ async fn bench(args: &BenchBackupArgs, dir: &Path) -> Result<(), String> {
         let stored: u64 = std::fs::read_dir(folder.join(&name).join(&args.database))
             .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
             .unwrap_or(0);
-        let second_read = cursor_read(&users, n).await?;
+        let second_read = cursor_read(&db, n).await?;
         let read_seconds = first_read.min(second_read);
         let verify = run_child(
             &["backup", "verify", "--dir", &folder_text, "--name", &name],
@@ -285,9 +285,12 @@ async fn bench(args: &BenchBackupArgs, dir: &Path) -> Result<(), String> {
 
 /// Reads the whole collection with a plain cursor, every document's bytes
 /// touched; returns the seconds it took.
-async fn cursor_read(users: &mongodb::Collection<RawDocumentBuf>, n: u64) -> Result<f64, String> {
+async fn cursor_read(db: &mongodb::Database, n: u64) -> Result<f64, String> {
+    let users = db.collection::<RawDocumentBuf>("users");
     let reading = Instant::now();
-    let mut cursor = users.find(doc! {}).await.map_err(|e| format!("reading: {e}"))?;
+    // The batch size the dump asks for, so that both read the same way.
+    let batch = crate::backup::dump::cursor_batch_size(db, "users").await;
+    let mut cursor = users.find(doc! {}).batch_size(batch).await.map_err(|e| format!("reading: {e}"))?;
     let (mut count, mut check) = (0u64, 0u8);
     while cursor.advance().await.map_err(|e| format!("reading: {e}"))? {
         let raw = cursor.current().as_bytes();
