@@ -16,12 +16,13 @@
 #   --dir DIR     where the dumps go (a temporary folder)
 #   --uri URI     measure against this server instead of starting one (MONGODB_URI
 #                 of a real MongoDB; the scratch database refop_bench_backup is dropped)
+#   --gzip-level N  the dump's gzip level (its default when absent)
 # Not part of CI: it takes many minutes and most of two cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 
-DOCS=1000000,5000000 BIN="" HEAP=14g DIR="" URI=""
+DOCS=1000000,5000000 BIN="" HEAP=14g DIR="" URI="" LEVEL=""
 die() { printf 'bench-backup: %s\n' "$*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -30,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --heap) HEAP=${2:?--heap needs a size}; shift 2 ;;
     --dir) DIR=${2:?--dir needs a directory}; shift 2 ;;
     --uri) URI=${2:?--uri needs a connection string}; shift 2 ;;
+    --gzip-level) LEVEL=${2:?--gzip-level needs 1-9}; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -61,8 +63,8 @@ if [[ -z $URI ]]; then
   source tests/e2e/versions.env
   jar="${REFOP_CACHE_DIR:-$HOME/.cache/referral-operator}/mongo-java-server-$MONGO_JAVA_SERVER_VERSION/mongo-server.jar"
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  log "starting mongo-java-server $MONGO_JAVA_SERVER_VERSION on 127.0.0.1:$port (-Xmx$HEAP, ParallelGC, full JIT)"
-  java "-Xms1g" "-Xmx$HEAP" -XX:+UseParallelGC -jar "$jar" "$port" "$MONGO_SERVER_VERSION" >"$work/mongo.log" 2>&1 &
+  log "starting mongo-java-server $MONGO_JAVA_SERVER_VERSION on 127.0.0.1:$port (-Xmx$HEAP, G1, full JIT)"
+  java "-Xms1g" "-Xmx$HEAP" -XX:+UseG1GC -jar "$jar" "$port" "$MONGO_SERVER_VERSION" >"$work/mongo.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 150); do
     grep -q '^ready' "$work/mongo.log" && break
@@ -75,6 +77,7 @@ fi
 
 args=(bench backup --docs "$DOCS")
 [[ -n $DIR ]] && args+=(--dir "$DIR")
+[[ -n $LEVEL ]] && args+=(--gzip-level "$LEVEL")
 log "running: referral-operator ${args[*]}"
 MONGODB_URI=$URI "$BIN" "${args[@]}"
 if [[ -n $server_pid ]]; then

@@ -65,8 +65,9 @@ pub struct DumpRequest {
     /// Collections (or views) to dump, in this order; empty for every collection and
     /// view of the database but `system.*` (as mongodump, `system.js` is kept).
     pub collections: Vec<String>,
-    /// gzip every file (`mongodump --gzip`).
-    pub gzip: bool,
+    /// gzip every file at this level, 1 (fastest) to 9 (`mongodump --gzip` writes
+    /// the same format at level 6); `None` writes plain files.
+    pub gzip: Option<u32>,
 }
 
 /// One namespace as `listCollections` describes it.
@@ -110,7 +111,7 @@ pub async fn dump(
     Ok(DumpSummary {
         layout: LAYOUT_MONGODUMP_DIRECTORY.into(),
         database: request.database.clone(),
-        gzip: request.gzip,
+        gzip: request.gzip.is_some(),
         whole_database: request.collections.is_empty(),
         collections,
         tool: concat!("referral-operator ", env!("CARGO_PKG_VERSION")).into(),
@@ -172,7 +173,7 @@ async fn dump_one(
         indexes,
         uuid: namespace.uuid,
     };
-    let metadata_path = layout::metadata_file(&request.database, &name, request.gzip);
+    let metadata_path = layout::metadata_file(&request.database, &name, request.gzip.is_some());
     let metadata_file = {
         let (sinks, path, gzip, body) = (sinks.to_vec(), metadata_path.clone(), request.gzip, metadata.to_json());
         run_blocking(move || {
@@ -194,7 +195,7 @@ async fn dump_one(
     if namespace.kind == CollectionKind::View {
         return Ok(dumped);
     }
-    let data_path = layout::data_file(&request.database, &name, request.gzip);
+    let data_path = layout::data_file(&request.database, &name, request.gzip.is_some());
     let (sender, mut receiver) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let writer = {
         let (sinks, path, gzip) = (sinks.to_vec(), data_path.clone(), request.gzip);
@@ -314,12 +315,13 @@ enum Body {
 }
 
 impl OutputFile {
-    fn create(sinks: &[Arc<dyn FileSink>], path: &str, gzip: bool) -> Result<OutputFile, DumpError> {
+    fn create(sinks: &[Arc<dyn FileSink>], path: &str, gzip: Option<u32>) -> Result<OutputFile, DumpError> {
         let tee = TeeFile::create(sinks, path).map_err(|e| write_error(path, &e))?;
         let digest = DigestWriter::new(tee);
-        // mongodump --gzip uses Go's default level, 6.
-        let body =
-            if gzip { Body::Gzip(Box::new(GzEncoder::new(digest, Compression::new(6)))) } else { Body::Plain(digest) };
+        let body = match gzip {
+            Some(level) => Body::Gzip(Box::new(GzEncoder::new(digest, Compression::new(level.clamp(1, 9))))),
+            None => Body::Plain(digest),
+        };
         Ok(OutputFile { path: path.to_string(), body })
     }
 

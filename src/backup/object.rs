@@ -444,6 +444,15 @@ impl ObjectTarget {
         Ok(size)
     }
 
+    /// Whether anything exists under `name/` (a run must start on an empty folder:
+    /// two runs of the same second must not mix their files).
+    pub async fn folder_exists(&self, name: &str) -> Result<bool, ObjectError> {
+        let folder = self.key(name)?;
+        let listed =
+            self.store.list_with_delimiter(Some(&folder)).await.map_err(|e| self.request_error("list", name, e))?;
+        Ok(!listed.objects.is_empty() || !listed.common_prefixes.is_empty())
+    }
+
     /// Where the run `name` writes its files.
     pub fn run(&self, name: &str) -> ObjectFolder {
         ObjectFolder { target: self.clone(), folder: name.to_string() }

@@ -168,14 +168,18 @@ pub fn run(command: BackupCommand) -> ExitCode {
             if let Some(code) = native_backup::run_verify(&dir, &name, &s3, output) {
                 return code;
             }
-            verify_archives(&dir, &name)
+            verify_archives(&dir, &name, output)
         }
     }
 }
 
 /// `backup verify` of a Mongodump-method backup: every file's size and checksum.
-fn verify_archives(dir: &Path, name: &str) -> ExitCode {
+fn verify_archives(dir: &Path, name: &str, output: Output) -> ExitCode {
     match store::verify(dir, name) {
+        Ok(manifest) if output == Output::Json => {
+            println!("{}", json!({"name": name, "manifest": manifest}));
+            ExitCode::SUCCESS
+        }
         Ok(manifest) => {
             println!(
                 "backup {} is complete: {} files, {} bytes, collections [{}]{}{}",
