@@ -21,7 +21,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::{Client, Database};
 use serde::Serialize;
@@ -274,7 +274,7 @@ fn read_metadata(
     {
         let limited = (&mut raw).take(MAX_METADATA_BYTES + 1);
         let result = if is_gzip(path) {
-            GzDecoder::new(limited).take(MAX_METADATA_BYTES + 1).read_to_end(&mut text)
+            MultiGzDecoder::new(limited).take(MAX_METADATA_BYTES + 1).read_to_end(&mut text)
         } else {
             let mut limited = limited;
             limited.read_to_end(&mut text)
@@ -304,7 +304,7 @@ fn read_data(
     let stream_error = |e: StreamError| RestoreError::Corrupt { file: path.into(), why: e.to_string() };
     let (documents, bytes) = {
         let decoded: Box<dyn Read + Send + '_> =
-            if is_gzip(path) { Box::new(GzDecoder::new(&mut raw)) } else { Box::new(&mut raw) };
+            if is_gzip(path) { Box::new(MultiGzDecoder::new(&mut raw)) } else { Box::new(&mut raw) };
         let mut reader = DocumentReader::new(decoded);
         if validate {
             reader = reader.validating();
@@ -318,7 +318,7 @@ fn read_data(
         }
         (documents, reader.offset())
     };
-    // Whatever follows the gzip stream still counts in the file's checksum.
+    // Whatever the decoder did not need still counts in the file's checksum.
     std::io::copy(&mut raw, &mut std::io::sink())
         .map_err(|e| RestoreError::Corrupt { file: path.into(), why: format!("cannot be read: {e}") })?;
     check_expected(path, expected, raw.digest().bytes(), &raw.digest().hex())?;
@@ -573,4 +573,99 @@ async fn create_indexes(db: &Database, collection: &str, indexes: &[Document]) -
         db.run_command(doc! {"createIndexes": collection, "indexes": specs.clone()}).await?;
     }
     Ok(u32::try_from(specs.len() + 1).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Plans and verification on real temporary folders, no database.
+
+    use std::io::Write;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use mongodb::bson::{RawDocumentBuf, doc};
+
+    use super::*;
+    use crate::backup::target::VolumeFolder;
+
+    fn bson(range: std::ops::Range<i32>) -> Vec<u8> {
+        range.flat_map(|i| RawDocumentBuf::from_document(&doc! {"_id": i}).unwrap().into_bytes()).collect()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::new(1));
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn metadata(name: &str) -> Vec<u8> {
+        CollectionMetadata {
+            collection_name: name.into(),
+            kind: CollectionKind::Collection,
+            options: Document::new(),
+            indexes: vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}],
+            uuid: None,
+        }
+        .to_json()
+    }
+
+    #[test]
+    fn a_mongodump_folder_is_planned_by_its_file_names_and_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("neurolov");
+        std::fs::create_dir(&db).unwrap();
+        // Two gzip members one after the other (what `cat a.gz b.gz` makes): both count.
+        let mut data = gzip(&bson(0..10));
+        data.extend(gzip(&bson(10..25)));
+        std::fs::write(db.join("users.bson.gz"), data).unwrap();
+        std::fs::write(db.join("users.metadata.json.gz"), gzip(&metadata("users"))).unwrap();
+        std::fs::write(db.join("a%20b.bson"), bson(0..3)).unwrap();
+        std::fs::write(db.join("a%20b.metadata.json"), metadata("a b")).unwrap();
+        std::fs::write(db.join("system.profile.bson"), bson(0..1)).unwrap();
+        std::fs::write(db.join("system.profile.metadata.json"), metadata("system.profile")).unwrap();
+        std::fs::write(db.join("notes.txt"), b"ignored").unwrap();
+        let source = VolumeFolder::new(dir.path());
+        let plan = RestorePlan::from_directory(&source, "neurolov").unwrap();
+        let names: Vec<&str> = plan.collections.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a b", "users"], "system collections are not restored");
+        let report = verify(&source, &plan).unwrap();
+        let counts: Vec<u64> = report.collections.iter().map(|c| c.documents).collect();
+        assert_eq!(counts, [3, 25]);
+        assert!(plan.clone().only(&["nope".to_string()]).is_err());
+        assert_eq!(plan.only(&["users".to_string()]).unwrap().collections.len(), 1);
+    }
+
+    #[test]
+    fn a_data_file_without_metadata_or_garbage_after_the_gzip_stream_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        std::fs::write(db.join("orphan.bson"), bson(0..1)).unwrap();
+        let source = VolumeFolder::new(dir.path());
+        let err = RestorePlan::from_directory(&source, "db").unwrap_err().to_string();
+        assert!(err.contains("db/orphan.bson has no .metadata.json beside it"), "{err}");
+
+        std::fs::remove_file(db.join("orphan.bson")).unwrap();
+        let mut data = gzip(&bson(0..5));
+        data.extend_from_slice(b"trailing garbage");
+        std::fs::write(db.join("users.bson.gz"), data).unwrap();
+        std::fs::write(db.join("users.metadata.json"), metadata("users")).unwrap();
+        let plan = RestorePlan::from_directory(&source, "db").unwrap();
+        let err = verify(&source, &plan).unwrap_err().to_string();
+        assert!(err.starts_with("db/users.bson.gz: "), "{err}");
+    }
+
+    #[test]
+    fn a_metadata_file_naming_another_collection_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        std::fs::write(db.join("users.bson"), bson(0..2)).unwrap();
+        std::fs::write(db.join("users.metadata.json"), metadata("users")).unwrap();
+        let source = VolumeFolder::new(dir.path());
+        let mut plan = RestorePlan::from_directory(&source, "db").unwrap();
+        plan.collections[0].name = "referrals".into();
+        let err = verify(&source, &plan).unwrap_err().to_string();
+        assert!(err.contains("describes collection \"users\", the manifest says collection \"referrals\""), "{err}");
+    }
 }
