@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the controller at scale (issue 4): N ReferralSystems (1,000 by default)
+# Benchmark of the controller at scale (docs/benchmarks.md): N ReferralSystems (1,000 by default)
 # on the e2e test bed's real control plane, the operator (release build) running as a
 # process with the chart's cluster-mode RBAC and a ServiceAccount token. Prints each
 # figure next to its target with PASS or MISS:

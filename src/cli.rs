@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use crate::reconcilers::BuildContext;
 use crate::render::{RenderOptions, render};
 
-/// Image the chain-check and backup jobs run unless told otherwise.
-pub const DEFAULT_OPERATOR_IMAGE: &str = concat!("ghcr.io/referral-dev/referral-operator:v", env!("CARGO_PKG_VERSION"));
+/// The default of `--operator-image` (`run`, `render`).
+pub use crate::controller::context::DEFAULT_OPERATOR_IMAGE;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -6,6 +6,7 @@
 //! - [`plugin`]: `kubectl referral`, the kubectl plugin face of the binary.
 //! - [`backup`]: backup names, the retention planner, the backup folder on disk.
 //! - [`checks`]: MongoDB index diff, chain integrity engine, probes (no Kubernetes).
+//! - [`yaml`]: every YAML read and write, and the rules for each.
 //! - [`cli`]: the command line; [`commands`] holds each subcommand's work (`backup`,
 //!   `check`, `bench`, including the in-cluster chain-check Job).
 
@@ -18,3 +19,4 @@ pub mod crd;
 pub mod plugin;
 pub mod reconcilers;
 pub mod render;
+pub mod yaml;

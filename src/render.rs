@@ -3,7 +3,6 @@
 //! generated CRD) and the validate step run first, so a file `render` accepts is one
 //! `kubectl apply` accepts and the operator can build.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::crd::validate::{SpecProblem, validate};
@@ -14,7 +13,7 @@ use crate::reconcilers::{BuildContext, build};
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("document {document}: not valid YAML: {source}")]
-    Yaml { document: usize, source: serde_yaml::Error },
+    Yaml { document: usize, source: crate::yaml::ReadError },
     #[error("document {document}: expected apiVersion {GROUP}/{VERSION} and kind ReferralSystem, found {found}")]
     NotAReferralSystem { document: usize, found: String },
     #[error("document {document} ({name}) is invalid:\n{}", list(problems))]
@@ -54,13 +53,14 @@ pub fn parse_system(document: usize, value: Value) -> Result<ReferralSystem, Ren
         .map_err(|e| invalid(vec![SpecProblem { field_path: e.path().to_string(), message: e.inner().to_string() }]))
 }
 
-/// Renders every ReferralSystem in `input` (one or more YAML documents).
+/// Renders every ReferralSystem in `input` (one or more YAML documents; documents
+/// are numbered among those that hold something).
 pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderError> {
     let mut out = String::new();
     let mut rendered = 0;
-    for (index, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
+    for (index, document) in crate::yaml::documents::<Value>(input).into_iter().enumerate() {
         let number = index + 1;
-        let value = Value::deserialize(document).map_err(|source| RenderError::Yaml { document: number, source })?;
+        let value = document.map_err(|source| RenderError::Yaml { document: number, source })?;
         if value.is_null() {
             continue;
         }
@@ -74,7 +74,7 @@ pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderErro
         })?;
         for object in build(&validated, &options.context).to_json_objects() {
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&object).unwrap_or_default());
+            out.push_str(&crate::yaml::to_string(&object).unwrap_or_default());
         }
         rendered += 1;
     }

@@ -12,7 +12,7 @@ const UID: &str = "6f1c2b9e-0000-4000-8000-000000000001";
 
 fn system(example: &str, uid: Option<&str>) -> ValidatedSystem {
     let text = std::fs::read_to_string(format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.uid = uid.map(str::to_string);
     validate(&system, "referrals").unwrap()
 }

@@ -30,7 +30,7 @@ fn options() -> RenderOptions {
 
 /// Renders `doc` and returns the problems it was refused with; fails if it was accepted.
 fn refused(doc: &Value) -> Vec<(String, String)> {
-    let yaml = serde_yaml::to_string(doc).unwrap();
+    let yaml = serde_norway::to_string(doc).unwrap();
     match render(&yaml, &options()) {
         Ok(_) => panic!("accepted an invalid spec:\n{yaml}"),
         Err(RenderError::Invalid { problems, .. }) => problems.into_iter().map(|p| (p.field_path, p.message)).collect(),
@@ -50,7 +50,7 @@ fn assert_refused(mutate: impl FnOnce(&mut Value), path: &str, message: &str) {
 
 #[test]
 fn the_base_document_is_valid() {
-    let yaml = serde_yaml::to_string(&base()).unwrap();
+    let yaml = serde_norway::to_string(&base()).unwrap();
     render(&yaml, &options()).expect("the base of every invalid case must itself be valid");
 }
 
@@ -394,7 +394,7 @@ fn the_command_exits_non_zero_and_names_the_field() {
     let path = dir.path().join("bad.yaml");
     let mut doc = base();
     doc["spec"]["redis"]["external"] = json!({"host": "redis.example"});
-    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&doc).unwrap()).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_referral-operator"))
         .args(["render", "-f"])
         .arg(&path)

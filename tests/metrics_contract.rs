@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 
 use referral_operator::controller::metrics::Metrics;
 use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::status::ChainViolation;
 use referral_operator::crd::validate::{ValidatedSystem, validate};
 use referral_operator::reconcilers::dashboards::{ERRORS_KEY, PERFORMANCE_KEY, dashboard_config_map};
 use referral_operator::reconcilers::monitoring::{
-    CHAIN_VIOLATION_KINDS, INDEX_STATES, LABEL_REFERRAL_NAMESPACE, LABEL_REFERRAL_SYSTEM, WORKER_METRICS, rule_spec,
+    INDEX_STATES, LABEL_REFERRAL_NAMESPACE, LABEL_REFERRAL_SYSTEM, WORKER_METRICS, rule_spec,
 };
 use regex::Regex;
 use serde_json::Value;
@@ -27,7 +28,7 @@ spec:
 "#;
 
 fn system() -> ValidatedSystem {
-    let object: ReferralSystem = serde_yaml::from_str(SYSTEM).unwrap();
+    let object: ReferralSystem = serde_norway::from_str(SYSTEM).unwrap();
     validate(&object, "referrals").unwrap()
 }
 
@@ -97,7 +98,7 @@ fn exported() -> BTreeSet<(String, String)> {
     metrics.record_failure("kubernetes_api");
     metrics.set_managed_objects("referrals", "main", 17);
     metrics.set_index_states("referrals", "main", &[(INDEX_STATES[0], 6)]);
-    metrics.set_chain_violations("referrals", "main", &[(CHAIN_VIOLATION_KINDS[0], 1)]);
+    metrics.set_chain_violations("referrals", "main", &[(ChainViolation::Cycles, 1)]);
     metrics.set_chain_depths("referrals", "main", &[(0, 10), (1, 4)]);
     metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
     metrics.set_leader(true);
@@ -147,4 +148,17 @@ fn every_documented_operator_metric_is_registered_and_exported() {
     for (name, _) in &exported {
         assert!(documented.contains(name), "{name} is exported but not documented in docs/metrics.md");
     }
+}
+
+/// The violation kinds docs/metrics.md promises are the ones the operator exports.
+#[test]
+fn the_documented_violation_kinds_are_the_one_list() {
+    let doc = std::fs::read_to_string(format!("{}/docs/metrics.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let row =
+        doc.lines().find(|l| l.starts_with("| `referral_operator_chain_violations` |")).expect("the violations row");
+    let listed = row.split("is one of").nth(1).and_then(|rest| rest.split(" (").next()).expect("the list of kinds");
+    let documented: BTreeSet<String> =
+        Regex::new(r"`([a-z_]+)`").unwrap().captures_iter(listed).map(|c| c[1].to_string()).collect();
+    let exported: BTreeSet<String> = ChainViolation::ALL.iter().map(|k| k.label().to_string()).collect();
+    assert_eq!(documented, exported, "docs/metrics.md and ChainViolation list different kinds");
 }

@@ -61,11 +61,11 @@ additionalRules:
 "#;
 
 fn system(monitoring: Option<&str>) -> ValidatedSystem {
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(SYSTEM).unwrap();
+    let mut doc: serde_norway::Value = serde_norway::from_str(SYSTEM).unwrap();
     if let Some(monitoring) = monitoring {
-        doc["spec"]["monitoring"] = serde_yaml::from_str(monitoring).unwrap();
+        doc["spec"]["monitoring"] = serde_norway::from_str(monitoring).unwrap();
     }
-    let object: ReferralSystem = serde_yaml::from_value(doc).unwrap();
+    let object: ReferralSystem = serde_norway::from_value(doc).unwrap();
     validate(&object, "referrals").unwrap()
 }
 
@@ -84,7 +84,7 @@ fn rule<'a>(groups: &'a Value, alert: &str) -> &'a Value {
 }
 
 fn write_yaml(dir: &Path, name: &str, value: &Value) {
-    std::fs::write(dir.join(name), serde_yaml::to_string(value).unwrap()).unwrap();
+    std::fs::write(dir.join(name), serde_norway::to_string(value).unwrap()).unwrap();
 }
 
 fn promtool(dir: &Path, args: &[&str]) -> String {

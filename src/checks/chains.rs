@@ -26,26 +26,20 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
-
-use crate::crd::mongodb::ReferredByHolds;
-
+pub use super::chain_ingest::{ChainBuilder, ChainError};
 pub use super::chain_keys::{
     FieldValue, KeyRef, KeyTable, KeyTableError, NONE, OwnedKey, PendingExtra, PendingKey, UserKey, key_hash,
 };
-use super::chain_keys::{huge_page_vec, prefetch};
+pub use super::chain_report::{
+    ChainExample, ChainOptions, ChainReport, DepthCount, FindingKind, MalformedCounts, RecordCounts, RepairReason,
+    RepairUpdate,
+};
 
-/// Documents a user waits between the prefetch of its index slots and the prefetch
-/// of the keys they point at, and again before it is interned. Table lookups at
-/// random in hundreds of MB each wait for two cache misses (a slot, then a key); this
-/// way every lookup finds both in cache and the misses of many documents overlap.
-/// Long enough for memory to answer, short enough that the lines are still cached.
-#[cfg(not(test))]
-const LEAD: usize = 16;
-/// Small in tests, so that the random graphs of the property tests wrap around the
-/// pipeline (a referrer interned while its user waits, a duplicate inside it).
 #[cfg(test)]
-const LEAD: usize = 3;
+use super::chain_ingest::LEAD;
+use super::chain_ingest::{Bits, CodeBook, PendingValue, UserGraph};
+use super::chain_keys::{huge_page_vec, prefetch};
+use super::chain_report::Examples;
 
 /// Nodes the classification pass looks ahead to prefetch a referrer's mark.
 const CLASSIFY_AHEAD: usize = 16;
@@ -53,71 +47,9 @@ const CLASSIFY_AHEAD: usize = 16;
 /// Referral records are checked in batches: lookups prefetched, then the ancestor
 /// walks advance in lockstep, so the misses of different records overlap.
 #[cfg(not(test))]
-const BATCH: usize = 32;
+pub(super) const BATCH: usize = 32;
 #[cfg(test)]
-const BATCH: usize = 5;
-
-/// A field value copied out of its document, to wait in the pipeline.
-#[derive(Debug, Clone, PartialEq)]
-enum PendingValue {
-    Absent,
-    Key(OwnedKey),
-    WrongType(&'static str),
-}
-
-impl PendingValue {
-    fn new(value: FieldValue<'_>) -> PendingValue {
-        match value {
-            FieldValue::Absent => PendingValue::Absent,
-            FieldValue::Key(key) => PendingValue::Key(OwnedKey::new(key)),
-            FieldValue::WrongType(name) => PendingValue::WrongType(name),
-        }
-    }
-
-    fn field(&self) -> FieldValue<'_> {
-        match self {
-            PendingValue::Absent => FieldValue::Absent,
-            PendingValue::Key(key) => FieldValue::Key(key.key_ref()),
-            PendingValue::WrongType(name) => FieldValue::WrongType(name),
-        }
-    }
-}
-
-/// Where a user's fields wait in the ingest pipeline.
-const ID: usize = 0;
-const REFERRED_BY: usize = 1;
-const OWN_CODE: usize = 2;
-
-/// The users waiting in the ingest pipeline: a ring of fixed, power-of-two size,
-/// numbered by arrival. User `n` waits at position `n & mask` as plain cells (see
-/// [`PendingKey`]): it is written there once, read twice for its prefetches and once
-/// when it is interned, and never moved; nothing is allocated per user.
-#[derive(Debug)]
-struct UserPipeline {
-    /// Per position: the id, `referredBy` and own referral code of a user, encoded.
-    keys: Vec<[PendingKey; 3]>,
-    /// Beside each key: a long string's bytes or a wrong type's name, when it has one.
-    extras: Vec<[PendingExtra; 3]>,
-    mask: usize,
-    /// Users taken in so far: the next one's number.
-    taken: usize,
-    /// Users interned so far: the oldest waiting one's number.
-    done: usize,
-}
-
-impl UserPipeline {
-    /// A ring that holds `capacity` users.
-    fn new(capacity: usize) -> UserPipeline {
-        let size = capacity.max(1).next_power_of_two();
-        UserPipeline {
-            keys: vec![[PendingKey::default(); 3]; size],
-            extras: vec![Default::default(); size],
-            mask: size - 1,
-            taken: 0,
-            done: 0,
-        }
-    }
-}
+pub(super) const BATCH: usize = 5;
 
 #[derive(Debug)]
 struct PendingRecord {
@@ -149,583 +81,6 @@ const UNVISITED: u8 = 255;
 
 /// Members of a cycle shown in one example.
 const CYCLE_EXAMPLE_MEMBERS: usize = 10;
-
-/// What the engine needs to know besides the documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChainOptions {
-    /// `referral.maxChainDepth`: highest tier a referral record may have.
-    pub max_depth: u8,
-    /// Whether `referredBy` holds the referrer's id or referral code.
-    pub holds: ReferredByHolds,
-    /// Examples kept per kind of violation.
-    pub examples_per_kind: usize,
-}
-
-impl Default for ChainOptions {
-    fn default() -> Self {
-        ChainOptions { max_depth: 3, holds: ReferredByHolds::UserId, examples_per_kind: 10 }
-    }
-}
-
-/// Kinds of finding, as they appear in examples and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum FindingKind {
-    Cycle,
-    SelfReferral,
-    Orphan,
-    TierTooHigh,
-    WrongReferrer,
-    UnknownReferred,
-    UnknownReferrer,
-    Malformed,
-}
-
-impl FindingKind {
-    const ALL: [FindingKind; 8] = [
-        FindingKind::Cycle,
-        FindingKind::SelfReferral,
-        FindingKind::Orphan,
-        FindingKind::TierTooHigh,
-        FindingKind::WrongReferrer,
-        FindingKind::UnknownReferred,
-        FindingKind::UnknownReferrer,
-        FindingKind::Malformed,
-    ];
-
-    fn slot(self) -> usize {
-        self as usize
-    }
-}
-
-/// One offender, for a person to start from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChainExample {
-    pub kind: FindingKind,
-    pub message: String,
-    /// The users involved (a cycle's members in referral order, capped).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub users: Vec<String>,
-}
-
-/// Documents the engine could not use, by what was wrong. Counted, never fatal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MalformedCounts {
-    /// User documents without an id.
-    pub user_without_id: u64,
-    /// User ids of a type no id can have (array, boolean, fraction, ...). Skipped.
-    pub user_id_type: u64,
-    /// `referredBy` of the wrong type; the user is treated as having no referrer.
-    pub referred_by_type: u64,
-    /// Own referral code of the wrong type (referral-code mode).
-    pub referral_code_type: u64,
-    /// A second user document with an id already seen. Skipped.
-    pub duplicate_user_id: u64,
-    /// A second user claiming a referral code already claimed (referral-code mode).
-    pub duplicate_referral_code: u64,
-    /// Referral records lacking referrer, referred user or tier.
-    pub record_missing_field: u64,
-    /// Referral records with a field of the wrong type, or a tier below 1.
-    pub record_field_type: u64,
-}
-
-impl MalformedCounts {
-    pub fn total(&self) -> u64 {
-        self.user_without_id
-            + self.user_id_type
-            + self.referred_by_type
-            + self.referral_code_type
-            + self.duplicate_user_id
-            + self.duplicate_referral_code
-            + self.record_missing_field
-            + self.record_field_type
-    }
-}
-
-/// Referral records by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordCounts {
-    /// Records read (malformed ones included).
-    pub total: u64,
-    /// Tier above the maximum chain depth.
-    pub tier_too_high: u64,
-    /// The referrer is not the referred user's tier-th ancestor.
-    pub wrong_referrer: u64,
-    /// The referred user does not exist.
-    pub unknown_referred: u64,
-    /// The chain agrees with the record but that referrer does not exist.
-    pub unknown_referrer: u64,
-}
-
-impl RecordCounts {
-    /// Records whose referrer or users disagree with the user chain.
-    pub fn bad(&self) -> u64 {
-        self.wrong_referrer + self.unknown_referred + self.unknown_referrer
-    }
-}
-
-/// Users at one depth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DepthCount {
-    pub depth: u32,
-    pub users: u64,
-}
-
-/// Everything one check found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChainReport {
-    pub database: String,
-    pub users_collection: String,
-    pub referrals_collection: String,
-    pub max_chain_depth: u8,
-    pub referred_by_holds: ReferredByHolds,
-    /// User documents accepted (malformed and duplicate ones excluded).
-    pub users: u64,
-    /// Users with no referrer.
-    pub roots: u64,
-    /// Everything below that is wrong: cycles + selfReferrals + orphans +
-    /// records.tierTooHigh + records.bad + malformed. 0 means the data is sound.
-    pub violations: u64,
-    /// Cycles of two or more users.
-    pub cycles: u64,
-    pub users_in_cycles: u64,
-    /// Users whose chain runs into a cycle (or a self-referral); not counted as
-    /// violations of their own, and they have no depth.
-    pub users_below_cycles: u64,
-    pub self_referrals: u64,
-    /// Users whose referrer names no user.
-    pub orphans: u64,
-    /// Distinct missing referrers the orphans name.
-    pub missing_referrers: u64,
-    /// Users deeper than `maxChainDepth`: information, not a violation (only the
-    /// first `maxChainDepth` referrers are rewarded).
-    pub deeper_than_max: u64,
-    pub records: RecordCounts,
-    pub malformed: MalformedCounts,
-    /// Users per depth (orphans count their missing referrer as a root). The last
-    /// bucket, 250, holds every deeper user.
-    pub depth_distribution: Vec<DepthCount>,
-    pub examples: Vec<ChainExample>,
-    /// Things a person should know that are not violations (an empty collection).
-    pub warnings: Vec<String>,
-}
-
-impl ChainReport {
-    /// `status.chainCheck.summary`: `OK`, or the number of violations.
-    pub fn summary(&self) -> String {
-        match self.violations {
-            0 if self.users == 0 => "OK (no users)".into(),
-            0 => "OK".into(),
-            1 => "1 violation".into(),
-            n => format!("{n} violations"),
-        }
-    }
-}
-
-fn type_name_of(value: FieldValue<'_>) -> &'static str {
-    match value {
-        FieldValue::WrongType(name) => name,
-        FieldValue::Absent => "absent",
-        FieldValue::Key(_) => "a key",
-    }
-}
-
-#[derive(Debug, Default)]
-struct Examples {
-    per_kind: Vec<Vec<ChainExample>>,
-    cap: usize,
-}
-
-impl Examples {
-    fn new(cap: usize) -> Examples {
-        Examples { per_kind: vec![Vec::new(); FindingKind::ALL.len()], cap }
-    }
-
-    fn wants(&self, kind: FindingKind) -> bool {
-        self.per_kind[kind.slot()].len() < self.cap
-    }
-
-    fn push(&mut self, kind: FindingKind, message: String, users: Vec<String>) {
-        if self.wants(kind) {
-            self.per_kind[kind.slot()].push(ChainExample { kind, message, users });
-        }
-    }
-
-    fn all(&self) -> Vec<ChainExample> {
-        self.per_kind.iter().flatten().cloned().collect()
-    }
-}
-
-/// Bit per node: is it a user (rather than a referrer nobody has seen as a user)?
-#[derive(Debug, Default)]
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn get(&self, i: u32) -> bool {
-        self.0.get(i as usize / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-    fn set(&mut self, i: u32) {
-        let word = i as usize / 64;
-        if self.0.len() <= word {
-            self.0.resize(word + 1, 0);
-        }
-        self.0[word] |= 1 << (i % 64);
-    }
-}
-
-/// Referral codes and who owns them (referral-code mode only).
-#[derive(Debug, Default)]
-struct CodeBook {
-    codes: KeyTable,
-    owner: Vec<u32>,
-    /// Per node: the code its `referredBy` holds, NONE when none. Kept after
-    /// resolution because the repair plan must name the current value.
-    referenced: Vec<u32>,
-}
-
-/// Why the engine stopped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChainError {
-    #[error("interning user ids: {0}")]
-    Ids(KeyTableError),
-    #[error("interning referral codes: {0}")]
-    Codes(KeyTableError),
-}
-
-/// Collects users during the streaming pass.
-#[derive(Debug)]
-pub struct ChainBuilder {
-    graph: UserGraph,
-    /// Users waiting: see [`LEAD`].
-    pipeline: UserPipeline,
-    /// [`LEAD`], or another depth in tests and the benchmark.
-    lead: usize,
-    /// Referral records per batch for the analysis: [`BATCH`] or another size.
-    batch: usize,
-}
-
-/// What the users interned so far make: apart from the pipeline, so that a user can
-/// be interned from where it waits.
-#[derive(Debug)]
-struct UserGraph {
-    options: ChainOptions,
-    ids: KeyTable,
-    /// Per node: parent node (id mode) or referenced code (code mode, until finish).
-    parent: Vec<u32>,
-    is_user: Bits,
-    codes: Option<CodeBook>,
-    malformed: MalformedCounts,
-    examples: Examples,
-    users: u64,
-}
-
-impl ChainBuilder {
-    /// A builder sized for about `expected_users` users (0 when unknown).
-    pub fn new(options: ChainOptions, expected_users: usize) -> ChainBuilder {
-        // Referrers that are no user (orphans' missing ids, unowned codes) are nodes
-        // too: a little room for them keeps the big arrays from doubling for a few.
-        let expected_users = expected_users.saturating_add(expected_users / 64);
-        let codes = (options.holds == ReferredByHolds::ReferralCode).then(|| CodeBook {
-            codes: KeyTable::with_capacity(expected_users),
-            owner: Vec::with_capacity(expected_users),
-            referenced: Vec::with_capacity(expected_users),
-        });
-        ChainBuilder {
-            graph: UserGraph {
-                options,
-                ids: KeyTable::with_capacity(expected_users),
-                parent: huge_page_vec(expected_users),
-                is_user: Bits(Vec::with_capacity(expected_users / 64 + 1)),
-                codes,
-                malformed: MalformedCounts::default(),
-                examples: Examples::new(options.examples_per_kind),
-                users: 0,
-            },
-            pipeline: UserPipeline::new(2 * LEAD + 1),
-            lead: LEAD,
-            batch: BATCH,
-        }
-    }
-
-    /// The pipeline depth and record batch size the engine uses unless told otherwise.
-    pub fn default_pipeline() -> (usize, usize) {
-        (LEAD, BATCH)
-    }
-
-    /// The same builder with another pipeline depth for users and batch size for
-    /// records (0 and 1: one document at a time). For tests, which show that results
-    /// do not depend on them, and for the benchmark, which measures what they gain.
-    /// Call it before the first user.
-    pub fn with_pipeline(mut self, lead: usize, batch: usize) -> ChainBuilder {
-        self.lead = lead;
-        self.pipeline = UserPipeline::new(2 * lead + 1);
-        self.batch = batch.max(1);
-        self
-    }
-
-    /// Adds one user document: its id, its `referredBy` and (referral-code mode) its
-    /// own referral code. Malformed documents are counted, never an error.
-    ///
-    /// The document waits in a short pipeline (see [`LEAD`]) and is interned in
-    /// arrival order, so results are those of handling it at once;
-    /// [`ChainBuilder::finish`] handles the rest.
-    #[inline]
-    pub fn add_user(
-        &mut self,
-        id: FieldValue<'_>,
-        referred_by: FieldValue<'_>,
-        referral_code: FieldValue<'_>,
-    ) -> Result<(), ChainError> {
-        let arrival = self.pipeline.taken;
-        let mask = self.pipeline.mask;
-        let graph = &self.graph;
-        if let (Some(keys), Some(extras)) =
-            (self.pipeline.keys.get_mut(arrival & mask), self.pipeline.extras.get_mut(arrival & mask))
-        {
-            keys[ID] = PendingKey::encode(id, &mut extras[ID]);
-            keys[REFERRED_BY] = PendingKey::encode(referred_by, &mut extras[REFERRED_BY]);
-            // The own code matters in referral-code mode only.
-            if graph.codes.is_some() {
-                keys[OWN_CODE] = PendingKey::encode(referral_code, &mut extras[OWN_CODE]);
-            }
-            graph.prefetch_slots(keys);
-        }
-        self.pipeline.taken = arrival + 1;
-        if let Some(ahead) = arrival.checked_sub(self.lead)
-            && let Some(keys) = self.pipeline.keys.get(ahead & mask)
-        {
-            graph.prefetch_keys(keys);
-        }
-        if arrival >= 2 * self.lead {
-            self.intern_oldest()?;
-        }
-        Ok(())
-    }
-
-    /// Interns the user that has waited longest.
-    #[inline(always)]
-    fn intern_oldest(&mut self) -> Result<(), ChainError> {
-        let at = self.pipeline.done & self.pipeline.mask;
-        self.pipeline.done += 1;
-        match (self.pipeline.keys.get(at), self.pipeline.extras.get(at)) {
-            (Some(keys), Some(extras)) => self.graph.add_one_user(keys, extras),
-            _ => Ok(()),
-        }
-    }
-
-    /// Resolves referral codes (code mode) and classifies every user.
-    pub fn finish(mut self) -> Result<ChainAnalysis, ChainError> {
-        while self.pipeline.done < self.pipeline.taken {
-            self.intern_oldest()?;
-        }
-        let UserGraph { options, mut ids, mut parent, is_user, codes, malformed, examples, users } = self.graph;
-        let mut book = codes;
-        if let Some(book) = &mut book {
-            // A code nobody owns gets one placeholder node, shared by everyone naming it.
-            // Placeholders are not indexed: a code must never be found as a user id.
-            let mut placeholder_of_code = vec![NONE; book.codes.len()];
-            for node in 0..parent.len() {
-                let code = book.referenced.get(node).copied().unwrap_or(NONE);
-                if code == NONE {
-                    continue;
-                }
-                let owner = book.owner[code as usize];
-                parent[node] = if owner != NONE {
-                    owner
-                } else if placeholder_of_code[code as usize] != NONE {
-                    placeholder_of_code[code as usize]
-                } else {
-                    let key = book.codes.key_ref(code);
-                    let placeholder = ids.push_unindexed(key).map_err(ChainError::Ids)?;
-                    parent.push(NONE);
-                    placeholder_of_code[code as usize] = placeholder;
-                    placeholder
-                };
-            }
-        }
-        let mut analysis = ChainAnalysis {
-            options,
-            mark: Vec::new(),
-            ids,
-            parent,
-            is_user,
-            codes: book,
-            cycles: Vec::new(),
-            malformed,
-            records: RecordCounts::default(),
-            examples,
-            users,
-            batch: self.batch,
-            pending_records: Vec::with_capacity(BATCH),
-            record_walks: Vec::with_capacity(BATCH),
-        };
-        analysis.classify();
-        Ok(analysis)
-    }
-}
-
-impl UserGraph {
-    #[inline(always)]
-    fn node(&mut self, key: &PendingKey, extra: &PendingExtra) -> Result<(u32, bool), ChainError> {
-        let (id, added) = self.ids.intern_pending(key, extra).map_err(ChainError::Ids)?;
-        if added {
-            self.parent.push(NONE);
-            if let Some(book) = &mut self.codes {
-                book.referenced.push(NONE);
-            }
-        }
-        Ok((id, added))
-    }
-
-    /// The table a user's `referredBy` is looked up in: ids, or codes in code mode.
-    #[inline]
-    fn reference_table(&self) -> &KeyTable {
-        self.codes.as_ref().map_or(&self.ids, |book| &book.codes)
-    }
-
-    /// Touches, for each key of a user that is a real key, the table it will be
-    /// looked up in: ids, the `referredBy` table, and in code mode the codes.
-    #[inline]
-    fn prefetch(&self, keys: &[PendingKey; 3], touch: impl Fn(&KeyTable, u64)) {
-        if keys[ID].is_key() {
-            touch(&self.ids, keys[ID].hash());
-        }
-        if keys[REFERRED_BY].is_key() {
-            touch(self.reference_table(), keys[REFERRED_BY].hash());
-        }
-        if let Some(book) = &self.codes
-            && keys[OWN_CODE].is_key()
-        {
-            touch(&book.codes, keys[OWN_CODE].hash());
-        }
-    }
-
-    #[inline]
-    fn prefetch_slots(&self, keys: &[PendingKey; 3]) {
-        self.prefetch(keys, KeyTable::prefetch_slot);
-    }
-
-    /// A new id needs no key (its slot is empty); an id seen before as someone's
-    /// referrer does, and so does every `referredBy`.
-    #[inline]
-    fn prefetch_keys(&self, keys: &[PendingKey; 3]) {
-        self.prefetch(keys, KeyTable::prefetch_key);
-    }
-
-    #[inline(always)]
-    fn add_one_user(&mut self, keys: &[PendingKey; 3], extras: &[PendingExtra; 3]) -> Result<(), ChainError> {
-        let id = &keys[ID];
-        if !id.is_key() {
-            if id.is_absent() {
-                self.malformed.user_without_id += 1;
-                self.examples.push(FindingKind::Malformed, "a user document has no id".into(), Vec::new());
-            } else {
-                self.malformed.user_id_type += 1;
-                let type_name = id.wrong_type(&extras[ID]).unwrap_or_default();
-                self.examples.push(FindingKind::Malformed, format!("a user id is {type_name}"), Vec::new());
-            }
-            return Ok(());
-        }
-        let (node, added) = self.node(id, &extras[ID])?;
-        // A node just added cannot be a user yet.
-        if !added && self.is_user.get(node) {
-            self.malformed.duplicate_user_id += 1;
-            if self.examples.wants(FindingKind::Malformed) {
-                let who = self.ids.key(node).to_string();
-                self.examples.push(FindingKind::Malformed, format!("user {who} appears twice"), vec![who]);
-            }
-            return Ok(());
-        }
-        self.is_user.set(node);
-        self.users += 1;
-
-        let reference = &keys[REFERRED_BY];
-        let has_reference = reference.is_key();
-        if !has_reference && !reference.is_absent() {
-            self.malformed.referred_by_type += 1;
-            if self.examples.wants(FindingKind::Malformed) {
-                let who = self.ids.key(node).to_string();
-                let type_name = reference.wrong_type(&extras[REFERRED_BY]).unwrap_or_default();
-                self.examples.push(
-                    FindingKind::Malformed,
-                    format!("user {who}: referredBy is {type_name}; treated as no referrer"),
-                    vec![who],
-                );
-            }
-        }
-        if self.codes.is_none() {
-            if has_reference {
-                let (parent, _) = self.node(reference, &extras[REFERRED_BY])?;
-                if let Some(slot) = self.parent.get_mut(node as usize) {
-                    *slot = parent;
-                }
-            }
-            return Ok(());
-        }
-        self.add_codes(node, keys, extras)
-    }
-
-    /// Referral-code mode: remembers the code a user references and the code it owns.
-    fn add_codes(&mut self, node: u32, keys: &[PendingKey; 3], extras: &[PendingExtra; 3]) -> Result<(), ChainError> {
-        let reference = &keys[REFERRED_BY];
-        if reference.is_key() {
-            let code = self.code(reference, &extras[REFERRED_BY])?;
-            if let Some(book) = &mut self.codes {
-                book.referenced[node as usize] = code;
-            }
-        }
-        let own = &keys[OWN_CODE];
-        if own.is_absent() {
-            return Ok(());
-        }
-        if !own.is_key() {
-            self.malformed.referral_code_type += 1;
-            if self.examples.wants(FindingKind::Malformed) {
-                let who = self.ids.key(node).to_string();
-                let type_name = own.wrong_type(&extras[OWN_CODE]).unwrap_or_default();
-                self.examples.push(
-                    FindingKind::Malformed,
-                    format!("user {who}: referral code is {type_name}"),
-                    vec![who],
-                );
-            }
-            return Ok(());
-        }
-        let code = self.code(own, &extras[OWN_CODE])?;
-        let Some(book) = &mut self.codes else { return Ok(()) };
-        let owner = &mut book.owner[code as usize];
-        if *owner == NONE {
-            *owner = node;
-        } else {
-            self.malformed.duplicate_referral_code += 1;
-            if self.examples.wants(FindingKind::Malformed) {
-                let first = self.ids.key(*owner).to_string();
-                let who = self.ids.key(node).to_string();
-                let code_text = own.to_user_key(&extras[OWN_CODE]).map(|k| k.to_string()).unwrap_or_default();
-                self.examples.push(
-                    FindingKind::Malformed,
-                    format!("users {first} and {who} both claim referral code {code_text}"),
-                    vec![first, who],
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn code(&mut self, key: &PendingKey, extra: &PendingExtra) -> Result<u32, ChainError> {
-        let Some(book) = &mut self.codes else { return Ok(NONE) };
-        let (code, added) = book.codes.intern_pending(key, extra).map_err(ChainError::Codes)?;
-        if added {
-            book.owner.push(NONE);
-        }
-        Ok(code)
-    }
-}
 
 /// One cycle: its length and the member at which a repair breaks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -806,12 +161,36 @@ impl ChainAnalysis {
         }
     }
 
+    /// The analysis of the users ingested ([`ChainBuilder::finish`]): classifies them,
+    /// then takes referral records in batches of `batch`.
+    pub(super) fn classify(graph: UserGraph, batch: usize) -> ChainAnalysis {
+        let UserGraph { options, ids, parent, is_user, codes, malformed, examples, users } = graph;
+        let mut analysis = ChainAnalysis {
+            options,
+            mark: Vec::new(),
+            ids,
+            parent,
+            is_user,
+            codes,
+            cycles: Vec::new(),
+            malformed,
+            records: RecordCounts::default(),
+            examples,
+            users,
+            batch,
+            pending_records: Vec::with_capacity(BATCH),
+            record_walks: Vec::with_capacity(BATCH),
+        };
+        analysis.classify_nodes();
+        analysis
+    }
+
     /// The one pass: every node gets a depth or a cycle state. A walk goes up from an
     /// unvisited node, marking it "on path", until it reaches a root, a node already
     /// classified, or a node on its own path (a new cycle); a second walk over the
     /// same path writes the result. Placeholders (referrers that are not users) have
     /// no parent, so they end walks as roots at depth 0.
-    fn classify(&mut self) {
+    fn classify_nodes(&mut self) {
         let n = self.parent.len();
         let mut mark = huge_page_vec(n);
         mark.resize(n, UNVISITED);
@@ -1259,25 +638,12 @@ fn close_cycle(parent: &[u32], mark: &mut [u8], entry: u32, ids: &KeyTable) -> C
     Cycle { cut_at, length }
 }
 
-/// Why an update is in the repair plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RepairReason {
-    Cycle,
-    SelfReferral,
-    Orphan,
-}
-
-/// One update of a repair plan, in MongoDB relaxed extended JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RepairUpdate {
-    pub reason: RepairReason,
-    pub note: String,
-    /// `{<id field>: <id>, <referredBy field>: <current value>}`.
-    pub filter: serde_json::Value,
-    /// `{"$unset": {<referredBy field>: ""}}`.
-    pub update: serde_json::Value,
+fn type_name_of(value: FieldValue<'_>) -> &'static str {
+    match value {
+        FieldValue::WrongType(name) => name,
+        FieldValue::Absent => "absent",
+        FieldValue::Key(_) => "a key",
+    }
 }
 
 /// The per-user ancestor walk a first implementation would do: for every user, follow

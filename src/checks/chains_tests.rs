@@ -8,6 +8,7 @@ use mongodb::bson::Bson;
 use proptest::prelude::*;
 
 use super::*;
+use crate::crd::mongodb::ReferredByHolds;
 
 /// A test document field, owned.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,13 +3,16 @@
 //! values (addresses, URIs, field names) and get plain results back.
 //!
 //! - [`indexes`] (pure) and [`index_sync`] (MongoDB): the declared indexes.
-//! - [`chains`] (pure engine, keys in [`chain_keys`]) and [`chain_source`] (MongoDB):
+//! - [`chains`] (pure engine: [`chain_ingest`] takes the users in, [`chains`] analyses,
+//!   [`chain_report`] holds what it reports; keys in [`chain_keys`]) and [`chain_source`] (MongoDB):
 //!   referral-chain integrity; [`chain_generator`] makes test and benchmark data.
 //! - [`mongo_probe`], [`redis_probe`]: reachability.
 
 pub mod chain_generator;
+pub mod chain_ingest;
 pub mod chain_keys;
 pub mod chain_repair;
+pub mod chain_report;
 pub mod chain_source;
 pub mod chains;
 pub mod index_sync;

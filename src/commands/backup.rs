@@ -4,8 +4,9 @@
 //!
 //! The filesystem work is [`crate::backup::store`] and the decisions are
 //! [`crate::backup::retention`]; this module parses flags, prints, and writes
-//! `status.backup` of the ReferralSystem (a JSON merge patch on the status
-//! subresource, field manager [`JOBS_FIELD_MANAGER`]).
+//! `status.backup` of the ReferralSystem (by server-side apply on the status
+//! subresource, as the status writer [`StatusWriter::Backup`], which owns that field
+//! and no other).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,22 +14,17 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::backup::retention::{PlanOptions, RetentionPlan, RetentionPolicy, plan_with};
 use crate::backup::store::{self, ApplyReport, FinalizeOptions, Listing, StoreError};
 use crate::crd::ReferralSystem;
+use crate::crd::status::{BackupStatus, ReferralSystemStatus, StatusWriter};
+use crate::reconcilers::backup::EXIT_STATUS_NOT_WRITTEN;
 
 use super::native_backup::{self, DumpArgs, RestoreArgs, S3Args};
-use crate::crd::status::BackupStatus;
 
-/// Field manager of everything the in-cluster jobs write into status.
-pub const JOBS_FIELD_MANAGER: &str = "referral-operator-jobs";
-/// Exit code of `finalize` when the backup is complete but status could not be
-/// written: the Job's pod failure policy fails the Job without a retry, since a
-/// retry would take the whole backup again.
-pub const EXIT_STATUS_NOT_WRITTEN: u8 = 3;
 /// Longest list of backup names written into status.
 const MAX_LISTED: usize = 100;
 /// Longest list of warnings written into status.
@@ -396,18 +392,6 @@ pub fn backup_status(listing: &Listing, plan: &RetentionPlan, report: &ApplyRepo
     }
 }
 
-/// The merge patch that replaces `status.backup` whole: absent fields are sent as
-/// `null` so a warning that went away is removed, not merged with the old list.
-pub fn status_patch(status: &BackupStatus) -> Value {
-    let mut backup = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    if let Some(map) = backup.as_object_mut() {
-        for key in ["lastSuccess", "latest", "backups", "incomplete", "warnings", "lastReport"] {
-            map.entry(key).or_insert(Value::Null);
-        }
-    }
-    json!({"status": {"backup": backup}})
-}
-
 fn finalize(
     dir: &Path,
     name_file: &Path,
@@ -502,13 +486,14 @@ fn write_status(namespace: &str, name: &str, status: &BackupStatus) -> Result<()
     runtime.block_on(async {
         let client = kube::Client::try_default().await.map_err(StatusWriteError::Client)?;
         let api = Api::<ReferralSystem>::namespaced(client, namespace);
-        let params = PatchParams { field_manager: Some(JOBS_FIELD_MANAGER.into()), ..PatchParams::default() };
-        let patch = status_patch(status);
         const ATTEMPTS: u32 = 4;
         let mut attempt = 1;
         loop {
-            match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
-                Ok(_) => return Ok(()),
+            // Applied whole: what the apply leaves out (a warning that went away) is
+            // removed.
+            let applied = ReferralSystemStatus { backup: Some(status.clone()), ..ReferralSystemStatus::default() };
+            match super::status::apply(&api, name, StatusWriter::Backup, &applied).await {
+                Ok(()) => return Ok(()),
                 // Forbidden or NotFound will not change by waiting.
                 Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 || attempt >= ATTEMPTS => {
                     return Err(StatusWriteError::Patch {
@@ -542,14 +527,18 @@ mod tests {
     use crate::backup::retention::{BackupEntry, plan};
 
     #[test]
-    fn the_status_patch_clears_what_is_gone() {
-        let status = BackupStatus { kept: 2, size_bytes: 10, ..BackupStatus::default() };
-        let patch = status_patch(&status);
-        let backup = &patch["status"]["backup"];
-        assert_eq!(backup["kept"], 2);
-        assert_eq!(backup["sizeBytes"], 10);
-        assert!(backup["warnings"].is_null() && backup.as_object().unwrap().contains_key("warnings"));
-        assert!(backup.as_object().unwrap().contains_key("latest"));
+    fn the_status_is_applied_whole_and_clears_what_is_gone() {
+        let backup = BackupStatus { kept: 2, size_bytes: 10, ..BackupStatus::default() };
+        let status = ReferralSystemStatus { backup: Some(backup), ..ReferralSystemStatus::default() };
+        let body = StatusWriter::Backup.apply_body(&status);
+        assert_eq!(body["status"].as_object().unwrap().keys().collect::<Vec<_>>(), ["backup"]);
+        assert_eq!(body["status"]["backup"], json!({"kept": 2, "sizeBytes": 10}));
+        let earlier = BackupStatus { warnings: vec!["stale".into()], ..status.backup.clone().unwrap() };
+        let earlier = ReferralSystemStatus { backup: Some(earlier), ..ReferralSystemStatus::default() };
+        assert_eq!(
+            StatusWriter::Backup.leftovers(Some(&earlier), &status),
+            Some(json!({"status": {"backup": {"warnings": null}}}))
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct BenchChainsArgs {
     #[arg(long)]
     pub users: Option<u64>,
     /// Maximum chain depth the records are checked against.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = crate::crd::settings::DEFAULT_MAX_CHAIN_DEPTH)]
     pub max_depth: u8,
     /// Share of users who signed up without a referrer, in thousandths.
     #[arg(long, default_value_t = 200)]

@@ -7,8 +7,8 @@
 //!
 //! In the cluster, the chain-check CronJob runs `check chains --system NAME
 //! --write-status`: the settings come from that ReferralSystem and the summary goes
-//! into its `status.chainCheck` by a JSON merge patch on the status subresource (field
-//! manager `referral-operator-jobs`). Then the exit code is 0 whenever the check ran
+//! into its `status.chainCheck` by server-side apply on the status subresource, as the
+//! status writer [`StatusWriter::ChainCheck`], which owns that field and no other. Then the exit code is 0 whenever the check ran
 //! and its result was recorded, violations or not (they are in the status, and a
 //! failed Job would only be retried), and 2 otherwise.
 //!
@@ -20,8 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
-use serde::Deserialize;
+use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::checks::chain_repair::{RepairPlan, apply_repair_plan};
@@ -29,13 +28,12 @@ use crate::checks::chain_source::{ChainCheckOutcome, check_chains};
 use crate::checks::chains::{ChainReport, FindingKind};
 use crate::checks::index_sync::sync_indexes;
 use crate::crd::mongodb::{ChainModel, IndexPolicy, IndexSpec, ReferredByHolds, default_indexes};
-use crate::crd::status::{ChainCheckFailure, ChainCheckStatus, ChainDepthCount};
+use crate::crd::settings::DEFAULT_MAX_CHAIN_DEPTH;
+use crate::crd::status::{ChainCheckFailure, ChainCheckStatus, ChainDepthCount, StatusWriter};
 use crate::crd::{ReferralSystem, ReferralSystemStatus};
 
 use super::mongo_client::{MongoClientError, client_from_env};
 
-/// Field manager of the status fields in-cluster jobs write.
-pub const JOBS_FIELD_MANAGER: &str = "referral-operator-jobs";
 /// Examples copied into `status.chainCheck.examples`.
 pub const STATUS_EXAMPLES: usize = 20;
 
@@ -206,7 +204,7 @@ impl Default for CheckSettings {
         CheckSettings {
             database: None,
             model: ChainModel::default(),
-            max_depth: 3,
+            max_depth: DEFAULT_MAX_CHAIN_DEPTH,
             indexes: default_indexes(),
             policy: None,
         }
@@ -231,8 +229,8 @@ pub fn system_from_file(path: &Path) -> Result<ReferralSystem, CheckCommandError
     let text = std::fs::read_to_string(path)
         .map_err(|e| CheckCommandError::ReadFile { path: path.display().to_string(), reason: e.to_string() })?;
     let parse = |reason: String| CheckCommandError::ParseSystem { path: path.display().to_string(), reason };
-    for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| parse(e.to_string()))?;
+    for (index, document) in crate::yaml::documents::<Value>(&text).into_iter().enumerate() {
+        let value = document.map_err(|e| parse(e.to_string()))?;
         if value.is_null() {
             continue;
         }
@@ -445,10 +443,10 @@ pub fn status_examples(report: &ChainReport, limit: usize) -> Vec<String> {
     out
 }
 
-/// `status.chainCheck` after a run, as the merge patch value. Lists that are empty
-/// and the failure are set to null so that values of an earlier run disappear.
-pub fn success_status(report: &ChainReport, finished: Time) -> Value {
-    let status = ChainCheckStatus {
+/// `status.chainCheck` after a run. Applied whole, so what an earlier run wrote
+/// (examples, a failure) and this one leaves out disappears.
+pub fn success_status(report: &ChainReport, finished: Time) -> ChainCheckStatus {
+    ChainCheckStatus {
         last_run: Some(finished),
         summary: Some(report.summary()),
         users: report.users,
@@ -463,28 +461,22 @@ pub fn success_status(report: &ChainReport, finished: Time) -> Value {
         examples: status_examples(report, STATUS_EXAMPLES),
         warnings: report.warnings.clone(),
         failure: None,
-    };
-    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        for key in ["depths", "examples", "warnings", "failure"] {
-            map.entry(key).or_insert(Value::Null);
-        }
     }
-    value
 }
 
 /// `status.chainCheck` after an attempt that could not run: the last successful
 /// counts stay, the failure says why.
-pub fn failure_status(previous: Option<&ChainCheckStatus>, reason: &str, message: &str, at: Time) -> Value {
+pub fn failure_status(previous: Option<&ChainCheckStatus>, reason: &str, message: &str, at: Time) -> ChainCheckStatus {
     let mut status = previous.cloned().unwrap_or_default();
     status.failure = Some(ChainCheckFailure { time: at, reason: reason.into(), message: message.into() });
-    serde_json::to_value(&status).unwrap_or(Value::Null)
+    status
 }
 
-async fn patch_chain_status(cluster: &ClusterSystem, chain_check: Value) -> Result<(), CheckCommandError> {
-    let params = PatchParams { field_manager: Some(JOBS_FIELD_MANAGER.into()), ..PatchParams::default() };
-    let patch = json!({"status": {"chainCheck": chain_check}});
-    cluster.api.patch_status(&cluster.name, &params, &Patch::Merge(&patch)).await.map(|_| ()).map_err(|e| {
+/// Writes `status.chainCheck` as its writer ([`super::status::apply`]).
+async fn patch_chain_status(cluster: &ClusterSystem, chain_check: ChainCheckStatus) -> Result<(), CheckCommandError> {
+    let writer = StatusWriter::ChainCheck;
+    let status = ReferralSystemStatus { chain_check: Some(chain_check), ..ReferralSystemStatus::default() };
+    super::status::apply(&cluster.api, &cluster.name, writer, &status).await.map_err(|e| {
         CheckCommandError::PatchStatus {
             namespace: cluster.namespace.clone(),
             name: cluster.name.clone(),
@@ -612,32 +604,42 @@ mod tests {
 
     #[test]
     fn the_success_status_counts_and_clears_what_an_earlier_run_left() {
-        let value = success_status(&report(), at(1_800_000_000));
+        let status = success_status(&report(), at(1_800_000_000));
+        let value = serde_json::to_value(&status).unwrap();
         assert_eq!(value["summary"], "3 violations");
         assert_eq!(value["users"], 5);
         assert_eq!(value["orphans"], 2);
         assert_eq!(value["selfReferrals"], 1);
         assert_eq!(value["depths"], json!([{"depth": 0, "users": 1}, {"depth": 1, "users": 3}]));
-        assert_eq!(value["failure"], Value::Null);
-        assert!(value.as_object().unwrap().contains_key("failure"), "failure must be sent as null to clear it");
-        assert_eq!(value["warnings"], Value::Null);
         assert_eq!(value["lastRun"], "2027-01-15T08:00:00Z");
-        // It is a valid ChainCheckStatus once the nulls (deletions in a merge patch) are dropped.
-        let mut kept = value.as_object().unwrap().clone();
-        kept.retain(|_, v| !v.is_null());
-        let parsed: ChainCheckStatus = serde_json::from_value(Value::Object(kept)).unwrap();
-        assert_eq!(parsed.examples.len(), 3);
+        assert_eq!(status.examples.len(), 3);
+        // Applied whole: an earlier failure and warnings are not in what is applied,
+        // so the apply removes them.
+        let earlier = ReferralSystemStatus {
+            chain_check: Some(failure_status(Some(&status), "MongoUnreachable", "no server", at(0))),
+            ..ReferralSystemStatus::default()
+        };
+        let applied = ReferralSystemStatus { chain_check: Some(status), ..ReferralSystemStatus::default() };
+        let body = StatusWriter::ChainCheck.apply_body(&applied);
+        assert!(body["status"]["chainCheck"].get("failure").is_none(), "{body}");
+        assert!(body["status"]["chainCheck"].get("warnings").is_none(), "{body}");
+        assert_eq!(
+            StatusWriter::ChainCheck.leftovers(Some(&earlier), &applied),
+            Some(json!({"status": {"chainCheck": {"failure": null}}})),
+            "left by a merge patch, it is cleared"
+        );
     }
 
     #[test]
     fn a_failure_keeps_the_last_counts() {
         let previous = ChainCheckStatus { users: 10, orphans: 2, ..ChainCheckStatus::default() };
-        let value = failure_status(Some(&previous), "MongoUnreachable", "no server", at(0));
+        let value =
+            serde_json::to_value(failure_status(Some(&previous), "MongoUnreachable", "no server", at(0))).unwrap();
         assert_eq!(value["users"], 10);
         assert_eq!(value["orphans"], 2);
         assert_eq!(value["failure"]["reason"], "MongoUnreachable");
         // With no earlier run the object is still complete (the schema requires the counts).
-        let value = failure_status(None, "AuthenticationFailed", "bad password", at(0));
+        let value = serde_json::to_value(failure_status(None, "AuthenticationFailed", "bad password", at(0))).unwrap();
         assert_eq!(value["users"], 0);
         assert_eq!(value["badReferralRecords"], 0);
     }

@@ -8,3 +8,4 @@ pub mod bench_backup;
 pub mod check;
 pub mod mongo_client;
 pub mod native_backup;
+pub mod status;

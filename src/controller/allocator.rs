@@ -7,8 +7,7 @@
 //! large blocks in mmaps that are returned when freed. And glibc gives each thread
 //! that contends for the heap an arena of its own, each keeping what was freed in it:
 //! one arena is enough for two runtime threads that mostly wait on the network.
-//! At 1,000 systems the threshold took the idle RSS from 25.3 to 23.8 MiB anonymous,
-//! and one arena to 23.0 (docs/benchmarks.md).
+//! What each setting saves at idle is measured in docs/benchmarks.md ("Round 3").
 //!
 //! musl (the static build that ships) has neither knob and returns freed memory
 //! eagerly on its own; there this does nothing.

@@ -1,13 +1,15 @@
 //! Status, computed purely from what was observed, and merged with the previous status
-//! so `lastTransitionTime` only moves when a condition's status really changes. No
-//! client here: the reconcile step gathers [`Observed`] and writes the result.
+//! ([`crate::crd::conditions`]) so `lastTransitionTime` only moves when a condition's
+//! status really changes. No client here: the reconcile step gathers [`Observed`] and
+//! writes the result.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::backup::health::BackupHealth;
+use crate::crd::conditions::{condition, merge, unknown};
 use crate::crd::status::{
-    ChainCheckStatus, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus, UnmanagedIndexStatus,
-    UpgradeStatus, WorkerStatus,
+    ChainCheckStatus, ChainViolation, HandledRequests, IndexState, IndexStatus, ReferralSystemStatus,
+    UnmanagedIndexStatus, UpgradeStatus, WorkerStatus,
 };
 
 pub const READY: &str = "Ready";
@@ -110,21 +112,6 @@ pub enum UpgradeGate {
     Blocked { reason: String, message: String },
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: now.clone(),
-    }
-}
-
-fn unknown(type_: &str, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
-    Condition { status: "Unknown".into(), ..condition(type_, false, reason, message, generation, now) }
-}
-
 fn probe_condition(type_: &str, probe: &Probe, generation: Option<i64>, now: &Time) -> Condition {
     match probe {
         Probe::Ok { message } => condition(type_, true, "Reachable", message.clone(), generation, now),
@@ -206,18 +193,7 @@ fn chain_condition(observed: &Observed, now: &Time) -> Condition {
             now,
         );
     }
-    let kinds = [
-        (check.cycles, "in cycles"),
-        (check.self_referrals, "referring themselves"),
-        (check.orphans, "orphaned"),
-        (check.too_deep, "deeper than the maximum chain depth"),
-        (check.malformed, "malformed"),
-    ];
-    let mut parts: Vec<String> =
-        kinds.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} users {what}")).collect();
-    if check.bad_referral_records > 0 {
-        parts.push(format!("{} referral records disagreeing with the chain", check.bad_referral_records));
-    }
+    let parts: Vec<String> = ChainViolation::found(check).into_iter().map(|(kind, n)| kind.describe(n)).collect();
     let when = check.last_run.as_ref().map(|t| format!(" (check of {})", t.0)).unwrap_or_default();
     if parts.is_empty() {
         condition(CHAIN_INTEGRITY, true, "NoViolations", format!("{} users checked{when}", check.users), g, now)
@@ -349,18 +325,6 @@ fn ready_condition(observed: &Observed, others: &[Condition], now: &Time) -> Con
     condition(READY, true, "Ready", format!("generation {} is in place", g.unwrap_or_default()), g, now)
 }
 
-/// Keeps the old `lastTransitionTime` of every condition whose status did not change.
-pub fn merge(new: Vec<Condition>, old: &[Condition]) -> Vec<Condition> {
-    new.into_iter()
-        .map(|mut c| {
-            if let Some(previous) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
-                c.last_transition_time = previous.last_transition_time.clone();
-            }
-            c
-        })
-        .collect()
-}
-
 /// The whole new status. Fields owned by other writers (index, chain and backup
 /// summaries) are carried over from the old status untouched.
 pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Time) -> ReferralSystemStatus {
@@ -404,11 +368,6 @@ pub fn status(observed: &Observed, old: Option<&ReferralSystemStatus>, now: &Tim
         },
         ..base
     }
-}
-
-/// Whether the condition of `type_` is True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -573,12 +532,43 @@ mod tests {
         let s = status(&o, None, &at(1));
         let c = get(&s.conditions, CHAIN_INTEGRITY);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ViolationsFound"));
-        assert!(c.message.starts_with("3 users in cycles, 2 users orphaned"), "{}", c.message);
-        assert!(c.message.contains("e.g. cycle: u1 -> u2 -> u1"), "{}", c.message);
+        assert_eq!(
+            c.message,
+            "3 cycles, 2 users whose referrer does not exist; e.g. cycle: u1 -> u2 -> u1; \
+             `referral-operator check chains --repair-plan` prints the fixes"
+        );
         assert_eq!(get(&s.conditions, READY).status, "True");
         o.chain_check = Some(ChainCheckStatus { users: 1000, ..ChainCheckStatus::default() });
         let s = status(&o, None, &at(1));
         assert_eq!(get(&s.conditions, CHAIN_INTEGRITY).status, "True");
+    }
+
+    /// Each count is named for what it counts: cycles are cycles (not their users), a
+    /// tier above the maximum is a referral record's, malformed ones are documents of
+    /// either collection.
+    #[test]
+    fn the_chain_integrity_message_names_each_count_for_what_it_counts() {
+        let mut o = healthy();
+        o.chain_check = Some(ChainCheckStatus {
+            last_run: Some(at(1_764_558_000)),
+            users: 1000,
+            cycles: 1,
+            too_deep: 4,
+            orphans: 1,
+            self_referrals: 2,
+            malformed: 5,
+            bad_referral_records: 1,
+            ..ChainCheckStatus::default()
+        });
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, CHAIN_INTEGRITY);
+        assert_eq!(
+            c.message,
+            "1 cycle, 2 users referring themselves, 1 user whose referrer does not exist, \
+             4 referral records with a tier above maxChainDepth, 5 malformed documents, \
+             1 referral record disagreeing with the chain (check of 2025-12-01T03:00:00Z); \
+             `referral-operator check chains --repair-plan` prints the fixes"
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::checks::mongo_probe::MongoClients;
 use super::live::LiveState;
 use super::metrics::Metrics;
 
+/// Image the chain-check and backup jobs run unless told otherwise: the image of this
+/// release.
+pub const DEFAULT_OPERATOR_IMAGE: &str = concat!("ghcr.io/referral-dev/referral-operator:v", env!("CARGO_PKG_VERSION"));
+
 /// Default of [`ControllerSettings::concurrency`].
 pub const DEFAULT_CONCURRENCY: u16 = 16;
 
@@ -39,7 +43,7 @@ pub struct ControllerSettings {
 impl Default for ControllerSettings {
     fn default() -> Self {
         Self {
-            operator_image: crate::cli::DEFAULT_OPERATOR_IMAGE.into(),
+            operator_image: DEFAULT_OPERATOR_IMAGE.into(),
             probe_timeout: Duration::from_secs(5),
             resync_ready: Duration::from_secs(300),
             resync_not_ready: Duration::from_secs(30),

@@ -507,7 +507,7 @@ impl LiveState {
     /// whether it may be news to the child's owner: false only for a version already
     /// known, such as the echo of the apply step's own write, which the reconcile that
     /// wrote it has already seen. Waking the owner for it would only run a reconcile
-    /// that finds nothing to do (at 1,000 new systems, more than half of them).
+    /// that finds nothing to do (docs/benchmarks.md, "Round 4", counts them).
     pub fn observe<K: Observable>(&self, scope: &Option<String>, event: &Event<K>) -> bool {
         let mut inner = self.lock();
         let watch = (K::KIND, scope.clone());

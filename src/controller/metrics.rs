@@ -5,7 +5,7 @@
 //! Every label value comes from a fixed set or from the name of a ReferralSystem, so
 //! the number of series is bounded by the number of systems: failure categories are
 //! `&'static str` chosen by the caller's error type (never `Debug` text), index states
-//! and violation kinds are checked against their constant lists, and
+//! are checked against their constant list, violation kinds are an enum, and
 //! [`Metrics::forget_system`] drops every series of a deleted system.
 //!
 //! This module does no I/O and knows nothing of Kubernetes or HTTP; `http` serves
@@ -24,9 +24,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::crd::status::ChainViolation;
 use crate::reconcilers::monitoring::{
-    CHAIN_VIOLATION_KINDS, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS,
-    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
+    INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS, OPERATOR_CHAIN_USERS_BY_DEPTH,
+    OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
 };
 
 /// Reconciles run, whatever their outcome.
@@ -204,10 +205,12 @@ impl Metrics {
     }
 
     /// Sets the chain violation counts of one system, every kind of
-    /// [`CHAIN_VIOLATION_KINDS`], 0 when absent from `counts`.
-    pub fn set_chain_violations(&self, ns: &str, name: &str, counts: &[(&'static str, i64)]) {
-        for (kind, count) in counted(&CHAIN_VIOLATION_KINDS, counts, "chain violation kind") {
-            let labels = ViolationLabels { referral_namespace: ns.into(), referral_system: name.into(), kind };
+    /// [`ChainViolation::ALL`], 0 when absent from `counts`.
+    pub fn set_chain_violations(&self, ns: &str, name: &str, counts: &[(ChainViolation, i64)]) {
+        for kind in ChainViolation::ALL {
+            let count = counts.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum();
+            let labels =
+                ViolationLabels { referral_namespace: ns.into(), referral_system: name.into(), kind: kind.label() };
             self.chain_violations.get_or_create(&labels).set(count);
         }
     }
@@ -259,11 +262,11 @@ impl Metrics {
         for state in INDEX_STATES {
             self.indexes.remove(&IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state });
         }
-        for kind in CHAIN_VIOLATION_KINDS {
+        for kind in ChainViolation::ALL {
             self.chain_violations.remove(&ViolationLabels {
                 referral_namespace: ns.into(),
                 referral_system: name.into(),
-                kind,
+                kind: kind.label(),
             });
         }
         let depths = self.depths.lock().unwrap_or_else(PoisonError::into_inner).remove(&key).unwrap_or_default();
@@ -272,20 +275,14 @@ impl Metrics {
         }
     }
 
-    /// Every metric in the Prometheus text format (see [`CONTENT_TYPE`]).
-    ///
-    /// prometheus-client writes OpenMetrics text, which the Prometheus text parser
-    /// (`promtool check metrics`, many scrapers and exporters' tooling) misreads: an
-    /// OpenMetrics counter is declared as `# TYPE x counter` with samples named
-    /// `x_total`, so a text parser sees an empty counter `x` and an untyped `x_total`.
-    /// The two formats agree on everything else this registry emits, so the output is
-    /// rewritten here rather than served as OpenMetrics: counter descriptors get their
-    /// `_total` name and the OpenMetrics-only `# UNIT` and `# EOF` lines are dropped.
+    /// Every metric in the Prometheus text format, version 0.0.4 (see
+    /// [`CONTENT_TYPE`]), as prometheus-client writes it: the format Prometheus
+    /// scrapes by default and `promtool check metrics` reads.
     pub fn encode(&self) -> String {
-        let mut openmetrics = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut openmetrics, &self.registry)
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        openmetrics_to_prometheus_text(&openmetrics)
+        text
     }
 }
 
@@ -338,28 +335,6 @@ fn counted<'a>(
     })
 }
 
-fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
-    let counters: BTreeSet<&str> =
-        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
-    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
-    for line in openmetrics.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match descriptor {
-            Some(renamed) => out.push_str(&renamed),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -382,7 +357,7 @@ mod tests {
         metrics.record_failure("kubernetes_api");
         metrics.set_managed_objects("referrals", "main", 17);
         metrics.set_index_states("referrals", "main", &[("present", 4), ("missing", 1)]);
-        metrics.set_chain_violations("referrals", "main", &[("cycles", 2)]);
+        metrics.set_chain_violations("referrals", "main", &[(ChainViolation::Cycles, 2)]);
         metrics.set_chain_depths("referrals", "main", &[(0, 100), (1, 40), (2, 3)]);
         metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
         metrics.set_leader(true);
@@ -399,7 +374,7 @@ mod tests {
             assert!(!series(&text, name).is_empty(), "no {name} series in\n{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE line for {name} in\n{text}");
         }
-        assert!(text.contains(&format!("{RECONCILE_DURATION_SECONDS}_bucket{{le=\"30.0\"}} 1")), "{text}");
+        assert!(text.contains(&format!("{RECONCILE_DURATION_SECONDS}_bucket{{le=\"30\"}} 1")), "{text}");
         assert!(text.contains(&format!("{RECONCILE_RUNS_TOTAL} 1\n")), "{text}");
         assert!(text.contains(&format!("{LEADER} 1\n")), "{text}");
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
@@ -416,7 +391,7 @@ mod tests {
         // Absent states and kinds read 0, so the whole fixed set is always there.
         assert_eq!(series(&text, OPERATOR_INDEXES).len(), INDEX_STATES.len());
         assert!(text.contains(&format!("{OPERATOR_INDEXES}{{{selector},state=\"conflict\"}} 0")), "{text}");
-        assert_eq!(series(&text, OPERATOR_CHAIN_VIOLATIONS).len(), CHAIN_VIOLATION_KINDS.len());
+        assert_eq!(series(&text, OPERATOR_CHAIN_VIOLATIONS).len(), ChainViolation::ALL.len());
     }
 
     #[test]

@@ -8,31 +8,31 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, GetParams, Patch, PatchParams};
+use kube::api::{Api, GetParams, Patch};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::{ChainCheckStatus, ReferralSystemStatus};
+use crate::crd::status::{ChainCheckStatus, ChainViolation, ReferralSystemStatus, StatusWriter};
 use crate::crd::validate::{ValidatedSystem, validate};
 use crate::reconcilers::env::redis_endpoint;
 use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
 
 use crate::backup::health::{BackupHealth, BackupHealthInput, backup_health};
-use crate::plugin::requests::RunNow;
 
 use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
+use super::requests::{self, RunNow};
 use super::secrets::{self, SecretValues};
-use super::{indexes, requests, upgrade};
+use super::{indexes, upgrade};
 
-/// Field manager of the status the controller writes.
+/// Field manager of the ReferralRestore status the restore controller writes (the
+/// ReferralSystem's own status writers are [`StatusWriter`]).
 pub const STATUS_MANAGER: &str = "referral-operator-status";
 
 /// Entry point for the kube-runtime Controller, which caches only the systems'
@@ -234,7 +234,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     if let Some(error) = apply_failure {
         return Err(error);
     }
-    let ready = conditions::is_true(&status.conditions, READY);
+    let ready = crate::crd::conditions::is_true(&status.conditions, READY);
     let mut wait = if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready };
     // Come back when the backups turn overdue, so BackupHealthy flips on time.
     if let Some(due) = backup_due {
@@ -276,18 +276,9 @@ fn export_chain_check(ctx: &Context, system: &ValidatedSystem, check: Option<&Ch
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let depths: Vec<(u32, i64)> = c.depths.iter().map(|d| (d.depth, count(d.users))).collect();
     ctx.metrics.set_chain_depths(&system.namespace, &system.name, &depths);
-    ctx.metrics.set_chain_violations(
-        &system.namespace,
-        &system.name,
-        &[
-            ("cycles", count(c.cycles)),
-            ("too_deep", count(c.too_deep)),
-            ("orphans", count(c.orphans)),
-            ("self_referrals", count(c.self_referrals)),
-            ("bad_referral_records", count(c.bad_referral_records)),
-            ("malformed", count(c.malformed)),
-        ],
-    );
+    let violations: Vec<(ChainViolation, i64)> =
+        ChainViolation::ALL.iter().map(|kind| (*kind, count(kind.count(c)))).collect();
+    ctx.metrics.set_chain_violations(&system.namespace, &system.name, &violations);
 }
 
 /// An event per Job started on request.
@@ -453,35 +444,6 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()))
 }
 
-/// The status fields this controller owns, with explicit nulls so a merge patch
-/// removes what is gone. Summaries written by the check jobs are left alone.
-fn status_patch(status: &ReferralSystemStatus, fresh_indexes: bool) -> Value {
-    let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
-    let mut patch = json!({
-        "status": {
-            "observedGeneration": status.observed_generation,
-            "conditions": status.conditions,
-            "workersReady": status.workers_ready,
-            "workers": or_null(json!(status.workers), status.workers.is_empty()),
-            "resourcesNotReady": or_null(json!(status.resources_not_ready), status.resources_not_ready.is_empty()),
-            "upgrade": status.upgrade,
-            "handledRequests": status.handled_requests,
-        }
-    });
-    // The index result is written only when this reconcile checked the indexes (then
-    // it is the whole truth, and an empty list clears the old one); otherwise it is
-    // left as stored.
-    if fresh_indexes && let Some(fields) = patch.get_mut("status").and_then(Value::as_object_mut) {
-        fields.insert("indexes".into(), or_null(json!(status.indexes), status.indexes.is_empty()));
-        fields.insert("indexSummary".into(), json!(status.index_summary));
-        fields.insert(
-            "unmanagedIndexes".into(),
-            or_null(json!(status.unmanaged_indexes), status.unmanaged_indexes.is_empty()),
-        );
-    }
-    patch
-}
-
 async fn write_status(
     system: &ReferralSystem,
     ctx: &Context,
@@ -489,21 +451,15 @@ async fn write_status(
 ) -> Result<ReferralSystemStatus, Error> {
     let old = system.status.clone();
     let status = conditions::status(observed, old.as_ref(), &now());
-    if old.as_ref() == Some(&status) {
+    let writer = StatusWriter::Controller;
+    // Only its own fields count: the others' are written by their own writers.
+    if old.as_ref().map(|o| writer.owned(o)) == Some(writer.owned(&status)) {
         return Ok(status);
     }
     let namespace = system.namespace().unwrap_or_default();
     let name = system.name_any();
     let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &namespace);
-    let written = api
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(status_patch(
-                &status,
-                matches!(observed.indexes, conditions::IndexObservation::Fresh { .. }),
-            )),
-        )
+    let written = apply_status(&api, &name, writer, &status)
         .await
         .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
     ctx.live.record_status_write(&namespace, &name, written.metadata.resource_version.as_deref());
@@ -515,6 +471,22 @@ async fn write_status(
     )
     .await;
     Ok(status)
+}
+
+/// Writes `writer`'s part of `status` by server-side apply (see [`StatusWriter`]),
+/// then clears what a merge patch of an older operator left of it. Returns the
+/// system as last written.
+pub(super) async fn apply_status(
+    api: &Api<ReferralSystem>,
+    name: &str,
+    writer: StatusWriter,
+    status: &ReferralSystemStatus,
+) -> Result<ReferralSystem, kube::Error> {
+    let written = api.patch_status(name, &writer.apply_params(), &Patch::Apply(writer.apply_body(status))).await?;
+    match writer.leftovers(written.status.as_ref(), status) {
+        None => Ok(written),
+        Some(patch) => api.patch_status(name, &writer.leftover_params(), &Patch::Merge(patch)).await,
+    }
 }
 
 fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {

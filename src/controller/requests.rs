@@ -12,7 +12,6 @@ use kube::api::{Api, PostParams};
 use crate::crd::ReferralSystem;
 use crate::crd::status::{HandledRequest, HandledRequests};
 use crate::crd::validate::ValidatedSystem;
-use crate::plugin::requests::RunNow;
 use crate::reconcilers::backup::{BackupPurpose, backup_job, manual_backup_job_name};
 use crate::reconcilers::chain_check::{cron_job_name, manual_check_job_name};
 use crate::reconcilers::job::job_from_cron_job;
@@ -20,6 +19,28 @@ use crate::reconcilers::{BuildContext, Children};
 
 use super::context::Context;
 use super::error::Error;
+
+/// Asks the controller for one chain check now.
+pub const CHECK_NOW_ANNOTATION: &str = "referral.dev/check-now";
+/// Asks the controller for one backup now.
+pub const BACKUP_NOW_ANNOTATION: &str = "referral.dev/backup-now";
+
+/// A run that can be asked for with an annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunNow {
+    Backup,
+    Check,
+}
+
+impl RunNow {
+    /// The annotation whose new value asks for this run.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            RunNow::Backup => BACKUP_NOW_ANNOTATION,
+            RunNow::Check => CHECK_NOW_ANNOTATION,
+        }
+    }
+}
 
 /// `referral.dev/purpose` of a chain check asked for now.
 pub const MANUAL_CHECK_PURPOSE: &str = "manual-check";
@@ -137,12 +158,11 @@ mod tests {
     use super::*;
     use crate::crd::status::ReferralSystemStatus;
     use crate::crd::validate::validate;
-    use crate::plugin::requests::{BACKUP_NOW_ANNOTATION, CHECK_NOW_ANNOTATION};
     use crate::reconcilers::build;
 
     fn object(annotations: &[(&str, &str)]) -> ReferralSystem {
         let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml")).unwrap();
-        let mut parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let mut parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         parsed.metadata.uid = Some("1234".into());
         parsed.metadata.namespace = Some("referrals".into());
         parsed.metadata.annotations = Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());

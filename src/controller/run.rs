@@ -93,8 +93,8 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         None => Api::all(client.clone()),
     };
     // Only the systems' metadata is cached; each reconcile reads its system whole
-    // (see `reconcile::fetch`). A ReferralSystem with its defaults and ten conditions
-    // is ~13 KB as Rust values: at 1,000 systems the largest thing the operator held.
+    // (see `reconcile::fetch`): whole systems, with their defaults and conditions,
+    // were the largest thing the operator held (docs/benchmarks.md, "Round 3").
     // Managed fields and `kubectl apply`'s copy of the whole spec go too.
     let (reader, writer) = reflector::store();
     let stream = watcher(systems, watcher::Config::default().any_semantic())
@@ -108,8 +108,8 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         })
         .reflect(writer)
         .touched_objects()
-        // The echo of our own status patch is no news to the reconcile that wrote it
-        // (at 1,000 new systems, a reconcile each that found nothing to do).
+        // The echo of our own status patch is no news to the reconcile that wrote it;
+        // waking for it would only run a reconcile that finds nothing to do.
         .try_filter({
             let ctx = ctx.clone();
             move |meta| {
@@ -223,13 +223,20 @@ async fn shutdown_signal() {
 /// headers at once (a watch holds its slot only until its stream starts).
 ///
 /// kube's HTTP/1.1 pool opens a connection per concurrent request and keeps every one
-/// for good: a thousand new systems, sixteen reconciles each sending a phase of
-/// applies together, left ~80 connections open at idle, each with its read buffer,
-/// TLS state and request channel. Bounded, a burst reuses what it opened.
+/// for good, each with its read buffer, TLS state and request channel, so a burst of
+/// new systems left dozens open at idle (docs/benchmarks.md, "Round 3"). Bounded, a
+/// burst reuses what it opened.
 async fn bounded_client(max_requests: usize) -> Result<Client, kube::Error> {
     let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_requests)).build())
+}
+
+/// The leader election's own client: its own connections, so that a renewal never
+/// waits behind the reconciles' requests (the main client bounds those).
+async fn lease_client() -> Result<Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    Client::try_from(config)
 }
 
 /// Runs until SIGTERM/SIGINT, or until the lease is lost.
@@ -250,7 +257,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let mut leadership = None;
     if let Some(lease) = &config.lease {
-        let (mut is_leader, task) = leader::spawn(client.clone(), lease.clone());
+        let lease_client = lease_client().await.map_err(|source| RunError::Client { source })?;
+        let (mut is_leader, task) = leader::spawn(lease_client, lease.clone());
         tracing::info!(lease = %lease.name, identity = %lease.identity, "waiting for the leader lease");
         let acquired = async {
             while !*is_leader.borrow() {
@@ -321,6 +329,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         _ = controllers => {
             tracing::info!("controller stopped");
             if let Some(lease) = &config.lease {
+                // The elector first, or it could renew the claim just given up.
+                if let Some((_, task)) = &leadership {
+                    task.abort();
+                }
                 let _ = leader::release(client.clone(), lease).await;
             }
             Ok(())

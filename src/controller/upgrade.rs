@@ -1,4 +1,5 @@
-//! The upgrade gate in the cluster: observes what [`next_upgrade_step`] needs, records
+//! The upgrade gate in the cluster, the thin driver of
+//! [`crate::reconcilers::upgrade_step`]: observes what [`next_upgrade_step`] needs, records
 //! its `status.upgrade` before acting (so a crash between the two only repeats the
 //! step), creates the pre-upgrade backup and migration Jobs, and pins the worker
 //! images in the built Deployments while the new ones must wait.
@@ -6,24 +7,26 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, PostParams};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::UpgradeStatus;
+use crate::crd::status::{ReferralSystemStatus, StatusWriter, UpgradeStatus};
 use crate::crd::validate::ValidatedSystem;
 use crate::reconcilers::backup::{BackupPurpose, backup_job};
-use crate::reconcilers::restore::JobPhase;
+use crate::reconcilers::job::JobPhase;
 use crate::reconcilers::upgrade::{
-    ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, backup_job_name, desired_images, migration_job,
-    migration_job_name, next_upgrade_step, pin_worker_images, running_images, upgrade_target,
+    backup_job_name, desired_images, migration_job, migration_job_name, pin_worker_images, running_images,
+    upgrade_target,
 };
-use crate::reconcilers::workers::worker_name;
+use crate::reconcilers::upgrade_step::{
+    ImagePlan, REASON_ROLLED_BACK, UpgradeObservation, UpgradeStep, next_upgrade_step, rollout_state,
+};
 use crate::reconcilers::{BuildContext, Children};
 
 use super::conditions::UpgradeGate;
 use super::context::Context;
 use super::error::Error;
+use super::reconcile::apply_status;
 
 /// Reason on Ready while the new images wait for the backup or the migration.
 pub const REASON_UPGRADE_IN_PROGRESS: &str = "UpgradeInProgress";
@@ -35,31 +38,6 @@ pub struct GateOutcome {
     pub gate: Option<UpgradeGate>,
     /// `status.upgrade` after this reconcile.
     pub status: Option<UpgradeStatus>,
-}
-
-/// How the worker Deployments' rollout goes, from their status.
-pub fn rollout_state(system: &ValidatedSystem, deployments: &[Deployment]) -> RolloutState {
-    let mut complete = true;
-    for worker in &system.spec.workers {
-        let name = worker_name(system, &worker.name);
-        let Some(d) = deployments.iter().find(|d| d.metadata.name.as_deref() == Some(name.as_str())) else {
-            complete = false;
-            continue;
-        };
-        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let status = d.status.clone().unwrap_or_default();
-        if let Some(stalled) = status.conditions.iter().flatten().find(|c| {
-            c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        }) {
-            return RolloutState::Stalled { deployment: name, message: stalled.message.clone().unwrap_or_default() };
-        }
-        let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-        complete &= current
-            && status.updated_replicas.unwrap_or(0) >= desired
-            && status.available_replicas.unwrap_or(0) >= desired
-            && status.replicas.unwrap_or(0) <= desired;
-    }
-    if complete { RolloutState::Complete } else { RolloutState::Progressing }
 }
 
 /// The gate's effect on Ready for a step.
@@ -78,10 +56,9 @@ pub fn gate_for(step: &UpgradeStep, message: Option<&str>) -> Option<UpgradeGate
         UpgradeStep::Blocked { reason, message } => {
             Some(UpgradeGate::Blocked { reason: reason.to_string(), message: message.clone() })
         }
-        UpgradeStep::RollBack { message } | UpgradeStep::HeldAfterRollback { message } => Some(UpgradeGate::Blocked {
-            reason: crate::reconcilers::upgrade::REASON_ROLLED_BACK.into(),
-            message: message.clone(),
-        }),
+        UpgradeStep::RollBack { message } | UpgradeStep::HeldAfterRollback { message } => {
+            Some(UpgradeGate::Blocked { reason: REASON_ROLLED_BACK.into(), message: message.clone() })
+        }
         UpgradeStep::Steady | UpgradeStep::RollOut | UpgradeStep::WaitForRollout => None,
     }
 }
@@ -142,12 +119,9 @@ pub async fn gate_images(
     });
     if decision.status.as_ref() != recorded {
         let name = system.name.clone();
-        Api::<ReferralSystem>::namespaced(ctx.client.clone(), &system.namespace)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"upgrade": decision.status}})),
-            )
+        let api = Api::<ReferralSystem>::namespaced(ctx.client.clone(), &system.namespace);
+        let status = ReferralSystemStatus { upgrade: decision.status.clone(), ..ReferralSystemStatus::default() };
+        apply_status(&api, &name, StatusWriter::Upgrade, &status)
             .await
             .map_err(|source| Error::WriteStatus { system: name, source })?;
     }
@@ -172,57 +146,6 @@ pub async fn gate_images(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn system() -> ValidatedSystem {
-        let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml")).unwrap();
-        let mut parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
-        parsed.metadata.uid = Some("1234".into());
-        crate::crd::validate::validate(&parsed, "referrals").unwrap()
-    }
-
-    fn deployment(name: &str, generation: i64, status: DeploymentStatus) -> Deployment {
-        Deployment {
-            metadata: ObjectMeta { name: Some(name.into()), generation: Some(generation), ..ObjectMeta::default() },
-            spec: Some(DeploymentSpec { replicas: Some(1), ..DeploymentSpec::default() }),
-            status: Some(status),
-        }
-    }
-
-    fn all(system: &ValidatedSystem, status: DeploymentStatus) -> Vec<Deployment> {
-        system.spec.workers.iter().map(|w| deployment(&worker_name(system, &w.name), 2, status.clone())).collect()
-    }
-
-    #[test]
-    fn the_rollout_is_complete_only_when_every_worker_is_current_and_available() {
-        let s = system();
-        let done = DeploymentStatus {
-            observed_generation: Some(2),
-            replicas: Some(1),
-            updated_replicas: Some(1),
-            available_replicas: Some(1),
-            ..DeploymentStatus::default()
-        };
-        assert_eq!(rollout_state(&s, &all(&s, done.clone())), RolloutState::Complete);
-        let stale = DeploymentStatus { observed_generation: Some(1), ..done.clone() };
-        assert_eq!(rollout_state(&s, &all(&s, stale)), RolloutState::Progressing);
-        assert_eq!(rollout_state(&s, &[]), RolloutState::Progressing, "a missing Deployment is not rolled out");
-        let stalled = DeploymentStatus {
-            conditions: Some(vec![DeploymentCondition {
-                type_: "Progressing".into(),
-                status: "False".into(),
-                reason: Some("ProgressDeadlineExceeded".into()),
-                message: Some("ReplicaSet x has timed out progressing".into()),
-                ..DeploymentCondition::default()
-            }]),
-            ..done
-        };
-        match rollout_state(&s, &all(&s, stalled)) {
-            RolloutState::Stalled { message, .. } => assert!(message.contains("timed out")),
-            other => panic!("expected Stalled, got {other:?}"),
-        }
-    }
 
     #[test]
     fn waiting_steps_hold_ready_and_failures_block_it() {

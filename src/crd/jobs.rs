@@ -130,14 +130,25 @@ pub struct MaintenanceJob {
     /// Stop scheduling this job. Default false.
     #[serde(default)]
     pub suspend: bool,
-    /// Image; defaults to `spec.image`.
+    /// What the job runs.
+    #[serde(flatten)]
+    pub template: JobTemplate,
+}
+
+/// What a job of the service runs (a maintenance job, the migration): the service
+/// image unless another is named, the workers' environment plus its own, in a pod of
+/// its own. Its fields sit in the job's object itself, beside its name or schedule.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobTemplate {
+    /// Image; defaults to `spec.image` (for the migration, the new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
     /// Entrypoint override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// Arguments.
+    /// Arguments (the container's `args`), e.g. `[npm, run, migrate:referral]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Extra environment, same rules as a worker's `env`.
@@ -181,4 +192,29 @@ fn default_monthly() -> u32 {
 }
 fn default_deadline() -> i64 {
     3600
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The job template is flattened: maintenance jobs and the migration keep the
+    /// wire format they had before it existed, so stored objects stay valid.
+    #[test]
+    fn job_template_fields_stay_in_the_jobs_object() {
+        let wire = serde_json::json!({
+            "name": "cleanup", "schedule": "0 4 * * 0", "suspend": false,
+            "image": "x:1", "args": ["npm", "run", "cleanup"], "activeDeadlineSeconds": 600
+        });
+        let job: MaintenanceJob = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(job.template.args.as_deref(), Some(&["npm".to_string(), "run".into(), "cleanup".into()][..]));
+        assert_eq!(job.template.active_deadline_seconds, 600);
+        assert_eq!(serde_json::to_value(&job).unwrap(), wire, "no nested `template` key");
+        let migration: crate::crd::MigrationSpec = serde_json::from_value(serde_json::json!({"args": ["m"]})).unwrap();
+        assert_eq!(migration.template.active_deadline_seconds, 3600, "the default applies through the flatten");
+        assert_eq!(
+            serde_json::to_value(&migration).unwrap(),
+            serde_json::json!({"args": ["m"], "activeDeadlineSeconds": 3600})
+        );
+    }
 }

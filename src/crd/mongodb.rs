@@ -261,7 +261,7 @@ fn seed_index(collection: &str, keys: &[(&str, i32)], unique: bool, sparse: bool
     }
 }
 
-/// The six indexes of the deployment guide (seed 000, section 2).
+/// The six indexes of the deployment guide (README.md, "The resource").
 pub fn default_indexes() -> Vec<IndexSpec> {
     vec![
         seed_index("users", &[("referralCode", 1)], true, true),

@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn the_backup_name_pattern_matches_what_backups_are_called() {
         let crd = ReferralRestore::crd();
-        let yaml = serde_yaml::to_string(&crd).unwrap();
+        let yaml = crate::yaml::to_string(&crd).unwrap();
         assert!(yaml.contains(r"^[0-9]{8}T[0-9]{6}Z(-[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"), "{yaml}");
         let pattern = regex::Regex::new(r"^[0-9]{8}T[0-9]{6}Z(-[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$").unwrap();
         for name in ["20261123T010000Z", "20261123T010000Z-pre-upgrade"] {

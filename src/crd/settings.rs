@@ -3,6 +3,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// `referral.maxChainDepth` when the spec leaves it out, and the chain check's
+/// default outside a cluster: the guide's three tiers.
+pub const DEFAULT_MAX_CHAIN_DEPTH: u8 = 3;
+
 /// Settings of the referral engine itself. Each one becomes a `REFERRAL_*` environment
 /// variable in every worker, in the unit the service expects (milliseconds or seconds).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -48,7 +52,7 @@ impl Default for ReferralSettings {
 }
 
 fn default_max_chain_depth() -> u8 {
-    3
+    DEFAULT_MAX_CHAIN_DEPTH
 }
 fn default_reward_processing_interval() -> String {
     "5s".into()

@@ -4,8 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::PatchParams;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{GROUP, VERSION};
 
 /// Observed state of a ReferralSystem.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -52,6 +56,113 @@ pub struct ReferralSystemStatus {
     /// the operator acted on: a request is handled once, even after its Job is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_requests: Option<HandledRequests>,
+}
+
+/// The four writers of a ReferralSystem's status. Each owns a fixed set of its
+/// fields and writes them by server-side apply under its own field manager, so
+/// `managedFields` names the owner of every field and one writer can never erase
+/// another's: an apply removes only fields its own manager applied before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusWriter {
+    /// The system's reconcile: what it observed and judged.
+    Controller,
+    /// The upgrade gate, which records a step before it acts on it.
+    Upgrade,
+    /// The chain-check Job (`check chains --write-status`).
+    ChainCheck,
+    /// The backup Job's last step (`backup finalize --system`).
+    Backup,
+}
+
+impl StatusWriter {
+    pub const ALL: [StatusWriter; 4] =
+        [StatusWriter::Controller, StatusWriter::Upgrade, StatusWriter::ChainCheck, StatusWriter::Backup];
+
+    /// Its server-side apply field manager.
+    pub fn field_manager(self) -> &'static str {
+        match self {
+            StatusWriter::Controller => "referral-operator-status",
+            StatusWriter::Upgrade => "referral-operator-upgrade",
+            StatusWriter::ChainCheck => "referral-operator-chain-check",
+            StatusWriter::Backup => "referral-operator-backup",
+        }
+    }
+
+    /// The fields of `status` it owns (as written, camelCase).
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            StatusWriter::Controller => &[
+                "observedGeneration",
+                "conditions",
+                "workersReady",
+                "workers",
+                "resourcesNotReady",
+                "indexSummary",
+                "indexes",
+                "unmanagedIndexes",
+                "handledRequests",
+            ],
+            StatusWriter::Upgrade => &["upgrade"],
+            StatusWriter::ChainCheck => &["chainCheck"],
+            StatusWriter::Backup => &["backup"],
+        }
+    }
+
+    /// Its part of `status`: the fields it owns, absent ones left out.
+    pub fn owned(self, status: &ReferralSystemStatus) -> Map<String, Value> {
+        let Ok(Value::Object(mut all)) = serde_json::to_value(status) else { return Map::new() };
+        all.retain(|key, _| self.fields().contains(&key.as_str()));
+        all
+    }
+
+    /// How it applies: its field manager, forced, so that it takes over its fields
+    /// from a writer that merge-patched them before (no other writer applies them).
+    pub fn apply_params(self) -> PatchParams {
+        PatchParams::apply(self.field_manager()).force()
+    }
+
+    /// How it sends [`StatusWriter::leftovers`]: a merge patch, under its name.
+    pub fn leftover_params(self) -> PatchParams {
+        PatchParams { field_manager: Some(self.field_manager().into()), ..PatchParams::default() }
+    }
+
+    /// The server-side apply body: the ReferralSystem's kind and its part of
+    /// `status`. A field it owned and now leaves out is removed by the apply.
+    pub fn apply_body(self, status: &ReferralSystemStatus) -> Value {
+        json!({ "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "ReferralSystem", "status": self.owned(status) })
+    }
+
+    /// After an apply: a merge patch that removes what `live` (the status the apply
+    /// returned) still holds of this writer's fields although the apply left it out,
+    /// or `None`. That happens only for fields set by a write that was not an apply
+    /// (an operator before this one merge-patched status), which an apply does not
+    /// remove.
+    pub fn leftovers(self, live: Option<&ReferralSystemStatus>, applied: &ReferralSystemStatus) -> Option<Value> {
+        let live = Value::Object(self.owned(live?));
+        let applied = Value::Object(self.owned(applied));
+        let patch = nulls_for_missing(&live, &applied)?;
+        Some(json!({ "status": patch }))
+    }
+}
+
+/// The keys of `live` (recursively through objects) that `applied` does not have, as
+/// a merge patch of nulls. Lists are replaced whole by an apply, so not entered.
+fn nulls_for_missing(live: &Value, applied: &Value) -> Option<Value> {
+    let (Value::Object(live), Value::Object(applied)) = (live, applied) else { return None };
+    let mut patch = Map::new();
+    for (key, value) in live {
+        match applied.get(key) {
+            None => {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Some(kept) => {
+                if let Some(inner) = nulls_for_missing(value, kept) {
+                    patch.insert(key.clone(), inner);
+                }
+            }
+        }
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
 /// The last run-now request of each kind that started a Job.
@@ -207,6 +318,87 @@ pub struct ChainCheckStatus {
     pub failure: Option<ChainCheckFailure>,
 }
 
+/// The kinds of chain violation, in one list: the counts of [`ChainCheckStatus`],
+/// the `ChainIntegrity` condition's message, the `kind` label of the operator's
+/// violations gauge and the alert that reads it all come from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChainViolation {
+    Cycles,
+    TooDeep,
+    Orphans,
+    SelfReferrals,
+    Malformed,
+    BadReferralRecords,
+}
+
+impl ChainViolation {
+    /// Every kind, in the order messages list them.
+    pub const ALL: [ChainViolation; 6] = [
+        ChainViolation::Cycles,
+        ChainViolation::SelfReferrals,
+        ChainViolation::Orphans,
+        ChainViolation::TooDeep,
+        ChainViolation::Malformed,
+        ChainViolation::BadReferralRecords,
+    ];
+
+    /// How many the last check found.
+    pub fn count(self, check: &ChainCheckStatus) -> u64 {
+        match self {
+            ChainViolation::Cycles => check.cycles,
+            ChainViolation::TooDeep => check.too_deep,
+            ChainViolation::Orphans => check.orphans,
+            ChainViolation::SelfReferrals => check.self_referrals,
+            ChainViolation::Malformed => check.malformed,
+            ChainViolation::BadReferralRecords => check.bad_referral_records,
+        }
+    }
+
+    /// The value of the metric label `kind` (a fixed set: the series stay bounded).
+    pub fn label(self) -> &'static str {
+        match self {
+            ChainViolation::Cycles => "cycles",
+            ChainViolation::TooDeep => "too_deep",
+            ChainViolation::Orphans => "orphans",
+            ChainViolation::SelfReferrals => "self_referrals",
+            ChainViolation::Malformed => "malformed",
+            ChainViolation::BadReferralRecords => "bad_referral_records",
+        }
+    }
+
+    /// What one of them is, named for what the count counts: singular and plural.
+    fn noun(self) -> (&'static str, &'static str) {
+        match self {
+            ChainViolation::Cycles => ("cycle", "cycles"),
+            ChainViolation::SelfReferrals => ("user referring themselves", "users referring themselves"),
+            ChainViolation::Orphans => ("user whose referrer does not exist", "users whose referrer does not exist"),
+            ChainViolation::TooDeep => {
+                ("referral record with a tier above maxChainDepth", "referral records with a tier above maxChainDepth")
+            }
+            ChainViolation::Malformed => ("malformed document", "malformed documents"),
+            ChainViolation::BadReferralRecords => {
+                ("referral record disagreeing with the chain", "referral records disagreeing with the chain")
+            }
+        }
+    }
+
+    /// `count` of this kind in words, e.g. `2 cycles`.
+    pub fn describe(self, count: u64) -> String {
+        let (one, many) = self.noun();
+        format!("{count} {}", if count == 1 { one } else { many })
+    }
+
+    /// The kinds as a list for prose, e.g. in an alert's description.
+    pub fn all_named() -> String {
+        ChainViolation::ALL.iter().map(|kind| kind.noun().1).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Every kind the check found, with its count.
+    pub fn found(check: &ChainCheckStatus) -> Vec<(ChainViolation, u64)> {
+        ChainViolation::ALL.iter().map(|kind| (*kind, kind.count(check))).filter(|(_, n)| *n > 0).collect()
+    }
+}
+
 /// Users at one referral-chain depth.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -260,4 +452,75 @@ pub struct BackupStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_status() -> ReferralSystemStatus {
+        let at = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        serde_json::from_value(json!({
+            "observedGeneration": 3,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "m", "lastTransitionTime": at}],
+            "workersReady": "1/1",
+            "workers": [{"name": "api", "desired": 1, "ready": 1}],
+            "resourcesNotReady": ["Deployment/main-api"],
+            "indexSummary": "1/1",
+            "indexes": [{"collection": "users", "name": "a_1", "state": "Present"}],
+            "unmanagedIndexes": [{"collection": "users", "name": "b_1", "keys": "{b: 1}"}],
+            "chainCheck": {"users": 1, "cycles": 0, "tooDeep": 0, "orphans": 0, "selfReferrals": 0, "malformed": 0,
+                           "badReferralRecords": 0, "failure": {"time": at, "reason": "R", "message": "m"}},
+            "backup": {"kept": 1, "sizeBytes": 2},
+            "upgrade": {"phase": "Succeeded", "target": "t"},
+            "handledRequests": {"checkNow": {"token": "t", "job": "j"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_status_field_has_exactly_one_writer() {
+        let all = serde_json::to_value(full_status()).unwrap();
+        let keys: Vec<&String> = all.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 12, "a status field was added: give it to one writer ({keys:?})");
+        for key in keys {
+            let owners: Vec<StatusWriter> =
+                StatusWriter::ALL.into_iter().filter(|w| w.fields().contains(&key.as_str())).collect();
+            assert_eq!(owners.len(), 1, "{key} is owned by {owners:?}");
+        }
+        let managers: std::collections::BTreeSet<&str> = StatusWriter::ALL.iter().map(|w| w.field_manager()).collect();
+        assert_eq!(managers.len(), 4, "each writer has a field manager of its own");
+    }
+
+    #[test]
+    fn an_apply_body_holds_the_writers_fields_only() {
+        let status = full_status();
+        let body = StatusWriter::ChainCheck.apply_body(&status);
+        assert_eq!(body["apiVersion"], "referral.dev/v1alpha1");
+        assert_eq!(body["kind"], "ReferralSystem");
+        assert_eq!(body["status"].as_object().unwrap().keys().collect::<Vec<_>>(), ["chainCheck"]);
+        let controller = StatusWriter::Controller.apply_body(&status);
+        let fields = controller["status"].as_object().unwrap();
+        assert_eq!(fields.len(), 9);
+        assert!(!fields.contains_key("upgrade") && !fields.contains_key("backup"));
+    }
+
+    #[test]
+    fn leftovers_of_a_legacy_write_are_cleared_and_nothing_else() {
+        let live = full_status();
+        // The chain check applied a successful run without `failure`, but `failure`
+        // came from a merge patch of an older operator and survived the apply.
+        let mut applied = live.clone();
+        applied.chain_check.as_mut().unwrap().failure = None;
+        let patch = StatusWriter::ChainCheck.leftovers(Some(&live), &applied).unwrap();
+        assert_eq!(patch, json!({"status": {"chainCheck": {"failure": null}}}));
+        // The controller's list went empty: it is cleared; others' fields are not its to clear.
+        let mut applied = live.clone();
+        applied.resources_not_ready.clear();
+        applied.backup = None;
+        let patch = StatusWriter::Controller.leftovers(Some(&live), &applied).unwrap();
+        assert_eq!(patch, json!({"status": {"resourcesNotReady": null}}));
+        assert_eq!(StatusWriter::Backup.leftovers(Some(&live), &live), None, "nothing left over");
+        assert_eq!(StatusWriter::Backup.leftovers(None, &live), None);
+    }
 }

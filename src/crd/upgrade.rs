@@ -1,11 +1,12 @@
 //! How a change of worker image reaches the cluster: a backup first, an optional
 //! database migration, then the rollout, and what happens when the rollout stalls.
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Safety around image changes (seed 000 section 3.2: back up, migrate, verify).
+use super::jobs::JobTemplate;
+
+/// Safety around image changes: back up, migrate, verify (docs/controller.md, "Image changes").
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeSpec {
@@ -41,31 +42,11 @@ impl Default for UpgradeSpec {
      "message": "a migration needs command or args: say what it runs, e.g. args: [npm, run, migrate:referral]"}
 ]))]
 pub struct MigrationSpec {
-    /// Image; defaults to `spec.image` (the new one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
-    pub image: Option<String>,
-    /// Entrypoint override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// Arguments, e.g. `[npm, run, migrate:referral]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args: Option<Vec<String>>,
-    /// Extra environment, same rules as a worker's `env`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
-    /// Give up after this many seconds. Default 3600.
-    #[serde(default = "default_deadline")]
-    #[schemars(range(min = 1, max = 86400))]
-    pub active_deadline_seconds: i64,
-    /// Resources of the migration pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// What the migration runs.
+    #[serde(flatten)]
+    pub template: JobTemplate,
 }
 
 fn default_true() -> bool {
     true
-}
-fn default_deadline() -> i64 {
-    3600
 }

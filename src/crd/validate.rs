@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use super::cron::check_schedule;
 use super::duration::parse_duration;
 use super::quantity::{parse_quantity, parse_redis_memory};
-use super::{ReferralSystem, ReferralSystemSpec};
+use super::{JobTemplate, ReferralSystem, ReferralSystemSpec};
 
 /// One reason a ReferralSystem cannot be built as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +134,15 @@ fn check_env(env: &[EnvVar], path: &str, problems: &mut Vec<SpecProblem>) {
             problems.push(SpecProblem::new(format!("{path}[{i}].name"), format!("{} is set twice", var.name)));
         }
     }
+}
+
+/// The rules of a job's own fields (image, env, resources), at `path`.
+fn check_job_template(template: &JobTemplate, path: &str, problems: &mut Vec<SpecProblem>) {
+    if let Some(image) = &template.image {
+        check_image(image, &format!("{path}.image"), problems);
+    }
+    check_env(&template.env, &format!("{path}.env"), problems);
+    check_resources(template.resources.as_ref(), &format!("{path}.resources"), problems);
 }
 
 fn check_resources(resources: Option<&ResourceRequirements>, path: &str, problems: &mut Vec<SpecProblem>) {
@@ -298,18 +307,10 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
                 format!("maintenance job name {:?} is used twice", job.name),
             ));
         }
-        if let Some(image) = &job.image {
-            check_image(image, &format!("{path}.image"), problems);
-        }
-        check_env(&job.env, &format!("{path}.env"), problems);
-        check_resources(job.resources.as_ref(), &format!("{path}.resources"), problems);
+        check_job_template(&job.template, &path, problems);
     }
     if let Some(migration) = &spec.migration {
-        if let Some(image) = &migration.image {
-            check_image(image, "spec.migration.image", problems);
-        }
-        check_env(&migration.env, "spec.migration.env", problems);
-        check_resources(migration.resources.as_ref(), "spec.migration.resources", problems);
+        check_job_template(&migration.template, "spec.migration", problems);
     }
     let backup = &spec.backup;
     check_image(&backup.mongo_tools_image, "spec.backup.mongoToolsImage", problems);

@@ -25,7 +25,7 @@ use kube::{Client, Config, ResourceExt};
 
 use crate::crd::ReferralSystem;
 
-use requests::RunNow;
+use requests::{RunNow, RunNowWording};
 
 /// File name kubectl looks for on the PATH for `kubectl referral`.
 pub const PLUGIN_FILE_NAME: &str = "kubectl-referral";

@@ -1,48 +1,40 @@
 //! The writes the plugin makes, as pure values: JSON merge patches that touch one
 //! annotation or `spec.paused` and nothing else. The run-now annotations are the
-//! contract with the controller: a new value asks for one run.
+//! controller's contract ([`crate::controller::requests`]): a new value asks for one
+//! run.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-/// Asks the controller for one chain check now.
-pub const CHECK_NOW_ANNOTATION: &str = "referral.dev/check-now";
-/// Asks the controller for one backup now.
-pub const BACKUP_NOW_ANNOTATION: &str = "referral.dev/backup-now";
+pub use crate::controller::requests::RunNow;
 
-/// A run the plugin can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunNow {
-    Backup,
-    Check,
+/// What the plugin says about a run it asked for. The request itself (the
+/// annotations, [`RunNow`]) is the controller's contract.
+pub(crate) trait RunNowWording {
+    /// What failed, for error messages.
+    fn operation(self) -> &'static str;
+    fn done(self) -> &'static str;
+    fn job(self) -> &'static str;
 }
 
-impl RunNow {
-    pub fn annotation(self) -> &'static str {
-        match self {
-            RunNow::Backup => BACKUP_NOW_ANNOTATION,
-            RunNow::Check => CHECK_NOW_ANNOTATION,
-        }
-    }
-
-    /// What failed, for error messages.
-    pub fn operation(self) -> &'static str {
+impl RunNowWording for RunNow {
+    fn operation(self) -> &'static str {
         match self {
             RunNow::Backup => "requesting a backup",
             RunNow::Check => "requesting a chain check",
         }
     }
 
-    pub(crate) fn done(self) -> &'static str {
+    fn done(self) -> &'static str {
         match self {
             RunNow::Backup => "backup requested",
             RunNow::Check => "chain check requested",
         }
     }
 
-    pub(crate) fn job(self) -> &'static str {
+    fn job(self) -> &'static str {
         match self {
             RunNow::Backup => "backup",
             RunNow::Check => "chain-check",

@@ -340,7 +340,7 @@ mod tests {
     }
 
     fn system(yaml: &str) -> ReferralSystem {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::yaml::from_str(yaml).unwrap()
     }
 
     const SPEC: &str = "
@@ -477,7 +477,7 @@ Backups: last success 2025-06-03T01:00:40Z (8h ago); 12 kept, 3.2 GiB
         };
         status.resources_not_ready = vec!["StatefulSet/main-redis".into()];
         status.index_summary = Some("5/6 (1 conflict)".into());
-        status.indexes = serde_yaml::from_str(
+        status.indexes = crate::yaml::from_str(
             "[{collection: users, name: referralCode_1, state: Present},
               {collection: referrals, name: code_1_status_1, state: Conflict,
                message: 'an index named code_1_status_1 exists with keys {code: 1} only'}]",

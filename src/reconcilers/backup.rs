@@ -23,7 +23,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::backup::retention::BACKUP_JOB_DEADLINE_SECONDS;
-use crate::commands::backup::EXIT_STATUS_NOT_WRITTEN;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
@@ -31,7 +30,7 @@ use super::env::{from_secret, redis_endpoint};
 use super::job::{OneOff, one_off_job};
 use super::job_identity;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
-use super::security::{DEFAULT_USER, container_security, pod_security};
+use super::security::{restricted_container, restricted_pod, tmp_mount, tmp_volume};
 use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of the backup objects.
@@ -43,6 +42,10 @@ pub const BACKUP_MOUNT: &str = "/backups";
 pub const WORK_MOUNT: &str = "/work";
 /// File in [`WORK_MOUNT`] naming the folder this run writes.
 const NAME_FILE: &str = "/work/backup-name";
+/// Exit code of `backup finalize` when the backup is complete but status could not
+/// be written: the Job's pod failure policy fails the Job without a retry, since a
+/// retry would take the whole backup again.
+pub const EXIT_STATUS_NOT_WRITTEN: u8 = 3;
 /// Image for `redis-cli` when Redis is external and no tools image is set.
 pub const DEFAULT_REDIS_TOOLS_IMAGE: &str = "redis:7.2";
 
@@ -142,7 +145,7 @@ fn claim(system: &ValidatedSystem) -> PersistentVolumeClaim {
 fn mounts(with_work: bool) -> Vec<VolumeMount> {
     let mut mounts = vec![
         VolumeMount { name: "backups".into(), mount_path: BACKUP_MOUNT.into(), ..VolumeMount::default() },
-        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+        tmp_mount(),
     ];
     if with_work {
         mounts.push(VolumeMount { name: "work".into(), mount_path: WORK_MOUNT.into(), ..VolumeMount::default() });
@@ -203,26 +206,20 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         dump_env.push(env_literal("BACKUP_LABEL", label));
     }
     let mut init_containers = vec![Container {
-        name: "mongodump".into(),
-        image: Some(backup.mongo_tools_image.clone()),
         command: Some(vec!["sh".into(), "-c".into(), MONGODUMP_SCRIPT.into(), "mongodump".into()]),
         args: Some(backup.collections.clone()),
         env: Some(dump_env),
         resources: backup.resources.clone(),
-        security_context: Some(container_security()),
         volume_mounts: Some(mounts(true)),
-        ..Container::default()
+        ..restricted_container("mongodump", backup.mongo_tools_image.clone())
     }];
     if backup.include_redis {
         init_containers.push(Container {
-            name: "redis-snapshot".into(),
-            image: Some(redis_tools_image(system)),
             command: Some(vec!["sh".into(), "-c".into(), REDIS_SNAPSHOT_SCRIPT.into()]),
             env: Some(redis_client_env(system)),
             resources: backup.resources.clone(),
-            security_context: Some(container_security()),
             volume_mounts: Some(mounts(true)),
-            ..Container::default()
+            ..restricted_container("redis-snapshot", redis_tools_image(system))
         });
     }
     let retention = &backup.retention;
@@ -253,23 +250,16 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         ..VolumeMount::default()
     });
     let finalize = Container {
-        name: "finalize".into(),
-        image: Some(ctx.operator_image.clone()),
         args: Some(args),
         env: Some(vec![env_field("POD_NAMESPACE", "metadata.namespace")]),
-        security_context: Some(container_security()),
         volume_mounts: Some(finalize_mounts),
-        ..Container::default()
+        ..restricted_container("finalize", ctx.operator_image.clone())
     };
     PodSpec {
+        // The token is not automounted (restricted_pod): only finalize gets it
+        // (api_access_volume), so the third-party dump tools never see it.
         service_account_name: Some(job_identity::identity_name(system)),
-        // Not automounted: only finalize gets the token (api_access_volume), so the
-        // third-party dump tools never see it.
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security(DEFAULT_USER)),
-        image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
         init_containers: Some(init_containers),
-        containers: vec![finalize],
         volumes: Some(vec![
             Volume {
                 name: "backups".into(),
@@ -287,10 +277,10 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
                 }),
                 ..Volume::default()
             },
-            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+            tmp_volume(),
             api_access_volume(),
         ]),
-        ..PodSpec::default()
+        ..restricted_pod(system, vec![finalize])
     }
 }
 
@@ -423,7 +413,7 @@ spec:
 {extra}
 "#
         );
-        let parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         validate(&parsed, "referrals").unwrap()
     }
 

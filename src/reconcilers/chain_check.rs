@@ -4,10 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, ResourceRequirements, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::crd::validate::ValidatedSystem;
@@ -15,7 +12,7 @@ use crate::crd::validate::ValidatedSystem;
 use super::cron::{Schedule, cron_job};
 use super::env::from_secret;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name};
-use super::security::{DEFAULT_USER, container_security, pod_security};
+use super::security::{restricted_container, restricted_pod};
 use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of the chain-check objects.
@@ -45,8 +42,6 @@ fn check_cron_job(
 ) -> k8s_openapi::api::batch::v1::CronJob {
     let spec = &system.spec;
     let container = Container {
-        name: "check-chains".into(),
-        image: Some(ctx.operator_image.clone()),
         args: Some(vec![
             "check".into(),
             "chains".into(),
@@ -65,7 +60,7 @@ fn check_cron_job(
                 }),
             },
         ]),
-        // The analysis keeps a few bytes per user; 10M users fit well under 512Mi.
+        // The analysis keeps a few bytes per user (docs/checks.md measures its peak).
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("100m".into())),
@@ -74,25 +69,15 @@ fn check_cron_job(
             limits: Some(BTreeMap::from([("memory".to_string(), Quantity("512Mi".into()))])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
-        ..Container::default()
+        ..restricted_container("check-chains", ctx.operator_image.clone())
     };
+    // The check writes its system's status: it needs the identity's token. It runs
+    // this operator's image, which needs no pull secret of the service's.
     let pod = PodSpec {
         service_account_name: Some(service_account),
         automount_service_account_token: Some(true),
-        security_context: Some(pod_security(DEFAULT_USER)),
-        containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
-        ..PodSpec::default()
+        image_pull_secrets: None,
+        ..restricted_pod(system, vec![container])
     };
     cron_job(
         system,

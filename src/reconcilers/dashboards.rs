@@ -1,4 +1,4 @@
-//! Grafana dashboards of one system (seed section 4), as ConfigMaps the Grafana sidecar
+//! Grafana dashboards of one system (docs/metrics.md), as ConfigMaps the Grafana sidecar
 //! loads: "Referral performance" (chain depth, reward rates, queues, processing time,
 //! cache hit rate) and "Referral errors" (failed transactions, retries, error types,
 //! chain integrity, index state).

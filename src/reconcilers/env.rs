@@ -1,6 +1,7 @@
-//! The environment the referral service reads (seed 000, section 1), derived from the
-//! typed spec. Credentials only through `secretKeyRef`: no secret value is ever
-//! written into an object the operator creates.
+//! The environment the referral service reads (the `REFERRAL_*` settings of README.md,
+//! "The resource"), derived from the typed spec. Credentials only through
+//! `secretKeyRef`: no secret value is ever written into an object the operator
+//! creates.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 

@@ -1,18 +1,22 @@
 //! The Job shell every one-off run shares (a backup asked for now, the pre-upgrade
 //! backup, a migration, a restore): the same labels as the system's other children
 //! plus what the run is for, restricted pods, no restarts in place, and a finite
-//! history.
+//! history; and how the state machines read a Job they look up by name
+//! ([`JobPhase`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec, PodFailurePolicy};
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::crd::JobTemplate;
 use crate::crd::validate::ValidatedSystem;
 
 use super::BuildContext;
+use super::env::service_env;
 use super::meta::{ANNOTATION_SECRETS_HASH, labels, object_meta};
+use super::security::{restricted_container, restricted_pod};
 
 /// Label saying why a one-off Job exists (`manual`, `pre-upgrade`, `migration`,
 /// `restore`), so the controller and a person can tell them apart.
@@ -57,6 +61,25 @@ pub fn one_off_job(system: &ValidatedSystem, ctx: &BuildContext, run: OneOff<'_>
     }
 }
 
+/// The pod of a job of the service ([`JobTemplate`]: a maintenance job, the
+/// migration): its image or the system's, the workers' environment plus its own, in a
+/// restricted pod.
+pub fn template_pod(system: &ValidatedSystem, container_name: &str, template: &JobTemplate) -> PodSpec {
+    let spec = &system.spec;
+    let mut env = service_env(system);
+    env.extend(template.env.iter().cloned());
+    let image = template.image.clone().unwrap_or_else(|| spec.image.clone());
+    let container = Container {
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: template.command.clone(),
+        args: template.args.clone(),
+        env: Some(env),
+        resources: template.resources.clone(),
+        ..restricted_container(container_name, image)
+    };
+    restricted_pod(system, vec![container])
+}
+
 /// A Job from a CronJob's template, as `kubectl create job --from=cronjob/...` makes:
 /// for a check asked for now (`referral.dev/check-now`) or the chain check after a
 /// restore. Same labels and owner as the CronJob, plus [`LABEL_PURPOSE`]. `None`
@@ -83,6 +106,39 @@ pub fn job_from_cron_job(cron: &CronJob, job_name: &str, purpose: &str) -> Optio
     })
 }
 
+/// What the controller observed of a Job it looks up by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobPhase {
+    Absent,
+    Running,
+    Succeeded,
+    /// With the Job's own reason and message (`BackoffLimitExceeded`, ...).
+    Failed(String),
+}
+
+impl JobPhase {
+    /// Reads a Job's conditions (`Complete`/`Failed` True) the way `kubectl wait` does.
+    pub fn of(job: Option<&Job>) -> Self {
+        let Some(job) = job else { return Self::Absent };
+        let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+        for condition in conditions.into_iter().flatten() {
+            if condition.status != "True" {
+                continue;
+            }
+            match condition.type_.as_str() {
+                "Complete" | "SuccessCriteriaMet" => return Self::Succeeded,
+                "Failed" | "FailureTarget" => {
+                    let reason = condition.reason.clone().unwrap_or_default();
+                    let message = condition.message.clone().unwrap_or_default();
+                    return Self::Failed(format!("{reason}: {message}").trim_matches([':', ' ']).to_string());
+                }
+                _ => {}
+            }
+        }
+        Self::Running
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +148,7 @@ mod tests {
     #[test]
     fn a_job_from_the_chain_check_cronjob_keeps_its_pod_and_owner() {
         let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal.yaml")).unwrap();
-        let mut parsed: ReferralSystem = serde_yaml::from_str(&yaml).unwrap();
+        let mut parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         parsed.metadata.uid = Some("1234".into());
         let system = validate(&parsed, "referrals").unwrap();
         let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
@@ -107,5 +163,29 @@ mod tests {
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[LABEL_PURPOSE], "restore-check");
         assert_eq!(labels["app.kubernetes.io/component"], "chain-check");
+    }
+
+    #[test]
+    fn job_phase_reads_the_conditions() {
+        let job = |conditions: serde_json::Value| -> Job {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "j"}, "status": {"conditions": conditions}}))
+                .unwrap()
+        };
+        assert_eq!(JobPhase::of(None), JobPhase::Absent);
+        assert_eq!(JobPhase::of(Some(&job(serde_json::json!([])))), JobPhase::Running);
+        assert_eq!(
+            JobPhase::of(Some(&job(serde_json::json!([{"type": "Complete", "status": "True"}])))),
+            JobPhase::Succeeded
+        );
+        assert_eq!(
+            JobPhase::of(Some(&job(
+                serde_json::json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}])
+            ))),
+            JobPhase::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into())
+        );
+        assert_eq!(
+            JobPhase::of(Some(&job(serde_json::json!([{"type": "Failed", "status": "False"}])))),
+            JobPhase::Running
+        );
     }
 }

@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn the_jobs_may_read_their_system_and_patch_its_status_and_nothing_else() {
-        let object: ReferralSystem = serde_yaml::from_str(
+        let object: ReferralSystem = crate::yaml::from_str(
             "apiVersion: referral.dev/v1alpha1\nkind: ReferralSystem\nmetadata: {name: main, namespace: ns}\nspec:\n  image: app:1\n  mongodb: {uriSecretRef: {name: db, key: uri}, database: app}\n  redis: {external: {host: redis}}\n  workers: [{name: api}]\n",
         )
         .unwrap();

@@ -14,8 +14,10 @@ pub mod meta;
 pub mod monitoring;
 pub mod redis;
 pub mod restore;
+pub mod restore_step;
 pub mod security;
 pub mod upgrade;
+pub mod upgrade_step;
 pub mod workers;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

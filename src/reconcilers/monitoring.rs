@@ -1,7 +1,8 @@
-//! Prometheus objects of one system: the PrometheusRule with the guide's alerts (seed
-//! section 4) plus the operator's own, and the ServiceMonitor that scrapes the workers.
-//! It also holds the metrics contract (names, labels) that the alerts, the dashboards
-//! and the operator's exporter share, so a renamed metric breaks a test, not an alert.
+//! Prometheus objects of one system: the PrometheusRule with the guide's alerts
+//! (docs/metrics.md, docs/runbooks.md) plus the operator's own, and the ServiceMonitor
+//! that scrapes the workers. It also holds the metrics contract (names, labels) that
+//! the alerts, the dashboards and the operator's exporter share, so a renamed metric
+//! breaks a test, not an alert.
 //!
 //! Pure: spec in, objects out. It must not talk to a cluster or to Prometheus, and it
 //! does not decide whether the prometheus-operator CRDs are installed (the apply step
@@ -13,6 +14,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 use crate::crd::monitoring::{Severity, ThresholdAlert};
+use crate::crd::status::ChainViolation;
 use crate::crd::validate::ValidatedSystem;
 
 use super::meta::{LABEL_WORKER, MAX_DNS_LABEL, child_name, object_meta, selector_labels};
@@ -30,7 +32,7 @@ pub const WORKER_COMPONENT: &str = "worker";
 pub const METRICS_PORT_NAME: &str = "metrics";
 /// Path the workers serve metrics on.
 pub const METRICS_PATH: &str = "/metrics";
-/// Scrape interval of the workers (seed section 4).
+/// Scrape interval of the workers (docs/metrics.md).
 pub const SCRAPE_INTERVAL: &str = "15s";
 
 // Worker metrics: the referral service's contract (docs/metrics.md).
@@ -63,7 +65,7 @@ pub const WORKER_METRICS: [&str; 9] = [
 pub const OPERATOR_BACKUP_LAST_SUCCESS: &str = "referral_operator_backup_last_success_timestamp_seconds";
 /// Nominal interval of the backup schedule, in seconds.
 pub const OPERATOR_BACKUP_INTERVAL: &str = "referral_operator_backup_interval_seconds";
-/// Violations found by the last chain check, by `kind` ([`CHAIN_VIOLATION_KINDS`]).
+/// Violations found by the last chain check, by `kind` ([`ChainViolation::label`]).
 pub const OPERATOR_CHAIN_VIOLATIONS: &str = "referral_operator_chain_violations";
 /// Users per chain depth found by the last chain check, by `depth`.
 pub const OPERATOR_CHAIN_USERS_BY_DEPTH: &str = "referral_operator_chain_users_by_depth";
@@ -79,10 +81,6 @@ pub const OPERATOR_METRICS: [&str; 5] = [
     OPERATOR_INDEXES,
 ];
 
-/// Values of the `kind` label of [`OPERATOR_CHAIN_VIOLATIONS`]: a fixed set, so the
-/// number of series stays bounded.
-pub const CHAIN_VIOLATION_KINDS: [&str; 6] =
-    ["cycles", "too_deep", "orphans", "self_referrals", "bad_referral_records", "malformed"];
 /// Values of the `state` label of [`OPERATOR_INDEXES`].
 pub const INDEX_STATES: [&str; 4] = ["present", "created", "missing", "conflict"];
 
@@ -292,8 +290,9 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
             severity: alerts.chain_violations.severity,
             summary: format!("Referral chains of {who} are broken"),
             description: format!(
-                "The last chain check of {who} found {{{{ $value }}}} violations (cycles, chains deeper than \
-                 maxChainDepth, orphans, self-referrals, bad records); status.chainCheck lists examples."
+                "The last chain check of {who} found {{{{ $value }}}} violations ({}); status.chainCheck lists \
+                 examples.",
+                ChainViolation::all_named()
             ),
         });
     }
@@ -411,12 +410,12 @@ spec:
     /// A validated system from [`BASE`] with `monitoring` replaced by `monitoring_yaml`
     /// (a YAML mapping, or empty for the defaults).
     pub(crate) fn system_with(monitoring_yaml: &str) -> ValidatedSystem {
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(BASE).expect("fixture parses");
+        let mut doc: serde_json::Value = crate::yaml::from_str(BASE).expect("fixture parses");
         if !monitoring_yaml.trim().is_empty() {
-            let monitoring: serde_yaml::Value = serde_yaml::from_str(monitoring_yaml).expect("monitoring parses");
+            let monitoring: serde_json::Value = crate::yaml::from_str(monitoring_yaml).expect("monitoring parses");
             doc["spec"]["monitoring"] = monitoring;
         }
-        let object: ReferralSystem = serde_yaml::from_value(doc).expect("fixture is a ReferralSystem");
+        let object: ReferralSystem = serde_json::from_value(doc).expect("fixture is a ReferralSystem");
         validate(&object, "referrals").expect("fixture is valid")
     }
 

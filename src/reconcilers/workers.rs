@@ -11,8 +11,8 @@ use k8s_openapi::api::autoscaling::v2::{
     ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -27,7 +27,7 @@ use super::meta::{
     ANNOTATION_SECRETS_HASH, ANNOTATION_WORKER_IMAGE, LABEL_WORKER, MAX_DNS_LABEL, child_name, labels, object_meta,
     selector_labels,
 };
-use super::security::{DEFAULT_USER, container_security, pod_security};
+use super::security::{restricted_container, restricted_pod};
 use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of every worker object.
@@ -115,9 +115,8 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
     });
     let mut env = service_env(system);
     env.extend(worker.env.iter().cloned());
+    let image = worker.image.clone().unwrap_or_else(|| spec.image.clone());
     let container = Container {
-        name: worker.name.clone(),
-        image: Some(worker.image.clone().unwrap_or_else(|| spec.image.clone())),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         command: worker.command.clone(),
         args: worker.args.clone(),
@@ -126,13 +125,7 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
         resources: Some(worker.resources.clone().unwrap_or_else(default_resources)),
         liveness_probe: worker.port.map(|_| http_probe(&worker.probes.liveness_path, 15)),
         readiness_probe: worker.port.map(|_| http_probe(&worker.probes.readiness_path, 5)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
-        ..Container::default()
+        ..restricted_container(worker.name.clone(), image)
     };
     let mut template_labels = labels(system, COMPONENT);
     template_labels.insert(LABEL_WORKER.into(), worker.name.clone());
@@ -150,18 +143,7 @@ fn deployment(system: &ValidatedSystem, ctx: &BuildContext, worker: &WorkerSpec)
             selector: LabelSelector { match_labels: Some(worker_selector(system, worker)), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(template_labels), annotations, ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    security_context: Some(pod_security(DEFAULT_USER)),
-                    image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
+                spec: Some(restricted_pod(system, vec![container])),
             },
             ..DeploymentSpec::default()
         }),

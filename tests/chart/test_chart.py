@@ -214,7 +214,7 @@ def test_replicas_default_to_one_and_to_two_with_leader_election(helm):
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": ["refop-leader"],
-            "verbs": ["get", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
     assert one(cluster(replicaCount=3, leaderElection={"enabled": True}), "Deployment")["spec"]["replicas"] == 3
@@ -247,8 +247,8 @@ def test_image_defaults_to_the_binarys_own_default_and_a_digest_pins_it(helm):
     version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
     assert chart["appVersion"] == version, "Chart.yaml appVersion must equal Cargo.toml's version"
     image = one(cluster(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    cli = (REPO / "src" / "cli.rs").read_text()
-    prefix = re.search(r'DEFAULT_OPERATOR_IMAGE: &str = concat!\("([^"]+)"', cli).group(1)
+    context = (REPO / "src" / "controller" / "context.rs").read_text()
+    prefix = re.search(r'DEFAULT_OPERATOR_IMAGE: &str = concat!\("([^"]+)"', context).group(1)
     assert image == f"{prefix}{version}", "chart image and DEFAULT_OPERATOR_IMAGE disagree"
     digest = "sha256:" + "b" * 64
     pinned = one(cluster(image={"digest": digest}), "Deployment")["spec"]["template"]["spec"]["containers"][0]

@@ -20,16 +20,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use referral_operator::crd::restore::{ReferralRestore, ReferralRestoreStatus};
-use referral_operator::crd::status::UpgradeStatus;
+use referral_operator::crd::status::{StatusWriter, UpgradeStatus};
 use referral_operator::crd::validate::{ValidatedSystem, validate};
 use referral_operator::crd::{ReferralSystem, restore_definition};
 use referral_operator::reconcilers::backup::{BackupPurpose, backup_job, manual_backup_job_name};
-use referral_operator::reconcilers::restore::{
-    IndexOutcome, JobPhase, RestoreObservation, RestoreStep, hold_for_restore, next_restore_step, restore_job,
-};
-use referral_operator::reconcilers::upgrade::{
-    ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, migration_job, next_upgrade_step, pin_worker_images,
-    running_images,
+use referral_operator::reconcilers::job::JobPhase;
+use referral_operator::reconcilers::restore::{hold_for_restore, restore_job};
+use referral_operator::reconcilers::restore_step::{IndexOutcome, RestoreObservation, RestoreStep, next_restore_step};
+use referral_operator::reconcilers::upgrade::{migration_job, pin_worker_images, running_images};
+use referral_operator::reconcilers::upgrade_step::{
+    ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, next_upgrade_step,
 };
 use referral_operator::reconcilers::{BuildContext, Children, build};
 use serde_json::json;
@@ -199,14 +199,14 @@ async fn the_backup_cronjob_identity_and_a_manual_backup_job_are_admitted_and_it
 }
 
 /// A kubeconfig that acts as `user` (impersonation by the test bed's admin).
-fn impersonating(user: &str, dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn impersonating(user: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let original = std::env::var("KUBECONFIG").unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(original).unwrap()).unwrap();
+    let mut config: serde_norway::Value = serde_norway::from_str(&std::fs::read_to_string(original).unwrap()).unwrap();
     for entry in config["users"].as_sequence_mut().unwrap() {
-        entry["user"]["as"] = serde_yaml::Value::String(user.into());
+        entry["user"]["as"] = serde_norway::Value::String(user.into());
     }
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&config).unwrap()).unwrap();
     path
 }
 
@@ -269,7 +269,7 @@ async fn finalize_writes_status_backup_as_the_job_service_account_and_nothing_el
     assert!(backup.last_success.is_some() && backup.size_bytes > 0);
     let managers: Vec<String> =
         stored.metadata.managed_fields.unwrap_or_default().iter().filter_map(|m| m.manager.clone()).collect();
-    assert!(managers.contains(&"referral-operator-jobs".to_string()), "{managers:?}");
+    assert!(managers.contains(&StatusWriter::Backup.field_manager().to_string()), "{managers:?}");
 
     // The same identity cannot write another system's status: exit 3, backup kept.
     std::fs::create_dir_all(backups.join("20261124T010000Z.partial")).unwrap();
@@ -464,8 +464,8 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
             .list(&ListParams::default().labels("app.kubernetes.io/component=worker"))
             .await
             .unwrap();
-        let workers_stopped =
-            worker_pods.items.is_empty() && listed.iter().all(referral_operator::controller::restore::scaled_to_zero);
+        let workers_stopped = worker_pods.items.is_empty()
+            && listed.iter().all(referral_operator::reconcilers::restore_step::scaled_to_zero);
         let workers_restored = listed.iter().all(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(1));
         let restore_job_name = referral_operator::reconcilers::restore::restore_job_name(&system, &uid);
         let check_job_name = referral_operator::reconcilers::restore::verify_job_name(&system, &uid);

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use mongodb::bson::{Document, doc, oid::ObjectId};
 use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::status::StatusWriter;
 use referral_operator::crd::validate::validate;
 use referral_operator::reconcilers::{BuildContext, build, chain_check, job_identity};
 
@@ -28,7 +29,7 @@ const IMAGE: &str = "registry.example/referral-operator:e2e";
 
 fn system(name: &str, namespace: &str, database: &str) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/full.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.name = Some(name.into());
     system.metadata.namespace = Some(namespace.into());
     system.spec.mongodb.database = database.into();
@@ -37,8 +38,8 @@ fn system(name: &str, namespace: &str, database: &str) -> ReferralSystem {
 
 /// A kubeconfig for the test bed's apiserver that authenticates with `token`.
 fn kubeconfig_with_token(token: &str, namespace: &str, path: &std::path::Path) {
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(testbed_var("KUBECONFIG")).unwrap()).unwrap();
+    let admin: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(testbed_var("KUBECONFIG")).unwrap()).unwrap();
     let cluster = admin["clusters"][0]["cluster"].clone();
     let config = serde_json::json!({
         "apiVersion": "v1",
@@ -48,7 +49,7 @@ fn kubeconfig_with_token(token: &str, namespace: &str, path: &std::path::Path) {
         "contexts": [{"name": "job", "context": {"cluster": "bed", "user": "job", "namespace": namespace}}],
         "current-context": "job",
     });
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(path, serde_norway::to_string(&config).unwrap()).unwrap();
 }
 
 #[tokio::test]
@@ -178,10 +179,9 @@ async fn the_chain_check_job_runs_the_check_and_writes_status_as_its_service_acc
     assert_eq!(chain.examples.len(), 2);
     let managers = read.metadata.managed_fields.unwrap_or_default();
     assert!(
-        managers
-            .iter()
-            .any(|m| m.manager.as_deref() == Some("referral-operator-jobs")
-                && m.subresource.as_deref() == Some("status")),
+        managers.iter().any(|m| m.manager.as_deref() == Some(StatusWriter::ChainCheck.field_manager())
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.as_deref() == Some("status")),
         "status written by another manager: {managers:?}"
     );
 

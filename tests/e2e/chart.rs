@@ -22,7 +22,7 @@ use referral_operator::cli::DEFAULT_OPERATOR_IMAGE;
 use referral_operator::reconcilers::BuildContext;
 use referral_operator::render::{RenderOptions, render};
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, wait_for};
 
@@ -54,7 +54,7 @@ pub fn render_chart(dir: &Path, file: &str, args: &[&str]) -> PathBuf {
 /// Rendered objects of a file, as YAML values.
 pub fn objects(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("read the rendered chart");
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
         .filter(|v| !v.is_null())
         .collect()
@@ -235,13 +235,13 @@ fn suffix() -> String {
 /// kinds only (the prometheus-operator CRDs are not installed in the test bed).
 fn children_of_full_example(namespace: &str) -> String {
     let text = std::fs::read_to_string(format!("{}/examples/full.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: Value = serde_yaml::from_str(&text).unwrap();
+    let mut system: Value = serde_norway::from_str(&text).unwrap();
     system["metadata"].as_mapping_mut().unwrap().remove("namespace");
     let options = RenderOptions {
         default_namespace: namespace.into(),
         context: BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None },
     };
-    let rendered = render(&serde_yaml::to_string(&system).unwrap(), &options).expect("render examples/full.yaml");
+    let rendered = render(&serde_norway::to_string(&system).unwrap(), &options).expect("render examples/full.yaml");
     let docs: Vec<&str> =
         rendered.split("---\n").filter(|d| !d.trim().is_empty() && !d.contains("monitoring.coreos.com/")).collect();
     assert!(docs.iter().any(|d| d.contains("\nkind: Role\n")), "the example builds no Role");
@@ -307,8 +307,8 @@ async fn namespaced_mode_grants_exactly_the_chart_rules_in_the_watched_namespace
 
     // The Lease: created anywhere in its own namespace, renewed by name only.
     assert!(can_i(&user, &["create", "leases.coordination.k8s.io", "-n", &operator_ns.name]));
-    assert!(can_i(&user, &["update", "leases.coordination.k8s.io/referral-operator", "-n", &operator_ns.name]));
-    assert!(!can_i(&user, &["update", "leases.coordination.k8s.io/someone-else", "-n", &operator_ns.name]));
+    assert!(can_i(&user, &["patch", "leases.coordination.k8s.io/referral-operator", "-n", &operator_ns.name]));
+    assert!(!can_i(&user, &["patch", "leases.coordination.k8s.io/someone-else", "-n", &operator_ns.name]));
     assert!(!can_i(&user, &["create", "leases.coordination.k8s.io", "-n", &watched.name]));
 
     // Every child of the full example, Roles and RoleBindings included, can be applied
@@ -452,7 +452,7 @@ async fn the_whole_chart_installs_under_restricted_pod_security() {
     // A ReferralSystem can be created next to it: CRD and chart agree.
     let systems = Api::<referral_operator::crd::ReferralSystem>::namespaced(client.clone(), &watched.name);
     let text = std::fs::read_to_string(format!("{}/examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: referral_operator::crd::ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: referral_operator::crd::ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.namespace = Some(watched.name.clone());
     systems.create(&PostParams::default(), &system).await.expect("create a ReferralSystem");
 }
@@ -536,7 +536,7 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
     crate::harness::put_secret(&client, &watched.name, "referral-mongo", &[("uri", &uri)]).await;
     let systems = Api::<ReferralSystem>::namespaced(client.clone(), &watched.name);
     let text = std::fs::read_to_string(format!("{}/examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.name = Some("main".into());
     system.metadata.namespace = Some(watched.name.clone());
     system.spec.workers.push(serde_json::from_value(serde_json::json!({"name": "api"})).unwrap());

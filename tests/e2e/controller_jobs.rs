@@ -1,8 +1,10 @@
 //! The controller's Jobs, through the running operator (as the chart's
 //! ServiceAccount): run-now annotations start one Job per token and never again, and
 //! an image change waits for the pre-upgrade backup and the migration before the
-//! Deployments change, across an operator restart. No kubelet: the test marks Jobs
-//! succeeded and Deployments available by patching their status.
+//! Deployments change, across an operator restart; and the status writers (the
+//! operator, the chain check, the backup's finalize) each keep their own fields. No
+//! kubelet: the test marks Jobs succeeded and Deployments available by patching their
+//! status, and runs the Jobs' commands here as the Jobs' identity.
 
 use std::time::Duration;
 
@@ -11,14 +13,14 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use referral_operator::crd::ReferralSystem;
-use referral_operator::crd::status::UpgradePhase;
+use referral_operator::crd::status::{StatusWriter, UpgradePhase};
 use referral_operator::crd::validate::{ValidatedSystem, validate};
 use referral_operator::reconcilers::backup::manual_backup_job_name;
 use referral_operator::reconcilers::chain_check::manual_check_job_name;
 use referral_operator::reconcilers::upgrade::{backup_job_name, migration_job_name, upgrade_target};
 use serde_json::json;
 
-use crate::backup::succeed_job;
+use crate::backup::{impersonating, succeed_job};
 use crate::chart::{RunningOperator, http_get, namespaced_operator_rbac};
 use crate::harness::{
     TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, put_secret, testbed_var, wait_for,
@@ -159,18 +161,15 @@ async fn run_now_annotations_start_one_job_per_token() {
     let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
     assert!(ok && events.contains("ChainCheckStarted") && events.contains("BackupStarted"), "{events}");
 
-    // The check Job reports as the chain-check identity would (its own field
-    // manager, a merge patch of status.chainCheck); the operator turns it into
+    // The check Job reports as the chain-check writer does (server-side apply of
+    // status.chainCheck under its own field manager); the operator turns it into
     // ChainIntegrity and gauges, and its own status writes keep the report.
-    let report = json!({"status": {"chainCheck": {
+    let report = json!({"apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem", "status": {"chainCheck": {
         "lastRun": "2026-11-23T10:05:00Z", "summary": "3 violations", "users": 1000, "cycles": 2,
         "tooDeep": 0, "orphans": 1, "selfReferrals": 0, "malformed": 0, "badReferralRecords": 0,
         "examples": ["cycle: u1 -> u2 -> u1"]
     }}});
-    s.systems()
-        .patch_status("main", &PatchParams::apply("referral-operator-jobs"), &Patch::Merge(&report))
-        .await
-        .unwrap();
+    s.systems().patch_status("main", &StatusWriter::ChainCheck.apply_params(), &Patch::Apply(&report)).await.unwrap();
     let with_report = wait_for(Duration::from_secs(60), "ChainIntegrity from the check's report", || async {
         let current = s.systems().get("main").await.ok()?;
         (condition(&current, "ChainIntegrity")?.0 == "False").then_some(current)
@@ -178,7 +177,11 @@ async fn run_now_annotations_start_one_job_per_token() {
     .await;
     let (_, reason, message) = condition(&with_report, "ChainIntegrity").unwrap();
     assert_eq!(reason, "ViolationsFound");
-    assert!(message.contains("2 users in cycles") && message.contains("cycle: u1 -> u2 -> u1"), "{message}");
+    assert!(
+        message.starts_with("2 cycles, 1 user whose referrer does not exist")
+            && message.contains("cycle: u1 -> u2 -> u1"),
+        "{message}"
+    );
     let metrics = wait_for(Duration::from_secs(30), "the chain gauges on /metrics", || async {
         let (ok, body, _) = http_get(operator.listen, "/metrics");
         (ok && body.contains("referral_operator_chain_violations{")).then_some(body)
@@ -409,4 +412,114 @@ async fn the_operator_ensures_declared_indexes_and_reports_a_conflict_without_dr
     assert_eq!(s.systems().get("main").await.unwrap().metadata.resource_version, before);
     let _ = db.drop().await;
     drop(operator);
+}
+
+/// The managed-fields entry of `manager` on the status subresource: its operation and
+/// the fields of `status` it owns.
+fn status_owner(system: &ReferralSystem, manager: &str) -> Option<(String, Vec<String>)> {
+    let entry = system
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some(manager) && m.subresource.as_deref() == Some("status"))?;
+    let fields = entry.fields_v1.as_ref()?.0.get("f:status")?.as_object()?.keys().cloned().collect();
+    Some((entry.operation.clone().unwrap_or_default(), fields))
+}
+
+#[tokio::test]
+async fn each_status_writer_owns_its_fields_and_none_erases_another() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("writers").await;
+    s.create_system(json!({})).await;
+    let operator = s.start("writers-0");
+    s.reconciled(&operator).await;
+
+    // The two in-cluster writers, run here as the Jobs' identity (which the operator
+    // applied): the chain check against the test bed's MongoDB, and finalize on a
+    // backup folder.
+    let jobs_dir = s.dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let kubeconfig = impersonating(&format!("system:serviceaccount:{}:main-jobs", s.watched.name), &jobs_dir);
+    let binary = env!("CARGO_BIN_EXE_referral-operator");
+    let check = || {
+        let out = std::process::Command::new(binary)
+            .args(["check", "chains", "--system", "main", "--write-status"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("MONGODB_URI", testbed_var("REFOP_TEST_MONGODB_URI"))
+            .env("POD_NAMESPACE", &s.watched.name)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    check();
+    let backups = jobs_dir.join("backups");
+    let folder = backups.join("20261123T010000Z.partial");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("mongodb-referrals.archive.gz"), [0x1f, 0x8b, 8, 0]).unwrap();
+    std::fs::write(jobs_dir.join("name"), "20261123T010000Z").unwrap();
+    let out = std::process::Command::new(binary)
+        .args(["backup", "finalize", "--dir", backups.to_str().unwrap(), "--name-file"])
+        .arg(jobs_dir.join("name"))
+        .args(["--daily", "7", "--weekly", "4", "--monthly", "6", "--system", "main"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", &s.watched.name)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The operator reads both (ChainIntegrity from the check, BackupHealthy from the
+    // backup) and writes its own fields again.
+    let both = wait_for(Duration::from_secs(60), "the operator's conditions from both reports", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let integrity = condition(&current, "ChainIntegrity")?;
+        let backup = condition(&current, "BackupHealthy")?;
+        // Either reason means the operator read status.backup (the folder's date is fixed).
+        let read_backup = ["BackupRecent", "BackupOverdue"].contains(&backup.1.as_str());
+        (integrity.1 != "NotRunYet" && read_backup).then_some(current)
+    })
+    .await;
+    let status = both.status.clone().unwrap();
+    let chain = status.chain_check.clone().expect("status.chainCheck");
+    let backup = status.backup.clone().expect("status.backup");
+    assert_eq!(backup.latest.as_deref(), Some("20261123T010000Z"));
+
+    // managedFields name each writer as the owner of its fields, by apply.
+    let expect = |writer: StatusWriter| {
+        let (operation, mut fields) = status_owner(&both, writer.field_manager()).unwrap_or_else(|| {
+            panic!("no status entry of {}: {:?}", writer.field_manager(), both.metadata.managed_fields)
+        });
+        assert_eq!(operation, "Apply", "{}", writer.field_manager());
+        fields.sort();
+        fields
+    };
+    assert_eq!(expect(StatusWriter::ChainCheck), ["f:chainCheck"]);
+    assert_eq!(expect(StatusWriter::Backup), ["f:backup"]);
+    let controller = expect(StatusWriter::Controller);
+    assert!(
+        controller.contains(&"f:conditions".to_string()) && controller.contains(&"f:observedGeneration".to_string())
+    );
+    assert!(!controller.iter().any(|f| f == "f:chainCheck" || f == "f:backup"), "{controller:?}");
+
+    // A new generation: the operator applies its fields again, the Jobs' stay as written.
+    s.systems()
+        .patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"referral": {"maxRetries": 5}}})))
+        .await
+        .unwrap();
+    let after = s.reconciled(&operator).await;
+    let after_status = after.status.clone().unwrap();
+    assert_ne!(after.metadata.generation, both.metadata.generation);
+    assert_eq!(after_status.chain_check.as_ref(), Some(&chain), "the operator's apply erased status.chainCheck");
+    assert_eq!(after_status.backup.as_ref(), Some(&backup), "the operator's apply erased status.backup");
+
+    // The check again: the operator's fields stay as they were.
+    check();
+    let last = s.systems().get("main").await.unwrap();
+    let last_status = last.status.clone().unwrap();
+    assert_eq!(last_status.observed_generation, after_status.observed_generation);
+    assert_eq!(last_status.conditions, after_status.conditions, "the check's apply erased the operator's conditions");
+    assert_eq!(last_status.backup.as_ref(), Some(&backup), "the check's apply erased status.backup");
+    assert!(last_status.chain_check.unwrap().last_run >= chain.last_run);
 }

@@ -13,7 +13,7 @@ use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, wait_
 
 fn example(name: &str, namespace: &str) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/full.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.name = Some(name.into());
     system.metadata.namespace = Some(namespace.into());
     system
@@ -46,7 +46,7 @@ async fn server_dry_run_refuses_an_invalid_system_with_the_cel_message() {
     let ns = TestNamespace::create(&client, "cel").await;
     let mut bad = example("bad", &ns.name);
     bad.spec.redis.external = Some(serde_json::from_value(serde_json::json!({"host": "redis.example"})).unwrap());
-    let yaml = serde_yaml::to_string(&bad).unwrap();
+    let yaml = serde_norway::to_string(&bad).unwrap();
     let (ok, _, stderr) = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
     assert!(!ok, "the apiserver accepted a system with both managed and external Redis");
     assert!(stderr.contains("set exactly one of redis.managed"), "{stderr}");
@@ -55,7 +55,7 @@ async fn server_dry_run_refuses_an_invalid_system_with_the_cel_message() {
     let api = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name);
     api.create(&PostParams::default(), &shrink).await.expect("create");
     shrink.spec.redis.managed.as_mut().unwrap().storage.size = "1Gi".into();
-    let yaml = serde_yaml::to_string(&shrink).unwrap();
+    let yaml = serde_norway::to_string(&shrink).unwrap();
     let (ok, _, stderr) = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
     assert!(!ok, "the apiserver accepted shrinking Redis storage");
     assert!(stderr.contains("storage size cannot shrink"), "{stderr}");

@@ -5,7 +5,7 @@
 //! kube-apiserver, kube-controller-manager (garbage collector, Deployment, ReplicaSet,
 //! StatefulSet, HPA and disruption controllers), MongoDB-wire server and Redis.
 //!
-//! One test per behaviour of issue 4, each in its own namespace with its own operator,
+//! One test per behaviour of the controller (docs/controller.md), each in its own namespace with its own operator,
 //! whose trace-level log is kept in the test's temporary directory. The operator runs
 //! with `--resync-ready`/`--resync-not-ready` of [`RESYNC`] so that periodic requeues
 //! (the only way a rotated Secret is noticed, and what the no-op test must survive)
@@ -227,7 +227,7 @@ impl Drop for Fixture {
 /// The example `examples/<file>` as the system `main` in `namespace`.
 fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut value: Value = serde_yaml::from_str(&text).unwrap();
+    let mut value: Value = serde_norway::from_str(&text).unwrap();
     value["metadata"] = json!({"name": SYSTEM, "namespace": namespace});
     if redis == RedisKind::External {
         let (host, port) = redis_address();

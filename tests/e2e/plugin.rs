@@ -45,7 +45,7 @@ fn run(command: &mut Command) -> (bool, String, String) {
 
 fn minimal(namespace: &str) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut system: ReferralSystem = serde_yaml::from_str(&text).unwrap();
+    let mut system: ReferralSystem = serde_norway::from_str(&text).unwrap();
     system.metadata.name = Some("main".into());
     system.metadata.namespace = Some(namespace.into());
     system

@@ -399,7 +399,7 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     assert!(message.contains(&second_job) && message.contains("delete this one"), "{message}");
     assert!(matches!(
         job_phase(&client, &ns.name, &second_job).await,
-        referral_operator::reconcilers::restore::JobPhase::Failed(_)
+        referral_operator::reconcilers::job::JobPhase::Failed(_)
     ));
     stays_at_zero(&deployments, "a failed restore keeps the workers at zero").await;
     let (ok, described, _) =
