@@ -104,7 +104,7 @@ impl RestorePlan {
         let summary: &DumpSummary = manifest
             .mongodb
             .as_ref()
-            .ok_or("the manifest has no native dump (a Mongodump-method backup: restore it with mongorestore)")?;
+            .ok_or("the manifest has no native dump (a Mongodump-method backup: restore it with mongorestore, or with backup.method Mongodump)")?;
         summary.check()?;
         let mut collections: Vec<PlannedCollection> = summary
             .collections

@@ -40,9 +40,15 @@ pub struct BackupSpec {
     /// How many backups to keep (grandfather-father-son).
     #[serde(default)]
     pub retention: RetentionSpec,
+    /// How MongoDB is dumped and restored. `Native` (default): this operator's image
+    /// dumps with the driver into mongodump's directory layout, with a manifest of
+    /// counts and checksums that a restore checks before and after; no tools image.
+    /// `Mongodump`: `mongodump`/`mongorestore` archives from `mongoToolsImage`.
+    #[serde(default)]
+    pub method: BackupMethod,
     /// Collections to dump; empty means the whole database.
-    /// Default the guide's `referrals` and `referralTransactions`. Each name becomes
-    /// part of a file name, so `/` is refused.
+    /// Default `users` (every referral chain is built from it), `referrals` and
+    /// `referralTransactions`. Each name becomes part of a file name, so `/` is refused.
     #[serde(default = "default_collections")]
     #[schemars(length(max = 100), inner(length(min = 1, max = 120), pattern(r"^[^$/\x00]+$")))]
     pub collections: Vec<String>,
@@ -52,7 +58,7 @@ pub struct BackupSpec {
     /// Volume the backups are written to. Default 20Gi.
     #[serde(default = "default_backup_storage")]
     pub storage: StorageSpec,
-    /// Image with `mongodump`/`mongorestore`. Default `mongo:7.0`.
+    /// Image with `mongodump`/`mongorestore`, for `method: Mongodump`. Default `mongo:7.0`.
     #[serde(default = "default_mongo_tools_image")]
     #[schemars(length(min = 1))]
     pub mongo_tools_image: String,
@@ -72,6 +78,7 @@ impl Default for BackupSpec {
             schedule: default_backup_schedule(),
             suspend: false,
             retention: RetentionSpec::default(),
+            method: BackupMethod::default(),
             collections: default_collections(),
             include_redis: true,
             storage: default_backup_storage(),
@@ -80,6 +87,16 @@ impl Default for BackupSpec {
             resources: None,
         }
     }
+}
+
+/// How a backup dumps MongoDB and a restore brings it back.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackupMethod {
+    /// `referral-operator backup dump|restore` from the operator's image.
+    #[default]
+    Native,
+    /// `mongodump`/`mongorestore` from `mongoToolsImage`.
+    Mongodump,
 }
 
 /// Keep the newest complete backup of each of the last `daily` days, `weekly` ISO weeks
@@ -170,7 +187,7 @@ fn default_backup_schedule() -> String {
     "0 1 * * *".into()
 }
 fn default_collections() -> Vec<String> {
-    vec!["referrals".into(), "referralTransactions".into()]
+    vec!["users".into(), "referrals".into(), "referralTransactions".into()]
 }
 fn default_true() -> bool {
     true

@@ -335,10 +335,11 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
     }
 }
 
-const BUILTIN_ALERTS: [&str; 5] = [
+const BUILTIN_ALERTS: [&str; 6] = [
     "ReferralHighFailureRate",
     "ReferralQueueBacklog",
     "ReferralBackupMissing",
+    "ReferralBackupFailed",
     "ReferralChainViolations",
     "ReferralIndexMissing",
 ];
@@ -369,7 +370,7 @@ fn check_monitoring(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) 
 }
 
 /// Names of the built-in alerts, for the monitoring builder.
-pub fn builtin_alert_names() -> [&'static str; 5] {
+pub fn builtin_alert_names() -> [&'static str; 6] {
     BUILTIN_ALERTS
 }
 

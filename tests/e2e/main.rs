@@ -3,6 +3,7 @@
 //! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
 
 mod backup;
+mod backup_pods;
 mod chain_check;
 mod chart;
 mod controller_jobs;

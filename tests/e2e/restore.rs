@@ -150,7 +150,7 @@ async fn index_names(db: &mongodb::Database, collection: &str) -> Vec<String> {
 }
 
 /// Marks a Job failed, as the Job controller would once its retries are used up.
-async fn fail_job(client: &Client, ns: &str, name: &str) {
+pub(crate) async fn fail_job(client: &Client, ns: &str, name: &str) {
     let api = Api::<Job>::namespaced(client.clone(), ns);
     let started = wait_for(Duration::from_secs(30), "the Job controller to start the Job", || async {
         api.get(name).await.ok()?.status?.start_time
