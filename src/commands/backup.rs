@@ -113,6 +113,10 @@ pub enum BackupCommand {
         /// Namespace of the ReferralSystem.
         #[arg(long, env = "POD_NAMESPACE")]
         namespace: Option<String>,
+        /// The run was also dumped into this bucket: upload the rest (the Redis
+        /// snapshot), write the manifest there last, and prune the bucket too.
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Check that a backup is complete and its files match its manifest: sizes and
     /// checksums, and for a native dump every document decoded and counted (what a
@@ -157,8 +161,8 @@ pub fn run(command: BackupCommand) -> ExitCode {
         }
         BackupCommand::Dump(args) => native_backup::run_dump(args),
         BackupCommand::Restore(args) => native_backup::run_restore(args),
-        BackupCommand::Finalize { dir, name_file, retention, expect_redis, system, namespace } => {
-            finalize(&dir, &name_file, &retention, expect_redis, system.as_deref(), namespace.as_deref())
+        BackupCommand::Finalize { dir, name_file, retention, expect_redis, system, namespace, s3 } => {
+            finalize(&dir, &name_file, &retention, expect_redis, system.as_deref(), namespace.as_deref(), &s3)
         }
         BackupCommand::Verify { dir, s3, name, output } => {
             if let Some(code) = native_backup::run_verify(&dir, &name, &s3, output) {
@@ -399,6 +403,7 @@ fn finalize(
     expect_redis: bool,
     system: Option<&str>,
     namespace: Option<&str>,
+    s3: &S3Args,
 ) -> ExitCode {
     let policy = match retention.policy() {
         Ok(policy) => policy,
@@ -415,13 +420,32 @@ fn finalize(
         }
     };
     let at = now();
-    match store::finalize(dir, &name, &FinalizeOptions { expect_redis, completed_at: at }) {
-        Ok(manifest) => println!("backup {} is complete: {} bytes", manifest.name, manifest.size_bytes),
+    let manifest = match store::finalize(dir, &name, &FinalizeOptions { expect_redis, completed_at: at }) {
+        Ok(manifest) => {
+            println!("backup {} is complete: {} bytes", manifest.name, manifest.size_bytes);
+            manifest
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
+    // The copy in the bucket: a failure there fails the Job (BackupFailed), after
+    // status has recorded the complete backup on the volume.
+    let bucket_failure = if s3.bucket.is_some() {
+        match native_backup::finish_in_bucket(s3, dir, &manifest, policy, at) {
+            Ok(text) => {
+                print!("{text}");
+                None
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Some(e)
+            }
+        }
+    } else {
+        None
+    };
     // From here on the backup is safe on disk; what follows only tidies and reports.
     let (status, pruned) = match prune_after_finalize(dir, policy, at) {
         Ok(done) => done,
@@ -436,7 +460,12 @@ fn finalize(
         }
     };
     print!("{pruned}");
-    let Some(system) = system else { return ExitCode::SUCCESS };
+    let mut status = status;
+    if let Some(e) = &bucket_failure {
+        status.warnings.push(format!("the copy in object storage is not complete: {e}"));
+    }
+    let done = if bucket_failure.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    let Some(system) = system else { return done };
     let Some(namespace) = namespace else {
         eprintln!("error: --system needs the namespace: set --namespace or POD_NAMESPACE");
         return ExitCode::from(EXIT_STATUS_NOT_WRITTEN);
@@ -444,7 +473,7 @@ fn finalize(
     match write_status(namespace, system, &status) {
         Ok(()) => {
             println!("status.backup of {namespace}/{system} updated");
-            ExitCode::SUCCESS
+            done
         }
         Err(e) => {
             eprintln!(

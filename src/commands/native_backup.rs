@@ -561,3 +561,54 @@ pub fn run_prune(s3: &S3Args, policy: RetentionPolicy, dry_run: bool, delete_sta
         Err(e) => fail(e),
     }
 }
+
+/// What finalize does in the bucket once the run is complete on the volume: upload
+/// the files the dump did not stream there (the Redis snapshot), write the manifest
+/// last (from then on the backup is complete there too), and prune the bucket with
+/// the same retention. Returns the prune's plan as text.
+pub fn finish_in_bucket(
+    s3: &S3Args,
+    dir: &Path,
+    manifest: &Manifest,
+    policy: RetentionPolicy,
+    at: Timestamp,
+) -> Result<String, String> {
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let target = s3.connect().map_err(|e| e.to_string())?.ok_or("no --s3-bucket")?;
+        let name = manifest.name.clone();
+        let streamed: Vec<String> = manifest
+            .mongodb
+            .as_ref()
+            .map(|m| m.files().map(|f| f.path.clone()).chain([DUMP_SUMMARY_FILE.to_string()]).collect())
+            .unwrap_or_default();
+        let missing: Vec<String> =
+            manifest.files.iter().map(|f| f.path.clone()).filter(|p| !streamed.contains(p)).collect();
+        let folder: Arc<dyn FileSink> = Arc::new(target.run(&name));
+        let source = dir.join(&name);
+        tokio::task::spawn_blocking(move || {
+            for path in missing {
+                let local = source.join(&path);
+                let mut file =
+                    std::fs::File::open(&local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+                let mut upload = folder.create(&path).map_err(|e| e.to_string())?;
+                std::io::copy(&mut file, &mut upload)
+                    .map_err(|e| format!("uploading {path} to {}: {e}", folder.location()))?;
+                upload.finish().map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        target.write_marker(manifest).await.map_err(|e| format!("backup {name}: {e}"))?;
+        let listing = target.list().await.map_err(|e| e.to_string())?;
+        let plan = super::backup::plan_for(&listing, policy, false, at);
+        let report = target.apply(&plan).await;
+        let text =
+            super::backup::plan_text(Path::new(target.location()), policy, &plan, &listing.others, Some(&report));
+        if !report.failed.is_empty() {
+            return Err(format!("backup {name} is complete in {}, but pruning failed: {text}", target.location()));
+        }
+        Ok(format!("backup {name} is complete in {}\n{text}", target.location()))
+    })
+}

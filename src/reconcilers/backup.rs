@@ -198,6 +198,29 @@ pub(crate) fn redis_client_env(system: &ValidatedSystem) -> Vec<EnvVar> {
     env
 }
 
+/// Where the native dump and finalize find the object store: settings as literals,
+/// the keys from their Secrets (the names `backup dump|finalize` read).
+fn object_storage_env(system: &ValidatedSystem) -> Vec<EnvVar> {
+    let Some(store) = &system.spec.backup.object_storage else { return Vec::new() };
+    let mut env = vec![
+        env_literal("BACKUP_S3_BUCKET", &store.bucket),
+        env_literal("BACKUP_S3_PREFIX", &store.prefix),
+        env_literal("BACKUP_S3_REGION", &store.region),
+        from_secret("AWS_ACCESS_KEY_ID", &store.access_key_id_secret_ref),
+        from_secret("AWS_SECRET_ACCESS_KEY", &store.secret_access_key_secret_ref),
+    ];
+    if let Some(endpoint) = &store.endpoint {
+        env.push(env_literal("BACKUP_S3_ENDPOINT", endpoint));
+    }
+    if let Some(sse) = &store.server_side_encryption {
+        env.push(env_literal("BACKUP_S3_SSE", sse));
+    }
+    if let Some(key) = &store.kms_key_id {
+        env.push(env_literal("BACKUP_S3_KMS_KEY_ID", key));
+    }
+    env
+}
+
 /// The backup pod: dump, snapshot, finalize. `label` names why a one-off runs.
 fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>) -> PodSpec {
     let spec = &system.spec;
@@ -220,9 +243,11 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
             for collection in &backup.collections {
                 args.extend(["--collection".into(), collection.clone()]);
             }
+            let mut env = dump_env;
+            env.extend(object_storage_env(system));
             Container {
                 args: Some(args),
-                env: Some(dump_env),
+                env: Some(env),
                 resources: backup.resources.clone(),
                 volume_mounts: Some(mounts(true)),
                 ..restricted_container("dump", ctx.operator_image.clone())
@@ -274,9 +299,11 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         read_only: Some(true),
         ..VolumeMount::default()
     });
+    let mut finalize_env = vec![env_field("POD_NAMESPACE", "metadata.namespace")];
+    finalize_env.extend(object_storage_env(system));
     let finalize = Container {
         args: Some(args),
-        env: Some(vec![env_field("POD_NAMESPACE", "metadata.namespace")]),
+        env: Some(finalize_env),
         volume_mounts: Some(finalize_mounts),
         ..restricted_container("finalize", ctx.operator_image.clone())
     };
@@ -604,5 +631,61 @@ spec:
         assert_eq!(failure.why, "BackoffLimitExceeded: Job has reached the specified backoff limit");
         assert!(newest_failure(&jobs[1..2]).is_none());
         assert!(newest_failure(&[]).is_none());
+    }
+
+    #[test]
+    fn object_storage_reaches_dump_and_finalize_with_its_keys_from_secrets() {
+        let system = system(
+            "  backup: {objectStorage: {endpoint: 'https://s3.example:9000', bucket: backups, prefix: prod, \
+             accessKeyIdSecretRef: {name: s3, key: id}, secretAccessKeySecretRef: {name: s3, key: secret}, \
+             serverSideEncryption: AES256}}",
+        );
+        let pod = backup_pod(&system, &ctx(), None);
+        let dump = &pod.init_containers.as_ref().unwrap()[0];
+        for container in [dump, &pod.containers[0]] {
+            let env = container.env.as_ref().unwrap();
+            let literal = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+            assert_eq!(literal("BACKUP_S3_BUCKET").as_deref(), Some("backups"), "{}", container.name);
+            assert_eq!(literal("BACKUP_S3_ENDPOINT").as_deref(), Some("https://s3.example:9000"));
+            assert_eq!(literal("BACKUP_S3_PREFIX").as_deref(), Some("prod"));
+            assert_eq!(literal("BACKUP_S3_SSE").as_deref(), Some("AES256"));
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                let var = env.iter().find(|e| e.name == key).unwrap();
+                assert!(var.value.is_none() && var.value_from.as_ref().unwrap().secret_key_ref.is_some(), "{key}");
+            }
+        }
+        let redis = &pod.init_containers.as_ref().unwrap()[1];
+        assert!(!redis.env.as_ref().unwrap().iter().any(|e| e.name.starts_with("AWS_")), "keys only where used");
+        let plain = backup_pod(&system_without_storage(), &ctx(), None);
+        assert!(!plain.containers[0].env.as_ref().unwrap().iter().any(|e| e.name.starts_with("BACKUP_S3")));
+    }
+
+    fn system_without_storage() -> ValidatedSystem {
+        system("")
+    }
+
+    #[test]
+    fn object_storage_with_mongodump_is_refused_naming_the_field() {
+        let yaml = r#"
+apiVersion: referral.dev/v1alpha1
+kind: ReferralSystem
+metadata: {name: main, namespace: referrals}
+spec:
+  image: example/referral-service:1.4.2
+  workers: [{name: reward-processor}]
+  mongodb: {uriSecretRef: {name: referral-mongo, key: uri}, database: neurolov}
+  redis: {managed: {}}
+  backup:
+    method: Mongodump
+    objectStorage: {bucket: backups, accessKeyIdSecretRef: {name: s3, key: id}, secretAccessKeySecretRef: {name: s3, key: secret}}
+"#;
+        let parsed: ReferralSystem = crate::yaml::from_str(yaml).unwrap();
+        let problems = validate(&parsed, "referrals").unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.to_string().contains("spec.backup.objectStorage") && p.to_string().contains("Native")),
+            "{problems:?}"
+        );
     }
 }

@@ -196,6 +196,24 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
     let db = mongo.database(&database);
     db.drop().await.unwrap();
     let seeded = seed(&db).await;
+    let prefix = format!("e2e/bkpod-{}-{}", std::process::id(), mongodb::bson::oid::ObjectId::new().to_hex());
+    let s3_key = testbed_var("REFOP_TEST_S3_ACCESS_KEY_ID");
+    let s3_secret = testbed_var("REFOP_TEST_S3_SECRET_ACCESS_KEY");
+    let bucket_cli = |args: &[&str]| {
+        let out = Command::new(BINARY)
+            .args(args)
+            .args(["--s3-bucket", &testbed_var("REFOP_TEST_S3_BUCKET"), "--s3-endpoint"])
+            .arg(testbed_var("REFOP_TEST_S3_ENDPOINT"))
+            .args(["--s3-region", &testbed_var("REFOP_TEST_S3_REGION"), "--s3-prefix", &prefix])
+            .env("AWS_ACCESS_KEY_ID", &s3_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s3_secret)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
 
     // The system as a user writes it: no backup section, so the defaults (the native
     // method, users among the collections, a Redis snapshot).
@@ -206,7 +224,13 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
             "image": "example/referral-service:1.4.2",
             "workers": [{"name": "reward-processor", "replicas": 1}],
             "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database},
-            "redis": {"external": {"host": redis_host, "port": redis_port.parse::<i32>().unwrap()}}
+            "redis": {"external": {"host": redis_host, "port": redis_port.parse::<i32>().unwrap()}},
+            "backup": {"objectStorage": {
+                "endpoint": testbed_var("REFOP_TEST_S3_ENDPOINT"), "bucket": testbed_var("REFOP_TEST_S3_BUCKET"),
+                "region": testbed_var("REFOP_TEST_S3_REGION"), "prefix": prefix,
+                "accessKeyIdSecretRef": {"name": "backup-s3", "key": "id"},
+                "secretAccessKeySecretRef": {"name": "backup-s3", "key": "secret"}
+            }}
         }
     }))
     .unwrap();
@@ -241,7 +265,11 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
     };
     let account = pod.service_account_name.clone().unwrap();
     let node = Node {
-        secrets: BTreeMap::from([(("referral-mongo".into(), "uri".into()), uri.clone())]),
+        secrets: BTreeMap::from([
+            (("referral-mongo".into(), "uri".into()), uri.clone()),
+            (("backup-s3".into(), "id".into()), s3_key.clone()),
+            (("backup-s3".into(), "secret".into()), s3_secret.clone()),
+        ]),
         fields: BTreeMap::from([
             ("metadata.namespace".into(), ns.name.clone()),
             ("status.podIP".into(), "127.0.0.1".into()),
@@ -269,6 +297,11 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
     assert!(backups.join(&name).join(&database).join("users.bson.gz").is_file());
     let status = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name).get("main").await.unwrap().status;
     assert_eq!(status.and_then(|s| s.backup).and_then(|b| b.latest), Some(name.clone()));
+    // The same backup in the bucket, off the cluster: complete (manifest written
+    // last by finalize, after the snapshot's upload) and sound, document by document.
+    let (ok, printed) = bucket_cli(&["backup", "verify", "--name", &name]);
+    assert!(ok, "{printed}");
+    assert!(printed.contains("a Redis snapshot") && printed.contains("1299 documents"), "{printed}");
 
     // A run that fails (Redis unreachable, after the dump) never reaches finalize:
     // the earlier backup stays complete and sound, nothing is pruned, status keeps
@@ -288,6 +321,20 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
     assert_eq!(store::verify(backups, &name).expect("the earlier backup is untouched").files, manifest.files);
     let status = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name).get("main").await.unwrap().status;
     assert_eq!(status.and_then(|s| s.backup).and_then(|b| b.latest), Some(name.clone()));
+    // In the bucket the failed run has no manifest: incomplete, and the first intact.
+    let (ok, printed) = bucket_cli(&["backup", "list", "-o", "json"]);
+    assert!(ok, "{printed}");
+    let listed: serde_json::Value = serde_json::from_str(printed.trim()).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let complete: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["state"] == "complete")
+        .filter_map(|b| b["name"].as_str())
+        .collect();
+    assert_eq!(complete, [name.as_str()], "{printed}");
+    let (ok, printed) = bucket_cli(&["backup", "verify", "--name", &name]);
+    assert!(ok, "{printed}");
 
     // Lose the data, then restore with the Job a ReferralRestore makes.
     db.drop().await.unwrap();
