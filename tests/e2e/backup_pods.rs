@@ -37,7 +37,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_referral-operator");
 const OPERATOR_IMAGE: &str = "ghcr.io/referral-dev/referral-operator:e2e";
 
 fn ctx() -> BuildContext {
-    BuildContext { operator_image: OPERATOR_IMAGE.into(), secrets_hash: None }
+    BuildContext { operator_image: OPERATOR_IMAGE.into(), secrets_hash: None, operator_pods: None }
 }
 
 /// What the kubelet would supply: Secret values, downward-API fields, and a
