@@ -207,6 +207,26 @@ invalid!(
     "minReplicas must not be greater"
 );
 invalid!(
+    object_storage_with_mongodump,
+    |d| {
+        d["spec"]["backup"] = json!({"method": "Mongodump", "objectStorage": {"bucket": "backups",
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"}, "secretAccessKeySecretRef": {"name": "s3", "key": "secret"}}});
+    },
+    "spec.backup",
+    "objectStorage needs method Native"
+);
+
+invalid!(
+    kms_key_without_kms_encryption,
+    |d| {
+        d["spec"]["backup"] = json!({"objectStorage": {"bucket": "backups", "kmsKeyId": "k1",
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"}, "secretAccessKeySecretRef": {"name": "s3", "key": "secret"}}});
+    },
+    "spec.backup.objectStorage",
+    "kmsKeyId goes with serverSideEncryption: aws:kms"
+);
+
+invalid!(
     retention_keeps_nothing,
     |d| {
         d["spec"]["backup"] = json!({"retention": {"daily": 0, "weekly": 0, "monthly": 0}});

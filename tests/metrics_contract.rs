@@ -101,6 +101,7 @@ fn exported() -> BTreeSet<(String, String)> {
     metrics.set_chain_violations("referrals", "main", &[(ChainViolation::Cycles, 1)]);
     metrics.set_chain_depths("referrals", "main", &[(0, 10), (1, 4)]);
     metrics.set_backup("referrals", "main", Some(1_700_000_000.0), 86_400.0);
+    metrics.set_backup_failure("referrals", "main", Some(1_700_000_100.0));
     metrics.set_leader(true);
     let text = metrics.encode();
     let type_line = Regex::new(r"(?m)^# TYPE (\S+) (\S+)$").unwrap();

@@ -178,6 +178,8 @@ fn above_default_thresholds(groups: &Value) -> Value {
     // Hourly backups, the last success at time 0: overdue after 90 minutes.
     series.extend(operator_series("referral_operator_backup_last_success_timestamp_seconds", "", "0x200"));
     series.extend(operator_series("referral_operator_backup_interval_seconds", "", "3600x200"));
+    // A backup Job failed (at unix time 1000); a success clears the series at 30m.
+    series.extend(operator_series("referral_operator_backup_last_failure_timestamp_seconds", "", "1000x30 _x170"));
     // 2 cycles + 1 orphan, reported by both operator replicas: 3, not 6.
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"cycles\"", "2x200"));
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"orphans\"", "1x200"));
@@ -189,6 +191,7 @@ fn above_default_thresholds(groups: &Value) -> Value {
     let failure = rule(groups, "ReferralHighFailureRate");
     let backlog = rule(groups, "ReferralQueueBacklog");
     let backup = rule(groups, "ReferralBackupMissing");
+    let backup_failed = rule(groups, "ReferralBackupFailed");
     let chain = rule(groups, "ReferralChainViolations");
     let index = rule(groups, "ReferralIndexMissing");
     json!({
@@ -202,6 +205,9 @@ fn above_default_thresholds(groups: &Value) -> Value {
             check("ReferralQueueBacklog", "15m", vec![firing(backlog, worker_labels(), "1100")]),
             check("ReferralBackupMissing", "60m", vec![]),
             check("ReferralBackupMissing", "120m", vec![firing(backup, operator_labels(), "2h 0m 0s")]),
+            check("ReferralBackupFailed", "0m", vec![]),
+            check("ReferralBackupFailed", "5m", vec![firing(backup_failed, operator_labels(), "1970-01-01 00:16:40 +0000 UTC")]),
+            check("ReferralBackupFailed", "60m", vec![]),
             check("ReferralChainViolations", "5m", vec![firing(chain, operator_labels(), "3")]),
             check("ReferralIndexMissing", "10m", vec![]),
             check("ReferralIndexMissing", "20m", vec![firing(index, operator_labels(), "1")]),
@@ -261,7 +267,7 @@ fn default_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &rule_groups(&system(None)));
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
 }
 
 #[test]
@@ -277,7 +283,7 @@ fn customised_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &groups);
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
 }
 
 #[test]

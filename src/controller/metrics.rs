@@ -26,8 +26,8 @@ use prometheus_client::registry::Registry;
 
 use crate::crd::status::ChainViolation;
 use crate::reconcilers::monitoring::{
-    INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS, OPERATOR_CHAIN_USERS_BY_DEPTH,
-    OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
+    INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_FAILURE, OPERATOR_BACKUP_LAST_SUCCESS,
+    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_INDEXES,
 };
 
 /// Reconciles run, whatever their outcome.
@@ -99,6 +99,7 @@ pub struct Metrics {
     chain_users_by_depth: Family<DepthLabels, Gauge>,
     backup_last_success: Family<SystemLabels, FloatGauge>,
     backup_interval: Family<SystemLabels, FloatGauge>,
+    backup_last_failure: Family<SystemLabels, FloatGauge>,
     leader: Gauge,
     /// Depths exported per system: unlike states and kinds they are not a fixed set,
     /// so removing a system's series, or a depth that no longer occurs, needs them.
@@ -123,6 +124,7 @@ impl Metrics {
         let chain_users_by_depth = Family::<DepthLabels, Gauge>::default();
         let backup_last_success = Family::<SystemLabels, FloatGauge>::default();
         let backup_interval = Family::<SystemLabels, FloatGauge>::default();
+        let backup_last_failure = Family::<SystemLabels, FloatGauge>::default();
         let leader = Gauge::default();
 
         // prometheus-client appends `_total` to counters itself.
@@ -155,6 +157,11 @@ impl Metrics {
             "Nominal interval of the backup schedule in seconds",
             backup_interval.clone(),
         );
+        registry.register(
+            OPERATOR_BACKUP_LAST_FAILURE,
+            "Unix time the newest backup Job failed, while no backup has completed since",
+            backup_last_failure.clone(),
+        );
         registry.register(LEADER, "1 when this replica holds the leader Lease", leader.clone());
 
         Metrics {
@@ -168,6 +175,7 @@ impl Metrics {
             chain_users_by_depth,
             backup_last_success,
             backup_interval,
+            backup_last_failure,
             leader,
             depths: Mutex::new(HashMap::new()),
         }
@@ -249,6 +257,20 @@ impl Metrics {
         self.backup_interval.get_or_create(&labels).set(interval_seconds);
     }
 
+    /// Sets or removes the failed-backup gauge of one system: present only while the
+    /// newest backup Job failed and none has completed since.
+    pub fn set_backup_failure(&self, ns: &str, name: &str, failed_at_unix: Option<f64>) {
+        let labels = system(ns, name);
+        match failed_at_unix {
+            Some(at) => {
+                self.backup_last_failure.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.backup_last_failure.remove(&labels);
+            }
+        }
+    }
+
     pub fn set_leader(&self, is_leader: bool) {
         self.leader.set(i64::from(is_leader));
     }
@@ -259,6 +281,7 @@ impl Metrics {
         self.managed_objects.remove(&key);
         self.backup_last_success.remove(&key);
         self.backup_interval.remove(&key);
+        self.backup_last_failure.remove(&key);
         for state in INDEX_STATES {
             self.indexes.remove(&IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state });
         }

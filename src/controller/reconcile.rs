@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, GetParams, Patch};
+use kube::api::{Api, GetParams, ListParams, Patch};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -21,7 +22,7 @@ use crate::reconcilers::env::redis_endpoint;
 use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
 
-use crate::backup::health::{BackupHealth, BackupHealthInput, backup_health};
+use crate::backup::health::{BackupFailure, BackupHealth, BackupHealthInput, REASON_FAILED, backup_health};
 
 use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
@@ -160,7 +161,8 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     };
     let mut children = build(&validated, &build_context);
     let now = now();
-    let backup = judge_backups(ctx, system, &validated, &now);
+    let backup_failure = newest_backup_failure(ctx, &validated).await;
+    let backup = judge_backups(ctx, system, &validated, &now, backup_failure.as_ref());
     let restore_hold = super::restore::restore_holding(ctx, &validated).await?;
     if restore_hold.is_some() {
         crate::reconcilers::restore::hold_for_restore(&mut children);
@@ -249,9 +251,35 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     Ok(Action::requeue(wait))
 }
 
+/// The newest failed backup Job of the system. A failed read is logged and counts as
+/// no failure: the next reconcile reads again, and a list error must not hide the
+/// rest of the status.
+async fn newest_backup_failure(ctx: &Context, system: &ValidatedSystem) -> Option<BackupFailure> {
+    let selector = format!(
+        "{},{}={}",
+        crate::reconcilers::meta::system_selector(&system.name),
+        crate::reconcilers::meta::LABEL_COMPONENT,
+        crate::reconcilers::backup::COMPONENT
+    );
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &system.namespace);
+    match jobs.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => crate::reconcilers::backup::newest_failure(&list.items),
+        Err(error) => {
+            tracing::warn!(system = %system.name, %error, "cannot list the backup Jobs");
+            None
+        }
+    }
+}
+
 /// `BackupHealthy`, from what the backup Job last reported; also exported as the
 /// gauges the backup alert reads, so the two agree.
-fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSystem, now: &Time) -> BackupHealth {
+fn judge_backups(
+    ctx: &Context,
+    object: &ReferralSystem,
+    system: &ValidatedSystem,
+    now: &Time,
+    last_failure: Option<&BackupFailure>,
+) -> BackupHealth {
     let last_success = object.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_success.clone());
     let created = object.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now.0);
     let health = backup_health(BackupHealthInput {
@@ -259,8 +287,11 @@ fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSyste
         created,
         schedule: &system.spec.backup.schedule,
         suspended: system.spec.backup.suspend,
+        last_failure,
         now: now.0,
     });
+    let unresolved = last_failure.filter(|_| health.reason == REASON_FAILED);
+    ctx.metrics.set_backup_failure(&system.namespace, &system.name, unresolved.map(|f| f.at.as_second() as f64));
     if let Some(interval) = health.interval_seconds {
         ctx.metrics.set_backup(
             &system.namespace,
@@ -526,6 +557,13 @@ async fn publish_transitions(system: &ReferralSystem, ctx: &Context, old: &[Cond
         if was(READY).is_none() && c.status == "True" {
             events.push((EventType::Normal, "Ready", c.message.clone()));
         }
+    }
+    // A failed backup is news once per failed Job: the message names the Job.
+    if let Some(c) = is(conditions::BACKUP_HEALTHY)
+        && c.reason == REASON_FAILED
+        && find(old, conditions::BACKUP_HEALTHY).is_none_or(|o| o.reason != REASON_FAILED || o.message != c.message)
+    {
+        events.push((EventType::Warning, REASON_FAILED, c.message.clone()));
     }
     let reference = system.object_ref(&());
     for (type_, reason, note) in events {

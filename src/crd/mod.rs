@@ -27,7 +27,9 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub use common::{SecretKeyRef, StorageSpec};
-pub use jobs::{BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, RetentionSpec};
+pub use jobs::{
+    BackupMethod, BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, ObjectStorageSpec, RetentionSpec,
+};
 pub use mongodb::{ChainModel, IndexPolicy, IndexSpec, MongoSpec};
 pub use monitoring::MonitoringSpec;
 pub use redis::{ExternalRedis, ManagedRedis, RedisSpec};

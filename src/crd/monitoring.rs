@@ -70,6 +70,10 @@ pub struct AlertsSpec {
     /// No successful backup for 1.5 schedule intervals (threshold ignored).
     #[serde(default = "default_enabled_alert")]
     pub backup_missing: ToggleAlert,
+    /// The newest backup Job failed and no backup has completed since (threshold
+    /// ignored).
+    #[serde(default = "default_enabled_alert")]
+    pub backup_failed: ToggleAlert,
     /// The last chain check found violations (threshold ignored).
     #[serde(default = "default_enabled_alert")]
     pub chain_violations: ToggleAlert,
@@ -84,6 +88,7 @@ impl Default for AlertsSpec {
             high_failure_rate: default_high_failure_rate(),
             queue_backlog: default_queue_backlog(),
             backup_missing: default_enabled_alert(),
+            backup_failed: default_enabled_alert(),
             chain_violations: default_enabled_alert(),
             index_missing: default_enabled_alert(),
         }

@@ -318,6 +318,12 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         check_image(image, "spec.backup.redisToolsImage", problems);
     }
     check_resources(backup.resources.as_ref(), "spec.backup.resources", problems);
+    if backup.object_storage.is_some() && backup.method != crate::crd::BackupMethod::Native {
+        problems.push(SpecProblem::new(
+            "spec.backup.objectStorage",
+            "objectStorage needs method Native: mongodump archives are written to the volume only",
+        ));
+    }
     let mut seen = BTreeSet::new();
     for (i, collection) in backup.collections.iter().enumerate() {
         if !seen.insert(collection) {
@@ -335,10 +341,11 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
     }
 }
 
-const BUILTIN_ALERTS: [&str; 5] = [
+const BUILTIN_ALERTS: [&str; 6] = [
     "ReferralHighFailureRate",
     "ReferralQueueBacklog",
     "ReferralBackupMissing",
+    "ReferralBackupFailed",
     "ReferralChainViolations",
     "ReferralIndexMissing",
 ];
@@ -369,7 +376,7 @@ fn check_monitoring(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) 
 }
 
 /// Names of the built-in alerts, for the monitoring builder.
-pub fn builtin_alert_names() -> [&'static str; 5] {
+pub fn builtin_alert_names() -> [&'static str; 6] {
     BUILTIN_ALERTS
 }
 

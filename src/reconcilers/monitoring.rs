@@ -65,6 +65,9 @@ pub const WORKER_METRICS: [&str; 9] = [
 pub const OPERATOR_BACKUP_LAST_SUCCESS: &str = "referral_operator_backup_last_success_timestamp_seconds";
 /// Nominal interval of the backup schedule, in seconds.
 pub const OPERATOR_BACKUP_INTERVAL: &str = "referral_operator_backup_interval_seconds";
+/// Unix time the newest backup Job failed, present only while no backup has
+/// completed since (exactly while `BackupHealthy` says `BackupFailed`).
+pub const OPERATOR_BACKUP_LAST_FAILURE: &str = "referral_operator_backup_last_failure_timestamp_seconds";
 /// Violations found by the last chain check, by `kind` ([`ChainViolation::label`]).
 pub const OPERATOR_CHAIN_VIOLATIONS: &str = "referral_operator_chain_violations";
 /// Users per chain depth found by the last chain check, by `depth`.
@@ -97,12 +100,16 @@ pub const LABEL_SCRAPED_WORKER: &str = "worker";
 pub const ALERT_HIGH_FAILURE_RATE: &str = "ReferralHighFailureRate";
 pub const ALERT_QUEUE_BACKLOG: &str = "ReferralQueueBacklog";
 pub const ALERT_BACKUP_MISSING: &str = "ReferralBackupMissing";
+pub const ALERT_BACKUP_FAILED: &str = "ReferralBackupFailed";
 pub const ALERT_CHAIN_VIOLATIONS: &str = "ReferralChainViolations";
 pub const ALERT_INDEX_MISSING: &str = "ReferralIndexMissing";
 
 /// How long the backup alert waits: one missed scrape or a restarting operator must
 /// not page anyone.
 const BACKUP_MISSING_FOR: &str = "10m";
+/// A failed backup Job is known once it has failed; the wait only rides out an
+/// operator restart.
+const BACKUP_FAILED_FOR: &str = "1m";
 /// Chain-check results change at most once per run, so a short wait only rides out
 /// an operator restart.
 const CHAIN_VIOLATIONS_FOR: &str = "1m";
@@ -280,6 +287,20 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
             ),
         });
     }
+    if !alerts.backup_failed.disabled {
+        out.push(BuiltinAlert {
+            name: ALERT_BACKUP_FAILED,
+            expr: format!("max by ({by_operator}) ({OPERATOR_BACKUP_LAST_FAILURE}{{{operator}}}) > 0"),
+            for_: BACKUP_FAILED_FOR.into(),
+            severity: alerts.backup_failed.severity,
+            summary: format!("A backup of {who} failed"),
+            description: format!(
+                "A backup Job of {who} failed at {{{{ $value | humanizeTimestamp }}}} and no backup has completed \
+                 since. The earlier backups are kept; the BackupHealthy condition and the BackupFailed event name \
+                 the Job and its reason."
+            ),
+        });
+    }
     if !alerts.chain_violations.disabled {
         out.push(BuiltinAlert {
             name: ALERT_CHAIN_VIOLATIONS,
@@ -434,6 +455,7 @@ spec:
             ALERT_HIGH_FAILURE_RATE,
             ALERT_QUEUE_BACKLOG,
             ALERT_BACKUP_MISSING,
+            ALERT_BACKUP_FAILED,
             ALERT_CHAIN_VIOLATIONS,
             ALERT_INDEX_MISSING,
         ];
@@ -524,7 +546,7 @@ spec:
     #[test]
     fn every_alert_has_summary_description_and_runbook() {
         let rules = rules(&system_with("runbookBaseUrl: https://runbooks.example/referral#"));
-        assert_eq!(rules.len(), 5);
+        assert_eq!(rules.len(), 6);
         for rule in &rules {
             let name = rule["alert"].as_str().unwrap();
             let annotations = &rule["annotations"];
@@ -573,7 +595,7 @@ alerts:
             "alerts: {queueBacklog: {disabled: true, threshold: 1000, for: 10m}, chainViolations: {disabled: true}}",
         );
         let names: Vec<String> = rules(&system).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
-        assert_eq!(names, [ALERT_HIGH_FAILURE_RATE, ALERT_BACKUP_MISSING, ALERT_INDEX_MISSING]);
+        assert_eq!(names, [ALERT_HIGH_FAILURE_RATE, ALERT_BACKUP_MISSING, ALERT_BACKUP_FAILED, ALERT_INDEX_MISSING]);
     }
 
     #[test]
@@ -591,9 +613,9 @@ additionalRules:
 "#,
         );
         let rules = rules(&system);
-        assert_eq!(rules.len(), 7);
+        assert_eq!(rules.len(), 8);
         assert_eq!(
-            rules[5],
+            rules[6],
             json!({
                 "alert": "RewardLatencyHigh",
                 "expr": "histogram_quantile(0.99, sum by (le) (rate(referral_processing_duration_seconds_bucket[5m]))) > 2",
@@ -602,7 +624,7 @@ additionalRules:
                 "annotations": {"summary": "slow rewards"},
             })
         );
-        assert_eq!(rules[6], json!({"alert": "NoCacheHits", "expr": "sum(rate(referral_cache_hits_total[5m])) == 0"}));
+        assert_eq!(rules[7], json!({"alert": "NoCacheHits", "expr": "sum(rate(referral_cache_hits_total[5m])) == 0"}));
     }
 
     #[test]

@@ -556,3 +556,52 @@ async fn each_status_writer_owns_its_fields_and_none_erases_another() {
     assert_eq!(last_status.backup.as_ref(), Some(&backup), "the check's apply erased status.backup");
     assert!(last_status.chain_check.unwrap().last_run >= chain.last_run);
 }
+
+#[tokio::test]
+async fn a_failed_backup_job_turns_backup_healthy_false_with_its_name_and_an_event() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("bkfail").await;
+    let system = s.create_system(json!({})).await;
+    let operator = s.start("bkfail-0");
+    let first = s.reconciled(&operator).await;
+    let (_, reason, _) = condition(&first, "BackupHealthy").expect("BackupHealthy");
+    assert_eq!(reason, "FirstBackupPending");
+
+    // A backup asked for now, whose Job then fails (the test plays the Job controller:
+    // there is no kubelet).
+    s.annotate("referral.dev/backup-now", "2026-11-23T11:00:00Z").await;
+    let job = manual_backup_job_name(&system, "2026-11-23T11:00:00Z");
+    wait_for(Duration::from_secs(60), "the backup Job", || async { s.jobs().get_opt(&job).await.ok()? }).await;
+    crate::restore::fail_job(&s.client, &s.watched.name, &job).await;
+    let failed = wait_for(Duration::from_secs(60), "BackupHealthy False with BackupFailed", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let (status, reason, message) = condition(&current, "BackupHealthy")?;
+        (status == "False" && reason == "BackupFailed").then_some(message)
+    })
+    .await;
+    assert!(failed.contains(&job) && failed.contains("BackoffLimitExceeded"), "{failed}");
+    assert!(failed.contains("kept"), "{failed}");
+    let events = wait_for(Duration::from_secs(30), "a BackupFailed event", || async {
+        let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
+        (ok && events.contains("\"BackupFailed\"")).then_some(events)
+    })
+    .await;
+    assert!(events.contains(&job), "the event names the Job: {events}");
+
+    // The next complete backup (as finalize reports it) clears the failure.
+    let report = json!({"apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem", "status": {"backup": {
+        "lastSuccess": k8s_openapi::jiff::Timestamp::now().to_string(), "latest": "20261123T120000Z",
+        "backups": ["20261123T120000Z"], "kept": 1, "sizeBytes": 10
+    }}});
+    s.systems().patch_status("main", &StatusWriter::Backup.apply_params(), &Patch::Apply(&report)).await.unwrap();
+    s.annotate("referral.dev/touch", "1").await;
+    wait_for(Duration::from_secs(60), "BackupHealthy True after a newer success", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let (status, reason, _) = condition(&current, "BackupHealthy")?;
+        (status == "True" && reason == "BackupRecent").then_some(())
+    })
+    .await;
+    drop(operator);
+}

@@ -4,6 +4,7 @@
 //! `tests/e2e/TESTBED.md` for how the bed is built.
 
 mod backup;
+mod backup_pods;
 mod chain_check;
 mod chart;
 mod controller_jobs;
