@@ -242,3 +242,84 @@ async fn fault_operator_killed_mid_reconcile_repeatedly_converges_without_duplic
         "nothing (2 run-now Jobs, once each; last generation applied)",
     );
 }
+
+// ----------------------------------------------------------------- fault 5 ---
+
+/// Fault 5: the system is deleted while no operator runs. The garbage collector
+/// collects the owned children; the operator, when it starts, must not bring any back
+/// nor keep series for the system, and the claims (Redis data, backups) stay.
+#[tokio::test]
+async fn fault_system_deleted_while_the_operator_is_down_keeps_claims_and_data() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("fault-gone").await;
+    // Backups on a claim of their own; MongoDB data the system's workers wrote.
+    s.create_system(json!({"backup": {"schedule": "0 1 * * *", "storage": {"size": "1Gi"}}})).await;
+    let mongo = mongodb::Client::with_uri_str(testbed_var("REFOP_TEST_MONGODB_URI")).await.expect("connect to MongoDB");
+    let users = mongo.database("e2e").collection::<mongodb::bson::Document>(&format!("users_{}", s.watched.name));
+    users.insert_one(mongodb::bson::doc! {"_id": "u1", "referralCode": "KEEP"}).await.expect("insert");
+
+    let operator = start(&s, "fault-gone-0");
+    s.reconciled(&operator).await;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(s.client.clone(), &s.watched.name);
+    let selector = system_selector("main");
+    let claims_before: Vec<String> = wait_for(RECOVERY_LIMIT, "the backup claim and the Deployment", || async {
+        let claims: Vec<String> = pvcs.list(&ListParams::default()).await.ok()?.iter().map(|c| c.name_any()).collect();
+        let deployed = deployment_replicas(&s, "main-reward-processor").await.is_some();
+        (deployed && !claims.is_empty()).then_some(claims)
+    })
+    .await;
+    sigkill(operator);
+
+    let fault_start = Timestamp::now();
+    s.systems().delete("main", &DeleteParams::default()).await.expect("delete the ReferralSystem");
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.watched.name);
+    // The operator stays down a while: the garbage collector does its part meanwhile.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let operator = start(&s, "fault-gone-1");
+    let fault_end = Timestamp::now();
+    let started = Instant::now();
+    let namespace_label = format!("referral_namespace=\"{}\"", s.watched.name);
+    let converged = wait_for(RECOVERY_LIMIT, "the children collected and no series left", || async {
+        // Its HTTP port answers once the controller runs (http_get fails the test before).
+        if !operator.log_text().contains("controller started") {
+            return None;
+        }
+        let left = deployments.list(&ListParams::default().labels(&selector)).await.ok()?.items.len();
+        let (ok, metrics, _) = http_get(operator.listen, "/metrics");
+        let series = metrics.lines().any(|l| !l.starts_with('#') && l.contains(&namespace_label));
+        (ok && left == 0 && !series).then(|| started.elapsed())
+    })
+    .await;
+    // Three resyncs later still nothing came back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+    let created_after = operator_writes(&s.operator_ns.name, fault_end, Timestamp::now());
+    assert!(s.systems().get_opt("main").await.unwrap().is_none(), "the system came back");
+    let back = deployments.list(&ListParams::default().labels(&selector)).await.unwrap().items.len();
+    assert_eq!(back, 0, "the operator recreated a deleted system's Deployment");
+    if let Some(created) = &created_after {
+        let made: Vec<&String> = created.keys().filter(|k| !k.starts_with("create events")).collect();
+        assert!(made.is_empty(), "the operator wrote for a deleted system after its start: {created:?}");
+    }
+    let claims_after: Vec<String> =
+        pvcs.list(&ListParams::default()).await.unwrap().iter().map(|c| c.name_any()).collect();
+    assert_eq!(claims_after, claims_before, "claims hold data and must outlive the system");
+    for claim in pvcs.list(&ListParams::default()).await.unwrap() {
+        assert!(claim.metadata.deletion_timestamp.is_none(), "{} is being deleted", claim.name_any());
+    }
+    let kept = users.find_one(mongodb::bson::doc! {"_id": "u1"}).await.expect("find");
+    assert!(kept.is_some(), "a MongoDB document went with the system");
+    users.drop().await.expect("drop the test collection");
+    if let Some(during) = &writes {
+        assert!(during.is_empty(), "writes by an operator that was down: {during:?}");
+    }
+    table_row(
+        "5. system deleted while the operator is down",
+        converged,
+        &writes,
+        &format!("nothing ({} claims kept, MongoDB document kept)", claims_after.len()),
+    );
+}
