@@ -323,3 +323,84 @@ async fn fault_system_deleted_while_the_operator_is_down_keeps_claims_and_data()
         &format!("nothing ({} claims kept, MongoDB document kept)", claims_after.len()),
     );
 }
+
+// ----------------------------------------------------------------- fault 6 ---
+
+/// Fault 6: another field manager force-applies a field the operator manages, again
+/// and again. Each change is reverted by exactly one write, and between changes the
+/// operator (resyncing every 3 s and woken by every Deployment event) writes nothing.
+#[tokio::test]
+async fn fault_another_manager_fighting_over_a_field_is_reverted_once_per_change() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("fault-fight").await;
+    s.create_system(json!({})).await;
+    let operator = start(&s, "fault-fight-0");
+    s.reconciled(&operator).await;
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.watched.name);
+    let name = "main-reward-processor";
+    let image_of = |d: &Deployment| d.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.image.clone();
+    let wanted = s.systems().get("main").await.unwrap().spec.image;
+    let container = wait_for(RECOVERY_LIMIT, "the Deployment with the wanted image", || async {
+        let d = deployments.get_opt(name).await.ok()??;
+        if image_of(&d) != Some(wanted.clone()) {
+            return None;
+        }
+        Some(d.spec?.template.spec?.containers.first()?.name.clone())
+    })
+    .await;
+    // Quiet first: the first reconciles and the Deployment controller's own writes.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let offset = operator.log_text().len();
+    let fault_start = Timestamp::now();
+    let changes = 5;
+    let mut slowest = Duration::ZERO;
+    for round in 0..changes {
+        let edit = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"template": {"spec": {"containers": [{"name": container, "image": format!("example/intruder:{round}")}]}}},
+        });
+        deployments
+            .patch(name, &PatchParams::apply("someone-else").force(), &Patch::Apply(&edit))
+            .await
+            .expect("a forced apply by another manager");
+        let edited = Instant::now();
+        wait_for(RECOVERY_LIMIT, "the operator to take the image back", || async {
+            let d = deployments.get(name).await.ok()?;
+            (image_of(&d) == Some(wanted.clone())).then_some(())
+        })
+        .await;
+        eprintln!("change {round}: reverted after {:.1}s", edited.elapsed().as_secs_f64());
+        slowest = slowest.max(edited.elapsed());
+        // Two resyncs between changes: a revert that wakes another revert would show.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    let fault_end = Timestamp::now();
+    let log = operator.log_text();
+    let steps = apply_steps(log.get(offset..).unwrap_or_default());
+    let patched: u64 = steps.iter().sum();
+    eprintln!("{} apply steps during the fight, {patched} children patched", steps.len());
+    assert!(steps.len() >= changes, "only {} reconciles during {changes} changes", steps.len());
+    assert_eq!(patched, changes as u64, "one revert per change, nothing more: {steps:?}");
+    let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+    if let Some(by_kind) = &writes {
+        let reverts = by_kind.get("patch deployments").copied().unwrap_or_default();
+        assert_eq!(reverts, changes, "the audit log counts the operator's Deployment writes: {by_kind:?}");
+        let other: usize =
+            by_kind.iter().filter(|(k, _)| !k.ends_with("deployments") && !k.contains("events")).map(|(_, n)| n).sum();
+        assert!(other <= changes, "writes beyond the reverts: {by_kind:?}");
+    }
+    let d = deployments.get(name).await.unwrap();
+    let owns_image = d.managed_fields().iter().any(|m| {
+        m.manager.as_deref() == Some(MANAGER) && serde_json::to_string(&m.fields_v1).unwrap().contains("f:image")
+    });
+    assert!(owns_image, "{MANAGER} owns the image at the end");
+    table_row(
+        &format!("6. another manager force-applies the image {changes}x"),
+        slowest,
+        &writes,
+        "nothing (image reverted each time)",
+    );
+}
