@@ -404,3 +404,158 @@ async fn fault_another_manager_fighting_over_a_field_is_reverted_once_per_change
         "nothing (image reverted each time)",
     );
 }
+
+// ----------------------------------------------------------------- fault 3 ---
+
+/// A MongoDB-wire server of this test's own (the bed's is shared by every test
+/// running at once), started with the bed's server's command line on another port.
+struct OwnMongo {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnMongo {
+    fn start() -> OwnMongo {
+        let bed = testbed_var("TESTBED_DIR");
+        let pid = std::fs::read_to_string(format!("{bed}/pids/mongo.pid")).expect("the bed's mongo pid file");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("the bed's mongo is running");
+        let mut args: Vec<String> =
+            cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into()).collect();
+        // java … -jar JAR PORT VERSION HOST (tests/e2e/testbed.sh).
+        let jar = args.iter().position(|a| a == "-jar").expect("the bed runs mongo-server with -jar");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        args[jar + 2] = port.to_string();
+        let child = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mongo-server");
+        let host = args.get(jar + 4).cloned().unwrap_or_else(|| "127.0.0.1".into());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect((host.as_str(), port)).is_err() {
+            assert!(Instant::now() < deadline, "the test's mongo-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        OwnMongo { child, port }
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal} to mongo-server");
+    }
+}
+
+impl Drop for OwnMongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The system's MongoReachable and Ready, with pods marked ready where no kubelet runs.
+async fn mongo_and_ready(s: &Setup) -> Option<(ReferralSystem, (String, String, String), (String, String, String))> {
+    mark_pods_ready(&s.client, &s.watched.name).await;
+    let current = s.systems().get("main").await.ok()?;
+    let mongo = condition(&current, "MongoReachable")?;
+    let ready = condition(&current, "Ready")?;
+    Some((current, mongo, ready))
+}
+
+/// Fault 3: the MongoDB-wire server stops answering for a minute (SIGSTOP: its
+/// connections stay open and hang, the harder case for a client; its data stays),
+/// then answers again (SIGCONT). Meanwhile MongoReachable and Ready say why; after,
+/// both recover, and the declared index was created once only.
+#[tokio::test]
+async fn fault_mongodb_unanswering_for_a_minute_is_reported_then_recovered() {
+    if !enabled() {
+        return;
+    }
+    let down = std::env::var("REFOP_FAULT_MONGO_DOWN_SECS")
+        .ok()
+        .map(|s| s.parse::<u64>().expect("REFOP_FAULT_MONGO_DOWN_SECS is a number of seconds"))
+        .unwrap_or(60);
+    let mongo = OwnMongo::start();
+    let s = setup("fault-mongo").await;
+    let host = testbed_var("REFOP_TEST_MONGODB_URI")
+        .trim_start_matches("mongodb://")
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .expect("REFOP_TEST_MONGODB_URI is mongodb://HOST:PORT");
+    let uri = format!("mongodb://{host}:{}", mongo.port);
+    put_secret(&s.client, &s.watched.name, "referral-mongo", &[("uri", &uri)]).await;
+    s.create_system(json!({"mongodb": {
+        "uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": "e2e", "indexPolicy": "Ensure",
+        "indexes": [{"collection": "users", "keys": [{"referralCode": 1}], "unique": true}],
+    }}))
+    .await;
+    let operator = start(&s, "fault-mongo-0");
+    wait_for(RECOVERY_LIMIT * 2, "Ready with MongoDB reachable and the index in place", || async {
+        let (current, mongo, ready) = mongo_and_ready(&s).await?;
+        let indexes = condition(&current, "IndexesReady")?;
+        (mongo.0 == "True" && ready.0 == "True" && indexes.0 == "True").then_some(())
+    })
+    .await;
+
+    mongo.signal(libc::SIGSTOP);
+    let fault_start = Timestamp::now();
+    let stopped = Instant::now();
+    let (reported_after, mongo_down, ready_down) =
+        wait_for(RECOVERY_LIMIT, "MongoReachable False while the server does not answer", || async {
+            let (_, mongo, ready) = mongo_and_ready(&s).await?;
+            (mongo.0 == "False").then(|| (stopped.elapsed(), mongo, ready))
+        })
+        .await;
+    eprintln!(
+        "MongoReachable False {:.1}s into the fault: {mongo_down:?}; Ready: {ready_down:?}",
+        reported_after.as_secs_f64()
+    );
+    assert_eq!(ready_down.0, "False", "Ready while MongoDB does not answer: {ready_down:?}");
+    assert!(ready_down.2.starts_with("MongoReachable:"), "Ready says why: {ready_down:?}");
+    assert!(!mongo_down.2.is_empty(), "MongoReachable says why: {mongo_down:?}");
+    // It keeps saying so for as long as the server is down.
+    while stopped.elapsed() < Duration::from_secs(down) {
+        let (_, mongo, ready) = mongo_and_ready(&s).await.expect("the status");
+        assert_eq!(mongo.0, "False", "MongoReachable during the fault: {mongo:?}");
+        assert_eq!(ready.0, "False", "Ready during the fault: {ready:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    mongo.signal(libc::SIGCONT);
+    let fault_end = Timestamp::now();
+    let resumed = Instant::now();
+    let converged = wait_for(RECOVERY_LIMIT, "MongoReachable and Ready True again", || async {
+        let (current, mongo, ready) = mongo_and_ready(&s).await?;
+        let indexes = condition(&current, "IndexesReady")?;
+        (mongo.0 == "True" && ready.0 == "True" && indexes.0 == "True").then(|| resumed.elapsed())
+    })
+    .await;
+    let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+    if let Some(by_kind) = &writes {
+        let total: usize = by_kind.values().sum();
+        // The status changes once or twice (the condition, its message); a tight
+        // retry loop would write far more in a minute.
+        assert!(total <= 10, "{total} writes while MongoDB was down: {by_kind:?}");
+    }
+
+    // The index was created once, before the fault, and is there once.
+    let log = operator.log_text();
+    let created: Vec<&str> = log.lines().filter(|l| l.contains("created declared MongoDB indexes")).collect();
+    assert_eq!(created.len(), 1, "the index was created again after the fault: {created:?}");
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("connect");
+    let users = client.database("e2e").collection::<mongodb::bson::Document>("users");
+    let mut cursor = users.list_indexes().await.expect("listIndexes");
+    let mut keys = Vec::new();
+    while cursor.advance().await.unwrap() {
+        keys.push(cursor.deserialize_current().unwrap().keys);
+    }
+    assert_eq!(keys.len(), 2, "_id and the declared index, once each: {keys:?}");
+    assert!(!log.contains("panicked"), "the operator panicked:\n{log}");
+    table_row(
+        &format!("3. MongoDB-wire server unanswering (SIGSTOP) {down}s"),
+        converged,
+        &writes,
+        "nothing (index created once, data kept)",
+    );
+}
