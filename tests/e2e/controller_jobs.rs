@@ -46,15 +46,15 @@ const UNPULLABLE: &str = "localhost/referral-testbed/absent:1";
 
 /// A namespace the operator watches, the chart's RBAC for it, and the kubeconfig of
 /// the chart's ServiceAccount.
-struct Setup {
-    client: Client,
-    operator_ns: TestNamespace,
-    watched: TestNamespace,
+pub(crate) struct Setup {
+    pub(crate) client: Client,
+    pub(crate) operator_ns: TestNamespace,
+    pub(crate) watched: TestNamespace,
     dir: tempfile::TempDir,
     kubeconfig: std::path::PathBuf,
 }
 
-async fn setup(prefix: &str) -> Setup {
+pub(crate) async fn setup(prefix: &str) -> Setup {
     let client = client().await;
     install_crd(&client).await;
     let operator_ns = TestNamespace::create(&client, &format!("{prefix}-op")).await;
@@ -77,15 +77,29 @@ impl Setup {
         )
     }
 
-    fn systems(&self) -> Api<ReferralSystem> {
+    /// Like [`Self::start`], with a `RUST_LOG` filter and extra `run` flags. A log
+    /// that exists already is appended to, so a restarted operator keeps one log.
+    pub(crate) fn start_with(&self, identity: &str, rust_log: &str, extra_args: &[&str]) -> RunningOperator {
+        RunningOperator::start_with(
+            &self.kubeconfig,
+            self.dir.path().join(format!("{identity}.log")),
+            &self.operator_ns.name,
+            identity,
+            &[&self.watched.name],
+            rust_log,
+            extra_args,
+        )
+    }
+
+    pub(crate) fn systems(&self) -> Api<ReferralSystem> {
         Api::namespaced(self.client.clone(), &self.watched.name)
     }
 
-    fn jobs(&self) -> Api<Job> {
+    pub(crate) fn jobs(&self) -> Api<Job> {
         Api::namespaced(self.client.clone(), &self.watched.name)
     }
 
-    async fn create_system(&self, spec: serde_json::Value) -> ValidatedSystem {
+    pub(crate) async fn create_system(&self, spec: serde_json::Value) -> ValidatedSystem {
         // The test bed's Redis, so the dependency probe answers.
         let url = testbed_var("REFOP_TEST_REDIS_URL");
         let address = url.trim_start_matches("redis://").trim_end_matches('/');
@@ -111,7 +125,7 @@ impl Setup {
     }
 
     /// Waits until the operator reported the current generation.
-    async fn reconciled(&self, operator: &RunningOperator) -> ReferralSystem {
+    pub(crate) async fn reconciled(&self, operator: &RunningOperator) -> ReferralSystem {
         wait_for(Duration::from_secs(60), "a status for the current generation", || async {
             let log = operator.log_text();
             assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
@@ -122,7 +136,7 @@ impl Setup {
         .await
     }
 
-    async fn annotate(&self, annotation: &str, token: &str) {
+    pub(crate) async fn annotate(&self, annotation: &str, token: &str) {
         self.systems()
             .patch(
                 "main",
@@ -133,7 +147,7 @@ impl Setup {
             .unwrap();
     }
 
-    async fn worker_image(&self) -> Option<String> {
+    pub(crate) async fn worker_image(&self) -> Option<String> {
         let d = Api::<Deployment>::namespaced(self.client.clone(), &self.watched.name)
             .get_opt("main-reward-processor")
             .await

@@ -203,7 +203,7 @@ impl Fixture {
 
 /// The `patched=N` count of every "applied children" line the reconcile step logs
 /// (debug level) in `log`.
-fn apply_steps(log: &str) -> Vec<u64> {
+pub(crate) fn apply_steps(log: &str) -> Vec<u64> {
     let patched = regex::Regex::new(r"patched=(\d+)").unwrap();
     log.lines()
         .filter(|line| line.contains("applied children"))
