@@ -214,9 +214,11 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Render { file, namespace, operator_image } => {
             let input = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())
+                crate::render::read_input(std::io::stdin())
             } else {
-                std::fs::read_to_string(&file)
+                std::fs::File::open(&file)
+                    .map_err(crate::render::RenderReadError::Io)
+                    .and_then(crate::render::read_input)
             };
             let input = match input {
                 Ok(text) => text,
