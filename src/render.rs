@@ -15,8 +15,8 @@ use crate::reconcilers::{BuildContext, build};
 /// Why a file could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("document {document}: cannot be read: {}", crate::yaml::explain(source))]
-    Yaml { document: usize, source: crate::yaml::ReadError },
+    #[error("document {document}: cannot be read: {explained}")]
+    Yaml { document: usize, source: Box<crate::yaml::ReadError>, explained: String },
     #[error("document {document}: expected apiVersion {GROUP}/{VERSION} and kind ReferralSystem, found {found}")]
     NotAReferralSystem { document: usize, found: String },
     #[error("document {document} ({name}) is invalid:\n{}", list(problems))]
@@ -87,7 +87,11 @@ pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderErro
     let mut owners: BTreeMap<(String, String, String), (usize, String)> = BTreeMap::new();
     for (index, document) in crate::yaml::documents::<Value>(input).into_iter().enumerate() {
         let number = index + 1;
-        let mut value = document.map_err(|source| RenderError::Yaml { document: number, source })?;
+        let mut value = document.map_err(|source| RenderError::Yaml {
+            document: number,
+            explained: crate::yaml::explain_in(&source, input),
+            source: Box::new(source),
+        })?;
         crate::yaml::as_kubectl_sends(&mut value);
         if value.is_null() {
             continue;

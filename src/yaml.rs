@@ -91,6 +91,29 @@ pub fn explain(error: &ReadError) -> String {
     }
 }
 
+/// [`explain`], with the key the error is at when the error has a place in `input`
+/// (a `.nan` says which field it is the value of).
+pub fn explain_in(error: &ReadError, input: &str) -> String {
+    let text = explain(error);
+    let Some(location) = error.location() else { return text };
+    let line = usize::try_from(location.line()).unwrap_or(0);
+    let column = usize::try_from(location.column()).unwrap_or(0);
+    let Some(source) = input.lines().nth(line.saturating_sub(1)) else { return text };
+    let before: String = source.chars().take(column.saturating_sub(1)).collect();
+    let key = before
+        .trim_end()
+        .strip_suffix(':')
+        .map(|head| {
+            head.rsplit(|c: char| c == '{' || c == ',' || c == '-' || c.is_whitespace()).next().unwrap_or_default()
+        })
+        .map(|key| key.trim_matches(|c| c == '"' || c == '\''))
+        .filter(|key| !key.is_empty());
+    match key {
+        Some(key) => format!("{text} (the value of {})", short(key)),
+        None => text,
+    }
+}
+
 /// A piece of the input quoted, never more than 64 characters of it.
 fn short(text: &str) -> String {
     let head: String = text.chars().take(64).collect();

@@ -70,6 +70,7 @@ fn metadata_schema() -> &'static Value {
 /// `old` is the stored object for an update, so transition rules (`oldSelf`) apply.
 pub fn check(object: &Value, old: Option<&Value>) -> Result<(), Vec<SpecProblem>> {
     let mut problems = unknown_fields(object);
+    problems.extend(list_problems(object));
     problems.extend(metadata_problems(object));
     problems.extend(schema_problems(object));
     // CEL rules assume a structurally valid object, as in the apiserver, which only
@@ -170,6 +171,69 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
+}
+
+/// Lists the schema declares as maps (`x-kubernetes-list-type: map`) or sets: an
+/// entry whose key is already taken is refused by the structural schema, before any
+/// rule runs, at the duplicate entry.
+fn list_problems(object: &Value) -> Vec<SpecProblem> {
+    fn walk(value: &Value, schema: &Value, path: &str, problems: &mut Vec<SpecProblem>) {
+        match value {
+            Value::Object(map) => {
+                let properties = schema.get("properties").and_then(Value::as_object);
+                let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+                for (key, item) in map {
+                    let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    if let Some(item_schema) = properties.and_then(|p| p.get(key)).or(additional) {
+                        walk(item, item_schema, &at, problems);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let keys: Vec<&str> = schema
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|k| k.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
+                let mut seen = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let identity = match list_type {
+                        Some("map") => {
+                            Value::Array(keys.iter().map(|k| item.get(*k).cloned().unwrap_or(Value::Null)).collect())
+                        }
+                        Some("set") => item.clone(),
+                        _ => continue,
+                    };
+                    if seen.contains(&identity) {
+                        let what = if keys.is_empty() {
+                            shown(item)
+                        } else {
+                            keys.iter()
+                                .map(|k| format!("{k} {}", shown(item.get(*k).unwrap_or(&Value::Null))))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        problems.push(SpecProblem::new(
+                            format!("{path}[{i}]"),
+                            format!("Duplicate value: {what} is already used by an earlier entry; each must be unique"),
+                        ));
+                    } else {
+                        seen.push(identity);
+                    }
+                }
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, item_schema, &format!("{path}[{i}]"), problems);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    walk(object, schema(), "", &mut problems);
+    problems
 }
 
 /// `ValidateObjectMetaAccessor` for a namespaced object, and etcd's size limit.

@@ -69,3 +69,6 @@ pub fn ask_reference(tool: &std::path::Path, mode: &str, inputs: &[String]) -> V
     assert_eq!(answers.len(), inputs.len(), "one answer per input");
     answers
 }
+
+#[allow(dead_code)]
+pub mod corpus;
