@@ -7,6 +7,7 @@ mod chain_check;
 mod chart;
 mod controller_jobs;
 mod crd;
+mod differential;
 mod harness;
 mod operator;
 mod plugin;

@@ -17,6 +17,10 @@ pub struct Case {
     pub refused_by: String,
     /// The field the refusal must name.
     pub field: String,
+    /// Why the API server's own refusal cannot name the field, when it cannot (its
+    /// YAML-to-JSON step fails before any field is known); empty otherwise. `render`
+    /// must still name it.
+    pub apiserver_unnamed: String,
     pub why: String,
     /// The document, placeholders expanded.
     pub text: String,
@@ -62,6 +66,7 @@ fn cases(dir: &str) -> Vec<Case> {
                 slug: stem.split_once('-').map(|(_, s)| s.to_string()).unwrap_or(stem),
                 refused_by: header(&raw, "refused-by"),
                 field: header(&raw, "field"),
+                apiserver_unnamed: header(&raw, "apiserver-unnamed"),
                 why: if dir == "valid" { header(&raw, "accepted") } else { header(&raw, "why") },
                 text: expand(&body),
                 file,
@@ -81,10 +86,13 @@ pub fn valid_cases() -> Vec<Case> {
 }
 
 /// Whether a refusal's text names `field`: the whole path, or (for a message that
-/// quotes only the key, as YAML read errors and the API server's namespace check do)
-/// its last part.
+/// quotes only the key, as YAML read errors and the API server's namespace check do,
+/// or names it in a Go type, as `ObjectMeta.labels`) its last part.
 pub fn names_field(text: &str, field: &str) -> bool {
     let last = field.rsplit('.').next().unwrap_or(field);
     let last = last.split('[').next().unwrap_or(last);
-    text.contains(field) || text.contains(&format!("\"{last}\"")) || text.contains(&format!(" {last}"))
+    text.contains(field)
+        || text.contains(&format!("\"{last}\""))
+        || text.contains(&format!(" {last}"))
+        || text.contains(&format!(".{last} "))
 }
