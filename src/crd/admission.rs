@@ -448,9 +448,11 @@ fn pattern_in_words(pattern: &str) -> Option<&'static str> {
         r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$" => {
             "a volume size: a number and an optional Ki, Mi, Gi, Ti, Pi, k, M, G, T or P, e.g. 20Gi"
         }
-        r"^[-._a-zA-Z0-9]+$" => "a Secret key: letters, digits, '-', '_' and '.'",
-        r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$" => {
-            "a Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+        r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$" => {
+            "a Secret key: letters, digits, '-', '_' and '.', not '.' or '..' and not starting with '..'"
+        }
+        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" => {
+            "a Secret name: lower-case DNS labels separated by '.', each of letters, digits and '-' and starting and ending with a letter or digit, e.g. referral-mongo"
         }
         r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$" => {
             "a StorageClass name: lower-case DNS labels separated by '.', e.g. fast-ssd"

@@ -26,9 +26,17 @@ pub fn is_dns1123_label(value: &str) -> bool {
         && !value.ends_with('-')
 }
 
-/// `IsDNS1123Subdomain`: at most 253 characters of dot-separated DNS labels.
+/// `IsDNS1123Subdomain`: at most 253 characters of dot-separated parts of lower-case
+/// letters, digits and '-', each starting and ending with a letter or digit. Like
+/// apimachinery's regular expression, it does not hold a part to 63 characters.
 pub fn is_dns1123_subdomain(value: &str) -> bool {
-    value.len() <= 253 && value.split('.').all(is_dns1123_label)
+    value.len() <= 253
+        && value.split('.').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 /// The name part of a qualified name and a non-empty label value: at most 63
