@@ -83,6 +83,12 @@ pub struct RunArgs {
     /// Image of this operator, run by the chain-check and backup jobs.
     #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
     pub operator_image: String,
+    /// File holding the key (at least 16 bytes) of the secrets hash that pod
+    /// templates carry; the chart mounts it from a Secret only the operator reads.
+    /// Without it a random key is drawn, and every such pod rolls when the operator
+    /// restarts.
+    #[arg(long, env = "REFOP_SECRETS_HASH_KEY_FILE")]
+    pub secrets_hash_key_file: Option<std::path::PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -144,6 +150,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_controller(args: RunArgs) -> ExitCode {
+    use crate::controller::secrets::HashKey;
     let RunArgs {
         namespaces,
         listen,
@@ -152,6 +159,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
         lease_namespace,
         identity,
         operator_image,
+        secrets_hash_key_file,
         log_format,
         resync_ready,
         resync_not_ready,
@@ -159,6 +167,26 @@ fn run_controller(args: RunArgs) -> ExitCode {
         debounce,
     } = args;
     init_logging(log_format);
+    let secrets_hash_key = match secrets_hash_key_file.as_deref().map(HashKey::from_file) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the controller cannot start");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            tracing::warn!(
+                "no --secrets-hash-key-file: the secrets hash uses a random key, so every pod template \
+                 that carries it changes (and its pods roll) when the operator restarts"
+            );
+            match HashKey::random() {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller cannot start");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let identity = identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("referral-operator-{}", std::process::id()));
@@ -171,6 +199,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
             resync_not_ready,
             concurrency,
             debounce,
+            secrets_hash_key,
             ..crate::controller::context::ControllerSettings::default()
         },
         lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {

@@ -198,7 +198,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     };
 
     let secret_api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    let secrets = secrets::read(&secret_api, &system.spec).await?;
+    let secrets = secrets::read(&secret_api, &system.spec, &ctx.settings.secrets_hash_key).await?;
     observed.missing_secrets = secrets.missing.clone();
     let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
     observed.mongo = mongo;

@@ -512,10 +512,12 @@ async fn create_job(ctx: &Context, namespace: &str, job: Job) -> Result<(), Rest
 async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<IndexesResult, RestoreError> {
     let failed = |reason: String| RestoreError::EnsureIndexes { system: system.name.clone(), reason };
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &system.namespace);
-    let values = super::secrets::read(&secrets, &system.spec).await.map_err(|error| match error {
-        Error::ReadSecret { name, source } => RestoreError::ReadSecret { name, source },
-        other => failed(other.to_string()),
-    })?;
+    let values = super::secrets::read(&secrets, &system.spec, &ctx.settings.secrets_hash_key).await.map_err(
+        |error| match error {
+            Error::ReadSecret { name, source } => RestoreError::ReadSecret { name, source },
+            other => failed(other.to_string()),
+        },
+    )?;
     let reference = &system.spec.mongodb.uri_secret_ref;
     let uri = values
         .mongo_uri
