@@ -306,6 +306,7 @@ fn no_schema_shaped_spec_panics_render_or_builds_an_object_the_api_server_refuse
         context: BuildContext {
             operator_image: DEFAULT_OPERATOR_IMAGE.into(),
             secrets_hash: Some("0123456789abcdef".into()),
+            operator_pods: None,
         },
     };
     let built = AtomicUsize::new(0);

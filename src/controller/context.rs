@@ -26,6 +26,9 @@ pub const DEFAULT_CONCURRENCY: u16 = 16;
 pub struct ControllerSettings {
     /// Image the chain-check and backup jobs run.
     pub operator_image: String,
+    /// The operator's own pods, when it runs in the cluster (NetworkPolicies let its
+    /// probes in).
+    pub operator_pods: Option<crate::reconcilers::OperatorPods>,
     /// Deadline of each dependency probe.
     pub probe_timeout: Duration,
     /// Re-check a Ready system this often even when nothing changes.
@@ -46,6 +49,7 @@ impl Default for ControllerSettings {
     fn default() -> Self {
         Self {
             operator_image: DEFAULT_OPERATOR_IMAGE.into(),
+            operator_pods: None,
             probe_timeout: Duration::from_secs(5),
             resync_ready: Duration::from_secs(300),
             resync_not_ready: Duration::from_secs(30),

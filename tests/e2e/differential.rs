@@ -121,7 +121,11 @@ async fn verdict(client: &Client, namespace: &str, name: &str, text: &str) -> Ve
 fn render_refusal(text: &str, namespace: &str) -> Option<String> {
     let options = RenderOptions {
         default_namespace: namespace.into(),
-        context: BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None },
+        context: BuildContext {
+            operator_image: DEFAULT_OPERATOR_IMAGE.into(),
+            secrets_hash: None,
+            operator_pods: None,
+        },
     };
     match render(text, &options) {
         Ok(_) => None,
@@ -154,7 +158,8 @@ async fn children_refusals(client: &Client, namespace: &str, name: &str, text: &
         },
         spec,
     };
-    let context = BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None };
+    let context =
+        BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None, operator_pods: None };
     let mut refusals = Vec::new();
     for object in build(&unchecked, &context).to_json_objects() {
         let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();

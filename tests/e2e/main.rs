@@ -1,6 +1,7 @@
 //! End-to-end tests against a real kube-apiserver (with etcd and
-//! kube-controller-manager), a MongoDB-wire server and Redis. See `harness` for how
-//! they are found and `tests/e2e/TESTBED.md` for how the bed is built.
+//! kube-controller-manager), a MongoDB-wire server and Redis, and, on the test bed's
+//! node, real pods (`node`). See `harness` for how they are found and
+//! `tests/e2e/TESTBED.md` for how the bed is built.
 
 mod backup;
 mod chain_check;
@@ -9,6 +10,7 @@ mod controller_jobs;
 mod crd;
 mod differential;
 mod harness;
+mod node;
 mod operator;
 mod plugin;
 mod restore;
