@@ -90,6 +90,12 @@ pub struct RunArgs {
     /// Image of this operator, run by the chain-check and backup jobs.
     #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
     pub operator_image: String,
+    /// File holding the key (at least 16 bytes) of the secrets hash that pod
+    /// templates carry; the chart mounts it from a Secret only the operator reads.
+    /// Without it a random key is drawn, and every such pod rolls when the operator
+    /// restarts.
+    #[arg(long, env = "REFOP_SECRETS_HASH_KEY_FILE")]
+    pub secrets_hash_key_file: Option<std::path::PathBuf>,
     /// Labels that select this operator's pods (`k=v,k=v`; the chart sets them), in
     /// the namespace POD_NAMESPACE names: the NetworkPolicies it writes let them in.
     /// Unset outside a cluster.
@@ -173,6 +179,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_controller(args: RunArgs) -> ExitCode {
+    use crate::controller::secrets::HashKey;
     let RunArgs {
         namespaces,
         listen,
@@ -181,6 +188,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
         lease_namespace,
         identity,
         operator_image,
+        secrets_hash_key_file,
         operator_pod_labels,
         log_format,
         resync_ready,
@@ -189,6 +197,26 @@ fn run_controller(args: RunArgs) -> ExitCode {
         debounce,
     } = args;
     init_logging(log_format);
+    let secrets_hash_key = match secrets_hash_key_file.as_deref().map(HashKey::from_file) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the controller cannot start");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            tracing::warn!(
+                "no --secrets-hash-key-file: the secrets hash uses a random key, so every pod template \
+                 that carries it changes (and its pods roll) when the operator restarts"
+            );
+            match HashKey::random() {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller cannot start");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let identity = identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("referral-operator-{}", std::process::id()));
@@ -203,6 +231,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
             resync_not_ready,
             concurrency,
             debounce,
+            secrets_hash_key,
             ..crate::controller::context::ControllerSettings::default()
         },
         lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {
@@ -246,9 +275,11 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Render { file, namespace, operator_image, operator_namespace, operator_pod_labels } => {
             let input = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())
+                crate::render::read_input(std::io::stdin())
             } else {
-                std::fs::read_to_string(&file)
+                std::fs::File::open(&file)
+                    .map_err(crate::render::RenderReadError::Io)
+                    .and_then(crate::render::read_input)
             };
             let input = match input {
                 Ok(text) => text,

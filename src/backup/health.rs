@@ -75,8 +75,12 @@ pub struct BackupHealth {
     pub due: Option<Timestamp>,
 }
 
-/// The schedule interval around `at`: previous-or-equal fire time to the next one.
+/// The schedule interval around `at`: previous-or-equal fire time to the next one;
+/// for `@every`, its fixed interval.
 pub fn interval_around(schedule: &CronSchedule, at: Timestamp) -> Option<SignedDuration> {
+    if let CronSchedule::Every(interval) = schedule {
+        return SignedDuration::try_from(*interval).ok();
+    }
     let next = schedule.next_after(at)?;
     let previous = match schedule.previous_at_or_before(at) {
         Some(previous) => previous,
@@ -265,6 +269,17 @@ mod tests {
         let invalid = health(None, "0 25 * * *", "2026-11-02T10:00:00Z");
         assert_eq!(invalid.reason, REASON_INVALID_SCHEDULE);
         assert_eq!(invalid.interval_seconds, None);
+    }
+
+    #[test]
+    fn an_every_schedule_has_its_fixed_interval() {
+        let h = health(Some("2026-11-23T01:00:00Z"), "@every 6h", "2026-11-23T09:00:00Z");
+        assert!(h.healthy, "{h:?}");
+        assert_eq!(h.interval_seconds, Some(6 * 3600));
+        assert!(!health(Some("2026-11-23T01:00:00Z"), "@every 6h", "2026-11-23T10:00:01Z").healthy);
+        // A day-field restriction robfig reads as "either day": never an empty interval.
+        let either = health(Some("2026-11-23T01:00:00Z"), "0 1 31 * 1", "2026-11-24T00:00:00Z");
+        assert_eq!(either.interval_seconds, Some(7 * 86_400));
     }
 
     #[test]

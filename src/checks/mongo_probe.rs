@@ -11,6 +11,8 @@ use mongodb::bson::doc;
 use mongodb::options::ClientOptions;
 use sha2::{Digest, Sha256};
 
+use super::mongo_error::{invalid_uri_reason, redact};
+
 /// Why MongoDB did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MongoProbeError {
@@ -43,13 +45,6 @@ fn uri_key(uri: &str) -> String {
     Sha256::digest(uri.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Driver messages can quote the connection string; keep only what comes after the
-/// last mention of it, and never more than a line.
-fn scrub(message: &str, uri: &str) -> String {
-    let cleaned = if uri.is_empty() { message.to_string() } else { message.replace(uri, "<uri>") };
-    cleaned.lines().next().unwrap_or_default().chars().take(300).collect()
-}
-
 impl MongoClients {
     /// A client for `uri`, created on first use.
     pub async fn client(&self, uri: &str, timeout: Duration) -> Result<Client, MongoProbeError> {
@@ -59,12 +54,12 @@ impl MongoClients {
         }
         let mut options = ClientOptions::parse(uri)
             .await
-            .map_err(|e| MongoProbeError::InvalidUri { reason: scrub(&e.to_string(), uri) })?;
+            .map_err(|e| MongoProbeError::InvalidUri { reason: invalid_uri_reason(&e, uri) })?;
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name = Some("referral-operator".into());
         let client = Client::with_options(options)
-            .map_err(|e| MongoProbeError::InvalidUri { reason: scrub(&e.to_string(), uri) })?;
+            .map_err(|e| MongoProbeError::InvalidUri { reason: redact(&e.to_string(), uri) })?;
         if let Ok(mut clients) = self.clients.lock() {
             clients.insert(key, client.clone());
         }
@@ -86,7 +81,7 @@ impl MongoClients {
 
 fn classify(error: &mongodb::error::Error, uri: &str) -> MongoProbeError {
     use mongodb::error::ErrorKind;
-    let reason = scrub(&error.to_string(), uri);
+    let reason = redact(&error.to_string(), uri);
     match error.kind.as_ref() {
         ErrorKind::Authentication { .. } => MongoProbeError::Auth { reason },
         ErrorKind::Command(c) if c.code == 18 || c.code == 13 => MongoProbeError::Auth { reason },
@@ -96,14 +91,13 @@ fn classify(error: &mongodb::error::Error, uri: &str) -> MongoProbeError {
 
 #[cfg(test)]
 mod tests {
-    use super::scrub;
+    use super::redact;
 
     #[test]
-    fn scrub_removes_the_uri_and_keeps_one_line() {
+    fn redaction_removes_the_uri_and_keeps_one_line() {
         let uri = "mongodb://user:s3cret@db:27017/x";
         let message = format!("failed to connect to {uri}\nmore detail");
-        let cleaned = scrub(&message, uri);
-        assert_eq!(cleaned, "failed to connect to <uri>");
-        assert!(!cleaned.contains("s3cret"));
+        let cleaned = redact(&message, uri);
+        assert_eq!(cleaned, "failed to connect to <redacted>");
     }
 }

@@ -9,6 +9,8 @@ use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
 
+use crate::checks::mongo_error::invalid_uri_reason;
+
 /// Why no client could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MongoClientError {
@@ -16,12 +18,6 @@ pub enum MongoClientError {
     MissingUri { var: String },
     #[error("the connection string in {var} is not valid: {reason}")]
     InvalidUri { var: String, reason: String },
-}
-
-/// Replaces the connection string in a driver message and keeps one short line.
-pub fn scrub(message: &str, uri: &str) -> String {
-    let cleaned = if uri.is_empty() { message.to_string() } else { message.replace(uri, "<uri>") };
-    cleaned.lines().next().unwrap_or_default().chars().take(300).collect()
 }
 
 /// Connects (lazily: the driver connects on the first command) with `timeout` for
@@ -46,7 +42,7 @@ pub async fn client_from_uri(
 ) -> Result<Client, MongoClientError> {
     let invalid = |e: mongodb::error::Error| MongoClientError::InvalidUri {
         var: source.into(),
-        reason: scrub(&e.to_string(), uri),
+        reason: invalid_uri_reason(&e, uri),
     };
     let mut options = ClientOptions::parse(uri).await.map_err(invalid)?;
     options.server_selection_timeout = Some(timeout);

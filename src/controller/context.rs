@@ -41,6 +41,8 @@ pub struct ControllerSettings {
     /// Quiet time after a change before a reconcile starts (kube-runtime's trailing
     /// debounce); zero reconciles at once.
     pub debounce: Duration,
+    /// Key of the secrets hash in pod templates (`--secrets-hash-key-file`).
+    pub secrets_hash_key: super::secrets::HashKey,
 }
 
 impl Default for ControllerSettings {
@@ -53,6 +55,9 @@ impl Default for ControllerSettings {
             resync_not_ready: Duration::from_secs(30),
             concurrency: DEFAULT_CONCURRENCY,
             debounce: Duration::ZERO,
+            // Tests and runs without a key file: stable for this process only.
+            secrets_hash_key: super::secrets::HashKey::random()
+                .unwrap_or_else(|_| super::secrets::HashKey::from_bytes(&std::process::id().to_be_bytes())),
         }
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, GetParams, ListParams, Patch};
+use kube::api::{Api, ApiResource, DynamicObject, GetParams, ListParams, Patch};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -59,6 +59,7 @@ pub async fn reconcile(meta: Arc<PartialObjectMeta<ReferralSystem>>, ctx: Arc<Co
             };
             let _ = ctx.recorder.publish(&event, &reference).await;
             ctx.metrics.record_failure("invalid_spec");
+            report_undecodable(&meta, &invalid.error, &ctx).await?;
             return Ok(Action::await_change());
         }
     };
@@ -91,6 +92,59 @@ async fn fetch(
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(source) => Err(Error::Read { kind: "ReferralSystem", name: format!("{namespace}/{name}"), source }),
     }
+}
+
+/// A system the API server stored but the operator cannot decode (a value its schema
+/// admits and its types do not) is reported like any invalid spec: SpecValid and
+/// Ready False, naming the field, so a person sees it in `status`, not only in an
+/// event. The field is found by decoding the object again with its path tracked.
+async fn report_undecodable(meta: &PartialObjectMeta<ReferralSystem>, error: &str, ctx: &Context) -> Result<(), Error> {
+    let namespace = meta.namespace().ok_or(Error::NoNamespace)?;
+    let name = meta.name_any();
+    let resource = ApiResource::erase::<ReferralSystem>(&());
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let problem = match api.get(&name).await {
+        Ok(object) => match serde_json::to_value(&object).map_err(|e| e.to_string()).and_then(|v| {
+            serde_path_to_error::deserialize::<_, ReferralSystem>(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+        }) {
+            Ok(_) => format!("cannot decode this ReferralSystem: {error}"),
+            Err(why) => format!("cannot decode this ReferralSystem: {why}"),
+        },
+        Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+        Err(source) => return Err(Error::Read { kind: "ReferralSystem", name: format!("{namespace}/{name}"), source }),
+    };
+    let observed = Observed {
+        generation: meta.metadata.generation,
+        spec_problems: vec![truncate(&problem, 1000)],
+        missing_secrets: Vec::new(),
+        paused: false,
+        stopped: false,
+        workers: Vec::new(),
+        redis_workload: None,
+        redis: Probe::Unknown {
+            reason: "NotChecked".into(),
+            message: "not checked: the spec cannot be decoded".into(),
+        },
+        mongo: Probe::Unknown {
+            reason: "NotChecked".into(),
+            message: "not checked: the spec cannot be decoded".into(),
+        },
+        monitoring_crds_missing: None,
+        apply_error: None,
+        chain_check: None,
+        backup: None,
+        upgrade: None,
+        upgrade_status: None,
+        handled_requests: None,
+        indexes: conditions::IndexObservation::NotChecked,
+        stored_indexes: Vec::new(),
+    };
+    let status = conditions::status(&observed, None, &now());
+    let writer = StatusWriter::Controller;
+    api.patch_status(&name, &writer.apply_params(), &Patch::Apply(writer.apply_body(&status)))
+        .await
+        .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    Ok(())
 }
 
 /// Requeue policy after an error: exponential backoff per object.
@@ -145,7 +199,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     };
 
     let secret_api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    let secrets = secrets::read(&secret_api, &system.spec).await?;
+    let secrets = secrets::read(&secret_api, &system.spec, &ctx.settings.secrets_hash_key).await?;
     observed.missing_secrets = secrets.missing.clone();
     let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
     observed.mongo = mongo;

@@ -20,12 +20,13 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, WatchStreamExt};
 
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::ReferralSystem;
 use crate::reconcilers::meta::{LABEL_MANAGED_BY, MANAGER};
 
 use super::context::{Capabilities, Context, ControllerSettings};
+use super::error::Error;
 use super::http::{self, Health};
 use super::leader::{self, LeaseConfig};
 use super::live::Observable;
@@ -179,7 +180,14 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         )
         .watches_stream(super::restore::restore_triggers(&client, ns), super::restore::system_of_restore)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
+        .run(
+            |meta, ctx| {
+                let system = format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any());
+                super::panics::contain(reconcile(meta, ctx), |message| Error::Panicked { system, message })
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| {
             let ctx = ctx.clone();
             async move {
@@ -245,6 +253,7 @@ async fn lease_client() -> Result<Client, kube::Error> {
 
 /// Runs until SIGTERM/SIGINT, or until the lease is lost.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    super::panics::install_hook();
     // Two per reconcile that may run at once (`concurrency` per watched namespace):
     // the API server is the bottleneck well before that.
     let controllers = config.namespaces.len().max(1);

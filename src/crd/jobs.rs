@@ -12,7 +12,7 @@ use super::common::{SecretKeyRef, StorageSpec};
 pub struct ChainCheckSpec {
     /// Cron schedule in UTC. Default `0 3 * * 0` (Sundays 03:00).
     #[serde(default = "default_chain_schedule")]
-    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
     pub schedule: String,
     /// Stop scheduling new runs; a run can still be asked for with the
     /// `referral.dev/check-now` annotation. Default false.
@@ -37,7 +37,7 @@ impl Default for ChainCheckSpec {
 pub struct BackupSpec {
     /// Cron schedule in UTC. Default `0 1 * * *` (daily 01:00).
     #[serde(default = "default_backup_schedule")]
-    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
     pub schedule: String,
     /// Stop scheduling backups. Existing backups are kept. Default false.
     #[serde(default)]
@@ -194,7 +194,7 @@ pub struct MaintenanceJob {
     #[schemars(length(min = 1, max = 24), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Cron schedule in UTC.
-    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
     pub schedule: String,
     /// Stop scheduling this job. Default false.
     #[serde(default)]

@@ -5,6 +5,7 @@
 //! express live in [`validate`]. Nothing here talks to a cluster.
 
 pub mod admission;
+pub mod api_rules;
 pub mod common;
 pub mod conditions;
 pub mod cron;

@@ -105,9 +105,10 @@ pub struct ThresholdAlert {
     /// Value above which the alert fires.
     #[schemars(range(min = 0.0))]
     pub threshold: f64,
-    /// How long the value must stay above the threshold, e.g. `5m`.
+    /// How long the value must stay above the threshold, e.g. `5m`: a Prometheus
+    /// duration, units largest first (`1h30m`, not `30m1h`).
     #[serde(rename = "for")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(min = 1, max = 64), pattern(super::duration::PROMETHEUS_DURATION_PATTERN))]
     pub for_: String,
     /// `severity` label. Default warning.
     #[serde(default = "default_severity")]
@@ -156,9 +157,9 @@ pub struct AlertRuleSpec {
     /// PromQL expression.
     #[schemars(length(min = 1))]
     pub expr: String,
-    /// Pending period, e.g. `5m`.
+    /// Pending period, e.g. `5m`: a Prometheus duration, units largest first.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(min = 1, max = 64), pattern(super::duration::PROMETHEUS_DURATION_PATTERN))]
     pub for_: Option<String>,
     /// Labels of the alert.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

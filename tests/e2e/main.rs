@@ -9,6 +9,7 @@ mod chain_check;
 mod chart;
 mod controller_jobs;
 mod crd;
+mod differential;
 mod faults;
 mod harness;
 mod node;

@@ -1294,3 +1294,82 @@ async fn canary_passwords_never_appear_in_logs_events_or_status() {
     drop(fx);
     drop(redis);
 }
+
+#[tokio::test]
+async fn mongo_passwords_with_reserved_characters_never_appear_in_logs_events_or_status() {
+    if !enabled() {
+        return;
+    }
+    // One password holding every character a connection string reserves, twice: as a
+    // person who forgot to percent-encode it writes it (the driver misreads it: part
+    // of it becomes a port, an option), and encoded (it parses, and the credentials go
+    // to the server, whose refusal is the other error path). Each piece between the
+    // reserved characters is its own needle, since a driver quotes pieces.
+    let tag = suffix();
+    let pieces: Vec<String> = ["qa", "qb", "qc", "qd", "qe", "qf", "qg"].iter().map(|p| format!("{p}{tag}z")).collect();
+    let password =
+        format!("{}?{}@{}:{}/{}%{}#{}", pieces[0], pieces[1], pieces[2], pieces[3], pieces[4], pieces[5], pieces[6]);
+    let encoded: String = password
+        .chars()
+        .map(|c| match c {
+            '?' | '@' | ':' | '/' | '%' | '#' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    let mongo = testbed_var("REFOP_TEST_MONGODB_URI");
+    let raw_uri = mongo.replacen("mongodb://", &format!("mongodb://referral:{password}@"), 1);
+    let encoded_uri = mongo.replacen("mongodb://", &format!("mongodb://referral:{encoded}@"), 1);
+    let fx = Fixture::start("reserved", Some(&raw_uri), &[("referral-mongo-encoded", &[("uri", &encoded_uri)])]).await;
+    fx.create_system("full.yaml", RedisKind::External).await;
+    let mut encoded_system = example_system("full.yaml", &fx.ns.name, RedisKind::External);
+    encoded_system.metadata.name = Some("encoded".into());
+    encoded_system.spec.mongodb.uri_secret_ref.name = "referral-mongo-encoded".into();
+    fx.systems.create(&PostParams::default(), &encoded_system).await.expect("create the second ReferralSystem");
+
+    let probed = |name: &'static str| {
+        let systems = fx.systems.clone();
+        async move {
+            let system = systems.get(name).await.ok()?;
+            let mongo = condition(&system.status.as_ref()?.conditions, "MongoReachable")?.clone();
+            (mongo.reason != "NotChecked" && mongo.reason != "SecretMissing").then_some(mongo)
+        }
+    };
+    let raw = wait_for(CONVERGE, "the unencoded password's probe to report", || probed(SYSTEM)).await;
+    let encoded_condition = wait_for(CONVERGE, "the encoded password's probe to report", || probed("encoded")).await;
+    assert_eq!(raw.reason, "InvalidURI", "{raw:?}");
+    assert!(raw.message.contains("percent-encoded"), "the message says what to do: {raw:?}");
+    eprintln!("MongoReachable, encoded password: {encoded_condition:?}");
+    let runs = reconcile_runs(&fx.operator);
+    wait_for(CONVERGE, "a few more reconciles", || async {
+        (reconcile_runs(&fx.operator) >= runs + 3.0).then_some(())
+    })
+    .await;
+
+    let statuses = serde_json::to_string(&[
+        fx.systems.get(SYSTEM).await.unwrap().status,
+        fx.systems.get("encoded").await.unwrap().status,
+    ])
+    .unwrap();
+    let (ok, core_events, err) = kubectl(&["get", "events", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let (ok, new_events, err) = kubectl(&["get", "events.events.k8s.io", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let children = serde_json::to_string(&fx.children().await.values().collect::<Vec<_>>()).unwrap();
+    let log = fx.log_text();
+    assert!(log.contains("TRACE") && log.len() > 10_000, "the log is trace-level and holds the run");
+    // Positive control: the search finds a piece where it is.
+    let (ok, secret, _) = kubectl(&["get", "secret", "referral-mongo", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok && secret.contains(&base64(raw_uri.as_bytes())), "the Secret holds the URI");
+    assert!(raw_uri.contains(&pieces[3]), "positive control: the needle is in the URI");
+    for (place, text) in [
+        ("the operator's trace log", &log),
+        ("core/v1 Events", &core_events),
+        ("events.k8s.io Events", &new_events),
+        ("the ReferralSystems' status", &statuses),
+        ("the children", &children),
+    ] {
+        for needle in pieces.iter().chain([&password, &encoded]) {
+            assert!(!text.contains(needle.as_str()), "{needle} found in {place} (log: {:?})", fx.log_path());
+        }
+    }
+}
