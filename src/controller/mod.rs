@@ -13,6 +13,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod indexes;
+pub mod recheck;
 pub mod reconcile;
 pub mod requests;
 pub mod restore;
