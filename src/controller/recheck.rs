@@ -585,7 +585,7 @@ mod tests {
         let mut new_systems = 0;
         let mut t = t0;
         while t < t0 + Duration::from_secs(120) {
-            let news: Vec<String> = if (t - t0).as_millis() % 500 == 0 {
+            let news: Vec<String> = if (t - t0).as_millis().is_multiple_of(500) {
                 new_systems += 1;
                 vec![format!("new/sys-{new_systems}")]
             } else {
@@ -833,7 +833,7 @@ mod tests {
         while t < t0 + Duration::from_secs(300) {
             // Constant churn: news for existing systems, systems deleted and created.
             let news = vec![key(i % 500)];
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 s.forget(&key((i * 13) % 500));
             }
             runner.tick(&mut s, t, &news, |k| if k.len() % 2 == 0 { Finding::News } else { Finding::NothingNew });

@@ -158,8 +158,12 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.concurrency)
         .debounce(ctx.settings.debounce);
+    // What re-checks find new comes in here; the re-checks themselves never enter the
+    // Controller's queue (docs/controller.md, "News first").
+    let escalations = ctx.rechecks.route(namespace.clone(), reader.clone());
     Controller::for_stream(stream, reader)
         .with_config(config)
+        .reconcile_on(escalations)
         .owns_stream(feed(api::<Deployment>(&client, ns), ns, c, strip::<Deployment>))
         .owns_stream(feed(api::<StatefulSet>(&client, ns), ns, c, strip::<StatefulSet>))
         .owns_stream(feed(api::<PartialObjectMeta<Service>>(&client, ns), ns, c, strip))
@@ -190,6 +194,11 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
                     Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
                         ctx.metrics.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
                         ctx.live.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
+                        ctx.rechecks.forget(&format!(
+                            "{}/{}",
+                            object.namespace.as_deref().unwrap_or_default(),
+                            object.name
+                        ));
                         tracing::debug!(system = %object.name, "deleted; its metrics are removed");
                     }
                     Err(error) => tracing::debug!(%error, "reconcile error"),
@@ -288,22 +297,18 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
         config.settings.clone(),
+        controllers,
     ));
-    let found = discover(&client).await;
-    if let Ok(mut caps) = ctx.capabilities.write() {
-        *caps = found;
-    }
+    ctx.set_capabilities(discover(&client).await);
     let discovery_ctx = ctx.clone();
     let interval = config.discovery_interval;
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            let found = discover(&discovery_ctx.client).await;
-            if let Ok(mut caps) = discovery_ctx.capabilities.write() {
-                *caps = found;
-            }
+            discovery_ctx.set_capabilities(discover(&discovery_ctx.client).await);
         }
     });
+    tokio::spawn(super::rechecker::drive(ctx.clone()));
 
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };

@@ -30,18 +30,37 @@ impl std::fmt::Debug for SecretValues {
     }
 }
 
-/// Every Secret key the spec refers to, in a stable order.
-pub fn references(spec: &ReferralSystemSpec) -> Vec<&SecretKeyRef> {
-    let mut refs = vec![&spec.mongodb.uri_secret_ref];
-    refs.extend(spec.redis.password_secret_ref.as_ref());
-    refs
+/// The Secret keys a spec refers to: all a re-check needs to read them again
+/// without reading the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRefs {
+    pub mongo_uri: SecretKeyRef,
+    pub redis_password: Option<SecretKeyRef>,
+}
+
+impl SecretRefs {
+    pub fn of(spec: &ReferralSystemSpec) -> Self {
+        Self { mongo_uri: spec.mongodb.uri_secret_ref.clone(), redis_password: spec.redis.password_secret_ref.clone() }
+    }
+
+    /// Every reference, in a stable order.
+    pub fn all(&self) -> Vec<&SecretKeyRef> {
+        let mut refs = vec![&self.mongo_uri];
+        refs.extend(self.redis_password.as_ref());
+        refs
+    }
+}
+
+/// Reads the keys `spec` refers to; see [`read_refs`].
+pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec) -> Result<SecretValues, Error> {
+    read_refs(api, &SecretRefs::of(spec)).await
 }
 
 /// Reads the referenced keys. A missing Secret or key is reported, not an error;
 /// an API failure is.
-pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec) -> Result<SecretValues, Error> {
+pub async fn read_refs(api: &Api<Secret>, refs: &SecretRefs) -> Result<SecretValues, Error> {
     let mut secrets: BTreeMap<String, Option<Secret>> = BTreeMap::new();
-    for reference in references(spec) {
+    for reference in refs.all() {
         if !secrets.contains_key(&reference.name) {
             // From the API server's watch cache (resourceVersion 0), not a quorum read
             // from etcd: a reconcile reads its Secrets every time, a thousand systems
@@ -60,7 +79,7 @@ pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec) -> Result<Secret
     };
     let mut hasher = Sha256::new();
     let mut missing = Vec::new();
-    for reference in references(spec) {
+    for reference in refs.all() {
         hasher.update(reference.name.as_bytes());
         hasher.update([0]);
         hasher.update(reference.key.as_bytes());
@@ -73,8 +92,8 @@ pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec) -> Result<Secret
     }
     let hash: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     Ok(SecretValues {
-        mongo_uri: value(&spec.mongodb.uri_secret_ref).and_then(|v| String::from_utf8(v).ok()),
-        redis_password: spec.redis.password_secret_ref.as_ref().and_then(value),
+        mongo_uri: value(&refs.mongo_uri).and_then(|v| String::from_utf8(v).ok()),
+        redis_password: refs.redis_password.as_ref().and_then(value),
         hash,
         missing,
     })
