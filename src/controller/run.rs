@@ -70,6 +70,22 @@ pub async fn discover(client: &Client) -> Capabilities {
 /// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// A trigger stream without its errors, which are logged instead. Each watch retries
+/// with its own back-off; an error that reached the Controller would make it back off
+/// its whole merged trigger stream, so one failing watch (the ReferralRestore one while
+/// that CRD is not installed) would hold back every trigger, news included.
+fn without_errors<T: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    watch: &'static str,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    stream.filter(move |item| {
+        if let Err(error) = item {
+            tracing::debug!(%error, watch, "watch failed; it retries on its own");
+        }
+        futures::future::ready(item.is_ok())
+    })
+}
+
 fn child_config() -> watcher::Config {
     watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
 }
@@ -141,14 +157,15 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     {
         let live = ctx.clone();
         let scope = scope.clone();
-        watcher(api, child_config())
+        let stream = watcher(api, child_config())
             .default_backoff()
             .try_filter_map(move |event| {
                 let event = event.modify(modify);
                 let news = live.live.observe(&scope, &event);
                 futures::future::ready(Ok(news.then_some(event)))
             })
-            .touched_objects()
+            .touched_objects();
+        without_errors(stream, K::KIND)
     }
     fn strip<K: Resource>(object: &mut K) {
         object.meta_mut().managed_fields = None;
@@ -161,7 +178,7 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     // What re-checks find new comes in here; the re-checks themselves never enter the
     // Controller's queue (docs/controller.md, "News first").
     let escalations = ctx.rechecks.route(namespace.clone(), reader.clone());
-    Controller::for_stream(stream, reader)
+    Controller::for_stream(without_errors(stream, "ReferralSystem"), reader)
         .with_config(config)
         .reconcile_on(escalations)
         .owns_stream(feed(api::<Deployment>(&client, ns), ns, c, strip::<Deployment>))
@@ -178,10 +195,14 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         .owns_stream(feed(api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns), ns, c, strip))
         // Jobs the controller started (run now, pre-upgrade backup, migration) wake
         // their system when they finish; their status is read by name when needed.
-        .owns_stream(
+        .owns_stream(without_errors(
             watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config()).default_backoff().touched_objects(),
+            "Job",
+        ))
+        .watches_stream(
+            without_errors(super::restore::restore_triggers(&client, ns), "ReferralRestore"),
+            super::restore::system_of_restore,
         )
-        .watches_stream(super::restore::restore_triggers(&client, ns), super::restore::system_of_restore)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
