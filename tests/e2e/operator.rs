@@ -910,6 +910,10 @@ async fn rotating_the_mongo_secret_changes_the_worker_pod_template_hash() {
     let first = wait_for(CONVERGE, "every worker to carry the Secret hash", || hashes(worker_names.clone())).await;
     assert_eq!(first.len(), 1, "one hash for all workers: {first:?}");
     let generation_before = fx.observed().await.metadata.generation;
+    // Quiet first (as in the no-op test, long enough for the HPA controller's writes
+    // after creation): then no news is pending, and only a re-check can find the
+    // rotation.
+    settled_children(&fx, &expected_children(&created), Duration::from_secs(20)).await;
 
     // Same server, different bytes: a rotation the probe still accepts.
     let rotated = format!("{}/?appName=rotated-{}", testbed_var("REFOP_TEST_MONGODB_URI"), suffix());
