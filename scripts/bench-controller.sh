@@ -279,11 +279,18 @@ cpu_snapshot() {
 # Convergence is followed through a watch, not by listing every system each second:
 # a list of 1,000 objects a second cost the API server and kubectl more CPU than some
 # of what is measured. Each line: namespace/name generation observedGeneration reason.
+# At 10,000 systems on a loaded machine the watch's initial list can time out; it is
+# then started again (its lines are appended, the latest per system counts), never
+# replaced by a list of every system each second.
 watch_log="$DIR/convergence.watch"
-k get referralsystems -A --watch --chunk-size=0 \
-  -o jsonpath='{.metadata.namespace}/{.metadata.name} {.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].reason}{"\n"}' \
-  >"$watch_log" 2>"$DIR/logs/convergence-watch.err" &
-watch_pid=$!
+: >"$watch_log"
+start_watch() {
+  k get referralsystems -A --watch --chunk-size=0 \
+    -o jsonpath='{.metadata.namespace}/{.metadata.name} {.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].reason}{"\n"}' \
+    >>"$watch_log" 2>>"$DIR/logs/convergence-watch.err" &
+  watch_pid=$!
+}
+start_watch
 converged_seen() {
   awk '{ gen[$1] = $2; obs[$1] = $3; why[$1] = $4 }
     END { for (k in gen) if (gen[k] == obs[k] && why[k] != "ApplyFailed") n++; print n + 0 }' "$watch_log"
@@ -302,11 +309,15 @@ created_after=$(since "$t0")
 log "created in ${created_after}s; waiting for every status to describe its generation"
 while :; do
   done_count=$(converged_seen)
-  if [[ $done_count -ge $COUNT ]] || ! kill -0 "$watch_pid" 2>/dev/null; then
-    # Confirmed by one list (also the fallback if the watch ended).
+  if [[ $done_count -ge $COUNT ]]; then
+    # Confirmed by one list.
     done_count=$(converged) || done_count=0
     [[ $done_count -ge $COUNT ]] && break
-    kill -0 "$watch_pid" 2>/dev/null || sleep 4
+  fi
+  if ! kill -0 "$watch_pid" 2>/dev/null; then
+    log "the convergence watch ended ($(tail -1 "$DIR/logs/convergence-watch.err")); starting it again"
+    sleep 4
+    start_watch
   fi
   if awk -v t="$(since "$t0")" -v m="$CONVERGE_MAX" 'BEGIN { exit !(t > m) }'; then
     # The other figures still mean something (the idle rates above all), so they
