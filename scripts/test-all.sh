@@ -4,9 +4,17 @@
 #      and lua-yaml; the kubernetes-validate, pytest, helm-python-sdk and pyyaml
 #      Python packages), skipping what is already there;
 #   2. checks formatting and clippy, and runs the chart and Argo CD tests (pytest);
-#   3. builds (cached) and starts the e2e test bed: kube-apiserver + etcd +
-#      kube-controller-manager, a MongoDB-wire server and Redis, on loopback;
+#   3. builds the operator image (scripts/build-images.sh operator: a static musl
+#      release binary in the release Dockerfile, with buildah), builds (cached) and
+#      starts the e2e test bed: kube-apiserver + etcd + kube-controller-manager, a
+#      MongoDB-wire server, Redis, and a real node (kubelet, containerd, CNI,
+#      kube-proxy, kube-router, CoreDNS, local-path provisioner), and loads the
+#      operator image into the node;
 #   4. runs unit, integration and e2e tests, then stops the bed.
+#
+# One node bed runs on a machine at a time: this waits for /tmp/referral-node-bed.lock
+# (up to REFOP_NODE_LOCK_WAIT seconds, default 3600), or uses the caller's when run
+# as `flock /tmp/referral-node-bed.lock scripts/test-all.sh`.
 #
 # MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs) a
 # second time against it.
@@ -69,12 +77,37 @@ python3 -m pytest -q -p no:cacheprovider tests/chart tests/argocd
 
 # ---------------------------------------------------------------- bed ---
 if [[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]]; then
+  log "building the operator image (scripts/build-images.sh operator)"
+  image_start=$(date +%s)
+  images=$(scripts/build-images.sh operator)
+  eval "$(printf '%s\n' "$images" | sed -n 's/^\(REFOP_OPERATOR_IMAGE[A-Z_]*=.*\)$/export \1/p')"
+  log "operator image $REFOP_OPERATOR_IMAGE ready in $(( $(date +%s) - image_start ))s"
+
+  # The node bed's lock: the caller's (flock LOCK scripts/test-all.sh), or ours.
+  node_lock=/tmp/referral-node-bed.lock
+  lock_fd=""
+  for link in /proc/$$/fd/*; do
+    [[ $(readlink "$link" 2>/dev/null) == "$node_lock" ]] && { lock_fd=${link##*/}; break; }
+  done
+  if [[ -z $lock_fd ]]; then
+    exec {lock_fd}>>"$node_lock"
+    if ! flock -n "$lock_fd"; then
+      log "waiting for the node bed ($node_lock is held; last started in $(cat /tmp/referral-node-bed.owner 2>/dev/null || echo '?'))"
+      flock -w "${REFOP_NODE_LOCK_WAIT:-3600}" "$lock_fd" || { log "the node bed stayed busy; giving up"; exit 1; }
+    fi
+  fi
+
   export TESTBED_DIR=${TESTBED_DIR:-/tmp/referral-testbed-$$}
   trap 'log "stopping the test bed"; "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true; "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true' EXIT
   log "starting the test bed in $TESTBED_DIR"
+  bed_start=$(date +%s)
   tests/e2e/testbed.sh start "$TESTBED_DIR"
+  log "test bed up in $(( $(date +%s) - bed_start ))s"
   # shellcheck disable=SC1091
   source "$TESTBED_DIR/env"
+  tests/e2e/testbed.sh load-image "$TESTBED_DIR" "$REFOP_OPERATOR_IMAGE_ARCHIVE"
+  # The node's tests fail, instead of skipping, when the bed has no node.
+  export REFOP_REQUIRE_NODE=1
 fi
 
 # ---------------------------------------------------------------- tests ---

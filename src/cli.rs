@@ -41,6 +41,13 @@ pub enum Command {
         /// Image of this operator, run by the chain-check and backup jobs.
         #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
+        /// Namespace of the operator's pods, as `run` is told by the chart: the
+        /// managed Redis' NetworkPolicy lets them in. Needs --operator-pod-labels.
+        #[arg(long, requires = "operator_pod_labels")]
+        operator_namespace: Option<String>,
+        /// Labels of the operator's pods (`k=v,k=v`), as `run` is told by the chart.
+        #[arg(long, requires = "operator_namespace", value_parser = label_map)]
+        operator_pod_labels: Option<std::collections::BTreeMap<String, String>>,
     },
     /// The kubectl plugin's commands: what `kubectl referral ...` runs when this binary
     /// is installed (or linked) as `kubectl-referral`.
@@ -83,6 +90,11 @@ pub struct RunArgs {
     /// Image of this operator, run by the chain-check and backup jobs.
     #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
     pub operator_image: String,
+    /// Labels that select this operator's pods (`k=v,k=v`; the chart sets them), in
+    /// the namespace POD_NAMESPACE names: the NetworkPolicies it writes let them in.
+    /// Unset outside a cluster.
+    #[arg(long, env = "OPERATOR_POD_LABELS", value_parser = label_map)]
+    pub operator_pod_labels: Option<std::collections::BTreeMap<String, String>>,
     /// Log as JSON lines instead of text.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -114,6 +126,23 @@ pub struct RunArgs {
     /// by one) costs one reconcile instead of one each. 0s reconciles at once.
     #[arg(long, default_value = "0s", value_parser = debounce_interval)]
     pub debounce: std::time::Duration,
+}
+
+/// Labels as `key=value,key=value`, each key and value non-empty and without spaces.
+fn label_map(value: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in value.split(',').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, val)) if !key.is_empty() && !val.is_empty() && !pair.contains(char::is_whitespace) => {
+                labels.insert(key.to_string(), val.to_string());
+            }
+            _ => return Err(format!("{pair:?} is not key=value (labels are key=value,key=value)")),
+        }
+    }
+    if labels.is_empty() {
+        return Err("no labels given (expected key=value,key=value)".into());
+    }
+    Ok(labels)
 }
 
 /// A debounce: a duration of at most a minute. Changes keep pushing a debounced
@@ -173,6 +202,7 @@ fn run_controller(args: RunArgs) -> ExitCode {
         lease_namespace,
         identity,
         operator_image,
+        operator_pod_labels,
         log_format,
         resync_ready,
         resync_not_ready,
@@ -191,6 +221,8 @@ fn run_controller(args: RunArgs) -> ExitCode {
         listen,
         settings: crate::controller::context::ControllerSettings {
             operator_image,
+            operator_pods: operator_pod_labels
+                .map(|labels| crate::reconcilers::OperatorPods { namespace: lease_namespace.clone(), labels }),
             resync_ready,
             resync_not_ready,
             recheck_max_interval,
@@ -239,7 +271,7 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::crd::all_definitions_yaml());
             ExitCode::SUCCESS
         }
-        Command::Render { file, namespace, operator_image } => {
+        Command::Render { file, namespace, operator_image, operator_namespace, operator_pod_labels } => {
             let input = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())
             } else {
@@ -254,7 +286,13 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             let options = RenderOptions {
                 default_namespace: namespace,
-                context: BuildContext { operator_image, secrets_hash: None },
+                context: BuildContext {
+                    operator_image,
+                    secrets_hash: None,
+                    operator_pods: operator_namespace
+                        .zip(operator_pod_labels)
+                        .map(|(namespace, labels)| crate::reconcilers::OperatorPods { namespace, labels }),
+                },
             };
             match render(&input, &options) {
                 Ok(yaml) => {

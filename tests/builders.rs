@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use referral_operator::crd::ReferralSystem;
 use referral_operator::crd::validate::{ValidatedSystem, validate};
-use referral_operator::reconcilers::{BuildContext, Children, build};
+use referral_operator::reconcilers::{BuildContext, Children, OperatorPods, build};
 use serde_json::Value;
 
 const UID: &str = "6f1c2b9e-0000-4000-8000-000000000001";
@@ -21,6 +21,7 @@ fn ctx(hash: Option<&str>) -> BuildContext {
     BuildContext {
         operator_image: "registry.example/referral-operator:test".into(),
         secrets_hash: hash.map(str::to_string),
+        operator_pods: None,
     }
 }
 
@@ -292,6 +293,31 @@ fn redis_accepts_only_this_systems_pods() {
     let from = &policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"];
     assert_eq!(from["app.kubernetes.io/instance"], "main");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 6379);
+    assert_eq!(policy["spec"]["ingress"][0]["from"].as_array().unwrap().len(), 1, "no operator pods were named");
+}
+
+#[test]
+fn redis_lets_in_the_operators_own_pods_from_their_namespace() {
+    let system = system("full.yaml", Some(UID));
+    let operator_labels = std::collections::BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "referral-operator".to_string()),
+        ("app.kubernetes.io/instance".to_string(), "ops".to_string()),
+    ]);
+    let mut context = ctx(None);
+    context.operator_pods = Some(OperatorPods { namespace: "referral-system".into(), labels: operator_labels.clone() });
+    let children = build(&system, &context);
+    let policy = serde_json::to_value(&children.network_policies[0]).unwrap();
+    let from = policy["spec"]["ingress"][0]["from"].as_array().unwrap();
+    assert_eq!(from.len(), 2, "{from:?}");
+    assert_eq!(from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"], "main");
+    assert!(from[0].get("namespaceSelector").is_none(), "the system's own pods: this namespace only");
+    // Both selectors in one peer: those pods, in that namespace, and nothing else there.
+    assert_eq!(
+        from[1]["namespaceSelector"]["matchLabels"],
+        serde_json::json!({"kubernetes.io/metadata.name": "referral-system"})
+    );
+    assert_eq!(from[1]["podSelector"]["matchLabels"], serde_json::to_value(&operator_labels).unwrap());
+    assert_eq!(policy["spec"]["ingress"].as_array().unwrap().len(), 1, "still the Redis port only");
 }
 
 #[test]

@@ -44,7 +44,11 @@ fn rendered(example: &str) -> String {
     let input = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(example)).unwrap();
     let options = RenderOptions {
         default_namespace: "default".into(),
-        context: BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None },
+        context: BuildContext {
+            operator_image: DEFAULT_OPERATOR_IMAGE.into(),
+            secrets_hash: None,
+            operator_pods: None,
+        },
     };
     render(&input, &options).unwrap_or_else(|e| panic!("{example}: {e}"))
 }

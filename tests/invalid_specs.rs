@@ -24,7 +24,11 @@ fn base() -> Value {
 fn options() -> RenderOptions {
     RenderOptions {
         default_namespace: "default".into(),
-        context: BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None },
+        context: BuildContext {
+            operator_image: DEFAULT_OPERATOR_IMAGE.into(),
+            secrets_hash: None,
+            operator_pods: None,
+        },
     }
 }
 

@@ -25,6 +25,7 @@ fn validate_example(example: &str) {
         context: BuildContext {
             operator_image: DEFAULT_OPERATOR_IMAGE.into(),
             secrets_hash: Some("0123456789".into()),
+            operator_pods: None,
         },
     };
     let rendered = render(&input, &options).unwrap();

@@ -35,6 +35,9 @@ const MAX_CHECKING: usize = 8;
 pub struct ControllerSettings {
     /// Image the chain-check and backup jobs run.
     pub operator_image: String,
+    /// The operator's own pods, when it runs in the cluster (NetworkPolicies let its
+    /// probes in).
+    pub operator_pods: Option<crate::reconcilers::OperatorPods>,
     /// Deadline of each dependency probe.
     pub probe_timeout: Duration,
     /// Probe each MongoDB and Redis at most this often, however many systems use it.
@@ -59,6 +62,7 @@ impl Default for ControllerSettings {
     fn default() -> Self {
         Self {
             operator_image: DEFAULT_OPERATOR_IMAGE.into(),
+            operator_pods: None,
             probe_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(30),
             resync_ready: Duration::from_secs(300),

@@ -170,8 +170,11 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
         }
     }
 
-    let build_context =
-        BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: Some(secrets.hash.clone()) };
+    let build_context = BuildContext {
+        operator_image: ctx.settings.operator_image.clone(),
+        secrets_hash: Some(secrets.hash.clone()),
+        operator_pods: ctx.settings.operator_pods.clone(),
+    };
     let mut children = build(&validated, &build_context);
     let now = now();
     let backup = judge_backups(ctx, system, &validated, &now);

@@ -209,7 +209,7 @@ mod tests {
     fn each_request_starts_the_job_of_its_kind() {
         let o = object(&[(CHECK_NOW_ANNOTATION, "a"), (BACKUP_NOW_ANNOTATION, "b")]);
         let system = validate(&o, "referrals").unwrap();
-        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None, operator_pods: None };
         let children = build(&system, &ctx);
         let jobs: Vec<Job> =
             pending(&o, &system).iter().map(|r| request_job(r, &system, &children, &ctx).unwrap()).collect();

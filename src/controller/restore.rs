@@ -245,7 +245,11 @@ async fn observe_system(
     own_jobs: [&str; 2],
 ) -> Result<SystemState, RestoreError> {
     let ns = &system.namespace;
-    let build_ctx = BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: None };
+    let build_ctx = BuildContext {
+        operator_image: ctx.settings.operator_image.clone(),
+        secrets_hash: None,
+        operator_pods: ctx.settings.operator_pods.clone(),
+    };
     let built = build(system, &build_ctx);
     let deployment_api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     let mut deployments = Vec::new();
@@ -442,7 +446,11 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
         (RestoreStep::Wait { .. }, _, _) => Action::requeue(PENDING_REQUEUE),
         (RestoreStep::Done { .. }, _, _) => Action::await_change(),
         (RestoreStep::CreateRestoreJob { job_name }, Some(system), _) => {
-            let build_ctx = BuildContext { operator_image: ctx.settings.operator_image.clone(), secrets_hash: None };
+            let build_ctx = BuildContext {
+                operator_image: ctx.settings.operator_image.clone(),
+                secrets_hash: None,
+                operator_pods: ctx.settings.operator_pods.clone(),
+            };
             let job = restore_job(system, &build_ctx, &restore.spec.backup_name, job_name, restore.spec.redis);
             create_job(ctx, &namespace, with_owner(job, owner)).await?;
             Action::requeue(ACTIVE_REQUEUE)

@@ -233,6 +233,10 @@ fn object_key(object: &ObjectRef<PartialObjectMeta<ReferralSystem>>) -> String {
     format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name)
 }
 
+/// How long reconciles in flight may take to finish once SIGTERM or SIGINT came: well
+/// inside a pod's default termination grace period (30 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Resolves on SIGTERM (what the kubelet sends) or SIGINT.
 async fn shutdown_signal() {
     let term = async {
@@ -339,6 +343,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let systems =
         futures::future::join_all(namespaces.into_iter().map(|ns| controller(client.clone(), ns, ctx.clone())));
     let controllers = futures::future::join(systems, restores);
+    tokio::pin!(controllers);
     tracing::info!("controller started");
 
     let lost = async {
@@ -352,13 +357,29 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         }
     };
     tokio::select! {
-        _ = controllers => {
+        _ = &mut controllers => {
             tracing::info!("controller stopped");
             if let Some(lease) = &config.lease {
                 // The elector first, or it could renew the claim just given up.
                 if let Some((_, task)) = &leadership {
                     task.abort();
                 }
+                let _ = leader::release(client.clone(), lease).await;
+            }
+            Ok(())
+        }
+        _ = shutdown_signal() => {
+            // The controllers shut down gracefully on the same signal, but their
+            // graceful shutdown did not end on its own (seen on a real node: a deleted
+            // pod ran, and renewed the Lease, until the kubelet killed it 30 s later),
+            // which also kept a standby from taking over. Reconciles in flight get
+            // SHUTDOWN_GRACE; then the Lease is released and the process exits.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+                tracing::info!(grace = ?SHUTDOWN_GRACE, "stopping without waiting longer for the controllers");
+            } else {
+                tracing::info!("controller stopped");
+            }
+            if let Some(lease) = &config.lease {
                 let _ = leader::release(client.clone(), lease).await;
             }
             Ok(())

@@ -418,7 +418,7 @@ spec:
     }
 
     fn ctx() -> BuildContext {
-        BuildContext { operator_image: "operator:test".into(), secrets_hash: Some("abc".into()) }
+        BuildContext { operator_image: "operator:test".into(), secrets_hash: Some("abc".into()), operator_pods: None }
     }
 
     fn pod_of_cron(cron: &CronJob) -> &PodSpec {

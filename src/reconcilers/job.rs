@@ -151,7 +151,7 @@ mod tests {
         let mut parsed: ReferralSystem = crate::yaml::from_str(&yaml).unwrap();
         parsed.metadata.uid = Some("1234".into());
         let system = validate(&parsed, "referrals").unwrap();
-        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None, operator_pods: None };
         let children = super::super::build(&system, &ctx);
         let cron =
             children.cron_jobs.iter().find(|c| c.metadata.name.as_deref() == Some("minimal-chain-check")).unwrap();

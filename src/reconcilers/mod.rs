@@ -40,6 +40,16 @@ pub struct BuildContext {
     /// controller reads them; `render` cannot). Goes into pod templates so a
     /// rotation rolls the pods.
     pub secrets_hash: Option<String>,
+    /// Where the operator's own pods run, when it runs in the cluster: its probes
+    /// must get through the NetworkPolicies it writes.
+    pub operator_pods: Option<OperatorPods>,
+}
+
+/// The operator's pods: their namespace and the labels that select them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorPods {
+    pub namespace: String,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Every object one ReferralSystem wants in the cluster.

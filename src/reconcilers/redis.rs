@@ -1,6 +1,7 @@
 //! Managed Redis: a one-pod StatefulSet with its volume, a headless Service, redis.conf
 //! in a ConfigMap (never the password: that comes from the Secret at start), and a
-//! NetworkPolicy that lets only this system's pods in. External Redis needs nothing.
+//! NetworkPolicy that lets in only this system's pods and, when it runs in the cluster,
+//! the operator's own (its RedisReady probe). External Redis needs nothing.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,8 @@ use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of the managed Redis objects.
 pub const COMPONENT: &str = "redis";
+/// The label the API server puts on every namespace, with its name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The user the official Redis image runs as.
 const REDIS_USER: i64 = 999;
 
@@ -41,7 +44,7 @@ pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Childr
     children.config_maps.push(config_map(system, &config));
     children.services.push(headless_service(system));
     children.stateful_sets.push(stateful_set(system, ctx, managed, &config));
-    children.network_policies.push(network_policy(system));
+    children.network_policies.push(network_policy(system, ctx));
 }
 
 /// Name of the redis.conf ConfigMap.
@@ -241,11 +244,27 @@ fn pod_annotations(ctx: &BuildContext, config: &str) -> BTreeMap<String, String>
     annotations
 }
 
-fn network_policy(system: &ValidatedSystem) -> NetworkPolicy {
+fn network_policy(system: &ValidatedSystem, ctx: &BuildContext) -> NetworkPolicy {
     let clients = BTreeMap::from([
         (LABEL_NAME.to_string(), APP_NAME.to_string()),
         (LABEL_INSTANCE.to_string(), system.name.clone()),
     ]);
+    let mut peers = vec![NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector { match_labels: Some(clients), match_expressions: None }),
+        ..NetworkPolicyPeer::default()
+    }];
+    // The operator pings Redis for RedisReady from its own namespace; a peer with only
+    // a podSelector would match pods of this namespace alone.
+    if let Some(operator) = &ctx.operator_pods {
+        peers.push(NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), operator.namespace.clone())])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector { match_labels: Some(operator.labels.clone()), match_expressions: None }),
+            ..NetworkPolicyPeer::default()
+        });
+    }
     NetworkPolicy {
         metadata: object_meta(system, managed_redis_name(system), COMPONENT),
         spec: Some(NetworkPolicySpec {
@@ -255,10 +274,7 @@ fn network_policy(system: &ValidatedSystem) -> NetworkPolicy {
             }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    pod_selector: Some(LabelSelector { match_labels: Some(clients), match_expressions: None }),
-                    ..NetworkPolicyPeer::default()
-                }]),
+                from: Some(peers),
                 ports: Some(vec![NetworkPolicyPort {
                     port: Some(IntOrString::Int(REDIS_PORT)),
                     protocol: Some("TCP".into()),

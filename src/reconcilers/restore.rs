@@ -335,7 +335,7 @@ spec:
     }
 
     fn ctx() -> BuildContext {
-        BuildContext { operator_image: "operator:test".into(), secrets_hash: None }
+        BuildContext { operator_image: "operator:test".into(), secrets_hash: None, operator_pods: None }
     }
 
     #[test]

@@ -170,7 +170,7 @@ spec:
     #[test]
     fn pinning_changes_only_the_worker_image() {
         let system = system(NEW, MIGRATION);
-        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None, operator_pods: None };
         let built = super::super::build(&system, &ctx);
         assert_eq!(running_images(&system, &built.deployments), images(NEW));
         let mut pinned = built.clone();
@@ -189,7 +189,11 @@ spec:
     #[test]
     fn the_migration_job_runs_the_new_image_with_the_workers_environment() {
         let system = system(NEW, MIGRATION);
-        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: Some("h".into()) };
+        let ctx = BuildContext {
+            operator_image: "operator:test".into(),
+            secrets_hash: Some("h".into()),
+            operator_pods: None,
+        };
         let job = migration_job(&system, &ctx, "main-migrate-abc").unwrap();
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));

@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn running_images_are_what_the_operator_put_there_not_another_managers_edit() {
         let old = system(OLD, "");
-        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None };
+        let ctx = BuildContext { operator_image: "operator:test".into(), secrets_hash: None, operator_pods: None };
         let mut deployments = super::super::build(&old, &ctx).deployments;
         let system = old;
         assert_eq!(running_images(&system, &deployments), images(OLD));

@@ -234,8 +234,14 @@ def test_the_deployment_passes_the_flags_and_env_the_binary_reads(helm):
     declared = {"--" + f.replace("_", "-") for f in re.findall(r"pub (\w+): ", cli)}
     declared |= {"--" + long for long in re.findall(r'long = "([\w-]+)"', cli)}
     assert flags <= declared, f"flags the binary does not declare: {flags - declared}"
-    for name in ["POD_NAMESPACE", "POD_NAME", "REFERRAL_OPERATOR_IMAGE"]:
+    for name in ["POD_NAMESPACE", "POD_NAME", "REFERRAL_OPERATOR_IMAGE", "OPERATOR_POD_LABELS"]:
         assert f'env = "{name}"' in cli, f"src/cli.rs no longer reads {name}"
+    # The labels the operator lets through its NetworkPolicies are its pods' own.
+    deployment = one(cluster(), "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    labels = dict(pair.split("=") for pair in env["OPERATOR_POD_LABELS"]["value"].split(","))
+    assert labels == deployment["spec"]["selector"]["matchLabels"]
+    assert labels.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     jobs = one(cluster(jobImage="mirror.example/refop:v9"), "Deployment")
     env = {e["name"]: e for e in jobs["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["REFERRAL_OPERATOR_IMAGE"]["value"] == "mirror.example/refop:v9"

@@ -34,13 +34,17 @@ use referral_operator::reconcilers::upgrade_step::{
 use referral_operator::reconcilers::{BuildContext, Children, build};
 use serde_json::json;
 
-use crate::harness::{TEST_MANAGER, TestNamespace, client, enabled, install_crd, wait_for};
+use crate::harness::{TEST_MANAGER, TestNamespace, client, enabled, fit_requests_to_node, install_crd, wait_for};
 
 const OLD: &str = "example/referral-service:1.4.2";
 const NEW: &str = "example/referral-service:1.5.0";
 
 fn ctx() -> BuildContext {
-    BuildContext { operator_image: "ghcr.io/referral-dev/referral-operator:e2e".into(), secrets_hash: None }
+    BuildContext {
+        operator_image: "ghcr.io/referral-dev/referral-operator:e2e".into(),
+        secrets_hash: None,
+        operator_pods: None,
+    }
 }
 
 async fn create_system(client: &Client, ns: &str, extra: serde_json::Value) -> ReferralSystem {
@@ -53,6 +57,7 @@ async fn create_system(client: &Client, ns: &str, extra: serde_json::Value) -> R
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }
+    fit_requests_to_node(&mut spec);
     let system: ReferralSystem = serde_json::from_value(json!({
         "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem",
         "metadata": {"name": "main", "namespace": ns}, "spec": spec

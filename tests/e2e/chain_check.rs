@@ -76,7 +76,8 @@ async fn the_chain_check_job_runs_the_check_and_writes_status_as_its_service_acc
 
     // The chain-check objects exactly as the builder makes them.
     let validated = validate(&created, &ns.name).expect("the example is valid");
-    let children = build(&validated, &BuildContext { operator_image: IMAGE.into(), secrets_hash: None });
+    let children =
+        build(&validated, &BuildContext { operator_image: IMAGE.into(), secrets_hash: None, operator_pods: None });
     let identity = job_identity::identity_name(&validated);
     let cron_name = chain_check::cron_job_name(&validated);
     let pp = PostParams::default();

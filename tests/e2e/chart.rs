@@ -239,7 +239,11 @@ fn children_of_full_example(namespace: &str) -> String {
     system["metadata"].as_mapping_mut().unwrap().remove("namespace");
     let options = RenderOptions {
         default_namespace: namespace.into(),
-        context: BuildContext { operator_image: DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None },
+        context: BuildContext {
+            operator_image: DEFAULT_OPERATOR_IMAGE.into(),
+            secrets_hash: None,
+            operator_pods: None,
+        },
     };
     let rendered = render(&serde_norway::to_string(&system).unwrap(), &options).expect("render examples/full.yaml");
     let docs: Vec<&str> =
@@ -503,6 +507,22 @@ impl RunningOperator {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Sends SIGTERM, as the kubelet does, and waits up to `limit` for the process to
+    /// exit: its exit status and how long it took, or None if it is still running.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> Option<(std::process::ExitStatus, std::time::Duration)> {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM to the operator");
+        let sent = std::time::Instant::now();
+        while sent.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, sent.elapsed()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 impl Drop for RunningOperator {
@@ -619,4 +639,44 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (bool, String, String
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (head.starts_with("HTTP/1.1 200"), body.to_string(), head.to_string())
+}
+
+#[tokio::test]
+async fn on_sigterm_the_operator_exits_within_seconds_and_releases_its_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use std::time::Duration;
+
+    if !enabled() {
+        return;
+    }
+    let client = client().await;
+    install_crd(&client).await;
+    let operator_ns = TestNamespace::create(&client, "refop").await;
+    let watched = TestNamespace::create(&client, "watched").await;
+    let dir = tempfile::tempdir().unwrap();
+    let release = format!("term-{}", suffix());
+    let (_installed, kubeconfig) = namespaced_operator_rbac(dir.path(), &operator_ns.name, &watched.name, &release);
+    let mut operator = RunningOperator::start(
+        &kubeconfig,
+        dir.path().join("operator.log"),
+        &operator_ns.name,
+        "term-0",
+        &[&watched.name],
+    );
+    let leases = Api::<Lease>::namespaced(client.clone(), &operator_ns.name);
+    wait_for(Duration::from_secs(60), "the operator to hold its Lease", || async {
+        let lease = leases.get("referral-operator").await.ok()?;
+        (lease.spec?.holder_identity.as_deref() == Some("term-0")).then_some(())
+    })
+    .await;
+    // A pod being deleted gets SIGTERM, then SIGKILL after its grace period (30 s):
+    // the operator must be gone well before, its Lease free for the standby.
+    let (status, took) = operator
+        .terminate(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running 15 s after SIGTERM:\n{}", operator.log_text()));
+    assert!(status.success(), "exit status {status}:\n{}", operator.log_text());
+    eprintln!("the operator exited {took:?} after SIGTERM");
+    let lease = leases.get("referral-operator").await.unwrap();
+    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    assert!(holder.is_empty(), "the Lease is still held by {holder:?} after exit");
 }

@@ -2,9 +2,12 @@
 //! ServiceAccount): run-now annotations start one Job per token and never again, and
 //! an image change waits for the pre-upgrade backup and the migration before the
 //! Deployments change, across an operator restart; and the status writers (the
-//! operator, the chain check, the backup's finalize) each keep their own fields. No
-//! kubelet: the test marks Jobs succeeded and Deployments available by patching their
-//! status, and runs the Jobs' commands here as the Jobs' identity.
+//! operator, the chain check, the backup's finalize) each keep their own fields. On
+//! the test bed's node the workers and the migration run for real (the stand-in
+//! worker's images); the pre-upgrade backup Job's completion is still written by the
+//! test, as no image here can run mongodump, and the status writers' commands run
+//! here as the Jobs' identity. On a control-plane-only bed the test also stands in for
+//! the kubelet, patching Jobs and Deployments' status.
 
 use std::time::Duration;
 
@@ -23,11 +26,23 @@ use serde_json::json;
 use crate::backup::{impersonating, succeed_job};
 use crate::chart::{RunningOperator, http_get, namespaced_operator_rbac};
 use crate::harness::{
-    TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, put_secret, testbed_var, wait_for,
+    TestNamespace, client, enabled, fit_to_node, install_crd, kubectl, mark_pods_ready, node, put_secret, testbed_var,
+    wait_for,
 };
 
-const OLD: &str = "example/referral-service:1.4.2";
-const NEW: &str = "example/referral-service:1.5.0";
+/// The image the systems start with: on the node, the stand-in worker.
+fn old() -> String {
+    node().map_or_else(|| "example/referral-service:1.4.2".into(), |n| n.worker_image)
+}
+
+/// The image they upgrade to: on the node, the stand-in worker under another tag.
+fn new() -> String {
+    node().map_or_else(|| "example/referral-service:1.5.0".into(), |n| n.worker_image_next)
+}
+
+/// An image no one can pull, anywhere: nothing listens on localhost:443 in the node's
+/// network namespace, and on a control-plane-only bed no pod runs at all.
+const UNPULLABLE: &str = "localhost/referral-testbed/absent:1";
 
 /// A namespace the operator watches, the chart's RBAC for it, and the kubeconfig of
 /// the chart's ServiceAccount.
@@ -77,11 +92,12 @@ impl Setup {
         let (host, port) = address.rsplit_once(':').expect("REFOP_TEST_REDIS_URL is redis://host:port");
         let port: u16 = port.parse().expect("a port number");
         let mut full = json!({
-            "image": OLD,
             "workers": [{"name": "reward-processor", "replicas": 1}],
             "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": "e2e"},
             "redis": {"external": {"host": host, "port": port}},
         });
+        fit_to_node(&mut full);
+        full["image"] = old().into();
         if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
             full.extend(extra.clone());
         }
@@ -251,12 +267,16 @@ async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
         return;
     }
     let s = setup("upgrade").await;
-    s.create_system(json!({"migration": {"command": ["npm", "run", "migrate"]}})).await;
+    // On the node the migration runs the new image for real: the stand-in worker's
+    // one-off command.
+    let migrate =
+        if node().is_some() { json!(["/worker", "job", "migrate"]) } else { json!(["npm", "run", "migrate"]) };
+    s.create_system(json!({"migration": {"command": migrate}})).await;
     let operator = s.start("upgrade-0");
     s.reconciled(&operator).await;
-    assert_eq!(s.worker_image().await.as_deref(), Some(OLD));
+    assert_eq!(s.worker_image().await, Some(old()));
 
-    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": new()}}))).await.unwrap();
     let current = s.reconciled(&operator).await;
     let validated = validate(&current, &s.watched.name).unwrap();
     let target = upgrade_target(&validated);
@@ -274,12 +294,14 @@ async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
     .await;
     let upgrade = current.status.clone().unwrap().upgrade.expect("status.upgrade is recorded");
     assert_eq!(upgrade.phase, UpgradePhase::BackingUp);
-    assert_eq!(upgrade.previous_images.get("reward-processor").map(String::as_str), Some(OLD));
+    assert_eq!(upgrade.previous_images.get("reward-processor"), Some(&old()));
     assert_eq!(condition(&current, "Ready").unwrap().0, "False");
-    assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the backup finished");
+    assert_eq!(s.worker_image().await, Some(old()), "the image changed before the backup finished");
     assert!(s.jobs().get_opt(&migration).await.unwrap().is_none(), "the migration started before the backup finished");
 
     // The operator restarts in the middle: nothing carries over but the cluster.
+    // The backup Job's completion is written here (its mongodump image cannot run on
+    // this machine; the operator's own dump is issue 17's).
     drop(operator);
     succeed_job(&s.client, &s.watched.name, &backup).await;
     let operator = s.start("upgrade-1");
@@ -289,20 +311,26 @@ async fn an_image_change_waits_for_backup_and_migration_across_a_restart() {
     .await;
     let job = s.jobs().get(&backup).await.unwrap();
     assert!(job.metadata.deletion_timestamp.is_none());
-    assert_eq!(s.worker_image().await.as_deref(), Some(OLD), "the image changed before the migration finished");
-    let phase = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap().phase;
-    assert_eq!(phase, UpgradePhase::Migrating);
-
-    succeed_job(&s.client, &s.watched.name, &migration).await;
-    wait_for(Duration::from_secs(60), "the new image on the Deployment", || async {
-        (s.worker_image().await.as_deref() == Some(NEW)).then_some(())
+    if node().is_none() {
+        // The migration is still held at Migrating while its Job runs (on the node it
+        // may already have finished by now).
+        let phase = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap().phase;
+        assert_eq!(phase, UpgradePhase::Migrating);
+        assert_eq!(s.worker_image().await, Some(old()), "the image changed before the migration finished");
+        succeed_job(&s.client, &s.watched.name, &migration).await;
+    }
+    wait_for(Duration::from_secs(120), "the new image on the Deployment", || async {
+        (s.worker_image().await == Some(new())).then_some(())
     })
     .await;
-    let upgrade = s.systems().get("main").await.unwrap().status.unwrap().upgrade.unwrap();
-    assert_eq!(upgrade.phase, UpgradePhase::RollingOut);
+    if node().is_some() {
+        let job = s.jobs().get(&migration).await.unwrap();
+        assert_eq!(job.status.and_then(|st| st.succeeded), Some(1), "the migration Job's pod ran and succeeded");
+    }
 
-    // The pods come up (the test plays the kubelet), the Deployment controller
-    // finishes the rollout, and the operator records the upgrade as done.
+    // The pods come up (on the node for real; elsewhere the test plays the kubelet),
+    // the Deployment controller finishes the rollout, and the operator records the
+    // upgrade as done.
     wait_for(Duration::from_secs(60), "the upgrade to be recorded as succeeded", || async {
         mark_pods_ready(&s.client, &s.watched.name).await;
         let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
@@ -323,18 +351,22 @@ async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
         .await;
     let operator = s.start("rollback-0");
     s.reconciled(&operator).await;
-    assert_eq!(s.worker_image().await.as_deref(), Some(OLD));
+    assert_eq!(s.worker_image().await, Some(old()));
 
-    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": NEW}}))).await.unwrap();
+    s.systems()
+        .patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": UNPULLABLE}})))
+        .await
+        .unwrap();
     // No backup asked for: the new image goes out at once.
     wait_for(Duration::from_secs(60), "the new image on the Deployment", || async {
-        (s.worker_image().await.as_deref() == Some(NEW)).then_some(())
+        (s.worker_image().await.as_deref() == Some(UNPULLABLE)).then_some(())
     })
     .await;
-    // No kubelet: the new pods never become ready, so the Deployment controller
-    // itself reports ProgressDeadlineExceeded after progressDeadlineSeconds.
-    wait_for(Duration::from_secs(60), "the previous image back on the Deployment", || async {
-        (s.worker_image().await.as_deref() == Some(OLD)).then_some(())
+    // The new pods never become ready (on the node their image cannot be pulled), so
+    // the Deployment controller itself reports ProgressDeadlineExceeded after
+    // progressDeadlineSeconds.
+    wait_for(Duration::from_secs(90), "the previous image back on the Deployment", || async {
+        (s.worker_image().await == Some(old())).then_some(())
     })
     .await;
     // The status write follows the apply within the same reconcile.
@@ -348,7 +380,7 @@ async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
     assert!(upgrade.message.unwrap_or_default().contains("timed out"));
     assert_eq!(condition(&current, "Ready").unwrap().0, "False");
     // The spec is not touched: it still asks for the new image.
-    assert_eq!(current.spec.image, NEW);
+    assert_eq!(current.spec.image, UNPULLABLE);
 }
 
 #[tokio::test]
@@ -382,7 +414,8 @@ async fn the_operator_ensures_declared_indexes_and_reports_a_conflict_without_dr
     assert!(message.contains("referralCode_1") && message.contains("unique"), "{message}");
     let st = current.status.clone().unwrap();
     assert_eq!(st.index_summary.as_deref(), Some("5/6 (1 conflict)"), "{:?}", st.indexes);
-    // The workers come up (the test plays the kubelet): Ready despite the conflict.
+    // The workers come up (on a control-plane-only bed the test plays the kubelet):
+    // Ready despite the conflict.
     wait_for(Duration::from_secs(60), "Ready with an index conflict", || async {
         mark_pods_ready(&s.client, &s.watched.name).await;
         let current = s.systems().get("main").await.ok()?;

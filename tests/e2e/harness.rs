@@ -113,15 +113,106 @@ where
     }
 }
 
-/// Plays the kubelet for every pod of `namespace`. No kubelet runs in the test bed,
-/// so no container ever starts, and patching a Deployment's status to "available"
-/// does not stick: the Deployment controller recomputes it from its ReplicaSets
-/// within a second. So this reports what a kubelet would: each Pod's status
-/// subresource becomes Running and Ready, and the ReplicaSet, Deployment and
+/// The test bed's node, when it has one (`testbed.sh start` without `--no-node`
+/// writes `TESTBED_NODE` and the images it imported into its env file): there the
+/// kubelet runs pods from images built on this machine, and nothing is pulled.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The stand-in for the user's application (tests/e2e/node/worker).
+    pub worker_image: String,
+    /// The same image under a second tag: an upgrade that really rolls out.
+    pub worker_image_next: String,
+    /// Redis from Debian's packages, user 999.
+    pub redis_image: String,
+}
+
+/// The node of the test bed, or None for a control-plane-only bed.
+pub fn node() -> Option<Node> {
+    std::env::var_os("TESTBED_NODE")?;
+    let worker_image = testbed_var("TESTBED_WORKER_IMAGE");
+    let worker_image_next = testbed_var("TESTBED_WORKER_IMAGE_NEXT");
+    Some(Node { worker_image, worker_image_next, redis_image: testbed_var("TESTBED_REDIS_IMAGE") })
+}
+
+/// For a test that only means something where pods run: the node, or None after
+/// printing why the test is skipped (a control-plane-only bed). With
+/// REFOP_REQUIRE_NODE=1 (scripts/test-all.sh sets it) a missing node fails instead.
+pub fn require_node(test: &str) -> Option<Node> {
+    if !enabled() {
+        return None;
+    }
+    match node() {
+        Some(node) => Some(node),
+        None if std::env::var("REFOP_REQUIRE_NODE").as_deref() == Ok("1") => {
+            panic!("{test} needs the test bed's node, and REFOP_REQUIRE_NODE=1: start the bed without --no-node")
+        }
+        None => {
+            eprintln!("SKIPPED: {test}: the test bed has no node (started with --no-node); pods do not run");
+            None
+        }
+    }
+}
+
+/// The operator image built from this checkout (scripts/build-images.sh operator)
+/// and loaded into the node (tests/e2e/testbed.sh load-image); scripts/test-all.sh
+/// does both and exports REFOP_OPERATOR_IMAGE.
+pub fn operator_image() -> String {
+    std::env::var("REFOP_OPERATOR_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "REFOP_OPERATOR_IMAGE is not set: build the operator image with `scripts/build-images.sh operator`, \
+             load it with `tests/e2e/testbed.sh load-image DIR ARCHIVE`, and export the name it printed \
+             (scripts/test-all.sh does all three)"
+        )
+    })
+}
+
+/// Makes a ReferralSystem spec runnable on the node, if there is one: its images
+/// become the ones built here (the stand-in worker for the user's application, Redis
+/// from Debian), and its requests small ([`fit_requests_to_node`]). Without a node it
+/// leaves the spec as it is.
+pub fn fit_to_node(spec: &mut serde_json::Value) {
+    let Some(node) = node() else { return };
+    spec["image"] = node.worker_image.clone().into();
+    if let Some(managed) = spec.get_mut("redis").and_then(|r| r.get_mut("managed")) {
+        managed["image"] = node.redis_image.clone().into();
+    }
+    fit_requests_to_node(spec);
+}
+
+/// Makes a spec's requests small on the node, so that the systems of several tests
+/// fit the one 2-core node together (a pod that cannot pull its image still holds
+/// what it requests). Without a node it leaves the spec as it is.
+pub fn fit_requests_to_node(spec: &mut serde_json::Value) {
+    if node().is_none() {
+        return;
+    }
+    let small = serde_json::json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}});
+    if let Some(workers) = spec.get_mut("workers").and_then(|w| w.as_array_mut()) {
+        for worker in workers {
+            worker["resources"] = small.clone();
+        }
+    }
+    if let Some(managed) = spec.get_mut("redis").and_then(|r| r.get_mut("managed")) {
+        // The limit stays above the default maxMemory (2gb), as validation insists;
+        // only requests take room on the node.
+        managed["resources"] =
+            serde_json::json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "4Gi"}});
+    }
+}
+
+/// Stands in for the kubelet where there is none. On the node it does nothing: the
+/// kubelet runs every pod of `namespace` and reports its readiness from real probes.
+/// On a control-plane-only bed no container ever starts, and patching a Deployment's
+/// status to "available" does not stick (the Deployment controller recomputes it from
+/// its ReplicaSets within a second), so it reports what a kubelet would: each Pod's
+/// status subresource becomes Running and Ready, and the ReplicaSet, Deployment and
 /// StatefulSet controllers compute their own status from those pods.
 pub async fn mark_pods_ready(client: &Client, namespace: &str) -> usize {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
+    if node().is_some() {
+        return 0;
+    }
     let pods = kube::Api::<Pod>::namespaced(client.clone(), namespace);
     let Ok(list) = pods.list(&Default::default()).await else { return 0 };
     let now =

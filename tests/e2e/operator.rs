@@ -12,9 +12,10 @@
 //! rotated Secret is noticed, and what the no-op test must survive) happen many times
 //! within each test.
 //!
-//! There is no kubelet: Pods are created by the real controllers and admitted (or
-//! refused) by Pod Security admission, but never run. See [`mark_pods_ready`] for how
-//! a workload is made available.
+//! On the test bed's node the pods run, from the images built there ([`fit_to_node`]),
+//! and become ready through their real probes; on a control-plane-only bed they are
+//! created and admitted (or refused) by Pod Security admission but never run, and
+//! [`mark_pods_ready`] stands in for the kubelet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -34,7 +35,8 @@ use serde_json::{Value, json};
 
 use crate::chart::{Installed, RunningOperator, http_get, namespaced_operator_rbac};
 use crate::harness::{
-    TestNamespace, client, enabled, install_crd, kubectl, mark_pods_ready, put_secret, testbed_var, wait_for,
+    TestNamespace, client, enabled, fit_to_node, install_crd, kubectl, mark_pods_ready, node, put_secret, testbed_var,
+    wait_for,
 };
 
 /// Resync interval given to the operator under test (both Ready and not Ready).
@@ -239,6 +241,7 @@ fn example_system(file: &str, namespace: &str, redis: RedisKind) -> ReferralSyst
         let (host, port) = redis_address();
         value["spec"]["redis"] = json!({"external": {"host": host, "port": port}, "keyPrefix": "ref:"});
     }
+    fit_to_node(&mut value["spec"]);
     serde_json::from_value(value).expect("the example is a ReferralSystem")
 }
 
@@ -288,8 +291,11 @@ async fn children(client: &Client, namespace: &str) -> BTreeMap<String, DynamicO
 fn expected_children(system: &ReferralSystem) -> BTreeSet<String> {
     let namespace = system.namespace().unwrap();
     let validated = referral_operator::crd::validate::validate(system, &namespace).expect("a valid example");
-    let context =
-        BuildContext { operator_image: referral_operator::cli::DEFAULT_OPERATOR_IMAGE.into(), secrets_hash: None };
+    let context = BuildContext {
+        operator_image: referral_operator::cli::DEFAULT_OPERATOR_IMAGE.into(),
+        secrets_hash: None,
+        operator_pods: None,
+    };
     let mut children = build(&validated, &context);
     // What goes only with the prometheus-operator kinds.
     children.prometheus_rules.clear();
@@ -685,8 +691,38 @@ async fn editing_one_workers_replicas_changes_only_that_deployment() {
     assert!(unchanged >= expected.len() - 3, "{unchanged} of {} children unchanged: {written:?}", expected.len());
 }
 
-/// Waits until the operator has applied everything and nothing has written any child
-/// for `quiet` (snapshots a resync apart agree), and returns the last snapshot.
+/// Whether every autoscaled Deployment among `children` is at its
+/// HorizontalPodAutoscaler's minimum at least, and the HPA has seen it there: the HPA
+/// controller raises it on its own schedule (every 15 s) and then records what it
+/// observed in its status.
+fn autoscaled_to_minimum(children: &BTreeMap<String, DynamicObject>) -> bool {
+    children.iter().filter(|(k, _)| k.starts_with("HorizontalPodAutoscaler/")).all(|(_, hpa)| {
+        let target = hpa.data["spec"]["scaleTargetRef"]["name"].as_str().unwrap_or_default();
+        let minimum = hpa.data["spec"]["minReplicas"].as_i64().unwrap_or(1);
+        let replicas = children
+            .get(&format!("Deployment/{target}"))
+            .and_then(|d| d.data["spec"]["replicas"].as_i64())
+            .unwrap_or(0);
+        let observed = hpa.data["status"]["currentReplicas"].as_i64().unwrap_or(0);
+        replicas >= minimum && observed >= minimum
+    })
+}
+
+/// How long nothing may change before children with a HorizontalPodAutoscaler count
+/// as settled: longer than one sync of the HPA controller (15 s), which may write the
+/// HPA's status on any of its first syncs (each write makes the operator re-apply the
+/// HPA: it has no metadata.generation to tell a status write from a spec change).
+fn hpa_quiet(children: &BTreeMap<String, DynamicObject>, quiet: Duration) -> Duration {
+    if children.keys().any(|k| k.starts_with("HorizontalPodAutoscaler/")) {
+        quiet.max(Duration::from_secs(16))
+    } else {
+        quiet
+    }
+}
+
+/// Waits until the operator has applied everything, every autoscaled Deployment is at
+/// its minimum, and nothing has written any child for `quiet` (snapshots a resync
+/// apart agree), and returns the last snapshot.
 async fn settled_children(
     fx: &Fixture,
     expected: &BTreeSet<String>,
@@ -696,13 +732,22 @@ async fn settled_children(
     let deadline = tokio::time::Instant::now() + CONVERGE;
     let mut last = fx.children().await;
     let mut quiet_since = tokio::time::Instant::now();
+    let mut log_at_change = fx.log_len();
     loop {
         tokio::time::sleep(RESYNC).await;
         let now = fx.children().await;
         let present: BTreeSet<String> = now.keys().cloned().collect();
-        if !expected.is_subset(&present) || resource_versions(&now) != resource_versions(&last) {
+        // Settled also means the operator has caught up with the last change: an apply
+        // step since then found nothing to patch (another writer, such as the HPA
+        // controller raising replicas, makes it re-apply that child once).
+        let caught_up = apply_steps(&fx.log_since(log_at_change)).contains(&0);
+        if !expected.is_subset(&present)
+            || resource_versions(&now) != resource_versions(&last)
+            || !autoscaled_to_minimum(&now)
+        {
             quiet_since = tokio::time::Instant::now();
-        } else if quiet_since.elapsed() >= quiet {
+            log_at_change = fx.log_len();
+        } else if quiet_since.elapsed() >= hpa_quiet(&now, quiet) && caught_up {
             return now;
         }
         assert!(
@@ -936,6 +981,47 @@ async fn rotating_the_mongo_secret_changes_the_worker_pod_template_hash() {
     for name in &worker_names {
         let d = deployments.get(name).await.unwrap();
         assert!(d.metadata.generation.unwrap() >= 2, "{name} was not updated");
+    }
+    // On the node the new pods run, and started with the new value (the stand-in
+    // worker shows a hash of its environment variable, never the value).
+    if node().is_some() {
+        let new_hash = second.iter().next().unwrap().clone();
+        let wanted = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(rotated.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let pods = Api::<Pod>::namespaced(fx.client.clone(), &fx.ns.name);
+        for worker in &created.spec.workers {
+            let selector = format!("app.kubernetes.io/instance={SYSTEM},referral.dev/worker={}", worker.name);
+            let seen = wait_for(CONVERGE, "the worker's new pods to be ready", || async {
+                let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?.items;
+                let live: Vec<&Pod> = list.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+                let all_new_and_ready = !live.is_empty()
+                    && live.iter().all(|p| {
+                        let annotations = p.metadata.annotations.as_ref();
+                        let ready = p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        ready && annotations.and_then(|a| a.get(ANNOTATION_SECRETS_HASH)) == Some(&new_hash)
+                    });
+                if !all_new_and_ready {
+                    return None;
+                }
+                let mut hashes = Vec::new();
+                for pod in live {
+                    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+                    let address: std::net::SocketAddr = format!("{ip}:3000").parse().ok()?;
+                    let (ok, body, _) = crate::chart::http_get(address, "/env/MONGODB_URI/sha256");
+                    ok.then_some(())?;
+                    hashes.push(body.trim().to_string());
+                }
+                Some(hashes)
+            })
+            .await;
+            assert!(seen.iter().all(|h| h == &wanted), "{}: pods see {seen:?}, the new value is {wanted}", worker.name);
+        }
     }
 }
 

@@ -34,7 +34,9 @@ use serde_json::json;
 
 use crate::backup::{install_restore_crd, job_phase, succeed_job};
 use crate::chart::{RunningOperator, namespaced_operator_rbac};
-use crate::harness::{TestNamespace, client, enabled, install_crd, kubectl, put_secret, testbed_var, wait_for};
+use crate::harness::{
+    TestNamespace, client, enabled, fit_requests_to_node, install_crd, kubectl, put_secret, testbed_var, wait_for,
+};
 
 const BACKUP: &str = "20261123T010000Z";
 const WORKER: &str = "main-reward-processor";
@@ -216,19 +218,21 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let database = format!("restore_e2e_{}", suffix());
     put_secret(&client, &ns.name, "referral-mongo", &[("uri", &mongo_uri)]).await;
     let (redis_host, redis_port) = redis_host_port();
+    let mut spec = json!({
+        "image": "example/referral-service:1.4.2",
+        "workers": [{"name": "reward-processor", "replicas": REPLICAS}],
+        "mongodb": {
+            "uriSecretRef": {"name": "referral-mongo", "key": "uri"},
+            "database": database,
+            "indexPolicy": "Report"
+        },
+        "redis": {"external": {"host": redis_host, "port": redis_port}}
+    });
+    fit_requests_to_node(&mut spec);
     let system: ReferralSystem = serde_json::from_value(json!({
         "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem",
         "metadata": {"name": "main", "namespace": ns.name},
-        "spec": {
-            "image": "example/referral-service:1.4.2",
-            "workers": [{"name": "reward-processor", "replicas": REPLICAS}],
-            "mongodb": {
-                "uriSecretRef": {"name": "referral-mongo", "key": "uri"},
-                "database": database,
-                "indexPolicy": "Report"
-            },
-            "redis": {"external": {"host": redis_host, "port": redis_port}}
-        }
+        "spec": spec
     }))
     .unwrap();
     let systems = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name);

@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # E2E test bed: a real Kubernetes control plane (etcd + kube-apiserver +
-# kube-controller-manager, no scheduler, no kubelet), a MongoDB-wire server
-# (mongo-java-server, in memory) and Redis, all on 127.0.0.1.
+# kube-controller-manager), a MongoDB-wire server (mongo-java-server, in memory)
+# and Redis, and a real node (kube-scheduler, kubelet, containerd + runc, CNI
+# bridge, kube-proxy, kube-router's NetworkPolicy firewall, CoreDNS, a
+# local-path PersistentVolume provisioner) in a network namespace of its own:
+# see node/node.sh. One node bed per machine (a lock); control-plane-only beds
+# (--no-node, on 127.0.0.1) can run side by side.
 #
 #   tests/e2e/testbed.sh install           apt packages + build/cache binaries
-#   tests/e2e/testbed.sh start [DIR] [--audit-log]
-#                                          install, then start everything; --audit-log
-#                                          also writes DIR/logs/audit.log (JSON lines,
-#                                          Metadata level, every create/update/patch/
-#                                          delete by anyone) to count API writes
+#   tests/e2e/testbed.sh start [DIR] [--no-node] [--audit-log]
+#                                          install, then start everything, and wait
+#                                          until the node is Ready and a pod resolves
+#                                          a Service name; --no-node: the control
+#                                          plane and servers only (TESTBED_NODE=0
+#                                          too); --audit-log also writes
+#                                          DIR/logs/audit.log (JSON lines, Metadata
+#                                          level, every create/update/patch/delete by
+#                                          anyone) to count API writes
 #   tests/e2e/testbed.sh stop [DIR]        stop what start started
 #   tests/e2e/testbed.sh status [DIR]
 #   tests/e2e/testbed.sh peak-memory [DIR] current/peak RSS of each process
 #   tests/e2e/testbed.sh selftest [DIR]    prove the running test bed works
+#   tests/e2e/testbed.sh load-image DIR ARCHIVE...
+#                                          load images into the node's containerd
 #   tests/e2e/testbed.sh sync-versions     rewrite go.mod/go.sum/pom from versions.env
 #
 # DIR defaults to ${TESTBED_DIR:-/tmp/referral-testbed}. After start,
@@ -27,16 +37,33 @@ E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$E2E_DIR/versions.env"
 
 CACHE_ROOT="${REFOP_CACHE_DIR:-$HOME/.cache/referral-operator}"
-KUBE_CACHE="$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION"
 ETCD_CACHE="$CACHE_ROOT/etcd-$ETCD_VERSION"
 MONGO_CACHE="$CACHE_ROOT/mongo-java-server-$MONGO_JAVA_SERVER_VERSION"
 KUBE_MOD_DIR="$E2E_DIR/controlplane/kube"
+if [[ -n ${TESTBED_KUBERNETES_VERSION:-} && $TESTBED_KUBERNETES_VERSION != "$KUBERNETES_VERSION" ]]; then
+  [[ $TESTBED_KUBERNETES_VERSION =~ ^v1\.[0-9]+\.[0-9]+$ ]] ||
+    { echo "TESTBED_KUBERNETES_VERSION must look like v1.35.4, not $TESTBED_KUBERNETES_VERSION" >&2; exit 2; }
+  KUBERNETES_VERSION=$TESTBED_KUBERNETES_VERSION
+  KUBE_MOD_DIR="$CACHE_ROOT/kube-modules/$KUBERNETES_VERSION"
+  KUBE_MOD_GENERATED=1
+fi
 ETCD_MOD_DIR="$E2E_DIR/controlplane/etcd"
 MONGO_PROJECT_DIR="$E2E_DIR/mongo-server"
+NODE_SRC="$E2E_DIR/node"
+KUBE_ROUTER_CACHE="$CACHE_ROOT/kube-router-$KUBE_ROUTER_VERSION"
+COREDNS_CACHE="$CACHE_ROOT/coredns-$COREDNS_VERSION"
+LOCAL_PATH_CACHE="$CACHE_ROOT/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION"
+WORKER_CACHE="$CACHE_ROOT/standin-worker"
 
 READY_TIMEOUT="${TESTBED_READY_TIMEOUT:-90}"
-# Processes in stop order (dependents first).
-PROCS=(kube-controller-manager kube-apiserver mongo redis etcd)
+# Processes in stop order (dependents first): the control plane and servers...
+CP_PROCS=(kube-controller-manager kube-apiserver mongo redis etcd)
+# ... and the node's, stopped before them (node_stop).
+NODE_PROCS=(kubelet kube-router kube-proxy kube-scheduler containerd)
+PROCS=("${CP_PROCS[@]}")
+
+# shellcheck source=node/node.sh
+source "$E2E_DIR/node/node.sh"
 
 log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -45,7 +72,11 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---------------------------------------------------------------- install ---
 
-APT_PACKAGES=(redis-server redis-tools openssl curl ca-certificates python3 util-linux)
+APT_PACKAGES=(redis-server redis-tools openssl curl ca-certificates python3 util-linux
+  # the node: container runtime, CNI plugins, what kube-proxy and kube-router
+  # run (iptables, ipset, conntrack), image building, nsenter/ip
+  containerd runc containernetworking-plugins iptables ipset conntrack iproute2
+  busybox-static buildah libc6-dev gcc tzdata)
 
 apt_install_missing() {
   local missing=() p
@@ -104,6 +135,15 @@ check_go_mods() {
   got=$(cd "$ETCD_MOD_DIR" && go_env go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
   [[ $got == "$ETCD_VERSION" ]] ||
     die "controlplane/etcd/go.mod has etcd $got but versions.env says $ETCD_VERSION; run: $0 sync-versions"
+  local dir module want
+  for dir in kube-router:github.com/cloudnativelabs/kube-router/v2:$KUBE_ROUTER_VERSION \
+             coredns:github.com/coredns/coredns:$COREDNS_VERSION \
+             local-path:github.com/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION; do
+    IFS=: read -r dir module want <<<"$dir"
+    got=$(cd "$NODE_SRC/$dir" && go_env go list -m -f '{{.Version}}' "$module")
+    [[ $got == "$want" ]] ||
+      die "node/$dir/go.mod has $module $got but versions.env says $want; run: $0 sync-versions"
+  done
 }
 
 # Hash of everything that determines a build's output.
@@ -126,11 +166,17 @@ kube_ldflags() {
   echo "$ld"
 }
 
+# Stamp of a Go build: its flags, packages, module files and sources, toolchain.
+go_stamp() { # moddir ldflags packages...
+  local moddir=$1; shift
+  printf '%s\n' "$@" | cat - "$moddir/go.mod" "$moddir/go.sum" "$moddir"/*.go | stamp_of
+}
+
 build_go() { # name moddir cachedir ldflags packages...
   local name=$1 moddir=$2 cache=$3; shift 3
   local ldflags=$1; shift
   local pkgs=("$@")
-  local stamp; stamp=$(printf '%s\n' "$ldflags" "${pkgs[@]}" | cat - "$moddir/go.mod" "$moddir/go.sum" "$moddir"/*.go | stamp_of)
+  local stamp; stamp=$(go_stamp "$moddir" "$ldflags" "${pkgs[@]}")
   local p ok=1
   for p in "${pkgs[@]}"; do [[ -x $cache/bin/$(basename "$p") ]] || ok=0; done
   if [[ $ok -eq 1 && -f $cache/.stamp && $(cat "$cache/.stamp") == "$stamp" ]]; then
@@ -156,11 +202,29 @@ build_go() { # name moddir cachedir ldflags packages...
   BUILT+=("$name in ${secs}s")
 }
 
+# The control plane's and the node's Kubernetes commands: one build, so the
+# packages they share are compiled once.
+KUBE_PKGS=(
+  k8s.io/kubernetes/cmd/kube-apiserver
+  k8s.io/kubernetes/cmd/kube-controller-manager
+  k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kubelet
+  k8s.io/kubernetes/cmd/kube-proxy
+)
+
+# The cache directory of this version's Kubernetes build carries the first
+# characters of its stamp, so checkouts whose module files differ (a branch that
+# adds a command, a toolchain update) keep a build each instead of rebuilding
+# over one another's.
+kube_cache_dir() {
+  local stamp; stamp=$(go_stamp "$KUBE_MOD_DIR" "$(kube_ldflags)" "${KUBE_PKGS[@]}")
+  echo "$CACHE_ROOT/kubernetes-$KUBERNETES_VERSION-${stamp:0:8}"
+}
+
 build_kube() {
-  build_go "kubernetes $KUBERNETES_VERSION" "$KUBE_MOD_DIR" "$KUBE_CACHE" "$(kube_ldflags)" \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kubectl
+  KUBE_CACHE=$(kube_cache_dir)
+  build_go "kubernetes $KUBERNETES_VERSION" "$KUBE_MOD_DIR" "$KUBE_CACHE" "$(kube_ldflags)" "${KUBE_PKGS[@]}"
 }
 
 build_etcd() {
@@ -168,10 +232,46 @@ build_etcd() {
     referral-operator/testbed/controlplane/etcd
 }
 
+# ---- the node's own builds (its Kubernetes commands are in build_kube) ----
+
+build_node_go() {
+  build_go "kube-router $KUBE_ROUTER_VERSION" "$NODE_SRC/kube-router" "$KUBE_ROUTER_CACHE" "-s -w" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+  build_go "coredns $COREDNS_VERSION" "$NODE_SRC/coredns" "$COREDNS_CACHE" "-s -w" \
+    referral-operator/testbed/node/coredns
+  build_go "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION" "$NODE_SRC/local-path" "$LOCAL_PATH_CACHE" "-s -w" \
+    github.com/rancher/local-path-provisioner
+  build_go "stand-in worker" "$NODE_SRC/worker" "$WORKER_CACHE" "-s -w" \
+    referral-operator/testbed/node/worker
+}
+
+# The pod sandbox's pause binary, from the kubernetes module's own pause.c,
+# with the flags of its build/pause/Makefile.
+build_pause() {
+  local src tag stamp
+  src=$(cd "$KUBE_MOD_DIR" && go_env go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause
+  tag=$(sed -n 's/^TAG ?= *//p' "$src/Makefile")
+  [[ -n $tag ]] || die "no TAG in $src/Makefile"
+  PAUSE_CACHE="$CACHE_ROOT/pause-$tag"
+  stamp=$( { gcc --version | head -n1; cat "$src/linux/pause.c"; } | sha256sum | cut -c1-16)
+  if [[ -x $PAUSE_CACHE/bin/pause && $(cat "$PAUSE_CACHE/.stamp" 2>/dev/null) == "$stamp" ]]; then return 0; fi
+  command -v gcc >/dev/null || die "gcc is needed to build the pause binary"
+  rm -rf "$PAUSE_CACHE.tmp" && mkdir -p "$PAUSE_CACHE.tmp/bin"
+  gcc -Os -Wall -Werror -static "-DVERSION=v$tag-referral-testbed" -o "$PAUSE_CACHE.tmp/bin/pause" "$src/linux/pause.c" ||
+    die "compiling $src/linux/pause.c failed (a static glibc is in Debian's libc6-dev)"
+  strip "$PAUSE_CACHE.tmp/bin/pause"
+  echo "$stamp" >"$PAUSE_CACHE.tmp/.stamp"
+  rm -rf "$PAUSE_CACHE" && mv "$PAUSE_CACHE.tmp" "$PAUSE_CACHE"
+  BUILT+=("pause $tag")
+}
+
 build_mongo() {
   local stamp
   stamp=$(find "$MONGO_PROJECT_DIR/pom.xml" "$MONGO_PROJECT_DIR/src" -type f | sort | xargs cat |
           { cat; echo "$MONGO_JAVA_SERVER_VERSION"; } | stamp_of)
+  # Named by its stamp, as the Kubernetes build: a checkout with other sources (and
+  # a bed it started, which reads the jar) keeps its own.
+  MONGO_CACHE="$CACHE_ROOT/mongo-java-server-$MONGO_JAVA_SERVER_VERSION-${stamp:0:8}"
   if [[ -f $MONGO_CACHE/mongo-server.jar && -f $MONGO_CACHE/.stamp && $(cat "$MONGO_CACHE/.stamp") == "$stamp" ]]; then
     return 0
   fi
@@ -209,10 +309,13 @@ cmd_install() {
   # One builder at a time per cache (parallel test runs, two checkouts...).
   exec 9>"$CACHE_ROOT/.lock"
   flock 9
+  if [[ -n ${KUBE_MOD_GENERATED:-} ]]; then generated_kube_module; fi
   check_go_mods
   build_kube
   build_etcd
   build_mongo
+  build_node_go
+  build_pause
   flock -u 9
   if [[ ${#BUILT[@]} -gt 0 ]]; then
     log "built: $(printf "%s; " "${BUILT[@]}")(install took $(elapsed "$t0")s)"
@@ -233,6 +336,9 @@ pid_alive() { # name -> 0 if the process recorded for name is still ours
   [[ -f $DIR/pids/$name.pid ]] || return 1
   pid=$(cat "$DIR/pids/$name.pid")
   [[ -n $pid && -d /proc/$pid ]] || return 1
+  # An exited process waits as a zombie until its parent (init, since start
+  # detaches them) reaps it, which can take seconds: it is gone all the same.
+  [[ $(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
   st=$(proc_starttime "$pid")
   [[ ! -f $DIR/pids/$name.starttime || $st == "$(cat "$DIR/pids/$name.starttime")" ]]
 }
@@ -254,8 +360,14 @@ EOF
 launch() { # name cmd... : background, detached, logs to $DIR/logs/name.log
   local name=$1; shift
   echo "+ $*" >"$DIR/logs/$name.log"
-  setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 &
+  if [[ -n ${NODE_LOCK_FD:-} && $name != node-lock ]]; then
+    # Only the holder keeps the node bed's lock open.
+    setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 {NODE_LOCK_FD}>&- &
+  else
+    setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 &
+  fi
   local pid=$!
+  node_adopt "$pid"
   echo "$pid" >"$DIR/pids/$name.pid"
   local st=""
   for _ in 1 2 3 4 5 6 7 8 9 10; do st=$(proc_starttime "$pid") && [[ -n $st ]] && break; sleep 0.05; done
@@ -271,6 +383,30 @@ fail_start() { # name reason
   fi
   exit 1
 }
+
+# TERM to each, then KILL to those still there after TESTBED_STOP_TIMEOUT; processes
+# of the bed by their PID files only.
+stop_procs() { # name...
+  local n pid stopping=()
+  for n in "$@"; do
+    if pid_alive "$n"; then
+      kill -TERM "$(cat "$DIR/pids/$n.pid")" 2>/dev/null || true
+      stopping+=("$n")
+    fi
+  done
+  local deadline=$(( $(date +%s) + ${TESTBED_STOP_TIMEOUT:-15} ))
+  for n in "${stopping[@]}"; do
+    while pid_alive "$n" && [[ $(date +%s) -lt $deadline ]]; do sleep 0.1; done
+    if pid_alive "$n"; then
+      pid=$(cat "$DIR/pids/$n.pid")
+      log "$n (pid $pid) did not exit on TERM; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      while pid_alive "$n"; do sleep 0.1; done
+    fi
+    log "stopped $n"
+  done
+}
+stop_proc() { stop_procs "$1"; }
 
 wait_for() { # name timeout check-cmd...
   local name=$1 timeout=$2; shift 2
@@ -302,7 +438,7 @@ gen_pki() {
   sign ca apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_HOST_IP"
   local client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -369,10 +505,13 @@ EOF
 
 cmd_start() {
   local arg dir_arg="" audit=0
+  NODE_ON=1
+  [[ ${TESTBED_NODE:-1} == 0 ]] && NODE_ON=""
   for arg in "$@"; do
     case $arg in
       --audit-log) audit=1 ;;
-      -*) die "start: unknown option $arg (known: --audit-log)" ;;
+      --no-node) NODE_ON="" ;;
+      -*) die "start: unknown option $arg (known: --audit-log, --no-node)" ;;
       *) dir_arg=$arg ;;
     esac
   done
@@ -380,16 +519,20 @@ cmd_start() {
   mkdir -p "$DIR"
   DIR=$(cd "$DIR" && pwd)
   local n
-  for n in "${PROCS[@]}"; do
+  for n in "${CP_PROCS[@]}" "${NODE_PROCS[@]}" node-lock; do
     pid_alive "$n" && die "a test bed is already running in $DIR ($n pid $(cat "$DIR/pids/$n.pid")); run: $0 stop $DIR"
   done
+  if [[ -n $NODE_ON ]]; then
+    [[ $(id -u) -eq 0 ]] || die "the node needs root (network namespaces, cgroups, containerd); start a control-plane-only bed with --no-node"
+    PROCS=("${NODE_PROCS[@]}" "${CP_PROCS[@]}")
+  fi
   local t_all; t_all=$(now)
   cmd_install
   local t0; t0=$(now)
 
   # Only our own files under DIR are reset.
-  rm -rf "$DIR/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" \
-         "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml"
+  rm -rf "${DIR:?}/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" "${DIR:?}/bin" \
+         "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml" "$DIR/node-on"
   mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis"
   local shm; shm=$(etcd_shm_dir)
   rm -rf "$shm"; echo "$shm" >"$DIR/etcd-data-dir"
@@ -398,9 +541,21 @@ cmd_start() {
   trap 'rc=$?; if [[ $rc -ne 0 ]]; then log "start failed; stopping what was started"; cmd_stop "$DIR" >&2 || true; fi' EXIT
 
   gen_pki
-  local ports etcd_port etcd_peer api_port kcm_port mongo_port redis_port
-  ports=$(free_ports 6)
-  read -r etcd_port etcd_peer api_port kcm_port mongo_port redis_port <<<"$ports"
+  # The address the servers listen on: loopback, or with a node the host's end
+  # of the node's link, which pods reach too.
+  local host=127.0.0.1
+  if [[ -n $NODE_ON ]]; then
+    node_lock_acquire
+    touch "$DIR/node-on"
+    node_teardown_leftovers
+    node_cgroups_up
+    launch node-lock sleep infinity
+    node_start_early
+    host=$NODE_HOST_IP
+  fi
+  local ports etcd_port etcd_peer api_port kcm_port mongo_port redis_port sched_port
+  ports=$(free_ports 7)
+  read -r etcd_port etcd_peer api_port kcm_port mongo_port redis_port sched_port <<<"$ports"
   cat >"$DIR/ports" <<EOF
 etcd=$etcd_port
 etcd-peer=$etcd_peer
@@ -408,8 +563,9 @@ kube-apiserver=$api_port
 kube-controller-manager=$kcm_port
 mongo=$mongo_port
 redis=$redis_port
+kube-scheduler=$sched_port
 EOF
-  local api_url="https://127.0.0.1:$api_port"
+  local api_url="https://$host:$api_port"
   local audit_flags=()
   if [[ $audit -eq 1 ]]; then
     write_audit_policy "$DIR/audit-policy.yaml"
@@ -429,18 +585,29 @@ EOF
     --unsafe-no-fsync --log-level warn
   # Redis and mongo need nothing from the control plane: start them now so
   # their start-up overlaps with the apiserver's.
-  launch redis redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --dir "$DIR/redis" --logfile ''
+  # Off loopback, Redis' protected mode refuses clients without a password; the
+  # host's end of the node's link is reachable from this machine and its pods only.
+  launch redis redis-server --port "$redis_port" --bind "$host" --protected-mode "$([[ $host == 127.0.0.1 ]] && echo yes || echo no)" \
+    --save '' --appendonly no --daemonize no --dir "$DIR/redis" --logfile ''
   # shellcheck disable=SC2086
   launch mongo java ${TESTBED_MONGO_JAVA_OPTS:--Xms32m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto} \
-    -jar "$MONGO_CACHE/mongo-server.jar" "$mongo_port" "$MONGO_SERVER_VERSION"
+    -jar "$MONGO_CACHE/mongo-server.jar" "$mongo_port" "$MONGO_SERVER_VERSION" "$host"
 
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
   # --- kube-apiserver ---
+  # Without a node it advertises loopback, which Endpoints may not hold, so the
+  # `kubernetes` Service gets none; with a node, pods reach it on the host's end
+  # of the link, and its endpoint is kept the usual way.
+  local node_flags=(--endpoint-reconciler-type none)
+  if [[ -n $NODE_ON ]]; then
+    node_flags=(--kubelet-client-certificate "$DIR/pki/apiserver-kubelet-client.crt"
+                --kubelet-client-key "$DIR/pki/apiserver-kubelet-client.key"
+                --kubelet-preferred-address-types InternalIP)
+  fi
   launch kube-apiserver "$KUBE_CACHE/bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$host" --advertise-address "$host" --secure-port "$api_port" \
     --tls-cert-file "$DIR/pki/apiserver.crt" --tls-private-key-file "$DIR/pki/apiserver.key" \
     --client-ca-file "$DIR/pki/ca.crt" \
     --requestheader-client-ca-file "$DIR/pki/front-proxy-ca.crt" \
@@ -458,7 +625,7 @@ EOF
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction \
     --allow-privileged=false \
-    --endpoint-reconciler-type none \
+    "${node_flags[@]}" \
     --cert-dir "$DIR/pki/apiserver-generated" \
     --profiling="${TESTBED_APISERVER_PROFILING:-false}" \
     "${audit_flags[@]}" \
@@ -467,6 +634,13 @@ EOF
   wait_for kube-apiserver "$READY_TIMEOUT" "${curl_admin[@]}" "$api_url/readyz"
 
   # --- kube-controller-manager ---
+  # No cloud and no node CIDRs here: off with the controllers for them, those this
+  # version still has (1.37 dropped the cloud ones, and naming an unknown one is fatal).
+  local kcm_controllers="*" known
+  known=$("$KUBE_CACHE/bin/kube-controller-manager" --help 2>&1 | sed -n 's/.*All controllers: //p')
+  for c in cloud-node-lifecycle-controller service-lb-controller node-route-controller node-ipam-controller; do
+    [[ ", $known," == *", $c,"* ]] && kcm_controllers+=",-$c"
+  done
   launch kube-controller-manager "$KUBE_CACHE/bin/kube-controller-manager" \
     --kubeconfig "$DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$DIR/controller-manager.kubeconfig" \
@@ -474,7 +648,7 @@ EOF
     --bind-address 127.0.0.1 --secure-port "$kcm_port" \
     --cert-dir "$DIR/pki/controller-manager-generated" \
     --leader-elect=false \
-    --controllers "${TESTBED_KCM_CONTROLLERS:-*,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller,-node-ipam-controller}" \
+    --controllers "${TESTBED_KCM_CONTROLLERS:-$kcm_controllers}" \
     --service-account-private-key-file "$DIR/pki/sa.key" \
     --root-ca-file "$DIR/pki/ca.crt" \
     --use-service-account-credentials=true \
@@ -485,23 +659,40 @@ EOF
     --v "${TESTBED_KCM_V:-1}"
   wait_for kube-controller-manager "$READY_TIMEOUT" curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
 
-  wait_for redis 30 redis-cli -h 127.0.0.1 -p "$redis_port" ping
-  wait_for mongo 60 bash -c "grep -q '^ready' '$DIR/logs/mongo.log' && exec 3<>/dev/tcp/127.0.0.1/$mongo_port"
+  wait_for redis 30 bash -c "[[ \$(redis-cli -h '$host' -p '$redis_port' ping) == PONG ]]"
+  wait_for mongo 60 bash -c "grep -q '^ready' '$DIR/logs/mongo.log' && exec 3<>/dev/tcp/$host/$mongo_port"
+
+  if [[ -n $NODE_ON ]]; then node_start_late "$api_url" "$sched_port"; fi
 
   cat >"$DIR/env" <<EOF
 export TESTBED_DIR='$DIR'
 export KUBECONFIG='$DIR/kubeconfig'
-export REFOP_TEST_MONGODB_URI='mongodb://127.0.0.1:$mongo_port'
-export REFOP_TEST_REDIS_URL='redis://127.0.0.1:$redis_port'
+export REFOP_TEST_MONGODB_URI='mongodb://$host:$mongo_port'
+export REFOP_TEST_REDIS_URL='redis://$host:$redis_port'
 export TESTBED_APISERVER_URL='$api_url'
 export TESTBED_KUBECTL='$KUBE_CACHE/bin/kubectl'
 export TESTBED_ETCD_ENDPOINT='http://127.0.0.1:$etcd_port'
+# kubectl of the bed's own Kubernetes version first (the e2e suite runs \`kubectl\`).
+export PATH='$DIR/bin':"\$PATH"
 EOF
+  mkdir -p "$DIR/bin" && ln -sf "$KUBE_CACHE/bin/kubectl" "$DIR/bin/kubectl"
   if [[ $audit -eq 1 ]]; then echo "export TESTBED_AUDIT_LOG='$DIR/logs/audit.log'" >>"$DIR/env"; fi
+  if [[ -n $NODE_ON ]]; then
+    cat >>"$DIR/env" <<EOF
+export TESTBED_NODE='$NODE_NAME'
+export TESTBED_CONTAINERD_ADDRESS='$DIR/node/containerd.sock'
+export TESTBED_STORAGE_CLASS='local-path'
+export TESTBED_HOST_IP='$NODE_HOST_IP'
+export TESTBED_WORKER_IMAGE='$TESTBED_WORKER_IMAGE'
+export TESTBED_WORKER_IMAGE_NEXT='$TESTBED_WORKER_IMAGE_NEXT'
+export TESTBED_REDIS_IMAGE='$TESTBED_REDIS_IMAGE'
+export TESTBED_BUSYBOX_IMAGE='$TESTBED_BUSYBOX_IMAGE'
+EOF
+  fi
   trap - EXIT
   log "started in $DIR in $(elapsed "$t0")s (total incl. install check $(elapsed "$t_all")s):"
   log "  kube-apiserver $api_url  etcd 127.0.0.1:$etcd_port  controller-manager 127.0.0.1:$kcm_port"
-  log "  mongo 127.0.0.1:$mongo_port  redis 127.0.0.1:$redis_port"
+  log "  mongo $host:$mongo_port  redis $host:$redis_port"
   log "  source $DIR/env   # KUBECONFIG, REFOP_TEST_MONGODB_URI, REFOP_TEST_REDIS_URL, TESTBED_DIR"
 }
 
@@ -511,7 +702,8 @@ cmd_stop() {
   DIR=$(state_dir "${1:-}")
   [[ -d $DIR ]] || { log "nothing to stop: $DIR does not exist"; return 0; }
   DIR=$(cd "$DIR" && pwd)
-  local n pid stopping=()
+  local n
+  if [[ -f $DIR/node-on ]]; then PROCS=("${NODE_PROCS[@]}" "${CP_PROCS[@]}"); NODE_ON=1; fi
   # Record each process's peak RSS before it is gone (the figure to report
   # for a test-suite run): $DIR/logs/peak-memory-at-stop.txt.
   for n in "${PROCS[@]}"; do
@@ -521,25 +713,17 @@ cmd_stop() {
       break
     fi
   done
-  for n in "${PROCS[@]}"; do
-    if pid_alive "$n"; then
-      pid=$(cat "$DIR/pids/$n.pid")
-      kill -TERM "$pid" 2>/dev/null || true
-      stopping+=("$n")
-    fi
-  done
-  local deadline=$(( $(date +%s) + ${TESTBED_STOP_TIMEOUT:-15} ))
-  for n in "${stopping[@]}"; do
-    while pid_alive "$n" && [[ $(date +%s) -lt $deadline ]]; do sleep 0.1; done
-    if pid_alive "$n"; then
-      pid=$(cat "$DIR/pids/$n.pid")
-      log "$n (pid $pid) did not exit on TERM; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      while [[ -d /proc/$pid ]] && pid_alive "$n"; do sleep 0.1; done
-    fi
-    log "stopped $n"
-  done
-  rm -f "$DIR"/pids/*.pid "$DIR"/pids/*.starttime "$DIR/env"
+  if [[ -f $DIR/node-on ]]; then
+    node_stop
+  fi
+  # The API server and controller-manager first: on TERM the API server removes
+  # its endpoint lease, which needs etcd still up.
+  stop_procs kube-controller-manager kube-apiserver
+  stop_procs mongo redis etcd
+  # The node bed's lock goes last: until here, its resources are still ours.
+  stop_proc node-lock
+  if [[ -n ${NODE_ON:-} ]]; then node_cgroups_down; fi
+  rm -f "$DIR"/pids/*.pid "$DIR"/pids/*.starttime "$DIR/env" "$DIR/node-on"
   if [[ -f $DIR/etcd-data-dir ]]; then
     local shm; shm=$(cat "$DIR/etcd-data-dir")
     [[ $shm == /dev/shm/referral-testbed-etcd-* ]] && rm -rf "$shm"
@@ -551,11 +735,13 @@ cmd_stop() {
 # ----------------------------------------------------------------- status ---
 
 port_of() { sed -n "s/^$1=//p" "$DIR/ports" 2>/dev/null; }
+listen_host() { if [[ -f $DIR/node-on ]]; then echo "$NODE_HOST_IP"; else echo 127.0.0.1; fi; }
 
 cmd_status() {
   DIR=$(state_dir "${1:-}")
   [[ -d $DIR ]] || { echo "not running (no $DIR)"; return 1; }
   DIR=$(cd "$DIR" && pwd)
+  if [[ -f $DIR/node-on ]]; then PROCS=("${NODE_PROCS[@]}" "${CP_PROCS[@]}"); fi
   local n up=0 total=0 health
   for n in "${PROCS[@]}"; do
     total=$((total + 1))
@@ -565,12 +751,17 @@ cmd_status() {
       case $n in
         kube-apiserver)
           health=$(curl -fsS --max-time 5 --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" --key "$DIR/pki/admin.key" \
-                   "https://127.0.0.1:$(port_of kube-apiserver)/readyz" 2>&1 || true) ;;
+                   "https://$(listen_host):$(port_of kube-apiserver)/readyz" 2>&1 || true) ;;
         kube-controller-manager)
           health=$(curl -fsSk --max-time 5 "https://127.0.0.1:$(port_of kube-controller-manager)/healthz" 2>&1 || true) ;;
         etcd) health=$(curl -fsS --max-time 5 "http://127.0.0.1:$(port_of etcd)/health" 2>&1 || true) ;;
-        redis) health=$(redis-cli -h 127.0.0.1 -p "$(port_of redis)" ping 2>&1 || true) ;;
-        mongo) health=$( (exec 3<>"/dev/tcp/127.0.0.1/$(port_of mongo)") 2>/dev/null && echo "tcp ok" || echo "tcp FAILED") ;;
+        redis) health=$(redis-cli -h "$(listen_host)" -p "$(port_of redis)" ping 2>&1 || true) ;;
+        mongo) health=$( (exec 3<>"/dev/tcp/$(listen_host)/$(port_of mongo)") 2>/dev/null && echo "tcp ok" || echo "tcp FAILED") ;;
+        kube-scheduler) health=$(curl -fsSk --max-time 5 "https://127.0.0.1:$(port_of kube-scheduler)/healthz" 2>&1 || true) ;;
+        kubelet) health=$(nsexec curl -fsS --max-time 5 http://127.0.0.1:10248/healthz 2>&1 || true) ;;
+        kube-proxy) health=$(nsexec curl -fsS --max-time 5 http://127.0.0.1:10256/healthz >/dev/null 2>&1 && echo ok || echo FAILED) ;;
+        kube-router) health=$(nsexec curl -fsS --max-time 5 http://127.0.0.1:20244/healthz 2>&1 || true) ;;
+        containerd) health=$(ctr_ version >/dev/null 2>&1 && echo ok || echo FAILED) ;;
       esac
       printf '%-24s running pid %-8s port %-6s %s\n' "$n" "$(cat "$DIR/pids/$n.pid")" "$(port_of "$n")" "$health"
     else
@@ -585,6 +776,7 @@ cmd_status() {
 cmd_peak_memory() {
   DIR=$(state_dir "${1:-}")
   DIR=$(cd "$DIR" && pwd)
+  if [[ -f $DIR/node-on ]]; then PROCS=("${NODE_PROCS[@]}" "${CP_PROCS[@]}"); fi
   local n pid rss hwm sum_rss=0 sum_hwm=0 cp_rss=0 cp_hwm=0
   printf '%-24s %8s %12s %12s\n' process pid "VmRSS(MiB)" "VmHWM(MiB)"
   for n in "${PROCS[@]}"; do
@@ -594,7 +786,7 @@ cmd_peak_memory() {
       hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
       awk -v n="$n" -v p="$pid" -v r="$rss" -v h="$hwm" 'BEGIN { printf "%-24s %8s %12.1f %12.1f\n", n, p, r / 1024, h / 1024 }'
       sum_rss=$((sum_rss + rss)); sum_hwm=$((sum_hwm + hwm))
-      case $n in kube-*|etcd) cp_rss=$((cp_rss + rss)); cp_hwm=$((cp_hwm + hwm)) ;; esac
+      case $n in kube-apiserver|kube-controller-manager|kube-scheduler|etcd) cp_rss=$((cp_rss + rss)); cp_hwm=$((cp_hwm + hwm)) ;; esac
     else
       printf '%-24s %8s\n' "$n" "-"
     fi
@@ -602,6 +794,7 @@ cmd_peak_memory() {
   printf '%-24s %8s %12d %12d\n' "control plane (sum)" "" $((cp_rss / 1024)) $((cp_hwm / 1024))
   printf '%-24s %8s %12d %12d\n' "all (sum)" "" $((sum_rss / 1024)) $((sum_hwm / 1024))
   echo "(VmHWM is each process's own peak RSS; the sums of peaks are an upper bound of the joint peak)"
+  if [[ -f $DIR/node-on ]]; then node_peak_memory; fi
 }
 
 # --------------------------------------------------------------- selftest ---
@@ -653,16 +846,39 @@ cmd_selftest() {
   "${k[@]}" delete namespace "$ns" --wait=false >/dev/null
   [[ $(redis-cli -u "$REFOP_TEST_REDIS_URL" ping) == PONG ]] || die "selftest: redis did not answer PONG"
   echo "ok   redis PONG"
-  local mport=${REFOP_TEST_MONGODB_URI##*:}
-  (exec 3<>"/dev/tcp/127.0.0.1/$mport") 2>/dev/null || die "selftest: mongo port $mport not accepting connections"
+  local mport=${REFOP_TEST_MONGODB_URI##*:} mhost=${REFOP_TEST_MONGODB_URI#mongodb://}
+  mhost=${mhost%:*}
+  (exec 3<>"/dev/tcp/$mhost/$mport") 2>/dev/null || die "selftest: mongo port $mport not accepting connections"
   echo "ok   mongo-java-server accepts connections on $mport"
+  if [[ -n ${TESTBED_NODE:-} ]]; then
+    local nodens="testbed-node-selftest-$$"
+    "${k[@]}" create namespace "$nodens" >/dev/null
+    node_selftest "$nodens" "${k[@]}"
+    "${k[@]}" delete namespace "$nodens" --wait=false >/dev/null
+  fi
   echo "selftest passed in $(elapsed "$t0")s"
+}
+
+# ------------------------------------------------------------ load-image ---
+
+# Loads image archives (docker-archive or OCI, e.g. from scripts/build-images.sh
+# operator) into the running node's containerd.
+cmd_load_image() {
+  DIR=$(state_dir "${1:-}")
+  [[ $# -ge 2 ]] || die "usage: $0 load-image DIR ARCHIVE..."
+  shift
+  DIR=$(cd "$DIR" && pwd)
+  if [[ ! -f $DIR/node-on ]] || ! pid_alive containerd; then die "no node runs in $DIR"; fi
+  node_import "$@"
+  log "loaded $*"
 }
 
 # ---------------------------------------------------------- sync-versions ---
 
-cmd_sync_versions() {
-  command -v go >/dev/null 2>&1 || die "go not found"
+# Points the kube wrapper module in `moddir` at k8s.io/kubernetes KUBERNETES_VERSION:
+# a `replace` for every k8s.io/* v0.0.0 requirement of its go.mod, then tidy.
+sync_kube_module() { # moddir
+  local moddir=$1
   local sv; sv=$(staging_version)
   local genv=(env GOTOOLCHAIN=local GOFLAGS=-mod=mod GOWORK=off)
   log "kube wrapper -> k8s.io/kubernetes $KUBERNETES_VERSION, staging modules $sv"
@@ -673,7 +889,7 @@ cmd_sync_versions() {
   staging=$(awk '/^require \(/ { r = 1; next } r && /^\)/ { r = 0 } r && $2 == "v0.0.0" { print $1 }' "$dir/go.mod")
   [[ -n $staging ]] || die "found no k8s.io/* v0.0.0 requirements in $dir/go.mod"
   (
-    cd "$KUBE_MOD_DIR"
+    cd "$moddir"
     local old args=()
     for old in $(go mod edit -json | python3 -c 'import json,sys; [print(r["Old"]["Path"]) for r in (json.load(sys.stdin).get("Replace") or [])]'); do
       args+=("-dropreplace=$old")
@@ -685,6 +901,26 @@ cmd_sync_versions() {
     go mod edit -fmt
     "${genv[@]}" go mod tidy
   )
+}
+
+# TESTBED_KUBERNETES_VERSION (scripts/test-matrix.sh) builds another Kubernetes than
+# versions.env names, from a wrapper module generated under the cache: the
+# checked-in one with its go.mod pointed at that version.
+generated_kube_module() {
+  local moddir=$KUBE_MOD_DIR
+  local want; want=$( { cat "$E2E_DIR/controlplane/kube/tools.go"; echo "$KUBERNETES_VERSION"; go version; } | sha256sum | cut -c1-16)
+  [[ -f $moddir/.generated && $(cat "$moddir/.generated") == "$want" ]] && return 0
+  log "generating the kube wrapper module for $KUBERNETES_VERSION in $moddir"
+  rm -rf "$moddir" && mkdir -p "$moddir"
+  cp "$E2E_DIR/controlplane/kube/tools.go" "$moddir/"
+  printf 'module referral-operator/testbed/controlplane/kube\n\ngo 1.25.0\n' >"$moddir/go.mod"
+  sync_kube_module "$moddir" >&2
+  echo "$want" >"$moddir/.generated"
+}
+
+cmd_sync_versions() {
+  command -v go >/dev/null 2>&1 || die "go not found"
+  sync_kube_module "$KUBE_MOD_DIR"
   log "etcd wrapper -> go.etcd.io/etcd/server/v3 $ETCD_VERSION"
   (cd "$ETCD_MOD_DIR" && go mod edit "-require=go.etcd.io/etcd/server/v3@$ETCD_VERSION" && "${genv[@]}" go mod tidy)
   log "mongo-server pom default -> $MONGO_JAVA_SERVER_VERSION"
@@ -709,6 +945,7 @@ case $cmd in
   status) cmd_status "$@" ;;
   peak-memory) cmd_peak_memory "$@" ;;
   selftest) cmd_selftest "$@" ;;
+  load-image) cmd_load_image "$@" ;;
   sync-versions) cmd_sync_versions ;;
   *) usage ;;
 esac

@@ -12,8 +12,9 @@ import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 /**
  * MongoDB-wire test server for the e2e test bed.
  *
- * <p>Usage: {@code java -jar mongo-server.jar PORT [3.6|4.0|5.0|4.4]}. Binds the
- * in-memory backend of mongo-java-server to 127.0.0.1:PORT, prints one line
+ * <p>Usage: {@code java -jar mongo-server.jar PORT [3.6|4.0|5.0|4.4 [HOST]]}. Binds the
+ * in-memory backend of mongo-java-server to HOST:PORT (127.0.0.1 unless given: the
+ * test bed's node reaches it on the address of the host's end of its link), prints one line
  * starting with "ready" to stdout, and stays up until killed (SIGTERM/SIGINT
  * shut it down cleanly). Data lives in memory only.
  */
@@ -23,18 +24,19 @@ public final class MongoTestServer {
     }
 
     public static void main(String[] args) throws InterruptedException {
-        if (args.length < 1 || args.length > 2) {
-            System.err.println("usage: mongo-server PORT [3.6|4.0|5.0|4.4]");
+        if (args.length < 1 || args.length > 3) {
+            System.err.println("usage: mongo-server PORT [3.6|4.0|5.0|4.4 [HOST]]");
             System.exit(2);
         }
         int port = Integer.parseInt(args[0]);
 
         MemoryBackend backend = new MemoryBackend();
-        if (args.length == 2) {
+        if (args.length >= 2) {
             backend.version(parseVersion(args[1]));
         }
+        String host = args.length == 3 ? args[2] : "127.0.0.1";
         MongoServer server = new MongoServer(backend);
-        server.bind("127.0.0.1", port);
+        server.bind(host, port);
 
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -42,7 +44,7 @@ public final class MongoTestServer {
             stopped.countDown();
         }, "mongo-server-shutdown"));
 
-        System.out.println("ready mongodb://127.0.0.1:" + port);
+        System.out.println("ready mongodb://" + host + ":" + port);
         System.out.flush();
         stopped.await();
     }

@@ -1,0 +1,3 @@
+module referral-operator/testbed/node/worker
+
+go 1.24
