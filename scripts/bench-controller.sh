@@ -37,7 +37,7 @@
 #                     starvation figure (5)
 #   --idle SECS       length of the idle window (60)
 #   --testbed DIR     use the test bed already running in DIR (started with
-#                     `tests/e2e/testbed.sh start DIR --audit-log`); its namespaces
+#                     `tests/e2e/testbed.sh start DIR --audit-log --no-node`); its namespaces
 #                     bench-* and refop-bench must not exist yet. Default: start one in
 #                     /tmp/tb-bench and stop it at the end.
 #   --bin PATH        an already built operator instead of `cargo build --release`
@@ -125,14 +125,19 @@ trap cleanup EXIT
 
 if [[ $OWN_BED -eq 1 ]]; then
   log "starting a test bed with an audit log in $DIR"
-  tests/e2e/testbed.sh start "$DIR" --audit-log
+  tests/e2e/testbed.sh start "$DIR" --audit-log --no-node
 fi
 [[ -f $DIR/env ]] || die "no test bed in $DIR (no $DIR/env)"
 # shellcheck disable=SC1091
 source "$DIR/env"
 [[ -n ${TESTBED_AUDIT_LOG:-} && -f $TESTBED_AUDIT_LOG ]] ||
-  die "the test bed in $DIR has no audit log; start it with: tests/e2e/testbed.sh start $DIR --audit-log"
+  die "the test bed in $DIR has no audit log; start it with: tests/e2e/testbed.sh start $DIR --audit-log --no-node"
 k() { "$TESTBED_KUBECTL" "$@"; }
+# The figures assume pods stay Pending (see above): thousands of systems' real pods
+# would not fit on this machine, and would measure the node instead.
+if [[ -n $(k get nodes -o name 2>/dev/null) ]]; then
+  die "the test bed in $DIR has a node; the bench needs a control-plane-only bed: tests/e2e/testbed.sh start DIR --audit-log --no-node"
+fi
 AUDIT=$TESTBED_AUDIT_LOG
 if k get namespace "$OPERATOR_NS" >/dev/null 2>&1; then
   die "namespace $OPERATOR_NS exists: this test bed was used by an earlier run; start a fresh one"
