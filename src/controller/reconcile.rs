@@ -28,8 +28,10 @@ use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
+use super::recheck::Settled;
+use super::rechecker::{Baseline, probes_seen, secrets_seen, version_number};
 use super::requests::{self, RunNow};
-use super::secrets::{self, SecretValues};
+use super::secrets::{self, SecretRefs, SecretValues};
 use super::{indexes, upgrade};
 
 /// Field manager of the ReferralRestore status the restore controller writes (the
@@ -37,11 +39,17 @@ use super::{indexes, upgrade};
 pub const STATUS_MANAGER: &str = "referral-operator-status";
 
 /// Entry point for the kube-runtime Controller, which caches only the systems'
-/// metadata: the system itself is read here.
+/// metadata: the system itself is read here. A reconcile never asks to be requeued
+/// after a time: re-checks are the re-check schedule's ([`super::recheck`]), told
+/// here when each reconcile starts and how it ended; only a failure is retried by
+/// kube-runtime, with [`error_policy`]'s back-off.
 pub async fn reconcile(meta: Arc<PartialObjectMeta<ReferralSystem>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    let key = format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any());
+    let report = ctx.rechecks.reconciling(&key);
     let Some(guard) = fetch(&meta, &ctx).await? else {
         // Deleted since the watch saw it; the controller hears of that separately.
+        report.settle(Settled::Gone);
         return Ok(Action::await_change());
     };
     let system = match &guard.0 {
@@ -60,15 +68,14 @@ pub async fn reconcile(meta: Arc<PartialObjectMeta<ReferralSystem>>, ctx: Arc<Co
             let _ = ctx.recorder.publish(&event, &reference).await;
             ctx.metrics.record_failure("invalid_spec");
             report_undecodable(&meta, &invalid.error, &ctx).await?;
+            report.settle(Settled::Parked);
             return Ok(Action::await_change());
         }
     };
-    let result = reconcile_system(system, &ctx).await;
-    let key = format!("{}/{}", system.namespace().unwrap_or_default(), system.name_any());
-    if result.is_ok() {
-        ctx.reset_backoff(&key);
-    }
-    result
+    let settled = reconcile_system(system, &ctx).await?;
+    ctx.reset_backoff(&key);
+    report.settle(settled);
+    Ok(Action::await_change())
 }
 
 /// The system whole, at least as new as the cached metadata that woke this reconcile
@@ -183,10 +190,12 @@ fn new_observed(system: &ReferralSystem) -> Observed {
     }
 }
 
-async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Action, Error> {
+/// One reconcile; says when the system is to be re-checked and against what.
+async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Settled<Arc<Baseline>>, Error> {
     let namespace = system.namespace().ok_or(Error::NoNamespace)?;
     let name = system.name_any();
     let mut observed = new_observed(system);
+    let capabilities = ctx.capabilities_generation();
 
     let validated = match validate(system, &namespace) {
         Ok(validated) => validated,
@@ -194,18 +203,26 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
             observed.spec_problems = problems.iter().map(ToString::to_string).collect();
             write_status(system, ctx, &observed).await?;
             // Nothing will change until the spec does.
-            return Ok(Action::await_change());
+            return Ok(Settled::Parked);
         }
     };
 
+    let secret_refs = SecretRefs::of(&system.spec);
     let secret_api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    let secrets = secrets::read(&secret_api, &system.spec, &ctx.settings.secrets_hash_key).await?;
+    let secrets = secrets::read_refs(&secret_api, &secret_refs, &ctx.settings.secrets_hash_key).await?;
     observed.missing_secrets = secrets.missing.clone();
-    let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
-    observed.mongo = mongo;
-    observed.redis = redis;
+    let redis_target = RedisTarget::of(&validated);
+    let dependencies = probe_dependencies(ctx, &redis_target, &secrets).await;
+    let probes_seen = probes_seen(&dependencies.mongo, &dependencies.redis);
+    observed.mongo = dependencies.mongo;
+    observed.redis = dependencies.redis;
+    let mut wake_at = None;
     if matches!(observed.mongo, Probe::Ok { .. }) {
         observed.indexes = indexes::observe_indexes(ctx, &validated, secrets.mongo_uri.as_deref()).await;
+        // The next index check is due work: a re-check cannot do it without the spec.
+        if !system.spec.paused {
+            wake_at = ctx.index_schedule.next_due(&format!("{namespace}/{name}"), validated.intervals.index_check);
+        }
     }
 
     let build_context = BuildContext {
@@ -294,15 +311,27 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
         return Err(error);
     }
     let ready = crate::crd::conditions::is_true(&status.conditions, READY);
-    let mut wait = if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready };
     // Come back when the backups turn overdue, so BackupHealthy flips on time.
     if let Some(due) = backup_due {
         let until = due.duration_since(now.0).as_secs();
         if until >= 0 {
-            wait = wait.min(std::time::Duration::from_secs(until.unsigned_abs() + 1));
+            let at = std::time::Instant::now() + std::time::Duration::from_secs(until.unsigned_abs() + 1);
+            wake_at = Some(wake_at.map_or(at, |w: std::time::Instant| w.min(at)));
         }
     }
-    Ok(Action::requeue(wait))
+    // This reconcile's own status write is not news to the re-check.
+    let resource_version =
+        version_number(system.metadata.resource_version.as_deref()).max(ctx.live.last_status_write(&namespace, &name));
+    let baseline = Baseline {
+        resource_version,
+        capabilities,
+        secrets: secret_refs,
+        secrets_seen: secrets_seen(&secrets),
+        redis: redis_target,
+        probes_seen,
+        targets: dependencies.targets,
+    };
+    Ok(Settled::Recheck { ready, wake_at, baseline: Arc::new(baseline) })
 }
 
 /// The newest failed backup Job of the system. A failed read is logged and counts as
@@ -393,43 +422,106 @@ async fn publish_started(system: &ReferralSystem, ctx: &Context, started: &[requ
     }
 }
 
-async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> Probe {
-    let Some(uri) = &secrets.mongo_uri else {
-        return Probe::Unknown {
-            reason: "SecretMissing".into(),
-            message: "the MongoDB URI Secret cannot be read".into(),
-        };
-    };
-    match ctx.mongo.ping(uri, ctx.settings.probe_timeout).await {
-        Ok(()) => Probe::Ok { message: "MongoDB answered ping".into() },
-        Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+/// What the Redis probe needs from the spec, kept in a re-check's [`Baseline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    host: String,
+    port: u16,
+    tls: bool,
+    wants_password: bool,
+}
+
+impl RedisTarget {
+    pub fn of(system: &ValidatedSystem) -> Self {
+        let redis = &system.spec.redis;
+        let (host, port) = redis_endpoint(system);
+        // Managed Redis is reached through its Service's cluster DNS name.
+        let host = if redis.managed.is_some() { format!("{host}.{}.svc", system.namespace) } else { host };
+        Self {
+            host,
+            port: u16::try_from(port).unwrap_or(6379),
+            tls: redis.external.as_ref().is_some_and(|e| e.tls),
+            wants_password: redis.password_secret_ref.is_some(),
+        }
     }
 }
 
-async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretValues) -> Probe {
-    let redis = &system.spec.redis;
-    if redis.password_secret_ref.is_some() && secrets.redis_password.is_none() {
-        return Probe::Unknown {
+/// Both dependency probes' answers, and the servers they came from.
+pub struct Dependencies {
+    pub mongo: Probe,
+    pub redis: Probe,
+    /// MongoDB's and Redis's [`super::probes::Target`], when probed.
+    pub targets: [Option<super::probes::Target>; 2],
+}
+
+/// Probes MongoDB and Redis, each at most once per probe interval however many
+/// systems use it ([`super::probes`]); a changed answer wakes the other systems that
+/// use the same server, so that each reports it.
+pub async fn probe_dependencies(ctx: &Context, redis: &RedisTarget, secrets: &SecretValues) -> Dependencies {
+    let ((mongo, mongo_target), (redis, redis_target)) =
+        tokio::join!(probe_mongo(ctx, secrets), probe_redis(ctx, redis, secrets));
+    Dependencies { mongo, redis, targets: [mongo_target, redis_target] }
+}
+
+async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> (Probe, Option<super::probes::Target>) {
+    let Some(uri) = &secrets.mongo_uri else {
+        let probe =
+            Probe::Unknown { reason: "SecretMissing".into(), message: "the MongoDB URI Secret cannot be read".into() };
+        return (probe, None);
+    };
+    let target = ctx.probes.target(("mongodb", uri));
+    let answer = ctx
+        .probes
+        .answer(target, || async {
+            ctx.metrics.record_probe("mongodb");
+            match ctx.mongo.ping(uri, ctx.settings.probe_timeout).await {
+                Ok(()) => Probe::Ok { message: "MongoDB answered ping".into() },
+                Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+            }
+        })
+        .await;
+    if answer.changed {
+        ctx.rechecks.wake_users_of(target);
+    }
+    (answer.probe, Some(target))
+}
+
+async fn probe_redis(
+    ctx: &Context,
+    redis: &RedisTarget,
+    secrets: &SecretValues,
+) -> (Probe, Option<super::probes::Target>) {
+    if redis.wants_password && secrets.redis_password.is_none() {
+        let probe = Probe::Unknown {
             reason: "SecretMissing".into(),
             message: "the Redis password Secret cannot be read".into(),
         };
+        return (probe, None);
     }
-    if redis.external.as_ref().is_some_and(|e| e.tls) {
-        return Probe::Unknown {
+    if redis.tls {
+        let probe = Probe::Unknown {
             reason: "TLSNotProbed".into(),
             message: "Redis over TLS is not probed by the operator; workers connect directly".into(),
         };
+        return (probe, None);
     }
-    let (host, port) = redis_endpoint(system);
-    // Managed Redis is reached through its Service's cluster DNS name.
-    let host = if redis.managed.is_some() { format!("{host}.{}.svc", system.namespace) } else { host };
-    let port = u16::try_from(port).unwrap_or(6379);
-    match crate::checks::redis_probe::ping(&host, port, secrets.redis_password.as_deref(), ctx.settings.probe_timeout)
-        .await
-    {
-        Ok(()) => Probe::Ok { message: format!("Redis at {host}:{port} answered PING") },
-        Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+    let RedisTarget { host, port, .. } = redis;
+    let password = secrets.redis_password.as_deref();
+    let target = ctx.probes.target(("redis", host, port, password));
+    let answer = ctx
+        .probes
+        .answer(target, || async {
+            ctx.metrics.record_probe("redis");
+            match crate::checks::redis_probe::ping(host, *port, password, ctx.settings.probe_timeout).await {
+                Ok(()) => Probe::Ok { message: format!("Redis at {host}:{port} answered PING") },
+                Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+            }
+        })
+        .await;
+    if answer.changed {
+        ctx.rechecks.wake_users_of(target);
     }
+    (answer.probe, Some(target))
 }
 
 fn fill_missing<K: Resource>(fresh: &mut Vec<K>, before: Vec<K>) {

@@ -87,18 +87,37 @@ impl std::fmt::Debug for HashKey {
     }
 }
 
-/// Every Secret key the spec refers to, in a stable order.
-pub fn references(spec: &ReferralSystemSpec) -> Vec<&SecretKeyRef> {
-    let mut refs = vec![&spec.mongodb.uri_secret_ref];
-    refs.extend(spec.redis.password_secret_ref.as_ref());
-    refs
+/// The Secret keys a spec refers to: all a re-check needs to read them again
+/// without reading the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRefs {
+    pub mongo_uri: SecretKeyRef,
+    pub redis_password: Option<SecretKeyRef>,
+}
+
+impl SecretRefs {
+    pub fn of(spec: &ReferralSystemSpec) -> Self {
+        Self { mongo_uri: spec.mongodb.uri_secret_ref.clone(), redis_password: spec.redis.password_secret_ref.clone() }
+    }
+
+    /// Every reference, in a stable order.
+    pub fn all(&self) -> Vec<&SecretKeyRef> {
+        let mut refs = vec![&self.mongo_uri];
+        refs.extend(self.redis_password.as_ref());
+        refs
+    }
+}
+
+/// Reads the keys `spec` refers to; see [`read_refs`].
+pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec, key: &HashKey) -> Result<SecretValues, Error> {
+    read_refs(api, &SecretRefs::of(spec), key).await
 }
 
 /// Reads the referenced keys. A missing Secret or key is reported, not an error;
 /// an API failure is.
-pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec, key: &HashKey) -> Result<SecretValues, Error> {
+pub async fn read_refs(api: &Api<Secret>, refs: &SecretRefs, key: &HashKey) -> Result<SecretValues, Error> {
     let mut secrets: BTreeMap<String, Option<Secret>> = BTreeMap::new();
-    for reference in references(spec) {
+    for reference in refs.all() {
         if !secrets.contains_key(&reference.name) {
             // From the API server's watch cache (resourceVersion 0), not a quorum read
             // from etcd: a reconcile reads its Secrets every time, a thousand systems
@@ -115,13 +134,13 @@ pub async fn read(api: &Api<Secret>, spec: &ReferralSystemSpec, key: &HashKey) -
     let value = |reference: &SecretKeyRef| -> Option<Vec<u8>> {
         secrets.get(&reference.name)?.as_ref()?.data.as_ref()?.get(&reference.key).map(|b| b.0.clone())
     };
-    let values: Vec<(&SecretKeyRef, Option<Vec<u8>>)> = references(spec).into_iter().map(|r| (r, value(r))).collect();
+    let values: Vec<(&SecretKeyRef, Option<Vec<u8>>)> = refs.all().into_iter().map(|r| (r, value(r))).collect();
     let missing =
         values.iter().filter(|(_, v)| v.is_none()).map(|(r, _)| format!("Secret {} key {}", r.name, r.key)).collect();
     let hash = keyed_hash(key, &values);
     Ok(SecretValues {
-        mongo_uri: value(&spec.mongodb.uri_secret_ref).and_then(|v| String::from_utf8(v).ok()),
-        redis_password: spec.redis.password_secret_ref.as_ref().and_then(value),
+        mongo_uri: value(&refs.mongo_uri).and_then(|v| String::from_utf8(v).ok()),
+        redis_password: refs.redis_password.as_ref().and_then(value),
         hash,
         missing,
     })

@@ -497,8 +497,10 @@ EOF
 etcd_shm_dir() { echo "/dev/shm/referral-testbed-etcd-$(printf '%s' "$DIR" | sha256sum | cut -c1-12)"; }
 
 # Audit policy for --audit-log: one Metadata line per write request (user, verb,
-# resource, name, response code), nothing for reads, so a benchmark can count who
-# wrote what without the log growing with every watch and list.
+# resource, name, response code) by anyone, and per get or list by a ServiceAccount
+# outside kube-system (an operator under test; the controller-manager's reads are
+# left out), nothing for watches, so a benchmark can count who wrote and read what
+# without the log growing with every watch.
 write_audit_policy() { # file
   cat >"$1" <<'EOF'
 apiVersion: audit.k8s.io/v1
@@ -507,6 +509,11 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+    verbs: ["get", "list"]
   - level: None
 EOF
 }
