@@ -8,7 +8,7 @@
 #   3. builds the operator image (scripts/build-images.sh operator: a static musl
 #      release binary in the release Dockerfile, with buildah), builds (cached) and
 #      starts the e2e test bed: kube-apiserver + etcd + kube-controller-manager, a
-#      MongoDB-wire server, Redis, and a real node (kubelet, containerd, CNI,
+#      MongoDB-wire server, Redis, an S3-compatible server (versitygw), and a real node (kubelet, containerd, CNI,
 #      kube-proxy, kube-router, CoreDNS, local-path provisioner), and loads the
 #      operator image into the node;
 #   4. runs unit, integration and e2e tests, then stops the bed.
@@ -17,8 +17,8 @@
 # (up to REFOP_NODE_LOCK_WAIT seconds, default 3600), or uses the caller's when run
 # as `flock /tmp/referral-node-bed.lock scripts/test-all.sh`.
 #
-# MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs) a
-# second time against it.
+# MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs,
+# tests/backup_native.rs) a second time against it.
 # REFOP_SKIP_E2E=1 skips step 3 and the e2e tests for a quick local loop (each e2e
 # test then prints SKIPPED). KUBECONFIG pointing at your own cluster skips starting
 # the bed but still runs e2e against that cluster (set REFOP_USE_KUBECONFIG=1).
@@ -124,5 +124,8 @@ if [[ -n ${MONGODB_URI:-} ]]; then
   # write only to databases named it_<test>_<pid>, which they drop.
   log "MONGODB_URI is set: the MongoDB tests again, against that server"
   REFOP_TEST_MONGODB_URI=$MONGODB_URI cargo test --test mongo_checks --no-fail-fast
+  # With what mongo-java-server cannot store (views, collection options, code with
+  # scope, user binary subtypes) in the round trip.
+  REFOP_TEST_MONGODB_URI=$MONGODB_URI REFOP_TEST_MONGODB_REAL=1 cargo test --test backup_native --no-fail-fast
 fi
 log "all tests passed in $(( $(date +%s) - start ))s"

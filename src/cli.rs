@@ -90,6 +90,12 @@ pub struct RunArgs {
     /// Image of this operator, run by the chain-check and backup jobs.
     #[arg(long, env = "REFERRAL_OPERATOR_IMAGE", default_value = DEFAULT_OPERATOR_IMAGE)]
     pub operator_image: String,
+    /// File holding the key (at least 16 bytes) of the secrets hash that pod
+    /// templates carry; the chart mounts it from a Secret only the operator reads.
+    /// Without it a random key is drawn, and every such pod rolls when the operator
+    /// restarts.
+    #[arg(long, env = "REFOP_SECRETS_HASH_KEY_FILE")]
+    pub secrets_hash_key_file: Option<std::path::PathBuf>,
     /// Labels that select this operator's pods (`k=v,k=v`; the chart sets them), in
     /// the namespace POD_NAMESPACE names: the NetworkPolicies it writes let them in.
     /// Unset outside a cluster.
@@ -98,13 +104,25 @@ pub struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Re-check a Ready system this often even when nothing changes (picks up a
-    /// rotated Secret, which is read by name and not watched). Go-style duration.
+    /// Re-check a Ready system after this long even when nothing changes (picks up a
+    /// rotated Secret, which is read by name and not watched, and MongoDB or Redis
+    /// going away), doubled for each re-check that finds nothing new, up to
+    /// --recheck-max-interval. Go-style duration.
     #[arg(long, default_value = "5m", value_parser = resync_interval)]
     pub resync_ready: std::time::Duration,
-    /// Re-check a system that is not Ready this often.
+    /// The same for a system that is not Ready.
     #[arg(long, default_value = "30s", value_parser = resync_interval)]
     pub resync_not_ready: std::time::Duration,
+    /// Ceiling of the re-check back-off.
+    #[arg(long, default_value = "10m", value_parser = resync_interval)]
+    pub recheck_max_interval: std::time::Duration,
+    /// Re-checks started per second at most, however many systems there are; news
+    /// (a changed spec, a child's event) is never held by it.
+    #[arg(long, default_value_t = crate::controller::context::DEFAULT_RECHECK_BUDGET, value_parser = recheck_budget)]
+    pub recheck_budget: f64,
+    /// Probe each MongoDB and Redis at most this often, however many systems use it.
+    #[arg(long, default_value = "30s", value_parser = resync_interval)]
+    pub probe_interval: std::time::Duration,
     /// Reconciles running at once per watched namespace (or in all, cluster-wide).
     #[arg(long, default_value_t = crate::controller::context::DEFAULT_CONCURRENCY,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -143,6 +161,15 @@ fn debounce_interval(value: &str) -> Result<std::time::Duration, String> {
     Ok(interval)
 }
 
+/// Re-checks per second: above zero (zero would never re-check) and at most 10,000.
+fn recheck_budget(value: &str) -> Result<f64, String> {
+    let budget: f64 = value.parse().map_err(|_| format!("{value:?} is not a number of re-checks per second"))?;
+    if !(budget > 0.0 && budget <= 10_000.0) {
+        return Err(format!("{value:?} is not between 0 (exclusive) and 10000 re-checks per second"));
+    }
+    Ok(budget)
+}
+
 /// A resync interval: a duration of at least one second (shorter would hot-loop).
 fn resync_interval(value: &str) -> Result<std::time::Duration, String> {
     let interval = crate::crd::duration::parse_duration(value).map_err(|e| e.to_string())?;
@@ -173,6 +200,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_controller(args: RunArgs) -> ExitCode {
+    use crate::controller::secrets::HashKey;
     let RunArgs {
         namespaces,
         listen,
@@ -181,14 +209,38 @@ fn run_controller(args: RunArgs) -> ExitCode {
         lease_namespace,
         identity,
         operator_image,
+        secrets_hash_key_file,
         operator_pod_labels,
         log_format,
         resync_ready,
         resync_not_ready,
+        recheck_max_interval,
+        recheck_budget,
+        probe_interval,
         concurrency,
         debounce,
     } = args;
     init_logging(log_format);
+    let secrets_hash_key = match secrets_hash_key_file.as_deref().map(HashKey::from_file) {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the controller cannot start");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            tracing::warn!(
+                "no --secrets-hash-key-file: the secrets hash uses a random key, so every pod template \
+                 that carries it changes (and its pods roll) when the operator restarts"
+            );
+            match HashKey::random() {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller cannot start");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let identity = identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("referral-operator-{}", std::process::id()));
@@ -201,8 +253,12 @@ fn run_controller(args: RunArgs) -> ExitCode {
                 .map(|labels| crate::reconcilers::OperatorPods { namespace: lease_namespace.clone(), labels }),
             resync_ready,
             resync_not_ready,
+            recheck_max_interval,
+            recheck_budget,
+            probe_interval,
             concurrency,
             debounce,
+            secrets_hash_key,
             ..crate::controller::context::ControllerSettings::default()
         },
         lease: leader_elect.then(|| crate::controller::leader::LeaseConfig {
@@ -246,9 +302,11 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Render { file, namespace, operator_image, operator_namespace, operator_pod_labels } => {
             let input = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())
+                crate::render::read_input(std::io::stdin())
             } else {
-                std::fs::read_to_string(&file)
+                std::fs::File::open(&file)
+                    .map_err(crate::render::RenderReadError::Io)
+                    .and_then(crate::render::read_input)
             };
             let input = match input {
                 Ok(text) => text,
@@ -305,6 +363,27 @@ mod tests {
         let error = run_args(&["--resync-ready=500ms"]).unwrap_err().to_string();
         assert!(error.contains("shorter than 1s"), "{error}");
         assert!(run_args(&["--resync-not-ready=soon"]).is_err());
+    }
+
+    #[test]
+    fn rechecks_are_bounded_by_default_and_refuse_a_budget_of_nothing_or_a_hot_loop() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!(args.recheck_budget, crate::controller::context::DEFAULT_RECHECK_BUDGET);
+        assert_eq!(
+            (args.recheck_max_interval, args.probe_interval),
+            (Duration::from_secs(600), Duration::from_secs(30))
+        );
+        let args = run_args(&["--recheck-budget=2.5", "--recheck-max-interval=1h", "--probe-interval=1m"]).unwrap();
+        assert_eq!(args.recheck_budget, 2.5);
+        assert_eq!(
+            (args.recheck_max_interval, args.probe_interval),
+            (Duration::from_secs(3600), Duration::from_secs(60))
+        );
+        for bad in ["--recheck-budget=0", "--recheck-budget=-1", "--recheck-budget=NaN", "--recheck-budget=inf"] {
+            assert!(run_args(&[bad]).is_err(), "{bad} was accepted");
+        }
+        assert!(run_args(&["--probe-interval=10ms"]).is_err());
+        assert!(run_args(&["--recheck-max-interval=0s"]).is_err());
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! generated CRD) and the validate step run first, so a file `render` accepts is one
 //! `kubectl apply` accepts and the operator can build.
 
+use std::collections::BTreeMap;
+use std::io::Read;
+
 use serde_json::Value;
 
 use crate::crd::validate::{SpecProblem, validate};
@@ -12,8 +15,8 @@ use crate::reconcilers::{BuildContext, build};
 /// Why a file could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("document {document}: not valid YAML: {source}")]
-    Yaml { document: usize, source: crate::yaml::ReadError },
+    #[error("document {document}: cannot be read: {explained}")]
+    Yaml { document: usize, source: Box<crate::yaml::ReadError>, explained: String },
     #[error("document {document}: expected apiVersion {GROUP}/{VERSION} and kind ReferralSystem, found {found}")]
     NotAReferralSystem { document: usize, found: String },
     #[error("document {document} ({name}) is invalid:\n{}", list(problems))]
@@ -53,14 +56,43 @@ pub fn parse_system(document: usize, value: Value) -> Result<ReferralSystem, Ren
         .map_err(|e| invalid(vec![SpecProblem { field_path: e.path().to_string(), message: e.inner().to_string() }]))
 }
 
+/// Reads render's input, at most [`crate::yaml::MAX_INPUT_BYTES`] of it: a larger
+/// stream is refused before it is held in memory whole.
+pub fn read_input(reader: impl Read) -> Result<String, RenderReadError> {
+    let mut text = String::new();
+    let limit = crate::yaml::MAX_INPUT_BYTES as u64;
+    reader.take(limit + 1).read_to_string(&mut text).map_err(RenderReadError::Io)?;
+    if text.len() as u64 > limit {
+        return Err(RenderReadError::TooLarge);
+    }
+    Ok(text)
+}
+
+/// Why render's input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderReadError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("it is more than {} bytes; render reads at most that", crate::yaml::MAX_INPUT_BYTES)]
+    TooLarge,
+}
+
 /// Renders every ReferralSystem in `input` (one or more YAML documents; documents
 /// are numbered among those that hold something).
 pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderError> {
     let mut out = String::new();
     let mut rendered = 0;
+    // Every child of every system in the file, by (namespace, kind, name): two
+    // systems of one namespace must not both want the same object.
+    let mut owners: BTreeMap<(String, String, String), (usize, String)> = BTreeMap::new();
     for (index, document) in crate::yaml::documents::<Value>(input).into_iter().enumerate() {
         let number = index + 1;
-        let value = document.map_err(|source| RenderError::Yaml { document: number, source })?;
+        let mut value = document.map_err(|source| RenderError::Yaml {
+            document: number,
+            explained: crate::yaml::explain_in(&source, input),
+            source: Box::new(source),
+        })?;
+        crate::yaml::as_kubectl_sends(&mut value);
         if value.is_null() {
             continue;
         }
@@ -72,7 +104,27 @@ pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderErro
             name,
             problems,
         })?;
-        for object in build(&validated, &options.context).to_json_objects() {
+        let objects = build(&validated, &options.context).to_json_objects();
+        for object in &objects {
+            let text = |key: &str| object.pointer(key).and_then(Value::as_str).unwrap_or_default().to_string();
+            let key = (text("/metadata/namespace"), text("/kind"), text("/metadata/name"));
+            if let Some((other, other_name)) = owners.insert(key.clone(), (number, validated.name.clone()))
+                && other != number
+            {
+                return Err(RenderError::Invalid {
+                    document: number,
+                    name: validated.name.clone(),
+                    problems: vec![SpecProblem {
+                        field_path: "metadata.name".into(),
+                        message: format!(
+                            "the {} {} would also be a child of document {other} ({other_name}) in namespace {}: rename one system or the worker that makes the name",
+                            key.1, key.2, key.0
+                        ),
+                    }],
+                });
+            }
+        }
+        for object in objects {
             out.push_str("---\n");
             out.push_str(&crate::yaml::to_string(&object).unwrap_or_default());
         }

@@ -1,6 +1,10 @@
-//! Every way a ReferralSystem can be wrong that we know of, one test each: the file is
-//! refused (by the schema, a CEL rule or the validate step, whichever the apiserver or
-//! the operator would use), and the message names the field and what to do.
+//! Every way a ReferralSystem can be wrong that we know of: the file is refused (by the
+//! schema, a CEL rule or the validate step, whichever the apiserver or the operator
+//! would use), and the message names the field and what to do. The corpus of
+//! `tests/corpus` runs here through `render` and in `tests/e2e/differential.rs`
+//! through a real API server and the operator, which must agree.
+
+mod support;
 
 use referral_operator::cli::DEFAULT_OPERATOR_IMAGE;
 use referral_operator::reconcilers::BuildContext;
@@ -187,8 +191,8 @@ invalid!(
     |d| {
         d["spec"]["workers"] = json!([{"name": "a"}, {"name": "a"}]);
     },
-    "spec",
-    "worker names must be unique"
+    "spec.workers[1]",
+    "Duplicate value: name \"a\""
 );
 invalid!(
     replicas_and_autoscaling,
@@ -206,6 +210,26 @@ invalid!(
     "spec.workers[0].autoscaling",
     "minReplicas must not be greater"
 );
+invalid!(
+    object_storage_with_mongodump,
+    |d| {
+        d["spec"]["backup"] = json!({"method": "Mongodump", "objectStorage": {"bucket": "backups",
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"}, "secretAccessKeySecretRef": {"name": "s3", "key": "secret"}}});
+    },
+    "spec.backup",
+    "objectStorage needs method Native"
+);
+
+invalid!(
+    kms_key_without_kms_encryption,
+    |d| {
+        d["spec"]["backup"] = json!({"objectStorage": {"bucket": "backups", "kmsKeyId": "k1",
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"}, "secretAccessKeySecretRef": {"name": "s3", "key": "secret"}}});
+    },
+    "spec.backup.objectStorage",
+    "kmsKeyId goes with serverSideEncryption: aws:kms"
+);
+
 invalid!(
     retention_keeps_nothing,
     |d| {
@@ -588,4 +612,56 @@ fn the_command_exits_non_zero_and_names_the_field() {
     assert!(out.stdout.is_empty(), "nothing is rendered for an invalid file");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("spec.redis: set exactly one of redis.managed"), "{stderr}");
+}
+
+#[test]
+fn every_case_of_the_invalid_corpus_is_refused_naming_its_field() {
+    let cases = support::corpus::invalid_cases();
+    assert!(cases.len() >= 100, "the corpus holds {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        assert!(
+            ["apiserver", "child", "operator"].contains(&case.refused_by.as_str()) && !case.field.is_empty(),
+            "{}: needs a refused-by and a field header",
+            case.file.display()
+        );
+        let refusal = match render(&case.text, &options()) {
+            Ok(_) => {
+                failures.push(format!("{}: accepted", case.slug));
+                continue;
+            }
+            Err(RenderError::Invalid { problems, .. }) => {
+                if problems.iter().any(|p| p.field_path == case.field) {
+                    continue;
+                }
+                problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")
+            }
+            Err(other) => other.to_string(),
+        };
+        if !support::corpus::names_field(&refusal, &case.field) {
+            failures.push(format!("{}: refused without naming {}:\n{refusal}", case.slug, case.field));
+        }
+        if refusal.len() > 2000 {
+            failures.push(format!("{}: a refusal of {} bytes", case.slug, refusal.len()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_case_of_the_valid_corpus_is_accepted() {
+    let cases = support::corpus::valid_cases();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        if let Err(e) = render(&case.text, &options()) {
+            panic!("{} ({}) was refused: {e}", case.slug, case.why);
+        }
+    }
+}
+
+#[test]
+fn the_file_size_is_checked_before_the_file_is_read_whole() {
+    let endless = std::io::repeat(b'a');
+    let error = referral_operator::render::read_input(endless).unwrap_err();
+    assert!(error.to_string().contains("at most"), "{error}");
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use referral_operator::controller::leader::{self, LeaseConfig, holds_lease};
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
@@ -157,6 +158,21 @@ async fn one_leader_at_a_time_with_takeover_and_release() {
 
     // A clean shutdown: stop the elector, release, and the other leads at its next look.
     second.task.abort();
+    // A release from a stale read meets a 409 Conflict (somebody wrote the Lease since):
+    // it must write nothing and say so, not panic (kube-lease-manager's own release
+    // turns that conflict into `unreachable!`, an abort in a release build).
+    let leases = Api::<Lease>::namespaced(client.clone(), &namespace);
+    let stale = lease(&client, &namespace).await;
+    leases
+        .patch(
+            LEASE_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/touched": "yes"}}})),
+        )
+        .await
+        .expect("touch the Lease");
+    assert!(!leader::release_as_read(&leases, &second.config, &stale).await.expect("a stale release"));
+    assert_eq!(holder(&lease(&client, &namespace).await), Some(second.identity()), "a stale release wrote");
     assert!(leader::release(client.clone(), &second.config).await.expect("release the Lease"));
     let took =
         watch_until(&[&second, &restarted], RENEW_EVERY + SLACK, "takeover after release", || restarted.leads()).await;

@@ -229,6 +229,8 @@ fn above_default_thresholds(groups: &Value) -> Value {
     // Hourly backups, the last success at time 0: overdue after 90 minutes.
     series.extend(operator_series("referral_operator_backup_last_success_timestamp_seconds", "", "0x200"));
     series.extend(operator_series("referral_operator_backup_interval_seconds", "", "3600x200"));
+    // A backup Job failed (at unix time 1000); a success clears the series at 30m.
+    series.extend(operator_series("referral_operator_backup_last_failure_timestamp_seconds", "", "1000x30 _x170"));
     // 2 cycles + 1 orphan, reported by both operator replicas: 3, not 6.
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"cycles\"", "2x200"));
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"orphans\"", "1x200"));
@@ -240,6 +242,7 @@ fn above_default_thresholds(groups: &Value) -> Value {
     let failure = rule(groups, "ReferralHighFailureRate");
     let backlog = rule(groups, "ReferralQueueBacklog");
     let backup = rule(groups, "ReferralBackupMissing");
+    let backup_failed = rule(groups, "ReferralBackupFailed");
     let chain = rule(groups, "ReferralChainViolations");
     let index = rule(groups, "ReferralIndexMissing");
     let redis = rule(groups, "ReferralRedisUnreachable");
@@ -270,6 +273,9 @@ fn above_default_thresholds(groups: &Value) -> Value {
             check("ReferralQueueBacklog", "15m", vec![firing(backlog, with(worker_labels(), "queue", "rewards"), "1100")]),
             check("ReferralBackupMissing", "60m", vec![]),
             check("ReferralBackupMissing", "120m", vec![firing(backup, operator_labels(), "2h 0m 0s")]),
+            check("ReferralBackupFailed", "0m", vec![]),
+            check("ReferralBackupFailed", "5m", vec![firing(backup_failed, operator_labels(), "1970-01-01 00:16:40 +0000 UTC")]),
+            check("ReferralBackupFailed", "60m", vec![]),
             check("ReferralChainViolations", "5m", vec![firing(chain, operator_labels(), "3")]),
             check("ReferralIndexMissing", "10m", vec![]),
             check("ReferralIndexMissing", "20m", vec![firing(index, operator_labels(), "1")]),
@@ -338,7 +344,7 @@ fn default_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &rule_groups(&system(None)));
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
 }
 
 #[test]
@@ -354,7 +360,7 @@ fn customised_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &groups);
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
 }
 
 #[test]

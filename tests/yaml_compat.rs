@@ -1,24 +1,25 @@
 //! The YAML reader (`referral_operator::yaml`, serde-saphyr with `read_options`) reads
-//! what `serde_yaml` 0.9 read, the same way: every file of the repository and a corpus
-//! of the spellings where YAML readers differ give the same JSON value as
-//! `serde_norway` (the serde_yaml fork that writes our YAML), or both refuse them.
-//! When strict reading lands (duplicate keys refused, tighter budgets), the cases it
-//! means to change move from `SAME` to a list of their own, refused on purpose.
+//! what kubectl reads, the same way: every file of the repository and a corpus of the
+//! spellings where YAML readers differ give the same JSON value as sigs.k8s.io/yaml
+//! (go-yaml v2, kubectl's reader; through the Go yardstick of `tests/reference`), or
+//! both refuse them. The few places where it deliberately or unavoidably reads
+//! otherwise are listed in [`DIFFERENT`], each with the reason.
+
+mod support;
 
 use referral_operator::yaml;
-use serde::Deserialize;
 use serde_json::Value;
 
 /// Spellings where YAML 1.1, YAML 1.2 and individual readers disagree.
 const SAME: &[&str] = &[
-    // Booleans: YAML 1.2 core only; the 1.1 words are strings.
-    "a: true\nb: True\nc: TRUE\nd: false\ne: yes\nf: no\ng: on\nh: off\ni: y\nj: N\n",
+    // Booleans: YAML 1.1, as kubectl reads them.
+    "a: true\nb: True\nc: TRUE\nd: false\ne: yes\nf: no\ng: on\nh: off\ni: y\nj: N\nk: Yes\nl: OFF\n",
     // Nulls and empty values.
     "a: ~\nb: null\nc: Null\nd:\ne: ''\nf: [~, null, '']\n",
     // Numbers: decimal, signs, octal and hex, leading zeros, underscores, floats.
     "a: 10\nb: -7\nc: +3\nd: 0o17\ne: 0x1F\nf: 0755\ng: 007\nh: 1_000\ni: 1e3\nj: .5\nk: -0.0\nl: 3.\nm: 12e-3\n",
     // Strings that look like other things, quoted and not.
-    "a: '1'\nb: \"true\"\nc: 0.1.2\nd: 2026-11-23\ne: 2026-11-23T01:00:00Z\nf: 1:20\ng: 12:30:45\nh: 1h30m\ni: 'ref:'\n",
+    "a: '1'\nb: \"true\"\nc: 0.1.2\nd: 2026-11-23\nf: 1:20\nh: 1h30m\ni: 'ref:'\nj: 'yes'\n",
     "image: example/referral-service:1.4.2\nschedule: 0 3 * * 0\nmemory: 512Mi\ncpu: 250m\nratio: 0.1\n",
     // Block scalars and chomping.
     "a: |\n  one\n  two\nb: |-\n  one\nc: >\n  folded\n  line\n\nd: |+\n  kept\n\ne: >-\n  x\n",
@@ -26,67 +27,78 @@ const SAME: &[&str] = &[
     "a: one\n  two\nb: \"tab\\there \\u00e9 \\\"q\\\"\"\nc: 'it''s'\n",
     // Flow collections and nesting.
     "a: {b: [1, {c: d}], e: []}\nf: [[], {}]\n",
-    // Anchors and aliases; `<<` as serde_yaml read it (an ordinary key).
-    "base: &b {x: 1}\nuse: *b\nlist: [&i 5, *i]\nmerged: {<<: *b, y: 2}\n",
-    // Duplicate keys: the later one stays, as serde_yaml passed both to the map.
-    "a: 1\na: 2\nb: {c: 1, c: 3}\n",
+    // Anchors, aliases and merge keys (kubectl merges `<<`).
+    "base: &b {x: 1}\nuse: *b\nlist: [&i 5, *i]\nmerged: {<<: *b, z: 2}\nover: {<<: *b, x: 3}\n",
     // Tags the core schema knows.
     "a: !!str 12\nb: !!int '7'\nc: !!float 1\n",
-    // Keys that are not strings become strings in JSON, or are refused alike.
-    "1: a\ntrue: b\n",
-    // Comments and documents.
+    // Comments.
     "# head\na: 1 # tail\n",
-    // Broken YAML is refused by both.
+    // Broken YAML and values JSON cannot carry are refused by both.
     "spec: [unclosed\n",
     "a: b: c\n",
     "- a\nb: c\n",
     "a: &x 1\nb: *y\n",
     "a:\n\tb: 1\n",
-    "- a\n\t- b\n",
+    "a: .nan\n",
+    "a: [.inf]\n",
 ];
 
-/// Where serde-saphyr reads what libyaml refused, with what it reads. YAML 1.2 allows
-/// a tab as separation after the indentation, and an explicit `!!null` empty scalar
-/// is null; libyaml (YAML 1.1) refused both.
-const DIFFERENT: &[(&str, &str)] =
-    &[("\t- tab\n", r#"["tab"]"#), ("a:\n \tb: 1\n", r#"{"a": {"b": 1}}"#), ("a: !!null ''\n", r#"{"a": null}"#)];
+/// Where we read otherwise than kubectl, and why.
+const DIFFERENT: &[(&str, &str, &str)] = &[
+    // A key given twice: kubectl's plain reader keeps the last, its strict
+    // validation and the API server's strict decoding refuse it, and so do we.
+    ("a: 1\na: 2\n", "refused", "a duplicate key is refused, as --validate=strict refuses it"),
+    ("b: {c: 1, c: 3}\n", "refused", "a duplicate key is refused, as --validate=strict refuses it"),
+    // go-yaml v2 matches the YAML 1.1 boolean words in three spellings only.
+    ("f: yEs\n", r#"{"f": true}"#, "serde-saphyr matches YAML 1.1 booleans case-insensitively"),
+    // go-yaml v2 turns the key `y` into the boolean true, then the string "true".
+    ("y: 2\n", r#"{"y": 2}"#, "a mapping key stays the text it is"),
+    // YAML 1.2 allows a tab as separation after the indentation; go-yaml v2 does not.
+    ("\t- tab\n", r#"["tab"]"#, "YAML 1.2 tab separation"),
+];
 
-fn saphyr(text: &str) -> Vec<Result<Value, String>> {
-    yaml::documents::<Value>(text).into_iter().map(|d| d.map_err(|e| e.to_string())).collect()
+fn ours(text: &str) -> Result<Value, String> {
+    yaml::from_str::<Value>(text).map_err(|e| e.to_string())
 }
 
-fn norway(text: &str) -> Vec<Result<Value, String>> {
-    let mut out = Vec::new();
-    for document in serde_norway::Deserializer::from_str(text) {
-        match Value::deserialize(document) {
-            // Empty documents are skipped by our reader, which numbers the ones that
-            // hold something.
-            Ok(Value::Null) => {}
-            Ok(value) => out.push(Ok(value)),
-            Err(e) => {
-                out.push(Err(e.to_string()));
-                break;
-            }
+/// Equal as JSON, numbers by value (Go writes 1e3 as 1000).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
         }
+        _ => a == b,
     }
-    out
 }
 
-/// Both give the same values, or both refuse the text (the messages differ).
-fn agree(what: &str, text: &str) -> Result<(), String> {
-    let (ours, reference) = (saphyr(text), norway(text));
-    let same = ours.len() == reference.len()
-        && ours.iter().zip(&reference).all(|(a, b)| match (a, b) {
-            (Ok(a), Ok(b)) => a == b,
-            (Err(_), Err(_)) => true,
-            _ => false,
-        });
-    if same { Ok(()) } else { Err(format!("{what}:\n  ours:      {ours:?}\n  reference: {reference:?}")) }
+/// kubectl's reading of each text: its JSON, or an error.
+fn kubectl_reads(texts: &[String]) -> Option<Vec<Result<Value, String>>> {
+    let tool = support::reference_tool()?;
+    Some(
+        support::ask_reference(&tool, "yaml", texts)
+            .into_iter()
+            .map(|a| match a["error"].as_str() {
+                Some(e) => Err(e.to_string()),
+                None => Ok(serde_json::from_str(a["value"].as_str().unwrap_or("null")).unwrap()),
+            })
+            .collect(),
+    )
 }
 
-fn repository_files() -> Vec<std::path::PathBuf> {
+fn agree(what: &str, ours: &Result<Value, String>, kubectl: &Result<Value, String>) -> Result<(), String> {
+    let agreed = match (ours, kubectl) {
+        (Ok(a), Ok(b)) => same(a, b),
+        (Err(_), Err(_)) => true,
+        _ => false,
+    };
+    if agreed { Ok(()) } else { Err(format!("{what}:\n  ours:    {ours:?}\n  kubectl: {kubectl:?}")) }
+}
+
+fn repository_documents() -> Vec<(String, String)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
+    let mut documents = Vec::new();
     for dir in [
         "examples",
         "crds",
@@ -95,54 +107,94 @@ fn repository_files() -> Vec<std::path::PathBuf> {
         "charts/referral-operator/crds",
         "deploy/argocd",
     ] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                files.push(path);
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The repository's streams separate documents with a bare `---` line.
+            for (i, document) in text.split("\n---\n").enumerate() {
+                let document = document.strip_prefix("---\n").unwrap_or(document);
+                if !document.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+                    documents.push((format!("{} document {}", path.display(), i + 1), document.to_string()));
+                }
             }
         }
     }
-    files.sort();
-    files
+    documents
 }
 
 #[test]
-fn every_yaml_file_of_the_repository_reads_as_serde_yaml_read_it() {
-    let files = repository_files();
-    assert!(files.len() >= 8, "found only {files:?}");
-    let broken: Vec<String> = files
+fn every_yaml_file_of_the_repository_reads_as_kubectl_reads_it() {
+    let documents = repository_documents();
+    assert!(documents.len() >= 8, "found only {}", documents.len());
+    let texts: Vec<String> = documents.iter().map(|(_, t)| t.clone()).collect();
+    let Some(kubectl) = kubectl_reads(&texts) else { return };
+    let broken: Vec<String> = documents
         .iter()
-        .filter_map(|f| agree(&f.display().to_string(), &std::fs::read_to_string(f).unwrap()).err())
+        .zip(&kubectl)
+        .filter_map(|((what, text), theirs)| agree(what, &ours(text), theirs).err())
         .collect();
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
 #[test]
-fn the_spellings_where_readers_differ_read_as_serde_yaml_read_them() {
-    let broken: Vec<String> = SAME.iter().filter_map(|text| agree(text, text).err()).collect();
+fn the_spellings_where_readers_differ_read_as_kubectl_reads_them() {
+    let texts: Vec<String> = SAME.iter().map(|t| t.to_string()).collect();
+    let Some(kubectl) = kubectl_reads(&texts) else { return };
+    let broken: Vec<String> =
+        SAME.iter().zip(&kubectl).filter_map(|(text, theirs)| agree(text, &ours(text), theirs).err()).collect();
     assert!(broken.is_empty(), "{}", broken.join("\n"));
-    for (text, read) in DIFFERENT {
-        let expected: Value = serde_json::from_str(read).unwrap();
-        assert_eq!(saphyr(text), [Ok(expected)], "{text:?}");
-        assert!(norway(text).iter().any(Result::is_err), "{text:?} is no longer a difference");
-    }
     // The corpus is not vacuous: it holds values and refusals.
-    assert!(SAME.iter().any(|t| saphyr(t).iter().all(Result::is_ok)));
-    assert!(SAME.iter().any(|t| saphyr(t).iter().any(Result::is_err)));
+    assert!(SAME.iter().any(|t| ours(t).is_ok()));
+    assert!(SAME.iter().any(|t| ours(t).is_err()));
+    assert_eq!(ours("e: yes\nf: 0755\ng: 1_000\n").unwrap(), serde_json::json!({"e": true, "f": 493, "g": 1000}));
 }
 
 #[test]
-fn writing_is_serde_yaml_s_emitter() {
-    let value = serde_json::json!({"a": "yes", "b": "0755", "c": "multi\nline\n", "d": [1, "2"], "e": {}});
+fn the_differences_are_the_documented_ones() {
+    let texts: Vec<String> = DIFFERENT.iter().map(|(t, _, _)| t.to_string()).collect();
+    let Some(kubectl) = kubectl_reads(&texts) else { return };
+    for ((text, read, why), theirs) in DIFFERENT.iter().zip(kubectl) {
+        let mine = ours(text);
+        match *read {
+            "refused" => assert!(mine.is_err(), "{text:?} ({why}): {mine:?}"),
+            json => assert_eq!(mine, Ok(serde_json::from_str::<Value>(json).unwrap()), "{text:?} ({why})"),
+        }
+        assert!(agree(text, &mine, &theirs).is_err() || *read == "refused", "{text:?} is no longer a difference");
+    }
+}
+
+#[test]
+fn writing_is_serde_yaml_s_emitter_unless_kubectl_would_misread_it() {
+    let value = serde_json::json!({"a": "x", "b": "0755", "c": "multi\nline\n", "d": [1, "2"], "e": {}});
     assert_eq!(yaml::to_string(&value).unwrap(), serde_norway::to_string(&value).unwrap());
-    assert_eq!(yaml::to_string(&value).unwrap(), "a: yes\nb: '0755'\nc: |\n  multi\n  line\nd:\n- 1\n- '2'\ne: {}\n");
-    // What it writes reads back as it was.
-    assert_eq!(yaml::from_str::<Value>(&yaml::to_string(&value).unwrap()).unwrap(), value);
+    assert_eq!(yaml::to_string(&value).unwrap(), "a: x\nb: '0755'\nc: |\n  multi\n  line\nd:\n- 1\n- '2'\ne: {}\n");
+    // serde_norway writes `yes` and `y` bare; kubectl would read booleans. Such a
+    // document is written as JSON, which reads back as it was everywhere.
+    for risky in ["yes", "on", "y", "N", "Off"] {
+        let value = serde_json::json!({"env": [{"name": "FLAG", "value": risky}]});
+        let text = yaml::to_string(&value).unwrap();
+        assert_eq!(yaml::from_str::<Value>(&text).unwrap(), value, "{text}");
+        let Some(kubectl) = kubectl_reads(std::slice::from_ref(&text)) else { return };
+        assert_eq!(kubectl[0].as_ref().ok(), Some(&value), "kubectl reads {text:?} back");
+    }
 }
 
 #[test]
-fn nesting_deeper_than_the_limit_is_refused() {
+fn nesting_deeper_than_the_limit_and_oversized_input_are_refused() {
     let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
     assert!(yaml::from_str::<Value>(&nested(yaml::MAX_DEPTH + 10)).is_err());
     assert!(yaml::from_str::<Value>(&nested(yaml::MAX_DEPTH - 2)).is_ok());
+    // A million levels is refused at once, not parsed for minutes.
+    let started = std::time::Instant::now();
+    assert!(yaml::from_str::<Value>(&nested(1_000_000)).is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    let huge = format!("a: '{}'\n", "x".repeat(yaml::MAX_INPUT_BYTES));
+    let error = yaml::from_str::<Value>(&huge).unwrap_err().to_string();
+    assert!(error.contains("at most"), "{error}");
+    assert_eq!(yaml::documents::<Value>(&huge).len(), 1);
 }

@@ -1,5 +1,7 @@
 //! Whether backups are recent enough: the `BackupHealthy` condition and the
-//! `ReferralBackupMissing` alert, which must agree.
+//! `ReferralBackupMissing` alert, which must agree; and whether the last backup Job
+//! failed (`BackupFailed`, the `ReferralBackupFailed` alert), which is reported at
+//! once rather than after 1.5 intervals.
 //!
 //! The rule: the newest complete backup may be at most 1.5 schedule intervals old.
 //! The age is counted from the last success, or, before the first one, from the
@@ -27,6 +29,17 @@ pub const REASON_OVERDUE: &str = "BackupOverdue";
 pub const REASON_NEVER_SUCCEEDED: &str = "NoBackupYet";
 pub const REASON_SCHEDULE_NEVER_FIRES: &str = "ScheduleNeverFires";
 pub const REASON_INVALID_SCHEDULE: &str = "InvalidSchedule";
+pub const REASON_FAILED: &str = "BackupFailed";
+/// Longest piece of a Job's own message quoted in the condition.
+const MAX_FAILURE_TEXT: usize = 300;
+
+/// A backup Job that failed: its name, when, and the Job's reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFailure {
+    pub job: String,
+    pub at: Timestamp,
+    pub why: String,
+}
 
 /// What [`backup_health`] looks at.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +53,9 @@ pub struct BackupHealthInput<'a> {
     /// `spec.backup.suspend`: still unhealthy when too old (no backups is the risk),
     /// but the message says why.
     pub suspended: bool,
+    /// The newest failed backup Job still kept; it counts when it failed after the
+    /// last success.
+    pub last_failure: Option<&'a BackupFailure>,
     pub now: Timestamp,
 }
 
@@ -59,8 +75,12 @@ pub struct BackupHealth {
     pub due: Option<Timestamp>,
 }
 
-/// The schedule interval around `at`: previous-or-equal fire time to the next one.
+/// The schedule interval around `at`: previous-or-equal fire time to the next one;
+/// for `@every`, its fixed interval.
 pub fn interval_around(schedule: &CronSchedule, at: Timestamp) -> Option<SignedDuration> {
+    if let CronSchedule::Every(interval) = schedule {
+        return SignedDuration::try_from(*interval).ok();
+    }
     let next = schedule.next_after(at)?;
     let previous = match schedule.previous_at_or_before(at) {
         Some(previous) => previous,
@@ -123,6 +143,25 @@ pub fn backup_health(input: BackupHealthInput<'_>) -> BackupHealth {
             ),
         ),
     };
+    let newer_failure = input.last_failure.filter(|failure| input.last_success.is_none_or(|last| failure.at > last));
+    if let Some(failure) = newer_failure {
+        let why: String = failure.why.chars().take(MAX_FAILURE_TEXT).collect();
+        let before = match input.last_success {
+            Some(last) => format!("the newest complete backup is still the one that finished at {last}"),
+            None => "no backup has completed yet".into(),
+        };
+        return BackupHealth {
+            healthy: false,
+            reason: REASON_FAILED,
+            message: format!(
+                "backup Job {} failed at {}: {why}. The backups before it are kept and the retention deleted nothing; {before}. Look at the Job's pod logs.",
+                failure.job, failure.at
+            ),
+            since,
+            interval_seconds: Some(interval.as_secs()),
+            due,
+        };
+    }
     BackupHealth { healthy, reason, message, since, interval_seconds: Some(interval.as_secs()), due }
 }
 
@@ -153,6 +192,7 @@ mod tests {
             created: ts("2026-11-01T12:00:00Z"),
             schedule,
             suspended: false,
+            last_failure: None,
             now: ts(now),
         })
     }
@@ -214,6 +254,7 @@ mod tests {
             created: ts("2026-10-01T00:00:00Z"),
             schedule: "@daily",
             suspended: true,
+            last_failure: None,
             now: ts("2026-11-10T00:00:00Z"),
         });
         assert!(!h.healthy);
@@ -228,6 +269,17 @@ mod tests {
         let invalid = health(None, "0 25 * * *", "2026-11-02T10:00:00Z");
         assert_eq!(invalid.reason, REASON_INVALID_SCHEDULE);
         assert_eq!(invalid.interval_seconds, None);
+    }
+
+    #[test]
+    fn an_every_schedule_has_its_fixed_interval() {
+        let h = health(Some("2026-11-23T01:00:00Z"), "@every 6h", "2026-11-23T09:00:00Z");
+        assert!(h.healthy, "{h:?}");
+        assert_eq!(h.interval_seconds, Some(6 * 3600));
+        assert!(!health(Some("2026-11-23T01:00:00Z"), "@every 6h", "2026-11-23T10:00:01Z").healthy);
+        // A day-field restriction robfig reads as "either day": never an empty interval.
+        let either = health(Some("2026-11-23T01:00:00Z"), "0 1 31 * 1", "2026-11-24T00:00:00Z");
+        assert_eq!(either.interval_seconds, Some(7 * 86_400));
     }
 
     #[test]
@@ -246,5 +298,45 @@ mod tests {
                 assert_eq!(h.healthy, !alert, "{schedule} {last} {now}");
             }
         }
+    }
+
+    #[test]
+    fn a_failed_job_after_the_last_success_is_reported_at_once_and_cleared_by_the_next_success() {
+        let failure = BackupFailure {
+            job: "main-backup-29412345".into(),
+            at: ts("2026-11-24T01:03:00Z"),
+            why: "BackoffLimitExceeded: Job has reached the specified backoff limit".into(),
+        };
+        let judge = |last: Option<&str>, failure: Option<&BackupFailure>| {
+            backup_health(BackupHealthInput {
+                last_success: last.map(ts),
+                created: ts("2026-11-01T12:00:00Z"),
+                schedule: "0 1 * * *",
+                suspended: false,
+                last_failure: failure,
+                now: ts("2026-11-24T02:00:00Z"),
+            })
+        };
+        // Only two hours after a successful backup: recent, yet the failed run shows.
+        let h = judge(Some("2026-11-23T01:05:00Z"), Some(&failure));
+        assert!(!h.healthy);
+        assert_eq!(h.reason, REASON_FAILED);
+        assert!(
+            h.message.contains("main-backup-29412345") && h.message.contains("BackoffLimitExceeded"),
+            "{}",
+            h.message
+        );
+        assert!(h.message.contains("2026-11-23T01:05:00Z"), "{}", h.message);
+        // The numbers the alerts read do not move with the failure.
+        assert_eq!(h.since, ts("2026-11-23T01:05:00Z"));
+        assert_eq!(h.interval_seconds, Some(86_400));
+        assert_eq!(judge(None, Some(&failure)).reason, REASON_FAILED);
+        // A success after the failure clears it.
+        let h = judge(Some("2026-11-24T01:30:00Z"), Some(&failure));
+        assert!(h.healthy);
+        assert_eq!(h.reason, REASON_RECENT);
+        // A Job's long message is cut, not copied whole.
+        let long = BackupFailure { why: "x".repeat(10_000), ..failure };
+        assert!(judge(None, Some(&long)).message.len() < 1000);
     }
 }

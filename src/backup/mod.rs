@@ -1,13 +1,24 @@
-//! Backups on the backup volume, apart from Kubernetes: how a backup is named, which
-//! ones the retention keeps (a pure planner), the folder layout on disk (list, size,
-//! finalize, delete what a plan says), and whether the newest one is recent enough
-//! for its schedule.
+//! Backups, apart from Kubernetes: how a backup is named, which ones the retention
+//! keeps (a pure planner), the folder layout on the volume and in object storage
+//! (list, size, finalize, delete what a plan says), the native dump and restore of
+//! MongoDB in mongodump's directory layout, and whether the newest backup is recent
+//! enough for its schedule.
 //!
-//! Nothing here talks to a cluster or to a database; `referral-operator backup ...`
-//! (in [`crate::commands::backup`]) and the controller put these pieces to work.
+//! Nothing here talks to a Kubernetes cluster. The pure parts (names, retention,
+//! layout, manifest, stream) do no I/O at all; `dump` and `restore` talk to MongoDB
+//! through the driver and `object` to S3-compatible storage.
+//! `referral-operator backup ...` (in [`crate::commands::backup`]) and the controller
+//! put these pieces to work.
 
+pub mod dump;
 pub mod health;
+pub mod layout;
+pub mod manifest;
 pub mod name;
+pub mod object;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod store;
+pub mod stream;
+pub mod target;

@@ -2,14 +2,21 @@
 //! started (see [`super::name`]):
 //!
 //! ```text
-//! /backups/20261123T010000Z/
+//! /backups/20261123T010000Z/                 a native dump (backup dump): mongodump's layout
+//!     neurolov/users.bson.gz                   one gzip BSON stream per collection
+//!     neurolov/users.metadata.json.gz          its options and indexes
+//!     mongodb-dump.json                        what the dump wrote: counts, bytes, SHA-256
+//!     redis.rdb                                redis-cli --rdb, when Redis is backed up
+//!     complete.json                            the completion marker (the manifest), written last
+//! /backups/20261122T010000Z/                 the Mongodump method
 //!     mongodb-referrals.archive.gz             mongodump --archive --gzip, one per collection
 //!     mongodb-referralTransactions.archive.gz  (or mongodb.archive.gz for the whole database)
 //!     mongodb-database.txt                     the database the archives came from
-//!     redis.rdb                                redis-cli --rdb, when Redis is backed up
-//!     complete.json                            the completion marker, written last
+//!     redis.rdb, complete.json                 as above
 //! /backups/20261124T010000Z.partial/           a run still writing (or one that died)
 //! ```
+//!
+//! The marker lists every file with its size and SHA-256; [`verify`] recomputes them.
 //!
 //! A backup counts only once its marker exists: [`finalize`] renames the `.partial`
 //! folder, syncs it to disk and only then writes the marker, so a crash at any point
@@ -27,8 +34,10 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::manifest::{DUMP_SUMMARY_FILE, DumpSummary};
 use super::name::{BackupName, NameError, PARTIAL_SUFFIX};
 use super::retention::{BackupEntry, DeleteReason, PlannedDeletion, RetentionPlan};
+use super::stream::{DigestReader, StreamDigest};
 
 /// The completion marker, written last.
 pub const MARKER_FILE: &str = "complete.json";
@@ -38,8 +47,8 @@ pub const WHOLE_DATABASE_ARCHIVE: &str = "mongodb.archive.gz";
 pub const DATABASE_FILE: &str = "mongodb-database.txt";
 /// The Redis snapshot.
 pub const REDIS_FILE: &str = "redis.rdb";
-/// Version of [`Manifest`].
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Version of [`Manifest`]: 2 added each file's SHA-256 and a native dump's summary.
+pub const MANIFEST_FORMAT: u32 = 2;
 /// Folders a filesystem makes itself (ext4's `lost+found`): neither backups nor odd.
 const FILESYSTEM_FOLDERS: [&str; 1] = ["lost+found"];
 
@@ -77,6 +86,9 @@ pub struct ManifestFile {
     /// Path relative to the backup folder.
     pub path: String,
     pub size_bytes: u64,
+    /// Lower-case hex SHA-256 of the file (format 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// The completion marker's content: what the backup holds.
@@ -103,6 +115,41 @@ pub struct Manifest {
     pub redis: bool,
     pub files: Vec<ManifestFile>,
     pub size_bytes: u64,
+    /// A native dump's record: per collection the documents, bytes and files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<DumpSummary>,
+}
+
+impl Manifest {
+    /// The manifest of a native dump: `summary`'s files plus `other_files` (the
+    /// Redis snapshot, the summary itself), each with its size and checksum.
+    pub fn native(
+        name: &BackupName,
+        completed_at: Timestamp,
+        summary: DumpSummary,
+        other_files: Vec<ManifestFile>,
+    ) -> Manifest {
+        let mut files: Vec<ManifestFile> = summary
+            .files()
+            .map(|f| ManifestFile { path: f.path.clone(), size_bytes: f.size_bytes, sha256: Some(f.sha256.clone()) })
+            .chain(other_files)
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files.dedup_by(|a, b| a.path == b.path);
+        Manifest {
+            format: MANIFEST_FORMAT,
+            name: name.render(),
+            started_at: name.timestamp,
+            completed_at,
+            database: Some(summary.database.clone()),
+            collections: summary.collections.iter().map(|c| c.name.clone()).collect(),
+            whole_database: summary.whole_database,
+            redis: files.iter().any(|f| f.path == REDIS_FILE),
+            size_bytes: files.iter().map(|f| f.size_bytes).sum(),
+            files,
+            mongodb: Some(summary),
+        }
+    }
 }
 
 /// What a folder in the backup directory is.
@@ -327,8 +374,18 @@ pub fn finalize(dir: &Path, name: &str, options: &FinalizeOptions) -> Result<Man
 }
 
 /// Checks that `name` is a complete backup whose files are all there with the sizes
-/// its marker records: what a restore runs before it touches anything.
+/// and checksums its marker records: what a restore runs before it touches anything.
 pub fn verify(dir: &Path, name: &str) -> Result<Manifest, StoreError> {
+    check_backup(dir, name, true)
+}
+
+/// The manifest of the complete backup `name`, its files checked by size only (for
+/// a caller that reads every file anyway, such as the native restore).
+pub fn complete_manifest(dir: &Path, name: &str) -> Result<Manifest, StoreError> {
+    check_backup(dir, name, false)
+}
+
+fn check_backup(dir: &Path, name: &str, checksums: bool) -> Result<Manifest, StoreError> {
     BackupName::parse(name)?;
     let folder = dir.join(name);
     let not_complete = |why: String| StoreError::NotComplete { name: name.into(), why };
@@ -349,7 +406,17 @@ pub fn verify(dir: &Path, name: &str) -> Result<Manifest, StoreError> {
     for file in &manifest.files {
         let path = folder.join(&file.path);
         match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == file.size_bytes => {}
+            Ok(m) if m.is_file() && m.len() == file.size_bytes => {
+                let Some(recorded) = file.sha256.as_ref().filter(|_| checksums) else { continue };
+                let digest = file_digest(&path).map_err(StoreError::io("read", &path))?;
+                if &digest.hex() != recorded {
+                    return Err(not_complete(format!(
+                        "{} does not match its checksum: SHA-256 {}, the marker recorded {recorded}",
+                        file.path,
+                        digest.hex()
+                    )));
+                }
+            }
             Ok(m) => {
                 return Err(not_complete(format!(
                     "{} has {} bytes, the marker recorded {}",
@@ -387,8 +454,55 @@ fn starts_with(path: &Path, magic: &[u8]) -> bool {
     File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == magic
 }
 
+/// Byte count and SHA-256 of a file.
+pub fn file_digest(path: &Path) -> std::io::Result<StreamDigest> {
+    let mut reader = DigestReader::new(File::open(path)?);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(reader.digest().clone())
+}
+
+/// The native dump's record in a run's folder, when it has one.
+fn read_summary(folder: &Path, name: &str) -> Result<Option<DumpSummary>, StoreError> {
+    let path = folder.join(DUMP_SUMMARY_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreError::Io { action: "read", path, source }),
+    };
+    let unusable = |why: String| StoreError::Unusable { name: name.into(), why };
+    let summary: DumpSummary =
+        serde_json::from_slice(&bytes).map_err(|e| unusable(format!("{DUMP_SUMMARY_FILE} cannot be read: {e}")))?;
+    summary.check().map_err(|why| unusable(format!("{DUMP_SUMMARY_FILE}: {why}")))?;
+    Ok(Some(summary))
+}
+
 fn check_contents(folder: &Path, name: &str, expect_redis: bool) -> Result<(), StoreError> {
     let unusable = |why: String| StoreError::Unusable { name: name.into(), why };
+    if expect_redis && !starts_with(&folder.join(REDIS_FILE), b"REDIS") {
+        return Err(unusable(format!(
+            "{REDIS_FILE} is missing, empty or not an RDB file, and Redis was to be backed up"
+        )));
+    }
+    if let Some(summary) = read_summary(folder, name)? {
+        // The dump recorded each file's size as it closed it: a file that differs
+        // now was changed or cut since.
+        for file in summary.files() {
+            let path = folder.join(&file.path);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() && m.len() == file.size_bytes => {}
+                Ok(m) => {
+                    return Err(unusable(format!(
+                        "{} has {} bytes, the dump wrote {}",
+                        file.path,
+                        m.len(),
+                        file.size_bytes
+                    )));
+                }
+                Err(e) => return Err(unusable(format!("{} cannot be read: {e}", file.path))),
+            }
+        }
+        return Ok(());
+    }
     let archives = archives(folder)?;
     if archives.is_empty() {
         return Err(unusable(format!(
@@ -400,11 +514,6 @@ fn check_contents(folder: &Path, name: &str, expect_redis: bool) -> Result<(), S
         if !starts_with(&folder.join(file), &[0x1f, 0x8b]) {
             return Err(unusable(format!("{file} is empty or not a gzip archive")));
         }
-    }
-    if expect_redis && !starts_with(&folder.join(REDIS_FILE), b"REDIS") {
-        return Err(unusable(format!(
-            "{REDIS_FILE} is missing, empty or not an RDB file, and Redis was to be backed up"
-        )));
     }
     Ok(())
 }
@@ -419,6 +528,20 @@ fn build_manifest(
     collect_files(folder, folder, &mut files)?;
     files.retain(|f| f.path != MARKER_FILE && !f.path.starts_with(&format!(".{MARKER_FILE}")));
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let summary = read_summary(folder, text)?;
+    // The dump's checksums were taken as it wrote; the rest are read once here.
+    for file in &mut files {
+        file.sha256 = match summary.as_ref().and_then(|s| s.file(&file.path)) {
+            Some(recorded) => Some(recorded.sha256.clone()),
+            None => {
+                let path = folder.join(&file.path);
+                Some(file_digest(&path).map_err(StoreError::io("read", &path))?.hex())
+            }
+        };
+    }
+    if let Some(summary) = summary {
+        return Ok(Manifest::native(name, completed_at, summary, files));
+    }
     let archives = archives(folder)?;
     let database = fs::read_to_string(folder.join(DATABASE_FILE)).ok().map(|d| d.trim().to_string());
     Ok(Manifest {
@@ -432,6 +555,7 @@ fn build_manifest(
         redis: files.iter().any(|f| f.path == REDIS_FILE),
         size_bytes: files.iter().map(|f| f.size_bytes).sum(),
         files,
+        mongodb: None,
     })
 }
 
@@ -444,7 +568,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<ManifestFile>) -> Result
             collect_files(root, &path, out)?;
         } else if metadata.is_file() {
             let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-            out.push(ManifestFile { path: relative, size_bytes: metadata.len() });
+            out.push(ManifestFile { path: relative, size_bytes: metadata.len(), sha256: None });
         }
     }
     Ok(())

@@ -23,6 +23,8 @@ use crate::crd::ReferralSystem;
 use crate::crd::status::{BackupStatus, ReferralSystemStatus, StatusWriter};
 use crate::reconcilers::backup::EXIT_STATUS_NOT_WRITTEN;
 
+use super::native_backup::{self, DumpArgs, RestoreArgs, S3Args};
+
 /// Longest list of backup names written into status.
 const MAX_LISTED: usize = 100;
 /// Longest list of warnings written into status.
@@ -63,11 +65,13 @@ impl RetentionArgs {
 /// `backup` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum BackupCommand {
-    /// List the backups in a backup directory: complete, in progress, stale, odd.
+    /// List the backups in a backup directory (or bucket): complete, in progress, stale, odd.
     List {
         /// The backup directory.
         #[arg(long, default_value = "/backups")]
         dir: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -76,6 +80,8 @@ pub enum BackupCommand {
     Prune {
         #[arg(long, default_value = "/backups")]
         dir: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
         #[command(flatten)]
         retention: RetentionArgs,
         /// Print the plan and delete nothing.
@@ -107,50 +113,93 @@ pub enum BackupCommand {
         /// Namespace of the ReferralSystem.
         #[arg(long, env = "POD_NAMESPACE")]
         namespace: Option<String>,
+        /// The run was also dumped into this bucket: upload the rest (the Redis
+        /// snapshot), write the manifest there last, and prune the bucket too.
+        #[command(flatten)]
+        s3: S3Args,
     },
-    /// Check that a backup is complete and its files match its marker (what a restore
-    /// runs first).
+    /// Check that a backup is complete and its files match its manifest: sizes and
+    /// checksums, and for a native dump every document decoded and counted (what a
+    /// restore runs first).
     Verify {
         #[arg(long, default_value = "/backups")]
         dir: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
         /// The backup's name, e.g. 20261123T010000Z.
         #[arg(long)]
         name: String,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
     },
+    /// Dump a MongoDB database with the driver into mongodump's directory layout
+    /// (gzip, per collection a .bson.gz and a .metadata.json.gz), on the backup volume,
+    /// in object storage, or both at once, with a manifest written last.
+    Dump(DumpArgs),
+    /// Restore a native dump (or a `mongodump --out` directory) into a database: the
+    /// whole backup is verified first, each collection dropped and restored, its
+    /// indexes created and its documents counted.
+    Restore(RestoreArgs),
 }
 
 /// Runs a `backup` subcommand.
 pub fn run(command: BackupCommand) -> ExitCode {
     match command {
-        BackupCommand::List { dir, output } => list(&dir, output),
-        BackupCommand::Prune { dir, retention, dry_run, delete_stale, output } => {
+        BackupCommand::List { s3, output, .. } if s3.bucket.is_some() => native_backup::run_list(&s3, output),
+        BackupCommand::List { dir, s3: _, output } => list(&dir, output),
+        BackupCommand::Prune { s3, retention, dry_run, delete_stale, output, .. } if s3.bucket.is_some() => {
+            match retention.policy() {
+                Ok(policy) => native_backup::run_prune(&s3, policy, dry_run, delete_stale, output),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        BackupCommand::Prune { dir, s3: _, retention, dry_run, delete_stale, output } => {
             prune(&dir, &retention, dry_run, delete_stale, output)
         }
-        BackupCommand::Finalize { dir, name_file, retention, expect_redis, system, namespace } => {
-            finalize(&dir, &name_file, &retention, expect_redis, system.as_deref(), namespace.as_deref())
+        BackupCommand::Dump(args) => native_backup::run_dump(args),
+        BackupCommand::Restore(args) => native_backup::run_restore(args),
+        BackupCommand::Finalize { dir, name_file, retention, expect_redis, system, namespace, s3 } => {
+            finalize(&dir, &name_file, &retention, expect_redis, system.as_deref(), namespace.as_deref(), &s3)
         }
-        BackupCommand::Verify { dir, name } => match store::verify(&dir, &name) {
-            Ok(manifest) => {
-                println!(
-                    "backup {} is complete: {} files, {} bytes, collections [{}]{}{}",
-                    manifest.name,
-                    manifest.files.len(),
-                    manifest.size_bytes,
-                    manifest.collections.join(", "),
-                    if manifest.whole_database { ", the whole database" } else { "" },
-                    if manifest.redis { ", a Redis snapshot" } else { "" }
-                );
-                ExitCode::SUCCESS
+        BackupCommand::Verify { dir, s3, name, output } => {
+            if let Some(code) = native_backup::run_verify(&dir, &name, &s3, output) {
+                return code;
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+            verify_archives(&dir, &name, output)
+        }
     }
 }
 
-fn now() -> Timestamp {
+/// `backup verify` of a Mongodump-method backup: every file's size and checksum.
+fn verify_archives(dir: &Path, name: &str, output: Output) -> ExitCode {
+    match store::verify(dir, name) {
+        Ok(manifest) if output == Output::Json => {
+            println!("{}", json!({"name": name, "manifest": manifest}));
+            ExitCode::SUCCESS
+        }
+        Ok(manifest) => {
+            println!(
+                "backup {} is complete: {} files, {} bytes, collections [{}]{}{}",
+                manifest.name,
+                manifest.files.len(),
+                manifest.size_bytes,
+                manifest.collections.join(", "),
+                if manifest.whole_database { ", the whole database" } else { "" },
+                if manifest.redis { ", a Redis snapshot" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now())
 }
 
@@ -162,6 +211,12 @@ fn list(dir: &Path, output: Output) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    print_listing(&listing, output);
+    ExitCode::SUCCESS
+}
+
+/// Prints a listing, of the volume or of a bucket.
+pub(crate) fn print_listing(listing: &Listing, output: Output) {
     match output {
         Output::Json => {
             let rows: Vec<Value> = listing
@@ -188,7 +243,6 @@ fn list(dir: &Path, output: Output) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
 }
 
 fn state_word(state: &store::StoredState) -> &'static str {
@@ -200,7 +254,7 @@ fn state_word(state: &store::StoredState) -> &'static str {
     }
 }
 
-fn plan_for(listing: &Listing, policy: RetentionPolicy, delete_stale: bool, at: Timestamp) -> RetentionPlan {
+pub(crate) fn plan_for(listing: &Listing, policy: RetentionPolicy, delete_stale: bool, at: Timestamp) -> RetentionPlan {
     plan_with(&listing.entries(), policy, at, PlanOptions { delete_stale, ..PlanOptions::default() })
 }
 
@@ -221,15 +275,28 @@ fn prune(dir: &Path, retention: &RetentionArgs, dry_run: bool, delete_stale: boo
     };
     let plan = plan_for(&listing, policy, delete_stale, now());
     let report = if dry_run { None } else { Some(store::apply(dir, &plan)) };
+    print_prune(dir, policy, dry_run, &listing, &plan, report.as_ref(), output);
+    match report {
+        Some(report) if !report.failed.is_empty() => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints a retention plan and what was done, of the volume or of a bucket.
+pub(crate) fn print_prune(
+    dir: &Path,
+    policy: RetentionPolicy,
+    dry_run: bool,
+    listing: &Listing,
+    plan: &RetentionPlan,
+    report: Option<&ApplyReport>,
+    output: Output,
+) {
     match output {
         Output::Json => {
             println!("{}", json!({"dryRun": dry_run, "plan": plan, "applied": report, "others": listing.others}))
         }
-        Output::Text => print!("{}", plan_text(dir, policy, &plan, &listing.others, report.as_ref())),
-    }
-    match report {
-        Some(report) if !report.failed.is_empty() => ExitCode::FAILURE,
-        _ => ExitCode::SUCCESS,
+        Output::Text => print!("{}", plan_text(dir, policy, plan, &listing.others, report)),
     }
 }
 
@@ -336,6 +403,7 @@ fn finalize(
     expect_redis: bool,
     system: Option<&str>,
     namespace: Option<&str>,
+    s3: &S3Args,
 ) -> ExitCode {
     let policy = match retention.policy() {
         Ok(policy) => policy,
@@ -352,13 +420,32 @@ fn finalize(
         }
     };
     let at = now();
-    match store::finalize(dir, &name, &FinalizeOptions { expect_redis, completed_at: at }) {
-        Ok(manifest) => println!("backup {} is complete: {} bytes", manifest.name, manifest.size_bytes),
+    let manifest = match store::finalize(dir, &name, &FinalizeOptions { expect_redis, completed_at: at }) {
+        Ok(manifest) => {
+            println!("backup {} is complete: {} bytes", manifest.name, manifest.size_bytes);
+            manifest
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
+    // The copy in the bucket: a failure there fails the Job (BackupFailed), after
+    // status has recorded the complete backup on the volume.
+    let bucket_failure = if s3.bucket.is_some() {
+        match native_backup::finish_in_bucket(s3, dir, &manifest, policy, at) {
+            Ok(text) => {
+                print!("{text}");
+                None
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Some(e)
+            }
+        }
+    } else {
+        None
+    };
     // From here on the backup is safe on disk; what follows only tidies and reports.
     let (status, pruned) = match prune_after_finalize(dir, policy, at) {
         Ok(done) => done,
@@ -373,7 +460,12 @@ fn finalize(
         }
     };
     print!("{pruned}");
-    let Some(system) = system else { return ExitCode::SUCCESS };
+    let mut status = status;
+    if let Some(e) = &bucket_failure {
+        status.warnings.push(format!("the copy in object storage is not complete: {e}"));
+    }
+    let done = if bucket_failure.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    let Some(system) = system else { return done };
     let Some(namespace) = namespace else {
         eprintln!("error: --system needs the namespace: set --namespace or POD_NAMESPACE");
         return ExitCode::from(EXIT_STATUS_NOT_WRITTEN);
@@ -381,7 +473,7 @@ fn finalize(
     match write_status(namespace, system, &status) {
         Ok(()) => {
             println!("status.backup of {namespace}/{system} updated");
-            ExitCode::SUCCESS
+            done
         }
         Err(e) => {
             eprintln!(

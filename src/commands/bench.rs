@@ -41,6 +41,9 @@ use super::mongo_client::client_from_env;
 pub enum BenchCommand {
     /// The chain check on a synthetic population with injected defects.
     Chains(BenchChainsArgs),
+    /// The native dump and restore through a MongoDB server: documents/s, MB/s,
+    /// peak RSS, and the dump's speed against a plain cursor read.
+    Backup(super::bench_backup::BenchBackupArgs),
 }
 
 /// Flags of `bench chains`.
@@ -129,8 +132,11 @@ fn mib(kib: u64) -> f64 {
 
 /// Runs a `bench` subcommand.
 pub fn run(command: BenchCommand) -> ExitCode {
-    let BenchCommand::Chains(args) = command;
-    let ok = if args.mongo { bench_mongo(&args) } else { bench_memory(&args) };
+    let ok = match command {
+        BenchCommand::Chains(args) if args.mongo => bench_mongo(&args),
+        BenchCommand::Chains(args) => bench_memory(&args),
+        BenchCommand::Backup(args) => super::bench_backup::run(&args),
+    };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 

@@ -4,6 +4,8 @@
 
 pub mod backup;
 pub mod bench;
+pub mod bench_backup;
 pub mod check;
 pub mod mongo_client;
+pub mod native_backup;
 pub mod status;

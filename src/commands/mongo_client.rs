@@ -10,6 +10,7 @@ use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, Tls, TlsOptions};
 
+use crate::checks::mongo_error::invalid_uri_reason;
 use crate::checks::mongo_probe::{apply_tls, tls_root};
 use crate::checks::tls::{TlsFiles, TlsMaterial};
 
@@ -51,12 +52,6 @@ fn tls_from_env() -> Result<(bool, Option<TlsMaterial>), MongoClientError> {
     Ok((asked || material.is_some(), material))
 }
 
-/// Replaces the connection string in a driver message and keeps one short line.
-pub fn scrub(message: &str, uri: &str) -> String {
-    let cleaned = if uri.is_empty() { message.to_string() } else { message.replace(uri, "<uri>") };
-    cleaned.lines().next().unwrap_or_default().chars().take(300).collect()
-}
-
 /// Connects (lazily: the driver connects on the first command) with `timeout` for
 /// server selection and connection, and an optional command monitor.
 pub async fn client_from_env(
@@ -82,7 +77,7 @@ pub async fn client_with_tls(
 ) -> Result<CliClient, MongoClientError> {
     let invalid = |e: mongodb::error::Error| MongoClientError::InvalidUri {
         var: source.into(),
-        reason: scrub(&e.to_string(), uri),
+        reason: invalid_uri_reason(&e, uri),
     };
     let mut options = ClientOptions::parse(uri).await.map_err(invalid)?;
     options.server_selection_timeout = Some(timeout);
@@ -110,7 +105,7 @@ pub async fn client_from_uri(
 ) -> Result<Client, MongoClientError> {
     let invalid = |e: mongodb::error::Error| MongoClientError::InvalidUri {
         var: source.into(),
-        reason: scrub(&e.to_string(), uri),
+        reason: invalid_uri_reason(&e, uri),
     };
     let mut options = ClientOptions::parse(uri).await.map_err(invalid)?;
     options.server_selection_timeout = Some(timeout);

@@ -24,7 +24,7 @@ pub const INDEXES_READY: &str = "IndexesReady";
 pub const BACKUP_HEALTHY: &str = "BackupHealthy";
 
 /// Outcome of a dependency probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Probe {
     Ok {
         message: String,

@@ -2,6 +2,7 @@
 //! dependency clients, what the cluster can do, and per-object backoff.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use crate::checks::mongo_probe::MongoClients;
 
 use super::live::LiveState;
 use super::metrics::Metrics;
+use super::probes::ProbeCache;
+use super::recheck::RecheckPolicy;
+use super::rechecker::Rechecks;
 
 /// Image the chain-check and backup jobs run unless told otherwise: the image of this
 /// release.
@@ -20,6 +24,11 @@ pub const DEFAULT_OPERATOR_IMAGE: &str = concat!("ghcr.io/referral-dev/referral-
 
 /// Default of [`ControllerSettings::concurrency`].
 pub const DEFAULT_CONCURRENCY: u16 = 16;
+/// Default of [`ControllerSettings::recheck_budget`]: at 10,000 systems, every one
+/// re-checked about every 10 minutes (docs/benchmarks.md, "Round 5").
+pub const DEFAULT_RECHECK_BUDGET: f64 = 20.0;
+/// Cheap re-checks in flight at once.
+const MAX_CHECKING: usize = 8;
 
 /// Settings of the controller that do not come from a ReferralSystem.
 #[derive(Debug, Clone)]
@@ -31,16 +40,24 @@ pub struct ControllerSettings {
     pub operator_pods: Option<crate::reconcilers::OperatorPods>,
     /// Deadline of each dependency probe.
     pub probe_timeout: Duration,
-    /// Re-check a Ready system this often even when nothing changes.
+    /// Probe each MongoDB and Redis at most this often, however many systems use it.
+    pub probe_interval: Duration,
+    /// Base interval of a Ready system's re-check (docs/controller.md, "News first").
     pub resync_ready: Duration,
-    /// Re-check a system that is not Ready this often.
+    /// Base interval of the re-check of a system that is not Ready.
     pub resync_not_ready: Duration,
+    /// Ceiling of the re-check back-off.
+    pub recheck_max_interval: Duration,
+    /// Re-checks started per second at most, however many systems there are.
+    pub recheck_budget: f64,
     /// Reconciles running at once (per watched namespace). Unbounded, a thousand
     /// systems arriving together flood the API server until it answers 429 and 504.
     pub concurrency: u16,
     /// Quiet time after a change before a reconcile starts (kube-runtime's trailing
     /// debounce); zero reconciles at once.
     pub debounce: Duration,
+    /// Key of the secrets hash in pod templates (`--secrets-hash-key-file`).
+    pub secrets_hash_key: super::secrets::HashKey,
 }
 
 impl Default for ControllerSettings {
@@ -49,16 +66,22 @@ impl Default for ControllerSettings {
             operator_image: DEFAULT_OPERATOR_IMAGE.into(),
             operator_pods: None,
             probe_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(30),
             resync_ready: Duration::from_secs(300),
             resync_not_ready: Duration::from_secs(30),
+            recheck_max_interval: Duration::from_secs(600),
+            recheck_budget: DEFAULT_RECHECK_BUDGET,
             concurrency: DEFAULT_CONCURRENCY,
             debounce: Duration::ZERO,
+            // Tests and runs without a key file: stable for this process only.
+            secrets_hash_key: super::secrets::HashKey::random()
+                .unwrap_or_else(|_| super::secrets::HashKey::from_bytes(&std::process::id().to_be_bytes())),
         }
     }
 }
 
 /// Optional APIs found by discovery: the prometheus-operator kinds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
     pub prometheus_rule: Option<ApiResource>,
     pub service_monitor: Option<ApiResource>,
@@ -76,18 +99,47 @@ pub struct Context {
     pub live: LiveState,
     /// When each system's indexes were last checked.
     pub index_schedule: super::indexes::IndexSchedule,
+    /// When each system is re-checked, and what its last reconcile saw.
+    pub rechecks: Rechecks,
+    /// The last answer of each MongoDB and Redis.
+    pub probes: ProbeCache,
+    /// Bumped whenever discovery finds other capabilities, so re-checks apply them.
+    capabilities_generation: AtomicU64,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>, settings: ControllerSettings) -> Self {
+    /// `controllers`: how many Controllers share it (one per watched namespace), each
+    /// running up to `settings.concurrency` reconciles.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        settings: ControllerSettings,
+        controllers: usize,
+    ) -> Self {
+        let policy = RecheckPolicy {
+            budget: settings.recheck_budget,
+            ready: settings.resync_ready,
+            not_ready: settings.resync_not_ready,
+            max_interval: settings.recheck_max_interval,
+            slots: usize::from(settings.concurrency) * controllers.max(1),
+            max_checking: MAX_CHECKING,
+        };
+        let heartbeats = metrics.mongodb_heartbeats();
+        let mongo = MongoClients::new(settings.probe_interval, move || {
+            heartbeats.inc();
+        });
         Self {
+            rechecks: Rechecks::new(policy),
+            probes: ProbeCache::new(settings.probe_interval),
+            capabilities_generation: AtomicU64::new(0),
             client,
             recorder,
             metrics,
             settings,
             capabilities: RwLock::new(Capabilities::default()),
-            mongo: MongoClients::default(),
+            mongo,
             live: LiveState::default(),
             index_schedule: Default::default(),
             failures: Mutex::new(HashMap::new()),
@@ -96,6 +148,21 @@ impl Context {
 
     pub fn capabilities(&self) -> Capabilities {
         self.capabilities.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Records what discovery found; a change bumps [`Self::capabilities_generation`].
+    pub fn set_capabilities(&self, found: Capabilities) {
+        if let Ok(mut caps) = self.capabilities.write()
+            && *caps != found
+        {
+            *caps = found;
+            self.capabilities_generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How many times the capabilities changed since start.
+    pub fn capabilities_generation(&self) -> u64 {
+        self.capabilities_generation.load(Ordering::SeqCst)
     }
 
     /// Records one more failure of `key` and returns how long to wait: 5s doubling

@@ -26,6 +26,8 @@ pub enum Error {
     Malformed { name: String, reason: String },
     #[error("the ReferralSystem has no namespace")]
     NoNamespace,
+    #[error("reconciling {system} panicked (an operator bug; the other systems go on): {message}")]
+    Panicked { system: String, message: String },
 }
 
 impl Error {
@@ -42,6 +44,7 @@ impl Error {
             Self::ReadSecret { .. } => "missing_secret",
             Self::WriteStatus { .. } => "status_write",
             Self::Malformed { .. } | Self::NoNamespace => "invalid_spec",
+            Self::Panicked { .. } => "panic",
         }
     }
 }

@@ -32,6 +32,12 @@ impl IndexSchedule {
         }
     }
 
+    /// When the next check of `key` is due, if one was made.
+    pub fn next_due(&self, key: &str, interval: std::time::Duration) -> Option<Instant> {
+        let last = self.last.lock().ok()?.get(key).copied();
+        last.map(|(at, _)| at + interval)
+    }
+
     pub fn record(&self, key: &str, declaration: u64, now: Instant) {
         if let Ok(mut m) = self.last.lock() {
             m.insert(key.to_string(), (now, declaration));

@@ -23,7 +23,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -83,7 +83,7 @@ pub enum LeaseError {
     #[error("taking part in the election on Lease {namespace}/{name}: {source}")]
     Elect { namespace: String, name: String, source: LeaseManagerError },
     #[error("releasing Lease {namespace}/{name}: {source}")]
-    Release { namespace: String, name: String, source: LeaseManagerError },
+    Release { namespace: String, name: String, source: kube::Error },
 }
 
 impl LeaseError {
@@ -121,25 +121,38 @@ pub fn holds_lease(receiver: &watch::Receiver<bool>) -> bool {
 /// Stop this replica's elector (and its writes) first: the released Lease is free
 /// for anyone, this replica included.
 pub async fn release(client: Client, config: &LeaseConfig) -> Result<bool, LeaseError> {
-    let lease =
-        Api::<Lease>::namespaced(client.clone(), &config.namespace).get_opt(&config.name).await.map_err(|source| {
-            LeaseError::GetLease { namespace: config.namespace.clone(), name: config.name.clone(), source }
-        })?;
-    let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
-    if holder.as_deref() != Some(config.identity.as_str()) {
+    let api = Api::<Lease>::namespaced(client, &config.namespace);
+    let get_error =
+        |source| LeaseError::GetLease { namespace: config.namespace.clone(), name: config.name.clone(), source };
+    let Some(lease) = api.get_opt(&config.name).await.map_err(get_error)? else { return Ok(false) };
+    release_as_read(&api, config, &lease).await
+}
+
+/// As [`release`], for the Lease as it was read: if it changed since (its
+/// resourceVersion moved on), nothing is written and the answer is `false`.
+pub async fn release_as_read(api: &Api<Lease>, config: &LeaseConfig, lease: &Lease) -> Result<bool, LeaseError> {
+    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+    if holder != Some(config.identity.as_str()) {
         return Ok(false);
     }
-    let manager = manager(&client, config).await.map_err(|source| LeaseError::Release {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    })?;
-    manager.release().await.map_err(|source| LeaseError::Release {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    })?;
-    Ok(true)
+    // Our own write, not `LeaseManager::release`: that one turns a 409 Conflict on its
+    // patch into `unreachable!` (kube-lease-manager 0.13.1, `impl From<LeaseStateError>
+    // for LeaseManagerError`), and a release build aborts on panic, so a busy Lease
+    // would take the whole process down on its way out. The resourceVersion makes the
+    // write conditional: it lands only if nobody took the Lease since it was read, and
+    // a conflict means somebody did, so there is nothing left to release.
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": lease.metadata.resource_version},
+        "spec": {"holderIdentity": null, "acquireTime": null, "renewTime": null, "leaseDurationSeconds": null},
+    });
+    let params = PatchParams { field_manager: Some(config.field_manager()), ..PatchParams::default() };
+    match api.patch(&config.name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => {
+            Err(LeaseError::Release { namespace: config.namespace.clone(), name: config.name.clone(), source })
+        }
+    }
 }
 
 async fn manager(client: &Client, config: &LeaseConfig) -> Result<LeaseManager, LeaseManagerError> {
@@ -236,7 +249,7 @@ async fn lead(client: &Client, config: &LeaseConfig, manager: &LeaseManager, lea
             }
             () = leading.closed() => {
                 drop(renewing);
-                if let Err(error) = manager.release().await {
+                if let Err(error) = release(client.clone(), config).await {
                     tracing::warn!(%error, "could not release the leader Lease");
                 }
                 return false;

@@ -646,6 +646,11 @@ impl LiveState {
         inner.status_writes.get(&format!("{namespace}/{name}")) == Some(&rv)
     }
 
+    /// The resourceVersion our last status patch of `namespace/name` returned.
+    pub fn last_status_write(&self, namespace: &str, name: &str) -> Option<u64> {
+        self.lock().status_writes.get(&format!("{namespace}/{name}")).copied()
+    }
+
     /// Forgets a deleted system's status write.
     pub fn forget_system(&self, namespace: &str, name: &str) {
         self.lock().status_writes.remove(&format!("{namespace}/{name}"));

@@ -26,9 +26,9 @@ use prometheus_client::registry::Registry;
 
 use crate::crd::status::ChainViolation;
 use crate::reconcilers::monitoring::{
-    DEPENDENCIES, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_SUCCESS, OPERATOR_CHAIN_CHECK_FAILED,
-    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_DEPENDENCY_UP, OPERATOR_INDEXES,
-    OPERATOR_MAINTENANCE_JOB_FAILED, OPERATOR_WORKER_PODS, WORKER_POD_STATES,
+    DEPENDENCIES, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_FAILURE, OPERATOR_BACKUP_LAST_SUCCESS,
+    OPERATOR_CHAIN_CHECK_FAILED, OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_DEPENDENCY_UP,
+    OPERATOR_INDEXES, OPERATOR_MAINTENANCE_JOB_FAILED, OPERATOR_WORKER_PODS, WORKER_POD_STATES,
 };
 
 /// Reconciles run, whatever their outcome.
@@ -41,6 +41,16 @@ pub const RECONCILE_DURATION_SECONDS: &str = "referral_operator_reconcile_durati
 pub const MANAGED_OBJECTS: &str = "referral_operator_managed_objects";
 /// 1 on the replica that holds the leader Lease, 0 on the others.
 pub const LEADER: &str = "referral_operator_leader";
+/// Cheap re-checks done, by `result` (docs/controller.md, "News first").
+pub const RECHECKS_TOTAL: &str = "referral_operator_rechecks_total";
+/// Dependency probes sent (not answered from the cache), by `dependency`.
+pub const PROBES_TOTAL: &str = "referral_operator_dependency_probes_total";
+/// Checks of their server by the MongoDB driver's monitors (`hello`), besides pings.
+pub const MONGODB_HEARTBEATS_TOTAL: &str = "referral_operator_mongodb_heartbeats_total";
+/// The values of `result` on [`RECHECKS_TOTAL`].
+pub const RECHECK_RESULTS: [&str; 4] = ["nothing_new", "news", "failed", "gone"];
+/// The values of `dependency` on [`PROBES_TOTAL`].
+pub const PROBED_DEPENDENCIES: [&str; 2] = ["mongodb", "redis"];
 
 /// Content type of [`Metrics::encode`]: the Prometheus text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -53,6 +63,16 @@ const RECONCILE_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecheckLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    dependency: &'static str,
 }
 
 // Field names are the label names; they must equal LABEL_REFERRAL_NAMESPACE and
@@ -130,9 +150,13 @@ pub struct Metrics {
     worker_pods: Family<WorkerPodLabels, Gauge>,
     chain_check_failed: Family<SystemLabels, Gauge>,
     maintenance_failed: Family<JobLabels, Gauge>,
-    leader: Gauge,
     workers: NamesBySystem,
     maintenance_jobs: NamesBySystem,
+    backup_last_failure: Family<SystemLabels, FloatGauge>,
+    leader: Gauge,
+    rechecks: Family<RecheckLabels, Counter>,
+    probes: Family<ProbeLabels, Counter>,
+    mongodb_heartbeats: Counter,
     /// Depths exported per system: unlike states and kinds they are not a fixed set,
     /// so removing a system's series, or a depth that no longer occurs, needs them.
     depths: Mutex<HashMap<SystemLabels, BTreeSet<u32>>>,
@@ -160,7 +184,11 @@ impl Metrics {
         let worker_pods = Family::<WorkerPodLabels, Gauge>::default();
         let chain_check_failed = Family::<SystemLabels, Gauge>::default();
         let maintenance_failed = Family::<JobLabels, Gauge>::default();
+        let backup_last_failure = Family::<SystemLabels, FloatGauge>::default();
         let leader = Gauge::default();
+        let rechecks = Family::<RecheckLabels, Counter>::default();
+        let probes = Family::<ProbeLabels, Counter>::default();
+        let mongodb_heartbeats = Counter::default();
 
         // prometheus-client appends `_total` to counters itself.
         registry.register(counter_base(RECONCILE_RUNS_TOTAL), "Reconciles run", reconcile_runs.clone());
@@ -208,7 +236,30 @@ impl Metrics {
             "1 when the last finished run of a maintenance job failed",
             maintenance_failed.clone(),
         );
+        registry.register(
+            OPERATOR_BACKUP_LAST_FAILURE,
+            "Unix time the newest backup Job failed, while no backup has completed since",
+            backup_last_failure.clone(),
+        );
         registry.register(LEADER, "1 when this replica holds the leader Lease", leader.clone());
+        registry.register(counter_base(RECHECKS_TOTAL), "Cheap re-checks of systems, by result", rechecks.clone());
+        registry.register(
+            counter_base(PROBES_TOTAL),
+            "MongoDB and Redis probes sent (answers reused within the probe interval not counted)",
+            probes.clone(),
+        );
+        registry.register(
+            counter_base(MONGODB_HEARTBEATS_TOTAL),
+            "Checks of their server by the MongoDB driver's monitors",
+            mongodb_heartbeats.clone(),
+        );
+        // Every value from the start, so a rate over the first minutes has a series.
+        for result in RECHECK_RESULTS {
+            let _ = rechecks.get_or_create(&RecheckLabels { result });
+        }
+        for dependency in PROBED_DEPENDENCIES {
+            let _ = probes.get_or_create(&ProbeLabels { dependency });
+        }
 
         Metrics {
             registry,
@@ -225,9 +276,13 @@ impl Metrics {
             worker_pods,
             chain_check_failed,
             maintenance_failed,
-            leader,
             workers: Mutex::new(HashMap::new()),
             maintenance_jobs: Mutex::new(HashMap::new()),
+            backup_last_failure,
+            leader,
+            rechecks,
+            probes,
+            mongodb_heartbeats,
             depths: Mutex::new(HashMap::new()),
         }
     }
@@ -247,6 +302,29 @@ impl Metrics {
     pub fn record_failure(&self, category: &'static str) {
         debug_assert!(is_label_word(category), "failure category {category:?} is not a snake_case word");
         self.reconcile_failures.get_or_create(&FailureLabels { category }).inc();
+    }
+
+    /// Counts a cheap re-check; `result` is one of [`RECHECK_RESULTS`].
+    pub fn record_recheck(&self, result: &'static str) {
+        debug_assert!(
+            RECHECK_RESULTS.contains(&result),
+            "re-check result {result:?} is not one of {RECHECK_RESULTS:?}"
+        );
+        self.rechecks.get_or_create(&RecheckLabels { result }).inc();
+    }
+
+    /// Counts a probe sent; `dependency` is one of [`PROBED_DEPENDENCIES`].
+    pub fn record_probe(&self, dependency: &'static str) {
+        debug_assert!(
+            PROBED_DEPENDENCIES.contains(&dependency),
+            "{dependency:?} is not one of {PROBED_DEPENDENCIES:?}"
+        );
+        self.probes.get_or_create(&ProbeLabels { dependency }).inc();
+    }
+
+    /// The counter of the MongoDB driver's server checks, for its event handler.
+    pub fn mongodb_heartbeats(&self) -> Counter {
+        self.mongodb_heartbeats.clone()
     }
 
     pub fn set_managed_objects(&self, ns: &str, name: &str, count: i64) {
@@ -325,6 +403,20 @@ impl Metrics {
         }
     }
 
+    /// Sets or removes the failed-backup gauge of one system: present only while the
+    /// newest backup Job failed and none has completed since.
+    pub fn set_backup_failure(&self, ns: &str, name: &str, failed_at_unix: Option<f64>) {
+        let labels = system(ns, name);
+        match failed_at_unix {
+            Some(at) => {
+                self.backup_last_failure.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.backup_last_failure.remove(&labels);
+            }
+        }
+    }
+
     /// Replaces the pod counts of a system's workers: `(worker, desired, ready)`.
     pub fn set_worker_pods(&self, ns: &str, name: &str, workers: &[(String, i64, i64)]) {
         let labels = |worker: &str, state: &'static str| WorkerPodLabels {
@@ -372,6 +464,7 @@ impl Metrics {
         self.managed_objects.remove(&key);
         self.backup_last_success.remove(&key);
         self.backup_interval.remove(&key);
+        self.backup_last_failure.remove(&key);
         for state in INDEX_STATES {
             self.indexes.remove(&IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state });
         }
@@ -494,15 +587,25 @@ mod tests {
         metrics.set_chain_check_failed("referrals", "main", false);
         metrics.set_maintenance_failed("referrals", "main", &[("cleanup".into(), true)]);
         metrics.set_leader(true);
+        metrics.record_recheck("nothing_new");
+        metrics.record_probe("mongodb");
         metrics
     }
 
     #[test]
     fn encode_names_every_metric() {
         let text = populated().encode();
-        for name in [RECONCILE_RUNS_TOTAL, RECONCILE_FAILURES_TOTAL, MANAGED_OBJECTS, LEADER]
-            .into_iter()
-            .chain(OPERATOR_METRICS)
+        for name in [
+            RECONCILE_RUNS_TOTAL,
+            RECONCILE_FAILURES_TOTAL,
+            MANAGED_OBJECTS,
+            LEADER,
+            RECHECKS_TOTAL,
+            PROBES_TOTAL,
+            MONGODB_HEARTBEATS_TOTAL,
+        ]
+        .into_iter()
+        .chain(OPERATOR_METRICS)
         {
             assert!(!series(&text, name).is_empty(), "no {name} series in\n{text}");
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE line for {name} in\n{text}");

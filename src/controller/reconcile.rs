@@ -6,30 +6,33 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, GetParams, Patch};
+use kube::api::{Api, ApiResource, DynamicObject, GetParams, ListParams, Patch};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use crate::checks::redis_probe::RedisTarget;
 use crate::crd::ReferralSystem;
+use crate::crd::SecretKeyRef;
 use crate::crd::status::{ChainCheckStatus, ChainViolation, ReferralSystemStatus, StatusWriter};
 use crate::crd::validate::{ValidatedSystem, validate};
 use crate::reconcilers::env::{generated_redis_password_name, redis_endpoint, redis_password_ref};
 use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
 
-use crate::backup::health::{BackupHealth, BackupHealthInput, backup_health};
+use crate::backup::health::{BackupFailure, BackupHealth, BackupHealthInput, REASON_FAILED, backup_health};
 
 use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
+use super::recheck::Settled;
+use super::rechecker::{Baseline, probes_seen, secrets_seen, version_number};
 use super::requests::{self, RunNow};
-use super::secrets::{self, SecretValues};
+use super::secrets::{self, SecretRefs, SecretValues};
 use super::{indexes, scheduled, upgrade};
 
 /// Field manager of the ReferralRestore status the restore controller writes (the
@@ -37,11 +40,17 @@ use super::{indexes, scheduled, upgrade};
 pub const STATUS_MANAGER: &str = "referral-operator-status";
 
 /// Entry point for the kube-runtime Controller, which caches only the systems'
-/// metadata: the system itself is read here.
+/// metadata: the system itself is read here. A reconcile never asks to be requeued
+/// after a time: re-checks are the re-check schedule's ([`super::recheck`]), told
+/// here when each reconcile starts and how it ended; only a failure is retried by
+/// kube-runtime, with [`error_policy`]'s back-off.
 pub async fn reconcile(meta: Arc<PartialObjectMeta<ReferralSystem>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    let key = format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any());
+    let report = ctx.rechecks.reconciling(&key);
     let Some(guard) = fetch(&meta, &ctx).await? else {
         // Deleted since the watch saw it; the controller hears of that separately.
+        report.settle(Settled::Gone);
         return Ok(Action::await_change());
     };
     let system = match &guard.0 {
@@ -59,15 +68,15 @@ pub async fn reconcile(meta: Arc<PartialObjectMeta<ReferralSystem>>, ctx: Arc<Co
             };
             let _ = ctx.recorder.publish(&event, &reference).await;
             ctx.metrics.record_failure("invalid_spec");
+            report_undecodable(&meta, &invalid.error, &ctx).await?;
+            report.settle(Settled::Parked);
             return Ok(Action::await_change());
         }
     };
-    let result = reconcile_system(system, &ctx).await;
-    let key = format!("{}/{}", system.namespace().unwrap_or_default(), system.name_any());
-    if result.is_ok() {
-        ctx.reset_backoff(&key);
-    }
-    result
+    let settled = reconcile_system(system, &ctx).await?;
+    ctx.reset_backoff(&key);
+    report.settle(settled);
+    Ok(Action::await_change())
 }
 
 /// The system whole, at least as new as the cached metadata that woke this reconcile
@@ -91,6 +100,61 @@ async fn fetch(
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(source) => Err(Error::Read { kind: "ReferralSystem", name: format!("{namespace}/{name}"), source }),
     }
+}
+
+/// A system the API server stored but the operator cannot decode (a value its schema
+/// admits and its types do not) is reported like any invalid spec: SpecValid and
+/// Ready False, naming the field, so a person sees it in `status`, not only in an
+/// event. The field is found by decoding the object again with its path tracked.
+async fn report_undecodable(meta: &PartialObjectMeta<ReferralSystem>, error: &str, ctx: &Context) -> Result<(), Error> {
+    let namespace = meta.namespace().ok_or(Error::NoNamespace)?;
+    let name = meta.name_any();
+    let resource = ApiResource::erase::<ReferralSystem>(&());
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let problem = match api.get(&name).await {
+        Ok(object) => match serde_json::to_value(&object).map_err(|e| e.to_string()).and_then(|v| {
+            serde_path_to_error::deserialize::<_, ReferralSystem>(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+        }) {
+            Ok(_) => format!("cannot decode this ReferralSystem: {error}"),
+            Err(why) => format!("cannot decode this ReferralSystem: {why}"),
+        },
+        Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
+        Err(source) => return Err(Error::Read { kind: "ReferralSystem", name: format!("{namespace}/{name}"), source }),
+    };
+    let observed = Observed {
+        generation: meta.metadata.generation,
+        spec_problems: vec![truncate(&problem, 1000)],
+        missing_secrets: Vec::new(),
+        paused: false,
+        stopped: false,
+        workers: Vec::new(),
+        redis_workload: None,
+        redis: Probe::Unknown {
+            reason: "NotChecked".into(),
+            message: "not checked: the spec cannot be decoded".into(),
+        },
+        mongo: Probe::Unknown {
+            reason: "NotChecked".into(),
+            message: "not checked: the spec cannot be decoded".into(),
+        },
+        monitoring_crds_missing: None,
+        apply_error: None,
+        chain_check: None,
+        backup: None,
+        upgrade: None,
+        upgrade_status: None,
+        handled_requests: None,
+        indexes: conditions::IndexObservation::NotChecked,
+        stored_indexes: Vec::new(),
+        maintenance: None,
+        chain_check_job_failure: None,
+    };
+    let status = conditions::status(&observed, None, &now());
+    let writer = StatusWriter::Controller;
+    api.patch_status(&name, &writer.apply_params(), &Patch::Apply(writer.apply_body(&status)))
+        .await
+        .map_err(|source| Error::WriteStatus { system: name.clone(), source })?;
+    Ok(())
 }
 
 /// Requeue policy after an error: exponential backoff per object.
@@ -131,10 +195,12 @@ fn new_observed(system: &ReferralSystem) -> Observed {
     }
 }
 
-async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Action, Error> {
+/// One reconcile; says when the system is to be re-checked and against what.
+async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Settled<Arc<Baseline>>, Error> {
     let namespace = system.namespace().ok_or(Error::NoNamespace)?;
     let name = system.name_any();
     let mut observed = new_observed(system);
+    let capabilities = ctx.capabilities_generation();
 
     let validated = match validate(system, &namespace) {
         Ok(validated) => validated,
@@ -142,10 +208,11 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
             observed.spec_problems = problems.iter().map(ToString::to_string).collect();
             write_status(system, ctx, &observed).await?;
             // Nothing will change until the spec does.
-            return Ok(Action::await_change());
+            return Ok(Settled::Parked);
         }
     };
 
+    let secret_refs = SecretRefs::of(&validated);
     let secret_api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     // The generated Redis password first, so the read below finds it. Paused, the
     // operator writes nothing, this Secret included.
@@ -156,14 +223,21 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
         secrets::ensure_generated_password(&secret_api, &validated, rotation.as_ref().map(|r| r.token_hash.as_str()))
             .await?
     };
-    let secrets = secrets::read(&secret_api, &validated).await?;
+    let secrets = secrets::read_refs(&secret_api, &secret_refs, &ctx.settings.secrets_hash_key).await?;
     observed.missing_secrets = secrets.missing.clone();
-    let (mongo, redis) = tokio::join!(probe_mongo(ctx, &secrets), probe_redis(ctx, &validated, &secrets));
-    observed.mongo = mongo;
-    observed.redis = redis;
+    let redis_target = RedisTarget::of(&validated);
+    let dependencies = probe_dependencies(ctx, &redis_target, &secrets).await;
+    let probes_seen = probes_seen(&dependencies.mongo, &dependencies.redis);
+    observed.mongo = dependencies.mongo;
+    observed.redis = dependencies.redis;
+    let mut wake_at = None;
     if matches!(observed.mongo, Probe::Ok { .. }) {
         observed.indexes =
             indexes::observe_indexes(ctx, &validated, secrets.mongo_uri.as_deref(), secrets.mongo_tls.as_ref()).await;
+        // The next index check is due work: a re-check cannot do it without the spec.
+        if !system.spec.paused {
+            wake_at = ctx.index_schedule.next_due(&format!("{namespace}/{name}"), validated.intervals.index_check);
+        }
     }
 
     let build_context = BuildContext {
@@ -173,7 +247,8 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
     };
     let mut children = build(&validated, &build_context);
     let now = now();
-    let backup = judge_backups(ctx, system, &validated, &now);
+    let backup_failure = newest_backup_failure(ctx, &validated).await;
+    let backup = judge_backups(ctx, system, &validated, &now, backup_failure.as_ref());
     let restore_hold = super::restore::restore_holding(ctx, &validated).await?;
     if restore_hold.is_some() {
         crate::reconcilers::restore::hold_for_restore(&mut children);
@@ -266,20 +341,58 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Acti
         return Err(error);
     }
     let ready = crate::crd::conditions::is_true(&status.conditions, READY);
-    let mut wait = if ready { ctx.settings.resync_ready } else { ctx.settings.resync_not_ready };
     // Come back when the backups turn overdue, so BackupHealthy flips on time.
     if let Some(due) = backup_due {
         let until = due.duration_since(now.0).as_secs();
         if until >= 0 {
-            wait = wait.min(std::time::Duration::from_secs(until.unsigned_abs() + 1));
+            let at = std::time::Instant::now() + std::time::Duration::from_secs(until.unsigned_abs() + 1);
+            wake_at = Some(wake_at.map_or(at, |w: std::time::Instant| w.min(at)));
         }
     }
-    Ok(Action::requeue(wait))
+    // This reconcile's own status write is not news to the re-check.
+    let resource_version =
+        version_number(system.metadata.resource_version.as_deref()).max(ctx.live.last_status_write(&namespace, &name));
+    let baseline = Baseline {
+        resource_version,
+        capabilities,
+        secrets: secret_refs,
+        secrets_seen: secrets_seen(&secrets),
+        redis: redis_target,
+        probes_seen,
+        targets: dependencies.targets,
+    };
+    Ok(Settled::Recheck { ready, wake_at, baseline: Arc::new(baseline) })
+}
+
+/// The newest failed backup Job of the system. A failed read is logged and counts as
+/// no failure: the next reconcile reads again, and a list error must not hide the
+/// rest of the status.
+async fn newest_backup_failure(ctx: &Context, system: &ValidatedSystem) -> Option<BackupFailure> {
+    let selector = format!(
+        "{},{}={}",
+        crate::reconcilers::meta::system_selector(&system.name),
+        crate::reconcilers::meta::LABEL_COMPONENT,
+        crate::reconcilers::backup::COMPONENT
+    );
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &system.namespace);
+    match jobs.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => crate::reconcilers::backup::newest_failure(&list.items),
+        Err(error) => {
+            tracing::warn!(system = %system.name, %error, "cannot list the backup Jobs");
+            None
+        }
+    }
 }
 
 /// `BackupHealthy`, from what the backup Job last reported; also exported as the
 /// gauges the backup alert reads, so the two agree.
-fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSystem, now: &Time) -> BackupHealth {
+fn judge_backups(
+    ctx: &Context,
+    object: &ReferralSystem,
+    system: &ValidatedSystem,
+    now: &Time,
+    last_failure: Option<&BackupFailure>,
+) -> BackupHealth {
     let last_success = object.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_success.clone());
     let created = object.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now.0);
     let health = backup_health(BackupHealthInput {
@@ -287,8 +400,11 @@ fn judge_backups(ctx: &Context, object: &ReferralSystem, system: &ValidatedSyste
         created,
         schedule: &system.spec.backup.schedule,
         suspended: system.spec.backup.suspend,
+        last_failure,
         now: now.0,
     });
+    let unresolved = last_failure.filter(|_| health.reason == REASON_FAILED);
+    ctx.metrics.set_backup_failure(&system.namespace, &system.name, unresolved.map(|f| f.at.as_second() as f64));
     if let Some(interval) = health.interval_seconds {
         ctx.metrics.set_backup(
             &system.namespace,
@@ -384,60 +500,134 @@ async fn publish_started(system: &ReferralSystem, ctx: &Context, started: &[requ
     }
 }
 
-async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> Probe {
+/// What the Redis probe needs from the spec, kept in a re-check's [`Baseline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    host: String,
+    port: u16,
+    tls: bool,
+    username: Option<String>,
+    /// The password's Secret key (the generated one for a managed Redis without
+    /// one), when Redis wants a password.
+    password_ref: Option<SecretKeyRef>,
+}
+
+impl RedisTarget {
+    pub fn of(system: &ValidatedSystem) -> Self {
+        let redis = &system.spec.redis;
+        let (host, port) = redis_endpoint(system);
+        // Managed Redis is reached through its Service's cluster DNS name.
+        let host = if redis.managed.is_some() { format!("{host}.{}.svc", system.namespace) } else { host };
+        Self {
+            host,
+            port: u16::try_from(port).unwrap_or(6379),
+            tls: redis.external.as_ref().is_some_and(|e| e.tls),
+            username: redis.username.clone(),
+            password_ref: redis_password_ref(system),
+        }
+    }
+
+    /// Where and how to connect, with the credentials and TLS files read.
+    fn connection(&self, secrets: &SecretValues) -> crate::checks::redis_probe::RedisTarget {
+        crate::checks::redis_probe::RedisTarget {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls.then(|| secrets.redis_tls.clone().unwrap_or_default()),
+            username: self.username.clone(),
+            password: secrets.redis_password.clone(),
+        }
+    }
+}
+
+/// Both dependency probes' answers, and the servers they came from.
+pub struct Dependencies {
+    pub mongo: Probe,
+    pub redis: Probe,
+    /// MongoDB's and Redis's [`super::probes::Target`], when probed.
+    pub targets: [Option<super::probes::Target>; 2],
+}
+
+/// Probes MongoDB and Redis, each at most once per probe interval however many
+/// systems use it ([`super::probes`]); a changed answer wakes the other systems that
+/// use the same server, so that each reports it.
+pub async fn probe_dependencies(ctx: &Context, redis: &RedisTarget, secrets: &SecretValues) -> Dependencies {
+    let ((mongo, mongo_target), (redis, redis_target)) =
+        tokio::join!(probe_mongo(ctx, secrets), probe_redis(ctx, redis, secrets));
+    Dependencies { mongo, redis, targets: [mongo_target, redis_target] }
+}
+
+async fn probe_mongo(ctx: &Context, secrets: &SecretValues) -> (Probe, Option<super::probes::Target>) {
     let Some(uri) = &secrets.mongo_uri else {
-        return Probe::Unknown {
-            reason: "SecretMissing".into(),
-            message: "the MongoDB URI Secret cannot be read".into(),
-        };
+        let probe =
+            Probe::Unknown { reason: "SecretMissing".into(), message: "the MongoDB URI Secret cannot be read".into() };
+        return (probe, None);
     };
-    match ctx.mongo.ping(uri, secrets.mongo_tls.as_ref(), ctx.settings.probe_timeout).await {
-        Ok(()) => Probe::Ok { message: "MongoDB answered ping".into() },
-        Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+    let tls = secrets.mongo_tls.as_ref();
+    let target = ctx.probes.target(("mongodb", uri, tls));
+    let answer = ctx
+        .probes
+        .answer(target, || async {
+            ctx.metrics.record_probe("mongodb");
+            match ctx.mongo.ping(uri, tls, ctx.settings.probe_timeout).await {
+                Ok(()) => Probe::Ok { message: "MongoDB answered ping".into() },
+                Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+            }
+        })
+        .await;
+    if answer.changed {
+        ctx.rechecks.wake_users_of(target);
     }
+    (answer.probe, Some(target))
 }
 
-/// Where the operator reaches this system's Redis, with which credentials.
-fn redis_target(system: &ValidatedSystem, secrets: &SecretValues) -> RedisTarget {
-    let redis = &system.spec.redis;
-    let (host, port) = redis_endpoint(system);
-    // Managed Redis is reached through its Service's cluster DNS name.
-    let host = if redis.managed.is_some() { format!("{host}.{}.svc", system.namespace) } else { host };
-    let tls = redis.external.as_ref().filter(|e| e.tls).map(|_| secrets.redis_tls.clone().unwrap_or_default());
-    RedisTarget {
-        host,
-        port: u16::try_from(port).unwrap_or(6379),
-        tls,
-        username: redis.username.clone(),
-        password: secrets.redis_password.clone(),
-    }
-}
-
-async fn probe_redis(ctx: &Context, system: &ValidatedSystem, secrets: &SecretValues) -> Probe {
-    if let Some(reference) = redis_password_ref(system)
+async fn probe_redis(
+    ctx: &Context,
+    redis: &RedisTarget,
+    secrets: &SecretValues,
+) -> (Probe, Option<super::probes::Target>) {
+    if let Some(reference) = &redis.password_ref
         && secrets.redis_password.is_none()
     {
-        return Probe::Unknown {
+        let probe = Probe::Unknown {
             reason: "SecretMissing".into(),
             message: format!(
                 "the Redis password (Secret {} key {}) is missing or empty, so Redis was not asked",
                 reference.name, reference.key
             ),
         };
+        return (probe, None);
     }
-    let target = redis_target(system, secrets);
-    match crate::checks::redis_probe::ping(&target, ctx.settings.probe_timeout).await {
-        Ok(()) => {
-            let how = match (&target.tls, &target.password) {
-                (Some(_), Some(_)) => " over TLS, after AUTH",
-                (Some(_), None) => " over TLS",
-                (None, Some(_)) => " after AUTH",
-                (None, None) => "",
-            };
-            Probe::Ok { message: format!("Redis at {} answered PING{how}", target.address()) }
-        }
-        Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+    let connection = redis.connection(secrets);
+    let target = ctx.probes.target((
+        "redis",
+        &connection.host,
+        connection.port,
+        &connection.tls,
+        &connection.username,
+        &connection.password,
+    ));
+    let answer = ctx
+        .probes
+        .answer(target, || async {
+            ctx.metrics.record_probe("redis");
+            match crate::checks::redis_probe::ping(&connection, ctx.settings.probe_timeout).await {
+                Ok(()) => {
+                    let how = match (&connection.tls, &connection.password) {
+                        (Some(_), Some(_)) => " over TLS, after AUTH",
+                        (Some(_), None) => " over TLS",
+                        (None, Some(_)) => " after AUTH",
+                        (None, None) => "",
+                    };
+                    Probe::Ok { message: format!("Redis at {} answered PING{how}", connection.address()) }
+                }
+                Err(e) => Probe::Failed { reason: e.reason().into(), message: e.to_string() },
+            }
+        })
+        .await;
+    if answer.changed {
+        ctx.rechecks.wake_users_of(target);
     }
+    (answer.probe, Some(target))
 }
 
 /// Says what a rotation request did: a new password, or why there is none to rotate.
@@ -662,6 +852,13 @@ async fn publish_transitions(system: &ReferralSystem, ctx: &Context, old: &[Cond
         if was(READY).is_none() && c.status == "True" {
             events.push((EventType::Normal, "Ready", c.message.clone()));
         }
+    }
+    // A failed backup is news once per failed Job: the message names the Job.
+    if let Some(c) = is(conditions::BACKUP_HEALTHY)
+        && c.reason == REASON_FAILED
+        && find(old, conditions::BACKUP_HEALTHY).is_none_or(|o| o.reason != REASON_FAILED || o.message != c.message)
+    {
+        events.push((EventType::Warning, REASON_FAILED, c.message.clone()));
     }
     let reference = system.object_ref(&());
     for (type_, reason, note) in events {

@@ -100,6 +100,8 @@ pub enum RestoreError {
     NoNamespace { name: String },
     #[error("the ReferralRestore {name} has no uid")]
     NoUid { name: String },
+    #[error("reconciling ReferralRestore {name} panicked (an operator bug; the others go on): {message}")]
+    Panicked { name: String, message: String },
 }
 
 impl RestoreError {
@@ -117,6 +119,7 @@ impl RestoreError {
             Self::Stale { .. } => "conflict",
             Self::EnsureIndexes { .. } => "mongodb",
             Self::NoChainCheckTemplate { .. } | Self::NoNamespace { .. } | Self::NoUid { .. } => "invalid_spec",
+            Self::Panicked { .. } => "panic",
         }
     }
 }
@@ -517,10 +520,11 @@ async fn create_job(ctx: &Context, namespace: &str, job: Job) -> Result<(), Rest
 async fn ensure_indexes(ctx: &Context, system: &ValidatedSystem) -> Result<IndexesResult, RestoreError> {
     let failed = |reason: String| RestoreError::EnsureIndexes { system: system.name.clone(), reason };
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &system.namespace);
-    let values = super::secrets::read(&secrets, system).await.map_err(|error| match error {
-        Error::ReadSecret { name, source } => RestoreError::ReadSecret { name, source },
-        other => failed(other.to_string()),
-    })?;
+    let values =
+        super::secrets::read(&secrets, system, &ctx.settings.secrets_hash_key).await.map_err(|error| match error {
+            Error::ReadSecret { name, source } => RestoreError::ReadSecret { name, source },
+            other => failed(other.to_string()),
+        })?;
     let reference = &system.spec.mongodb.uri_secret_ref;
     let uri = values
         .mongo_uri
@@ -617,7 +621,14 @@ pub async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Cont
     Controller::for_stream(stream, reader)
         .owns_stream(job_stream)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |guard, ctx| {
+                let name = format!("{}/{}", guard.namespace().unwrap_or_default(), guard.name_any());
+                super::panics::contain(reconcile(guard, ctx), |message| RestoreError::Panicked { name, message })
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(restore = %object.name, "reconciled restore"),

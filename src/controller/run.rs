@@ -20,12 +20,13 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, WatchStreamExt};
 
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::ReferralSystem;
 use crate::reconcilers::meta::{LABEL_MANAGED_BY, MANAGER};
 
 use super::context::{Capabilities, Context, ControllerSettings};
+use super::error::Error;
 use super::http::{self, Health};
 use super::leader::{self, LeaseConfig};
 use super::live::Observable;
@@ -69,6 +70,22 @@ pub async fn discover(client: &Client) -> Capabilities {
 
 /// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A trigger stream without its errors, which are logged instead. Each watch retries
+/// with its own back-off; an error that reached the Controller would make it back off
+/// its whole merged trigger stream, so one failing watch (the ReferralRestore one while
+/// that CRD is not installed) would hold back every trigger, news included.
+fn without_errors<T: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    watch: &'static str,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    stream.filter(move |item| {
+        if let Err(error) = item {
+            tracing::debug!(%error, watch, "watch failed; it retries on its own");
+        }
+        futures::future::ready(item.is_ok())
+    })
+}
 
 fn child_config() -> watcher::Config {
     watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
@@ -141,14 +158,15 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     {
         let live = ctx.clone();
         let scope = scope.clone();
-        watcher(api, child_config())
+        let stream = watcher(api, child_config())
             .default_backoff()
             .try_filter_map(move |event| {
                 let event = event.modify(modify);
                 let news = live.live.observe(&scope, &event);
                 futures::future::ready(Ok(news.then_some(event)))
             })
-            .touched_objects()
+            .touched_objects();
+        without_errors(stream, K::KIND)
     }
     fn strip<K: Resource>(object: &mut K) {
         object.meta_mut().managed_fields = None;
@@ -158,8 +176,12 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
     let config = kube::runtime::controller::Config::default()
         .concurrency(ctx.settings.concurrency)
         .debounce(ctx.settings.debounce);
-    Controller::for_stream(stream, reader)
+    // What re-checks find new comes in here; the re-checks themselves never enter the
+    // Controller's queue (docs/controller.md, "News first").
+    let escalations = ctx.rechecks.route(namespace.clone(), reader.clone());
+    Controller::for_stream(without_errors(stream, "ReferralSystem"), reader)
         .with_config(config)
+        .reconcile_on(escalations)
         .owns_stream(feed(api::<Deployment>(&client, ns), ns, c, strip::<Deployment>))
         .owns_stream(feed(api::<StatefulSet>(&client, ns), ns, c, strip::<StatefulSet>))
         .owns_stream(feed(api::<PartialObjectMeta<Service>>(&client, ns), ns, c, strip))
@@ -176,12 +198,23 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         .owns_stream(feed(api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, ns), ns, c, strip))
         // Jobs the controller started (run now, pre-upgrade backup, migration) wake
         // their system when they finish; their status is read by name when needed.
-        .owns_stream(
+        .owns_stream(without_errors(
             watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config()).default_backoff().touched_objects(),
+            "Job",
+        ))
+        .watches_stream(
+            without_errors(super::restore::restore_triggers(&client, ns), "ReferralRestore"),
+            super::restore::system_of_restore,
         )
-        .watches_stream(super::restore::restore_triggers(&client, ns), super::restore::system_of_restore)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
+        .run(
+            |meta, ctx| {
+                let system = format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any());
+                super::panics::contain(reconcile(meta, ctx), |message| Error::Panicked { system, message })
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| {
             let ctx = ctx.clone();
             async move {
@@ -192,6 +225,11 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
                     Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
                         ctx.metrics.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
                         ctx.live.forget_system(object.namespace.as_deref().unwrap_or_default(), &object.name);
+                        ctx.rechecks.forget(&format!(
+                            "{}/{}",
+                            object.namespace.as_deref().unwrap_or_default(),
+                            object.name
+                        ));
                         tracing::debug!(system = %object.name, "deleted; its metrics are removed");
                     }
                     Err(error) => tracing::debug!(%error, "reconcile error"),
@@ -247,6 +285,7 @@ async fn lease_client() -> Result<Client, kube::Error> {
 
 /// Runs until SIGTERM/SIGINT, or until the lease is lost.
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    super::panics::install_hook();
     // Two per reconcile that may run at once (`concurrency` per watched namespace):
     // the API server is the bottleneck well before that.
     let controllers = config.namespaces.len().max(1);
@@ -294,22 +333,18 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
         config.settings.clone(),
+        controllers,
     ));
-    let found = discover(&client).await;
-    if let Ok(mut caps) = ctx.capabilities.write() {
-        *caps = found;
-    }
+    ctx.set_capabilities(discover(&client).await);
     let discovery_ctx = ctx.clone();
     let interval = config.discovery_interval;
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            let found = discover(&discovery_ctx.client).await;
-            if let Ok(mut caps) = discovery_ctx.capabilities.write() {
-                *caps = found;
-            }
+            discovery_ctx.set_capabilities(discover(&discovery_ctx.client).await);
         }
     });
+    tokio::spawn(super::rechecker::drive(ctx.clone()));
 
     let namespaces: Vec<Option<String>> =
         if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };

@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key within the Secret.
-    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    #[schemars(length(min = 1, max = 253), pattern(r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"))]
     pub key: String,
 }
 
@@ -32,7 +35,10 @@ pub struct TlsSpec {
     /// cert-manager writes them) holding a client certificate, for servers that
     /// require one (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub client_certificate_secret_name: Option<String>,
 }
 
@@ -57,8 +63,10 @@ impl TlsSpec {
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Size of the volume, e.g. `20Gi`. It can grow but never shrink.
-    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    #[schemars(length(max = 64), pattern(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
     #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "quantity(self).isGreaterThan(quantity('0'))",
+         "message": "storage size must be above zero: Kubernetes refuses a volume claim for nothing; give a size such as 1Gi"},
         {"rule": "quantity(self).compareTo(quantity(oldSelf)) >= 0",
          "message": "storage size cannot shrink: a smaller volume would lose data; create a new system or expand the PersistentVolumeClaim instead"}
     ]))]
@@ -66,6 +74,7 @@ pub struct StorageSpec {
     /// StorageClass of the volume; the cluster default when unset. Cannot be changed
     /// once set, because the existing claim cannot move to another class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), pattern(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"))]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self == oldSelf",
          "message": "storageClassName cannot be changed: the existing PersistentVolumeClaim keeps its class; migrate the data to a new system instead"}
@@ -77,6 +86,21 @@ pub struct StorageSpec {
     pub delete_with_system: bool,
 }
 
-/// A 5-field cron schedule (`minute hour day-of-month month day-of-week`) or one of the
-/// `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly` macros, interpreted in UTC.
-pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";
+/// The shape of a schedule the schema checks: five fields (`minute hour day-of-month
+/// month day-of-week`), a descriptor (`@daily`, ...) or `@every <duration>`, in UTC.
+/// `src/crd/cron.rs` reads it as Kubernetes does. White space is spelled out, not
+/// `\s`: Go's `\s` (the API server's) is ASCII only, JavaScript's and Rust's are not.
+pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [^\t\n\f\r ]+|([^\t\n\f\r ]+[\t\n\f\r ]+){4}[^\t\n\f\r ]+)$";
+
+/// Quotes a value for a message, cut to a readable length: a message never echoes
+/// a megabyte-long value back.
+pub fn quoted(text: &str) -> String {
+    const MAX: usize = 64;
+    let count = text.chars().count();
+    if count <= MAX {
+        format!("{text:?}")
+    } else {
+        let head: String = text.chars().take(MAX).collect();
+        format!("{head:?}… ({count} characters)")
+    }
+}

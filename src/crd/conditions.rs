@@ -18,10 +18,27 @@ pub fn condition(
         type_: type_.to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
         reason: reason.to_string(),
-        message,
+        message: bounded_message(message),
         observed_generation: generation,
         last_transition_time: now.clone(),
     }
+}
+
+/// The longest condition message the API server stores (`metav1.Condition`).
+pub const MAX_CONDITION_MESSAGE: usize = 32768;
+
+/// A message cut to what the API server stores, at a character boundary: a longer one
+/// would make the whole status write fail, and the person would see nothing at all.
+pub fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_CONDITION_MESSAGE {
+        return message;
+    }
+    const MORE: &str = " … (cut: the full list is longer than a condition holds)";
+    let mut end = MAX_CONDITION_MESSAGE - MORE.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &message[..end])
 }
 
 /// An Unknown condition.
@@ -85,5 +102,14 @@ mod tests {
         assert!(is_true(&list, "A") && !is_true(&list, "B") && !is_true(&list, "C"));
         set(&mut list, condition("A", false, "Lost", "gone".into(), None, &at(4)));
         assert_eq!(list[0].last_transition_time, at(4));
+    }
+
+    #[test]
+    fn a_message_never_exceeds_what_the_api_server_stores() {
+        let long = "é".repeat(40_000);
+        let cut = bounded_message(long);
+        assert!(cut.len() <= MAX_CONDITION_MESSAGE, "{}", cut.len());
+        assert!(cut.ends_with("a condition holds)"));
+        assert_eq!(bounded_message("short".into()), "short");
     }
 }

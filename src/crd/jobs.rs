@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::StorageSpec;
+use super::common::{SecretKeyRef, StorageSpec};
 
 /// The weekly referral-chain integrity check (cycles, too-deep chains, orphans).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -12,7 +12,7 @@ use super::common::StorageSpec;
 pub struct ChainCheckSpec {
     /// Cron schedule in UTC. Default `0 3 * * 0` (Sundays 03:00).
     #[serde(default = "default_chain_schedule")]
-    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
     pub schedule: String,
     /// Stop scheduling new runs; a run can still be asked for with the
     /// `referral.dev/check-now` annotation. Default false.
@@ -26,13 +26,18 @@ impl Default for ChainCheckSpec {
     }
 }
 
-/// Scheduled backups of MongoDB (mongodump) and Redis (RDB snapshot) into a volume.
+/// Scheduled backups of MongoDB (native dump or mongodump) and Redis (RDB snapshot)
+/// into a volume, and optionally into object storage.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.objectStorage) || !has(self.method) || self.method == 'Native'",
+     "message": "objectStorage needs method Native: mongodump archives are written to the volume only"}
+]))]
 pub struct BackupSpec {
     /// Cron schedule in UTC. Default `0 1 * * *` (daily 01:00).
     #[serde(default = "default_backup_schedule")]
-    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
     pub schedule: String,
     /// Stop scheduling backups. Existing backups are kept. Default false.
     #[serde(default)]
@@ -40,9 +45,15 @@ pub struct BackupSpec {
     /// How many backups to keep (grandfather-father-son).
     #[serde(default)]
     pub retention: RetentionSpec,
+    /// How MongoDB is dumped and restored. `Native` (default): this operator's image
+    /// dumps with the driver into mongodump's directory layout, with a manifest of
+    /// counts and checksums that a restore checks before and after; no tools image.
+    /// `Mongodump`: `mongodump`/`mongorestore` archives from `mongoToolsImage`.
+    #[serde(default)]
+    pub method: BackupMethod,
     /// Collections to dump; empty means the whole database.
-    /// Default the guide's `referrals` and `referralTransactions`. Each name becomes
-    /// part of a file name, so `/` is refused.
+    /// Default `users` (every referral chain is built from it), `referrals` and
+    /// `referralTransactions`. Each name becomes part of a file name, so `/` is refused.
     #[serde(default = "default_collections")]
     #[schemars(length(max = 100), inner(length(min = 1, max = 120), pattern(r"^[^$/\x00]+$")))]
     pub collections: Vec<String>,
@@ -52,7 +63,7 @@ pub struct BackupSpec {
     /// Volume the backups are written to. Default 20Gi.
     #[serde(default = "default_backup_storage")]
     pub storage: StorageSpec,
-    /// Image with `mongodump`/`mongorestore`. Default `mongo:7.0`.
+    /// Image with `mongodump`/`mongorestore`, for `method: Mongodump`. Default `mongo:7.0`.
     #[serde(default = "default_mongo_tools_image")]
     #[schemars(length(min = 1))]
     pub mongo_tools_image: String,
@@ -64,6 +75,52 @@ pub struct BackupSpec {
     /// Resources of each backup container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Also write every backup to S3-compatible object storage, off the cluster
+    /// (native method only): uploaded as the dump streams, the Redis snapshot and
+    /// the manifest (last) by finalize, pruned there with the same retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_storage: Option<ObjectStorageSpec>,
+}
+
+/// A bucket of an S3-compatible object store.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && self.serverSideEncryption == 'aws:kms')",
+     "message": "kmsKeyId goes with serverSideEncryption: aws:kms"},
+    {"rule": "!has(self.serverSideEncryption) || self.serverSideEncryption != 'aws:kms' || has(self.kmsKeyId)",
+     "message": "serverSideEncryption aws:kms needs kmsKeyId"}
+]))]
+pub struct ObjectStorageSpec {
+    /// Endpoint of an S3-compatible service (`https://host:port`); AWS S3 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    pub endpoint: Option<String>,
+    #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    pub bucket: String,
+    /// Key prefix the backups go under.
+    #[serde(default)]
+    #[schemars(length(max = 512))]
+    pub prefix: String,
+    /// Default `us-east-1`.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[a-z0-9-]+$"))]
+    pub region: String,
+    /// The access key id, from a Secret.
+    pub access_key_id_secret_ref: SecretKeyRef,
+    /// The secret access key, from a Secret.
+    pub secret_access_key_secret_ref: SecretKeyRef,
+    /// `AES256` (SSE-S3) or `aws:kms` (SSE-KMS, with `kmsKeyId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^(AES256|aws:kms)$"))]
+    pub server_side_encryption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 impl Default for BackupSpec {
@@ -72,14 +129,26 @@ impl Default for BackupSpec {
             schedule: default_backup_schedule(),
             suspend: false,
             retention: RetentionSpec::default(),
+            method: BackupMethod::default(),
             collections: default_collections(),
             include_redis: true,
             storage: default_backup_storage(),
             mongo_tools_image: default_mongo_tools_image(),
             redis_tools_image: None,
             resources: None,
+            object_storage: None,
         }
     }
+}
+
+/// How a backup dumps MongoDB and a restore brings it back.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackupMethod {
+    /// `referral-operator backup dump|restore` from the operator's image.
+    #[default]
+    Native,
+    /// `mongodump`/`mongorestore` from `mongoToolsImage`.
+    Mongodump,
 }
 
 /// Keep the newest complete backup of each of the last `daily` days, `weekly` ISO weeks
@@ -125,7 +194,7 @@ pub struct MaintenanceJob {
     #[schemars(length(min = 1, max = 24), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Cron schedule in UTC.
-    #[schemars(pattern(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"))]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
     pub schedule: String,
     /// Stop scheduling this job. Default false.
     #[serde(default)]
@@ -170,7 +239,7 @@ fn default_backup_schedule() -> String {
     "0 1 * * *".into()
 }
 fn default_collections() -> Vec<String> {
-    vec!["referrals".into(), "referralTransactions".into()]
+    vec!["users".into(), "referrals".into(), "referralTransactions".into()]
 }
 fn default_true() -> bool {
     true

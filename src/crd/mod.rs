@@ -5,6 +5,7 @@
 //! express live in [`validate`]. Nothing here talks to a cluster.
 
 pub mod admission;
+pub mod api_rules;
 pub mod common;
 pub mod conditions;
 pub mod cron;
@@ -28,7 +29,9 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub use common::{SecretKeyRef, StorageSpec, TlsSpec};
-pub use jobs::{BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, RetentionSpec};
+pub use jobs::{
+    BackupMethod, BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, ObjectStorageSpec, RetentionSpec,
+};
 pub use mongodb::{ChainModel, IndexPolicy, IndexSpec, MongoSpec};
 pub use monitoring::MonitoringSpec;
 pub use pods::PodOptions;

@@ -71,6 +71,10 @@ pub struct AlertsSpec {
     /// No successful backup for 1.5 schedule intervals (threshold ignored).
     #[serde(default = "default_enabled_alert")]
     pub backup_missing: ToggleAlert,
+    /// The newest backup Job failed and no backup has completed since (threshold
+    /// ignored).
+    #[serde(default = "default_enabled_alert")]
+    pub backup_failed: ToggleAlert,
     /// The last chain check found violations (threshold ignored).
     #[serde(default = "default_enabled_alert")]
     pub chain_violations: ToggleAlert,
@@ -106,6 +110,7 @@ impl Default for AlertsSpec {
             high_failure_rate: default_high_failure_rate(),
             queue_backlog: default_queue_backlog(),
             backup_missing: default_enabled_alert(),
+            backup_failed: default_enabled_alert(),
             chain_violations: default_enabled_alert(),
             index_missing: default_enabled_alert(),
             redis_unreachable: default_critical_alert(),
@@ -128,9 +133,10 @@ pub struct ThresholdAlert {
     /// Value above which the alert fires.
     #[schemars(range(min = 0.0))]
     pub threshold: f64,
-    /// How long the value must stay above the threshold, e.g. `5m`.
+    /// How long the value must stay above the threshold, e.g. `5m`: a Prometheus
+    /// duration, units largest first (`1h30m`, not `30m1h`).
     #[serde(rename = "for")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(min = 1, max = 64), pattern(super::duration::PROMETHEUS_DURATION_PATTERN))]
     pub for_: String,
     /// `severity` label. Default warning.
     #[serde(default = "default_severity")]
@@ -179,9 +185,9 @@ pub struct AlertRuleSpec {
     /// PromQL expression.
     #[schemars(length(min = 1))]
     pub expr: String,
-    /// Pending period, e.g. `5m`.
+    /// Pending period, e.g. `5m`: a Prometheus duration, units largest first.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(min = 1, max = 64), pattern(super::duration::PROMETHEUS_DURATION_PATTERN))]
     pub for_: Option<String>,
     /// Labels of the alert.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -62,7 +62,11 @@ pub struct ManagedRedis {
     pub storage: StorageSpec,
     /// `maxmemory`, e.g. `2gb`, `512mb`. Default 2gb.
     #[serde(default = "default_max_memory")]
-    #[schemars(pattern(r"^[0-9]+(b|kb|mb|gb|k|m|g)?$"))]
+    #[schemars(length(max = 32), pattern(r"^[0-9]+(b|kb|mb|gb|k|m|g)?$"))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!self.matches('^0+(b|kb|mb|gb|k|m|g)?$')",
+         "message": "maxMemory 0 means no limit to Redis, which then grows until the pod is OOM-killed: give a size such as 2gb"}
+    ]))]
     pub max_memory: String,
     /// `maxmemory-policy`. Default allkeys-lru.
     #[serde(default)]
@@ -139,7 +143,7 @@ pub struct ExternalRedis {
     pub port: i32,
     /// Seed nodes of a Redis Cluster as `host:port` (REDIS_CLUSTER_NODES, comma-separated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(pattern(r"^[^:\s]+:[0-9]{1,5}$")))]
+    #[schemars(length(max = 64), inner(length(max = 260), pattern(r"^[^:\t\n\f\r ]+:[0-9]{1,5}$")))]
     pub cluster_nodes: Vec<String>,
     /// Connect with TLS (REDIS_TLS). Default false.
     #[serde(default)]

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
 
+use super::api_rules::{self, LABEL_VALUE_RULE, QUALIFIED_NAME_RULE};
+use super::common::quoted;
 use super::cron::check_schedule;
-use super::duration::parse_duration;
-use super::quantity::{parse_quantity, parse_redis_memory};
+use super::duration::{parse_duration, parse_prometheus_duration};
+use super::quantity::{parse_quantity, parse_quantity_json, parse_redis_memory};
 use super::{JobTemplate, PodOptions, ReferralSystem, ReferralSystemSpec, WorkerSpec};
 
 /// One reason a ReferralSystem cannot be built as written.
@@ -24,7 +27,7 @@ pub struct SpecProblem {
 }
 
 impl SpecProblem {
-    fn new(field_path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field_path: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field_path: field_path.into(), message: message.into() }
     }
 }
@@ -40,6 +43,20 @@ impl std::fmt::Display for SpecProblem {
 pub const OPERATOR_ENV_PREFIXES: [&str; 3] = ["MONGODB_", "REDIS_", "REFERRAL_"];
 /// Exact names the operator sets besides the prefixed ones.
 pub const OPERATOR_ENV_NAMES: [&str; 2] = ["METRICS_PORT", "PROMETHEUS_ENABLED"];
+
+/// Worker names whose objects would take the name of another child of the same
+/// kind: a worker's Deployment, Service, PodDisruptionBudget and autoscaler are
+/// `<system>-<worker>`, and the managed Redis Service is `<system>-redis`.
+/// `tests/builders.rs` builds every child and fails when this list misses one.
+pub const RESERVED_WORKER_NAMES: [&str; 1] = ["redis"];
+
+/// The largest spec the operator takes, as JSON. etcd refuses an object over
+/// 1.5 MiB, and the stored object also carries its status and managed fields.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// The largest `redis.managed.maxMemory`: the default pod limit is half as large
+/// again, and it must stay within the 2^63-1 bytes a quantity can hold.
+pub const MAX_REDIS_MEMORY: u64 = 1 << 60;
 
 /// The intervals of the spec, parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +87,7 @@ pub fn validate(system: &ReferralSystem, namespace: &str) -> Result<ValidatedSys
         problems.push(SpecProblem::new("metadata.name", "a ReferralSystem needs a name"));
     }
     let spec = &system.spec;
+    check_text(spec, &mut problems);
     let intervals = check_intervals(spec, &mut problems);
     check_image(&spec.image, "spec.image", &mut problems);
     check_workers(spec, &mut problems);
@@ -130,6 +148,7 @@ fn check_image(image: &str, path: &str, problems: &mut Vec<SpecProblem>) {
 }
 
 fn check_env(env: &[EnvVar], path: &str, problems: &mut Vec<SpecProblem>) {
+    api_rules::check_env(env, path, problems);
     let mut seen = BTreeSet::new();
     for (i, var) in env.iter().enumerate() {
         let owned = OPERATOR_ENV_NAMES.contains(&var.name.as_str())
@@ -140,8 +159,8 @@ fn check_env(env: &[EnvVar], path: &str, problems: &mut Vec<SpecProblem>) {
                 format!("{} is set by the operator from the typed spec (mongodb, redis, referral, monitoring); change that setting instead", var.name),
             ));
         }
-        if !seen.insert(var.name.as_str()) {
-            problems.push(SpecProblem::new(format!("{path}[{i}].name"), format!("{} is set twice", var.name)));
+        if !var.name.is_empty() && !seen.insert(var.name.as_str()) {
+            problems.push(SpecProblem::new(format!("{path}[{i}].name"), format!("{} is set twice", quoted(&var.name))));
         }
     }
 }
@@ -156,33 +175,43 @@ fn check_job_template(template: &JobTemplate, path: &str, problems: &mut Vec<Spe
 }
 
 fn check_resources(resources: Option<&ResourceRequirements>, path: &str, problems: &mut Vec<SpecProblem>) {
-    let Some(resources) = resources else { return };
-    let requests = resources.requests.clone().unwrap_or_default();
-    let limits = resources.limits.clone().unwrap_or_default();
-    for (map, which) in [(&requests, "requests"), (&limits, "limits")] {
-        for (resource, q) in map {
-            if parse_quantity(&q.0).is_none() {
-                problems.push(SpecProblem::new(
-                    format!("{path}.{which}.{resource}"),
-                    format!("{:?} is not a Kubernetes quantity such as 500m or 1Gi", q.0),
-                ));
+    if let Some(resources) = resources {
+        api_rules::check_resources(resources, path, problems);
+    }
+}
+
+/// Every string of the spec, keys included: a NUL byte cannot reach a process (an
+/// argument, a variable, a file are C strings), and the spec as a whole must fit in
+/// etcd.
+fn check_text(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
+    let Ok(json) = serde_json::to_value(spec) else { return };
+    let size = json.to_string().len();
+    if size > MAX_SPEC_BYTES {
+        problems.push(SpecProblem::new(
+            "spec",
+            format!("the spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} fit in etcd beside its status: move large values (scripts, documents) into a ConfigMap or the image"),
+        ));
+    }
+    fn walk(value: &Value, path: &str, problems: &mut Vec<SpecProblem>) {
+        const NUL: &str = "holds a NUL byte (\\u0000), which no argument, environment variable or file name can carry";
+        match value {
+            Value::String(text) if text.contains('\0') => problems.push(SpecProblem::new(path, NUL)),
+            Value::Array(items) => {
+                items.iter().enumerate().for_each(|(i, v)| walk(v, &format!("{path}[{i}]"), problems))
             }
+            Value::Object(map) => {
+                for (key, v) in map {
+                    let at = format!("{path}.{key}");
+                    if key.contains('\0') {
+                        problems.push(SpecProblem::new(at.clone(), format!("the key {}", NUL)));
+                    }
+                    walk(v, &at, problems);
+                }
+            }
+            _ => {}
         }
     }
-    for (resource, request) in &requests {
-        if let (Some(req), Some(lim)) =
-            (parse_quantity(&request.0), limits.get(resource).and_then(|l| parse_quantity(&l.0)))
-            && req > lim
-        {
-            problems.push(SpecProblem::new(
-                format!("{path}.requests.{resource}"),
-                format!(
-                    "request {} is above the limit {}; Kubernetes refuses such a pod",
-                    request.0, limits[resource].0
-                ),
-            ));
-        }
-    }
+    walk(&json, "spec", problems);
 }
 
 fn check_workers(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
@@ -192,6 +221,15 @@ fn check_workers(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         if !names.insert(worker.name.as_str()) {
             problems
                 .push(SpecProblem::new(format!("{path}.name"), format!("worker name {:?} is used twice", worker.name)));
+        }
+        if RESERVED_WORKER_NAMES.contains(&worker.name.as_str()) {
+            problems.push(SpecProblem::new(
+                format!("{path}.name"),
+                format!(
+                    "{:?} is reserved: the worker's Service would take the name of the managed Redis Service (<system>-{}); choose another name",
+                    worker.name, worker.name
+                ),
+            ));
         }
         if let Some(image) = &worker.image {
             check_image(image, &format!("{path}.image"), problems);
@@ -324,10 +362,10 @@ fn check_worker_pods(spec: &ReferralSystemSpec, worker: &WorkerSpec, path: &str,
 fn check_pod_options(pods: &PodOptions, path: &str, problems: &mut Vec<SpecProblem>) {
     for (map, what) in [(&pods.labels, "labels"), (&pods.node_selector, "nodeSelector")] {
         for (key, value) in map {
-            if !is_label_key(key) {
+            if !api_rules::is_qualified_name(key) {
                 problems.push(SpecProblem::new(format!("{path}.{what}"), format!("{key:?} is not a valid label key")));
             }
-            if !is_label_value(value) {
+            if !api_rules::is_label_value(value) {
                 problems.push(SpecProblem::new(
                     format!("{path}.{what}"),
                     format!(
@@ -338,7 +376,7 @@ fn check_pod_options(pods: &PodOptions, path: &str, problems: &mut Vec<SpecProbl
         }
     }
     for key in pods.annotations.keys() {
-        if !is_label_key(key) {
+        if !api_rules::is_qualified_name(key) {
             problems.push(SpecProblem::new(
                 format!("{path}.annotations"),
                 format!("{key:?} is not a valid annotation key"),
@@ -394,32 +432,36 @@ fn check_redis(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         check_image(&managed.image, "spec.redis.managed.image", problems);
         check_resources(managed.resources.as_ref(), "spec.redis.managed.resources", problems);
         let max_memory = parse_redis_memory(&managed.max_memory);
-        if max_memory.is_none() {
-            problems.push(SpecProblem::new(
+        match max_memory {
+            None => problems.push(SpecProblem::new(
                 "spec.redis.managed.maxMemory",
-                format!("{:?} is not a Redis size such as 2gb or 512mb", managed.max_memory),
-            ));
+                format!("{} is not a Redis size such as 2gb or 512mb", quoted(&managed.max_memory)),
+            )),
+            Some(0) => problems.push(SpecProblem::new(
+                "spec.redis.managed.maxMemory",
+                "maxMemory 0 means no limit to Redis, which then grows until the pod is OOM-killed: give a size such as 2gb",
+            )),
+            Some(bytes) if bytes > MAX_REDIS_MEMORY => problems.push(SpecProblem::new(
+                "spec.redis.managed.maxMemory",
+                format!("{} is more than the largest size the operator sizes a pod for (1073741824gb, 2^60 bytes)", quoted(&managed.max_memory)),
+            )),
+            Some(_) => {}
         }
         let limit = managed
             .resources
             .as_ref()
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
-            .and_then(|q| parse_quantity(&q.0));
+            .and_then(|q| parse_quantity_json(&q.0).ok());
         if let (Some(max), Some(limit)) = (max_memory, limit)
-            && max as f64 >= limit
+            && i128::from(max) * 1_000_000_000 >= limit.nanos()
         {
             problems.push(SpecProblem::new(
                 "spec.redis.managed.maxMemory",
                 format!("maxMemory {} is not below the pod's memory limit; Redis would be OOM-killed before it evicts: raise resources.limits.memory or lower maxMemory", managed.max_memory),
             ));
         }
-        if parse_quantity(&managed.storage.size).is_none() {
-            problems.push(SpecProblem::new(
-                "spec.redis.managed.storage.size",
-                format!("{:?} is not a size such as 1Gi", managed.storage.size),
-            ));
-        }
+        check_storage_size(&managed.storage.size, "spec.redis.managed.storage.size", "1Gi", problems);
     }
     if let Some(external) = &redis.external
         && spec.backup.include_redis
@@ -463,6 +505,12 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         check_image(image, "spec.backup.redisToolsImage", problems);
     }
     check_resources(backup.resources.as_ref(), "spec.backup.resources", problems);
+    if backup.object_storage.is_some() && backup.method != crate::crd::BackupMethod::Native {
+        problems.push(SpecProblem::new(
+            "spec.backup.objectStorage",
+            "objectStorage needs method Native: mongodump archives are written to the volume only",
+        ));
+    }
     let mut seen = BTreeSet::new();
     for (i, collection) in backup.collections.iter().enumerate() {
         if !seen.insert(collection) {
@@ -472,18 +520,23 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
             ));
         }
     }
-    if parse_quantity(&backup.storage.size).is_none() {
-        problems.push(SpecProblem::new(
-            "spec.backup.storage.size",
-            format!("{:?} is not a size such as 20Gi", backup.storage.size),
-        ));
+    check_storage_size(&backup.storage.size, "spec.backup.storage.size", "20Gi", problems);
+}
+
+/// A volume size: a quantity above zero (Kubernetes refuses a claim for nothing).
+fn check_storage_size(size: &str, path: &str, example: &str, problems: &mut Vec<SpecProblem>) {
+    match parse_quantity(size) {
+        Ok(q) if q.nanos() > 0 => {}
+        Ok(_) => problems.push(SpecProblem::new(path, format!("a volume needs a size above zero, such as {example}"))),
+        Err(e) => problems.push(SpecProblem::new(path, format!("{} {e}; e.g. {example}", quoted(size)))),
     }
 }
 
-const BUILTIN_ALERTS: [&str; 11] = [
+const BUILTIN_ALERTS: [&str; 12] = [
     "ReferralHighFailureRate",
     "ReferralQueueBacklog",
     "ReferralBackupMissing",
+    "ReferralBackupFailed",
     "ReferralChainViolations",
     "ReferralIndexMissing",
     "ReferralRedisUnreachable",
@@ -496,52 +549,69 @@ const BUILTIN_ALERTS: [&str; 11] = [
 
 fn check_monitoring(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
     let monitoring = &spec.monitoring;
-    for (key, value) in monitoring.labels.iter().chain(monitoring.dashboards.labels.iter()) {
-        if !is_label_key(key) {
-            problems.push(SpecProblem::new("spec.monitoring.labels", format!("{key:?} is not a valid label key")));
+    for (field, labels) in [
+        ("spec.monitoring.labels", &monitoring.labels),
+        ("spec.monitoring.dashboards.labels", &monitoring.dashboards.labels),
+    ] {
+        for (key, value) in labels {
+            if !api_rules::is_qualified_name(key) {
+                problems.push(SpecProblem::new(
+                    field,
+                    format!("{} is not a valid label key: {QUALIFIED_NAME_RULE}", quoted(key)),
+                ));
+            }
+            if !api_rules::is_label_value(value) {
+                problems.push(SpecProblem::new(
+                    field,
+                    format!("{} (for {}) is not a valid label value: {LABEL_VALUE_RULE}", quoted(value), quoted(key)),
+                ));
+            }
         }
-        if !is_label_value(value) {
+    }
+    let alerts = &monitoring.alerts;
+    for (name, alert) in [("highFailureRate", &alerts.high_failure_rate), ("queueBacklog", &alerts.queue_backlog)] {
+        if let Err(e) = parse_prometheus_duration(&alert.for_) {
+            problems.push(SpecProblem::new(format!("spec.monitoring.alerts.{name}.for"), e.to_string()));
+        }
+        if !alert.threshold.is_finite() {
             problems.push(SpecProblem::new(
-                "spec.monitoring.labels",
-                format!(
-                    "{value:?} (for {key}) is not a valid label value: at most 63 letters, digits, '-', '_' or '.'"
-                ),
+                format!("spec.monitoring.alerts.{name}.threshold"),
+                "the threshold must be a finite number",
             ));
         }
     }
     for (i, rule) in monitoring.additional_rules.iter().enumerate() {
+        let path = format!("spec.monitoring.additionalRules[{i}]");
         if BUILTIN_ALERTS.contains(&rule.alert.as_str()) {
             problems.push(SpecProblem::new(
-                format!("spec.monitoring.additionalRules[{i}].alert"),
+                format!("{path}.alert"),
                 format!("{} is a built-in alert; tune it under monitoring.alerts instead", rule.alert),
             ));
+        }
+        if let Some(for_) = &rule.for_
+            && let Err(e) = parse_prometheus_duration(for_)
+        {
+            problems.push(SpecProblem::new(format!("{path}.for"), e.to_string()));
+        }
+        for (field, names) in [("labels", &rule.labels), ("annotations", &rule.annotations)] {
+            for name in names.keys().filter(|n| !is_prometheus_label_name(n)) {
+                problems.push(SpecProblem::new(
+                    format!("{path}.{field}"),
+                    format!("{} is not a name Prometheus accepts for a rule's {field}: letters, digits and '_', not starting with a digit", quoted(name)),
+                ));
+            }
         }
     }
 }
 
+/// Prometheus' label name rule (`model.LabelName.IsValid`, legacy validation).
+fn is_prometheus_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
 /// Names of the built-in alerts, for the monitoring builder.
-pub fn builtin_alert_names() -> [&'static str; 11] {
+pub fn builtin_alert_names() -> [&'static str; 12] {
     BUILTIN_ALERTS
-}
-
-fn is_label_value(value: &str) -> bool {
-    value.len() <= 63
-        && (value.is_empty()
-            || (value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && value.ends_with(|c: char| c.is_ascii_alphanumeric())))
-}
-
-fn is_label_key(key: &str) -> bool {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.')
-                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-    });
-    prefix_ok && !name.is_empty() && is_label_value(name)
 }

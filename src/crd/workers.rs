@@ -66,7 +66,10 @@ pub struct WorkerSpec {
     /// ServiceAccount the pods run as (workload identity: IRSA, GKE or Azure
     /// workload identity). Default: the namespace's `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub service_account_name: Option<String>,
     /// Mount the ServiceAccount's API token into the pods. Default false: the
     /// service does not talk to Kubernetes, and workload-identity webhooks project

@@ -1,13 +1,15 @@
-//! Backups: a CronJob that dumps MongoDB (mongodump, gzip archive per collection) and
-//! snapshots Redis over the network (`redis-cli --rdb`) into a timestamped folder on
+//! Backups: a CronJob that dumps MongoDB (by default this operator's own `backup
+//! dump`, in mongodump's directory layout with counts and checksums; with `method:
+//! Mongodump`, a mongodump gzip archive per collection) and snapshots Redis over the network (`redis-cli --rdb`) into a timestamped folder on
 //! the backup volume, then lets this operator's binary mark it complete, apply the
 //! retention and report to `status.backup`. The same pod runs as a one-off Job for a
 //! backup asked for now (`referral.dev/backup-now`) and before an upgrade
 //! ([`backup_job`]). The volume is kept when the system is deleted unless the spec
 //! says otherwise.
 //!
-//! Credentials reach the pod only through `secretKeyRef`; the MongoDB URI goes from
-//! the environment into a config file in memory, never onto a command line.
+//! Credentials reach the pod only through `secretKeyRef`; the MongoDB URI stays in
+//! the environment (native) or goes into a config file in memory (mongodump), never
+//! onto a command line.
 
 use std::collections::BTreeMap;
 
@@ -22,12 +24,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::backup::health::BackupFailure;
 use crate::backup::retention::BACKUP_JOB_DEADLINE_SECONDS;
+use crate::crd::BackupMethod;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
 use super::env::from_secret;
-use super::job::{OneOff, one_off_job};
+use super::job::{JobPhase, OneOff, one_off_job};
 use super::job_identity;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
 use super::security::{restricted_container, restricted_pod, tmp_mount, tmp_volume};
@@ -184,6 +188,29 @@ pub(crate) fn redis_client_env(system: &ValidatedSystem) -> Vec<EnvVar> {
     super::env::redis_cli_env(system)
 }
 
+/// Where the native dump and finalize find the object store: settings as literals,
+/// the keys from their Secrets (the names `backup dump|finalize` read).
+fn object_storage_env(system: &ValidatedSystem) -> Vec<EnvVar> {
+    let Some(store) = &system.spec.backup.object_storage else { return Vec::new() };
+    let mut env = vec![
+        env_literal("BACKUP_S3_BUCKET", &store.bucket),
+        env_literal("BACKUP_S3_PREFIX", &store.prefix),
+        env_literal("BACKUP_S3_REGION", &store.region),
+        from_secret("AWS_ACCESS_KEY_ID", &store.access_key_id_secret_ref),
+        from_secret("AWS_SECRET_ACCESS_KEY", &store.secret_access_key_secret_ref),
+    ];
+    if let Some(endpoint) = &store.endpoint {
+        env.push(env_literal("BACKUP_S3_ENDPOINT", endpoint));
+    }
+    if let Some(sse) = &store.server_side_encryption {
+        env.push(env_literal("BACKUP_S3_SSE", sse));
+    }
+    if let Some(key) = &store.kms_key_id {
+        env.push(env_literal("BACKUP_S3_KMS_KEY_ID", key));
+    }
+    env
+}
+
 /// The backup pod: dump, snapshot, finalize. `label` names why a one-off runs.
 fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>) -> PodSpec {
     let spec = &system.spec;
@@ -195,14 +222,37 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
     if let Some(label) = label {
         dump_env.push(env_literal("BACKUP_LABEL", label));
     }
-    let mut init_containers = vec![Container {
-        command: Some(vec!["sh".into(), "-c".into(), MONGODUMP_SCRIPT.into(), "mongodump".into()]),
-        args: Some(backup.collections.clone()),
-        env: Some(dump_env),
-        resources: backup.resources.clone(),
-        volume_mounts: Some(mounts(true)),
-        ..restricted_container("mongodump", backup.mongo_tools_image.clone())
-    }];
+    let dump = match backup.method {
+        BackupMethod::Native => {
+            // Left open: the Redis snapshot joins the folder before finalize writes
+            // the manifest, last.
+            let mut args: Vec<String> =
+                ["backup", "dump", "--dir", BACKUP_MOUNT, "--name-file", NAME_FILE, "--leave-open"]
+                    .map(String::from)
+                    .to_vec();
+            for collection in &backup.collections {
+                args.extend(["--collection".into(), collection.clone()]);
+            }
+            let mut env = dump_env;
+            env.extend(object_storage_env(system));
+            Container {
+                args: Some(args),
+                env: Some(env),
+                resources: backup.resources.clone(),
+                volume_mounts: Some(mounts(true)),
+                ..restricted_container("dump", ctx.operator_image.clone())
+            }
+        }
+        BackupMethod::Mongodump => Container {
+            command: Some(vec!["sh".into(), "-c".into(), MONGODUMP_SCRIPT.into(), "mongodump".into()]),
+            args: Some(backup.collections.clone()),
+            env: Some(dump_env),
+            resources: backup.resources.clone(),
+            volume_mounts: Some(mounts(true)),
+            ..restricted_container("mongodump", backup.mongo_tools_image.clone())
+        },
+    };
+    let mut init_containers = vec![dump];
     if backup.include_redis {
         init_containers.push(Container {
             command: Some(vec!["sh".into(), "-c".into(), REDIS_SNAPSHOT_SCRIPT.into()]),
@@ -239,9 +289,11 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         read_only: Some(true),
         ..VolumeMount::default()
     });
+    let mut finalize_env = vec![env_field("POD_NAMESPACE", "metadata.namespace")];
+    finalize_env.extend(object_storage_env(system));
     let finalize = Container {
         args: Some(args),
-        env: Some(vec![env_field("POD_NAMESPACE", "metadata.namespace")]),
+        env: Some(finalize_env),
         volume_mounts: Some(finalize_mounts),
         ..restricted_container("finalize", ctx.operator_image.clone())
     };
@@ -383,6 +435,27 @@ pub fn manual_backup_job_name(system: &ValidatedSystem, token: &str) -> String {
     child_name(&system.name, &format!("backup-now-{}", &hash[..8]), MAX_DNS_LABEL)
 }
 
+/// The newest failed backup Job among `jobs` (scheduled runs, asked-for and
+/// pre-upgrade ones: the Jobs with this module's component label), for the
+/// `BackupFailed` reason of `BackupHealthy`.
+pub fn newest_failure(jobs: &[Job]) -> Option<BackupFailure> {
+    jobs.iter()
+        .filter_map(|job| {
+            let JobPhase::Failed(why) = JobPhase::of(Some(job)) else { return None };
+            let failed_at = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| {
+                    c.iter().find(|c| c.status == "True" && matches!(c.type_.as_str(), "Failed" | "FailureTarget"))
+                })
+                .and_then(|c| c.last_transition_time.as_ref())
+                .or(job.metadata.creation_timestamp.as_ref())?;
+            Some(BackupFailure { job: job.metadata.name.clone()?, at: failed_at.0, why })
+        })
+        .max_by_key(|failure| failure.at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,10 +499,14 @@ spec:
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
         let pod = pod_of_cron(cron);
         let init: Vec<&str> = pod.init_containers.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(init, ["mongodump", "redis-snapshot"]);
+        assert_eq!(init, ["dump", "redis-snapshot"]);
         let dump = &pod.init_containers.as_ref().unwrap()[0];
-        assert_eq!(dump.image.as_deref(), Some("mongo:7.0"));
-        assert_eq!(dump.args.as_ref().unwrap(), &["referrals", "referralTransactions"]);
+        assert_eq!(dump.image.as_deref(), Some("operator:test"), "no tools image for the native dump");
+        assert_eq!(
+            dump.args.as_ref().unwrap().join(" "),
+            "backup dump --dir /backups --name-file /work/backup-name --leave-open \
+             --collection users --collection referrals --collection referralTransactions"
+        );
         let finalize = &pod.containers[0];
         assert_eq!(finalize.image.as_deref(), Some("operator:test"));
         assert_eq!(
@@ -442,19 +519,32 @@ spec:
     }
 
     #[test]
-    fn credentials_only_come_from_secrets_and_never_reach_a_command_line() {
-        let system = system("");
+    fn method_mongodump_keeps_the_tools_image_and_its_script() {
+        let system = system("  backup: {method: Mongodump, mongoToolsImage: mongo:8.0}");
         let pod = backup_pod(&system, &ctx(), None);
-        for container in pod.init_containers.iter().flatten().chain(pod.containers.iter()) {
-            for var in container.env.iter().flatten() {
-                if var.name == "MONGODB_URI" || var.name == "REDISCLI_AUTH" {
-                    assert!(var.value.is_none(), "{} is a literal", var.name);
-                    assert!(var.value_from.as_ref().unwrap().secret_key_ref.is_some());
+        let dump = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(dump.name, "mongodump");
+        assert_eq!(dump.image.as_deref(), Some("mongo:8.0"));
+        assert_eq!(dump.command.as_ref().unwrap()[2], MONGODUMP_SCRIPT);
+        assert_eq!(dump.args.as_ref().unwrap(), &["users", "referrals", "referralTransactions"]);
+    }
+
+    #[test]
+    fn credentials_only_come_from_secrets_and_never_reach_a_command_line() {
+        for method in ["Native", "Mongodump"] {
+            let system = system(&format!("  backup: {{method: {method}}}"));
+            let pod = backup_pod(&system, &ctx(), None);
+            for container in pod.init_containers.iter().flatten().chain(pod.containers.iter()) {
+                for var in container.env.iter().flatten() {
+                    if var.name == "MONGODB_URI" || var.name == "REDISCLI_AUTH" {
+                        assert!(var.value.is_none(), "{} is a literal", var.name);
+                        assert!(var.value_from.as_ref().unwrap().secret_key_ref.is_some());
+                    }
                 }
+                let words: Vec<&String> =
+                    container.command.iter().flatten().chain(container.args.iter().flatten()).collect();
+                assert!(words.iter().all(|w| !w.contains("--uri") && !w.contains(" -a ")), "{words:?}");
             }
-            let words: Vec<&String> =
-                container.command.iter().flatten().chain(container.args.iter().flatten()).collect();
-            assert!(words.iter().all(|w| !w.contains("--uri") && !w.contains(" -a ")), "{words:?}");
         }
         assert!(MONGODUMP_SCRIPT.contains("--config="));
     }
@@ -465,7 +555,7 @@ spec:
         let pod = backup_pod(&system, &ctx(), None);
         let init = pod.init_containers.as_ref().unwrap();
         assert_eq!(init.len(), 1);
-        assert!(init[0].args.as_ref().unwrap().is_empty());
+        assert!(!init[0].args.as_ref().unwrap().contains(&"--collection".to_string()));
         assert!(!pod.containers[0].args.as_ref().unwrap().contains(&"--expect-redis".to_string()));
         let with_redis = system.clone();
         let mut with_redis = with_redis;
@@ -504,5 +594,88 @@ spec:
         assert_eq!(a, manual_backup_job_name(&system, "2026-11-23T10:00:00Z"));
         assert_ne!(a, manual_backup_job_name(&system, "2026-11-23T10:00:01Z"));
         assert!(a.starts_with("main-backup-now-") && a.len() <= 63, "{a}");
+    }
+
+    #[test]
+    fn the_newest_failed_job_is_the_failure_and_running_or_succeeded_ones_are_not() {
+        let job = |name: &str, condition: Option<(&str, &str)>| -> Job {
+            let conditions = condition.map(|(type_, at)| {
+                serde_json::json!([{"type": type_, "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit", "lastTransitionTime": at}])
+            });
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "creationTimestamp": "2026-11-20T01:00:00Z"},
+                "status": {"conditions": conditions.unwrap_or(serde_json::json!([]))}
+            }))
+            .unwrap()
+        };
+        let jobs = [
+            job("main-backup-1", Some(("Failed", "2026-11-21T01:10:00Z"))),
+            job("main-backup-2", Some(("Complete", "2026-11-22T01:10:00Z"))),
+            job("main-backup-3", Some(("Failed", "2026-11-23T01:10:00Z"))),
+            job("main-backup-4", None),
+        ];
+        let failure = newest_failure(&jobs).unwrap();
+        assert_eq!(failure.job, "main-backup-3");
+        assert_eq!(failure.at.to_string(), "2026-11-23T01:10:00Z");
+        assert_eq!(failure.why, "BackoffLimitExceeded: Job has reached the specified backoff limit");
+        assert!(newest_failure(&jobs[1..2]).is_none());
+        assert!(newest_failure(&[]).is_none());
+    }
+
+    #[test]
+    fn object_storage_reaches_dump_and_finalize_with_its_keys_from_secrets() {
+        let system = system(
+            "  backup: {objectStorage: {endpoint: 'https://s3.example:9000', bucket: backups, prefix: prod, \
+             accessKeyIdSecretRef: {name: s3, key: id}, secretAccessKeySecretRef: {name: s3, key: secret}, \
+             serverSideEncryption: AES256}}",
+        );
+        let pod = backup_pod(&system, &ctx(), None);
+        let dump = &pod.init_containers.as_ref().unwrap()[0];
+        for container in [dump, &pod.containers[0]] {
+            let env = container.env.as_ref().unwrap();
+            let literal = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+            assert_eq!(literal("BACKUP_S3_BUCKET").as_deref(), Some("backups"), "{}", container.name);
+            assert_eq!(literal("BACKUP_S3_ENDPOINT").as_deref(), Some("https://s3.example:9000"));
+            assert_eq!(literal("BACKUP_S3_PREFIX").as_deref(), Some("prod"));
+            assert_eq!(literal("BACKUP_S3_SSE").as_deref(), Some("AES256"));
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                let var = env.iter().find(|e| e.name == key).unwrap();
+                assert!(var.value.is_none() && var.value_from.as_ref().unwrap().secret_key_ref.is_some(), "{key}");
+            }
+        }
+        let redis = &pod.init_containers.as_ref().unwrap()[1];
+        assert!(!redis.env.as_ref().unwrap().iter().any(|e| e.name.starts_with("AWS_")), "keys only where used");
+        let plain = backup_pod(&system_without_storage(), &ctx(), None);
+        assert!(!plain.containers[0].env.as_ref().unwrap().iter().any(|e| e.name.starts_with("BACKUP_S3")));
+    }
+
+    fn system_without_storage() -> ValidatedSystem {
+        system("")
+    }
+
+    #[test]
+    fn object_storage_with_mongodump_is_refused_naming_the_field() {
+        let yaml = r#"
+apiVersion: referral.dev/v1alpha1
+kind: ReferralSystem
+metadata: {name: main, namespace: referrals}
+spec:
+  image: example/referral-service:1.4.2
+  workers: [{name: reward-processor}]
+  mongodb: {uriSecretRef: {name: referral-mongo, key: uri}, database: neurolov}
+  redis: {managed: {}}
+  backup:
+    method: Mongodump
+    objectStorage: {bucket: backups, accessKeyIdSecretRef: {name: s3, key: id}, secretAccessKeySecretRef: {name: s3, key: secret}}
+"#;
+        let parsed: ReferralSystem = crate::yaml::from_str(yaml).unwrap();
+        let problems = validate(&parsed, "referrals").unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.to_string().contains("spec.backup.objectStorage") && p.to_string().contains("Native")),
+            "{problems:?}"
+        );
     }
 }

@@ -46,7 +46,11 @@ pub fn child_name(system: &str, suffix: &str, max: usize) -> String {
         return full;
     }
     let hash = short_hash(full.as_bytes());
-    let keep = max.saturating_sub(hash.len() + 1);
+    let mut keep = max.saturating_sub(hash.len() + 1);
+    // Names are ASCII once validated; a char boundary keeps this total regardless.
+    while !full.is_char_boundary(keep) {
+        keep -= 1;
+    }
     let cut = full[..keep].trim_end_matches('-');
     format!("{cut}-{hash}")
 }

@@ -65,6 +65,9 @@ pub const WORKER_METRICS: [&str; 9] = [
 pub const OPERATOR_BACKUP_LAST_SUCCESS: &str = "referral_operator_backup_last_success_timestamp_seconds";
 /// Nominal interval of the backup schedule, in seconds.
 pub const OPERATOR_BACKUP_INTERVAL: &str = "referral_operator_backup_interval_seconds";
+/// Unix time the newest backup Job failed, present only while no backup has
+/// completed since (exactly while `BackupHealthy` says `BackupFailed`).
+pub const OPERATOR_BACKUP_LAST_FAILURE: &str = "referral_operator_backup_last_failure_timestamp_seconds";
 /// Violations found by the last chain check, by `kind` ([`ChainViolation::label`]).
 pub const OPERATOR_CHAIN_VIOLATIONS: &str = "referral_operator_chain_violations";
 /// Users per chain depth found by the last chain check, by `depth`.
@@ -121,6 +124,7 @@ pub const LABEL_SCRAPED_WORKER: &str = "worker";
 pub const ALERT_HIGH_FAILURE_RATE: &str = "ReferralHighFailureRate";
 pub const ALERT_QUEUE_BACKLOG: &str = "ReferralQueueBacklog";
 pub const ALERT_BACKUP_MISSING: &str = "ReferralBackupMissing";
+pub const ALERT_BACKUP_FAILED: &str = "ReferralBackupFailed";
 pub const ALERT_CHAIN_VIOLATIONS: &str = "ReferralChainViolations";
 pub const ALERT_INDEX_MISSING: &str = "ReferralIndexMissing";
 pub const ALERT_REDIS_UNREACHABLE: &str = "ReferralRedisUnreachable";
@@ -133,6 +137,9 @@ pub const ALERT_MAINTENANCE_JOB_FAILED: &str = "ReferralMaintenanceJobFailed";
 /// How long the backup alert waits: one missed scrape or a restarting operator must
 /// not page anyone.
 const BACKUP_MISSING_FOR: &str = "10m";
+/// A failed backup Job is known once it has failed; the wait only rides out an
+/// operator restart.
+const BACKUP_FAILED_FOR: &str = "1m";
 /// Chain-check results change at most once per run, so a short wait only rides out
 /// an operator restart.
 const CHAIN_VIOLATIONS_FOR: &str = "1m";
@@ -318,6 +325,20 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
                 "The newest complete backup of {who} is {{{{ $value | humanizeDuration }}}} old, more than 1.5 times \
                  the backup schedule's interval. A suspended schedule (backup.suspend) raises this alert too; \
                  set monitoring.alerts.backupMissing.disabled if that is intended."
+            ),
+        });
+    }
+    if !alerts.backup_failed.disabled {
+        out.push(BuiltinAlert {
+            name: ALERT_BACKUP_FAILED,
+            expr: format!("max by ({by_operator}) ({OPERATOR_BACKUP_LAST_FAILURE}{{{operator}}}) > 0"),
+            for_: BACKUP_FAILED_FOR.into(),
+            severity: alerts.backup_failed.severity,
+            summary: format!("A backup of {who} failed"),
+            description: format!(
+                "A backup Job of {who} failed at {{{{ $value | humanizeTimestamp }}}} and no backup has completed \
+                 since. The earlier backups are kept; the BackupHealthy condition and the BackupFailed event name \
+                 the Job and its reason."
             ),
         });
     }
@@ -575,6 +596,7 @@ spec:
             ALERT_HIGH_FAILURE_RATE,
             ALERT_QUEUE_BACKLOG,
             ALERT_BACKUP_MISSING,
+            ALERT_BACKUP_FAILED,
             ALERT_CHAIN_VIOLATIONS,
             ALERT_INDEX_MISSING,
             ALERT_REDIS_UNREACHABLE,
@@ -591,7 +613,7 @@ spec:
         // Without maintenance jobs their alert has nothing to watch and is left out.
         let names: Vec<String> =
             rules(&system_with("")).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
-        assert_eq!(names, ours[..10]);
+        assert_eq!(names, ours[..11]);
     }
 
     #[test]
@@ -687,7 +709,7 @@ spec:
     #[test]
     fn every_alert_has_summary_description_and_runbook() {
         let rules = rules(&with_maintenance("runbookBaseUrl: https://runbooks.example/referral#"));
-        assert_eq!(rules.len(), 11);
+        assert_eq!(rules.len(), 12);
         for rule in &rules {
             let name = rule["alert"].as_str().unwrap();
             let annotations = &rule["annotations"];
@@ -741,6 +763,7 @@ alerts:
             [
                 ALERT_HIGH_FAILURE_RATE,
                 ALERT_BACKUP_MISSING,
+                ALERT_BACKUP_FAILED,
                 ALERT_INDEX_MISSING,
                 ALERT_REDIS_UNREACHABLE,
                 ALERT_MONGO_UNREACHABLE,
@@ -766,9 +789,9 @@ additionalRules:
 "#,
         );
         let rules = rules(&system);
-        assert_eq!(rules.len(), 12);
+        assert_eq!(rules.len(), 13);
         assert_eq!(
-            rules[10],
+            rules[11],
             json!({
                 "alert": "RewardLatencyHigh",
                 "expr": "histogram_quantile(0.99, sum by (le) (rate(referral_processing_duration_seconds_bucket[5m]))) > 2",
@@ -777,7 +800,7 @@ additionalRules:
                 "annotations": {"summary": "slow rewards"},
             })
         );
-        assert_eq!(rules[11], json!({"alert": "NoCacheHits", "expr": "sum(rate(referral_cache_hits_total[5m])) == 0"}));
+        assert_eq!(rules[12], json!({"alert": "NoCacheHits", "expr": "sum(rate(referral_cache_hits_total[5m])) == 0"}));
     }
 
     #[test]

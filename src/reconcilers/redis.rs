@@ -117,7 +117,7 @@ fn default_resources(managed: &ManagedRedis) -> ResourceRequirements {
             ("cpu".to_string(), Quantity("100m".into())),
             ("memory".to_string(), mib(max)),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), mib(max + max / 2))])),
+        limits: Some(BTreeMap::from([("memory".to_string(), mib(max.saturating_add(max / 2)))])),
         ..ResourceRequirements::default()
     }
 }

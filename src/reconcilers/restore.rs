@@ -2,9 +2,12 @@
 //! restore holds it ([`hold_for_restore`]). The steps that run it are in
 //! [`super::restore_step`].
 //!
-//! The Job verifies the backup (this operator's binary, `backup verify`), runs
-//! `mongorestore` over each archive of the backup, then restores Redis when the
-//! backup holds a snapshot. Redis is restored over the network, as it was backed up:
+//! The Job restores MongoDB with this operator's binary (`backup restore`: the whole
+//! backup checked against its manifest before anything is dropped, each collection's
+//! documents counted after), or, with `backup.method: Mongodump`, verifies the
+//! backup (`backup verify`) and runs `mongorestore` over each archive; then it
+//! restores Redis when the backup holds a snapshot. The Job succeeds only when every
+//! step did, and the workers stay at zero until then ([`super::restore_step`]). Redis is restored over the network, as it was backed up:
 //! the Job starts a throwaway `redis-server` on the snapshot and makes the live Redis
 //! its replica for one full resynchronisation (`REPLICAOF`), then promotes it back
 //! (`REPLICAOF NO ONE`). That needs no access to Redis's volume (a ReadWriteOnce
@@ -20,6 +23,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use crate::crd::BackupMethod;
 use crate::crd::restore::ReferralRestore;
 use crate::crd::validate::ValidatedSystem;
 use crate::crd::{GROUP, VERSION};
@@ -161,7 +165,7 @@ pub fn restores_redis(system: &ValidatedSystem, redis_requested: bool) -> bool {
     redis_requested && system.spec.redis.external.as_ref().is_none_or(|e| e.cluster_nodes.is_empty())
 }
 
-/// The restore Job: verify the backup, mongorestore, then Redis when asked for and
+/// The restore Job: MongoDB (native restore, or verify and mongorestore), then Redis when asked for and
 /// the backup has a snapshot. The backup volume is mounted read-only: a restore
 /// never changes a backup.
 pub fn restore_job(
@@ -188,30 +192,43 @@ pub fn restore_job(
         }
         mounts
     };
-    let verify = Container {
-        args: Some(vec![
-            "backup".into(),
-            "verify".into(),
-            "--dir".into(),
-            BACKUP_MOUNT.into(),
-            "--name".into(),
-            backup_name.into(),
-        ]),
-        volume_mounts: Some(mounts(None)),
-        ..restricted_container("verify", ctx.operator_image.clone())
+    let mongo_env = vec![
+        from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
+        env_literal("MONGODB_DATABASE", &spec.mongodb.database),
+        env_literal("BACKUP_NAME", backup_name),
+    ];
+    // (checks before, the restore itself)
+    let (mut init, mongo_restore) = match backup.method {
+        BackupMethod::Native => (
+            Vec::new(),
+            Container {
+                args: Some(
+                    ["backup", "restore", "--dir", BACKUP_MOUNT, "--name", backup_name].map(String::from).to_vec(),
+                ),
+                env: Some(mongo_env),
+                resources: backup.resources.clone(),
+                volume_mounts: Some(mounts(None)),
+                ..restricted_container("restore", ctx.operator_image.clone())
+            },
+        ),
+        BackupMethod::Mongodump => (
+            vec![Container {
+                args: Some(
+                    ["backup", "verify", "--dir", BACKUP_MOUNT, "--name", backup_name].map(String::from).to_vec(),
+                ),
+                volume_mounts: Some(mounts(None)),
+                ..restricted_container("verify", ctx.operator_image.clone())
+            }],
+            Container {
+                command: Some(vec!["sh".into(), "-c".into(), MONGORESTORE_SCRIPT.into()]),
+                env: Some(mongo_env),
+                resources: backup.resources.clone(),
+                volume_mounts: Some(mounts(Some(("work", WORK_MOUNT)))),
+                ..restricted_container("mongorestore", backup.mongo_tools_image.clone())
+            },
+        ),
     };
-    let mongorestore = Container {
-        command: Some(vec!["sh".into(), "-c".into(), MONGORESTORE_SCRIPT.into()]),
-        env: Some(vec![
-            from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
-            env_literal("MONGODB_DATABASE", &spec.mongodb.database),
-            env_literal("BACKUP_NAME", backup_name),
-        ]),
-        resources: backup.resources.clone(),
-        volume_mounts: Some(mounts(Some(("work", WORK_MOUNT)))),
-        ..restricted_container("mongorestore", backup.mongo_tools_image.clone())
-    };
-    let (init, main) = if restores_redis(system, redis_requested) {
+    let main = if restores_redis(system, redis_requested) {
         let mut env = redis_client_env(system);
         env.extend([
             env_literal("BACKUP_NAME", backup_name),
@@ -225,12 +242,13 @@ pub fn restore_job(
             volume_mounts: Some(mounts(Some(("scratch", SCRATCH_MOUNT)))),
             ..restricted_container("redis-restore", redis_tools_image(system))
         };
-        (vec![verify, mongorestore], redis)
+        init.push(mongo_restore);
+        redis
     } else {
-        (vec![verify], mongorestore)
+        mongo_restore
     };
     let pod = PodSpec {
-        init_containers: Some(init),
+        init_containers: (!init.is_empty()).then_some(init),
         volumes: Some(vec![
             Volume {
                 name: "backups".into(),
@@ -344,12 +362,11 @@ spec:
         let job = restore_job(&system, &ctx(), "20261123T010000Z", "main-restore-abc", true);
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let init: Vec<&str> = pod.init_containers.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(init, ["verify", "mongorestore"]);
+        assert_eq!(init, ["restore"]);
         assert_eq!(pod.containers[0].name, "redis-restore");
-        assert_eq!(
-            pod.init_containers.as_ref().unwrap()[0].args.as_ref().unwrap().join(" "),
-            "backup verify --dir /backups --name 20261123T010000Z"
-        );
+        let restore = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(restore.image.as_deref(), Some("operator:test"), "no tools image for the native restore");
+        assert_eq!(restore.args.as_ref().unwrap().join(" "), "backup restore --dir /backups --name 20261123T010000Z");
         let backups = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "backups").unwrap();
         assert_eq!(backups.persistent_volume_claim.as_ref().unwrap().read_only, Some(true));
         for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
@@ -370,11 +387,28 @@ spec:
     }
 
     #[test]
-    fn without_redis_the_job_ends_with_mongorestore() {
+    fn method_mongodump_verifies_then_runs_mongorestore_from_the_tools_image() {
+        let mut system = system("{managed: {}}");
+        system.spec.backup.method = BackupMethod::Mongodump;
+        let job = restore_job(&system, &ctx(), "20261123T010000Z", "main-restore-abc", true);
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let init = pod.init_containers.as_ref().unwrap();
+        assert_eq!(init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["verify", "mongorestore"]);
+        assert_eq!(init[0].args.as_ref().unwrap().join(" "), "backup verify --dir /backups --name 20261123T010000Z");
+        assert_eq!(init[1].image.as_deref(), Some("mongo:7.0"));
+        assert_eq!(pod.containers[0].name, "redis-restore");
+        let without_redis = restore_job(&system, &ctx(), "20261123T010000Z", "main-restore-abc", false);
+        let pod = without_redis.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers[0].name, "mongorestore");
+    }
+
+    #[test]
+    fn without_redis_the_job_ends_with_the_mongodb_restore() {
         let managed = system("{managed: {}}");
         let job = restore_job(&managed, &ctx(), "20261123T010000Z", "main-restore-abc", false);
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        assert_eq!(pod.containers[0].name, "mongorestore");
+        assert_eq!(pod.containers[0].name, "restore");
+        assert!(pod.init_containers.is_none());
         let mut clustered = managed.clone();
         clustered.spec.redis.managed = None;
         clustered.spec.redis.external =

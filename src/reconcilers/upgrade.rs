@@ -75,12 +75,18 @@ pub fn upgrade_target(system: &ValidatedSystem) -> String {
 
 /// Name of the pre-upgrade backup Job for `target`.
 pub fn backup_job_name(system: &ValidatedSystem, target: &str) -> String {
-    child_name(&system.name, &format!("pre-upgrade-{}", &target[..target.len().min(8)]), MAX_DNS_LABEL)
+    child_name(&system.name, &format!("pre-upgrade-{}", head(target)), MAX_DNS_LABEL)
 }
 
 /// Name of the migration Job for `target`.
 pub fn migration_job_name(system: &ValidatedSystem, target: &str) -> String {
-    child_name(&system.name, &format!("migrate-{}", &target[..target.len().min(8)]), MAX_DNS_LABEL)
+    child_name(&system.name, &format!("migrate-{}", head(target)), MAX_DNS_LABEL)
+}
+
+/// The first 8 characters of a target (it may come back from status, so it is not
+/// trusted to be the ASCII hash the operator wrote).
+fn head(target: &str) -> String {
+    target.chars().take(8).collect()
 }
 
 /// Name of the verification Job for `target`.

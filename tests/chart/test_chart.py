@@ -9,6 +9,8 @@ the diff.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pathlib
 import re
@@ -269,10 +271,18 @@ def test_restricted_pod_security(helm):
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
             assert forbidden not in pod, f"{forbidden} in the operator's pod"
-        # One volume only: the memory-backed /tmp where the MongoDB TLS files go.
-        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+        # Two volumes only: the memory-backed /tmp where the MongoDB TLS files go, and
+        # the secrets hash key, from a Secret, read-only, owner-only.
+        tmp, key = pod["volumes"]
+        assert tmp == {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
+        assert set(key) == {"name", "secret"}, key
+        assert key["secret"]["secretName"] == "referral-operator-hash-key"
+        assert key["secret"]["defaultMode"] == 0o400
         (container,) = pod["containers"]
-        assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        tmp_mount, key_mount = container["volumeMounts"]
+        assert tmp_mount == {"name": "tmp", "mountPath": "/tmp"}
+        assert key_mount["readOnly"] is True and key_mount["name"] == key["name"]
+        assert f"--secrets-hash-key-file={key_mount['mountPath']}/key" in container["args"]
         security = container["securityContext"]
         assert security["allowPrivilegeEscalation"] is False
         assert security["readOnlyRootFilesystem"] is True
@@ -492,3 +502,20 @@ def test_rendered_objects_match_the_kubernetes_schemas(helm, kubernetes_validate
     assert out.returncode == 0, f"kubernetes-validate refused the chart ({mode}):\n{out.stdout}\n{out.stderr}"
     passed = [line for line in out.stdout.splitlines() if " passed for resource " in line]
     assert len(passed) == len(builtin), f"every object must be checked, not skipped:\n{out.stdout}"
+
+
+def test_the_secrets_hash_key_is_a_secret_the_deployment_only_refers_to(helm):
+    objects = cluster()
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "referral-operator-hash-key"
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    key = base64.b64decode(secret["data"]["key"])
+    assert len(key) >= 16
+    deployment = json.dumps(one(objects, "Deployment"))
+    assert secret["data"]["key"] not in deployment and key.decode() not in deployment
+    # A Secret of the user's: the chart makes none and mounts that one.
+    objects = cluster(secretsHashKey={"existingSecret": "my-hash-key"})
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "my-hash-key"

@@ -181,9 +181,12 @@ async fn the_backup_cronjob_identity_and_a_manual_backup_job_are_admitted_and_it
         pod.containers[0].args.clone().unwrap().join(" "),
         "backup finalize --dir /backups --name-file /work/backup-name --daily 7 --weekly 4 --monthly 6 --system main --expect-redis"
     );
+    // The native dump (the default method), from the operator's own image.
     let dump = &pod.init_containers.as_ref().unwrap()[0];
-    assert_eq!(dump.command.as_ref().unwrap()[0..2], ["sh".to_string(), "-c".to_string()]);
-    assert!(dump.command.as_ref().unwrap()[2].contains("mongodump --config="));
+    assert_eq!(dump.name, "dump");
+    assert!(dump.command.is_none());
+    assert_eq!(dump.image, pod.containers[0].image, "the dump runs the operator's image");
+    assert!(dump.args.as_ref().unwrap().join(" ").starts_with("backup dump --dir /backups"), "{:?}", dump.args);
 
     // A backup asked for now: the Job controller creates its pod, which the
     // namespace's restricted Pod Security admits (it would refuse a pod that is not).

@@ -499,7 +499,7 @@ impl RunningOperator {
             .env("POD_NAMESPACE", lease_namespace)
             .env("RUST_LOG", rust_log)
             .env_remove("WATCH_NAMESPACES")
-            .stdout(std::fs::File::create(&log).unwrap())
+            .stdout(std::fs::File::options().create(true).append(true).open(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap());
         for namespace in watch {
             command.arg(format!("--namespace={namespace}"));

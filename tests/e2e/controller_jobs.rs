@@ -47,15 +47,15 @@ const UNPULLABLE: &str = "localhost/referral-testbed/absent:1";
 
 /// A namespace the operator watches, the chart's RBAC for it, and the kubeconfig of
 /// the chart's ServiceAccount.
-struct Setup {
-    client: Client,
-    operator_ns: TestNamespace,
-    watched: TestNamespace,
+pub(crate) struct Setup {
+    pub(crate) client: Client,
+    pub(crate) operator_ns: TestNamespace,
+    pub(crate) watched: TestNamespace,
     dir: tempfile::TempDir,
     kubeconfig: std::path::PathBuf,
 }
 
-async fn setup(prefix: &str) -> Setup {
+pub(crate) async fn setup(prefix: &str) -> Setup {
     let client = client().await;
     install_crd(&client).await;
     let operator_ns = TestNamespace::create(&client, &format!("{prefix}-op")).await;
@@ -78,15 +78,29 @@ impl Setup {
         )
     }
 
-    fn systems(&self) -> Api<ReferralSystem> {
+    /// Like [`Self::start`], with a `RUST_LOG` filter and extra `run` flags. A log
+    /// that exists already is appended to, so a restarted operator keeps one log.
+    pub(crate) fn start_with(&self, identity: &str, rust_log: &str, extra_args: &[&str]) -> RunningOperator {
+        RunningOperator::start_with(
+            &self.kubeconfig,
+            self.dir.path().join(format!("{identity}.log")),
+            &self.operator_ns.name,
+            identity,
+            &[&self.watched.name],
+            rust_log,
+            extra_args,
+        )
+    }
+
+    pub(crate) fn systems(&self) -> Api<ReferralSystem> {
         Api::namespaced(self.client.clone(), &self.watched.name)
     }
 
-    fn jobs(&self) -> Api<Job> {
+    pub(crate) fn jobs(&self) -> Api<Job> {
         Api::namespaced(self.client.clone(), &self.watched.name)
     }
 
-    async fn create_system(&self, spec: serde_json::Value) -> ValidatedSystem {
+    pub(crate) async fn create_system(&self, spec: serde_json::Value) -> ValidatedSystem {
         // The test bed's Redis, so the dependency probe answers.
         let url = testbed_var("REFOP_TEST_REDIS_URL");
         let address = url.trim_start_matches("redis://").trim_end_matches('/');
@@ -112,7 +126,7 @@ impl Setup {
     }
 
     /// Waits until the operator reported the current generation.
-    async fn reconciled(&self, operator: &RunningOperator) -> ReferralSystem {
+    pub(crate) async fn reconciled(&self, operator: &RunningOperator) -> ReferralSystem {
         wait_for(Duration::from_secs(60), "a status for the current generation", || async {
             let log = operator.log_text();
             assert!(!log.to_lowercase().contains("forbidden"), "the operator hit RBAC limits:\n{log}");
@@ -123,7 +137,7 @@ impl Setup {
         .await
     }
 
-    async fn annotate(&self, annotation: &str, token: &str) {
+    pub(crate) async fn annotate(&self, annotation: &str, token: &str) {
         self.systems()
             .patch(
                 "main",
@@ -134,7 +148,7 @@ impl Setup {
             .unwrap();
     }
 
-    async fn worker_image(&self) -> Option<String> {
+    pub(crate) async fn worker_image(&self) -> Option<String> {
         let d = Api::<Deployment>::namespaced(self.client.clone(), &self.watched.name)
             .get_opt("main-reward-processor")
             .await
@@ -668,4 +682,53 @@ async fn each_status_writer_owns_its_fields_and_none_erases_another() {
     assert_eq!(last_status.conditions, after_status.conditions, "the check's apply erased the operator's conditions");
     assert_eq!(last_status.backup.as_ref(), Some(&backup), "the check's apply erased status.backup");
     assert!(last_status.chain_check.unwrap().last_run >= chain.last_run);
+}
+
+#[tokio::test]
+async fn a_failed_backup_job_turns_backup_healthy_false_with_its_name_and_an_event() {
+    if !enabled() {
+        return;
+    }
+    let s = setup("bkfail").await;
+    let system = s.create_system(json!({})).await;
+    let operator = s.start("bkfail-0");
+    let first = s.reconciled(&operator).await;
+    let (_, reason, _) = condition(&first, "BackupHealthy").expect("BackupHealthy");
+    assert_eq!(reason, "FirstBackupPending");
+
+    // A backup asked for now, whose Job then fails (the test plays the Job controller:
+    // there is no kubelet).
+    s.annotate("referral.dev/backup-now", "2026-11-23T11:00:00Z").await;
+    let job = manual_backup_job_name(&system, "2026-11-23T11:00:00Z");
+    wait_for(Duration::from_secs(60), "the backup Job", || async { s.jobs().get_opt(&job).await.ok()? }).await;
+    crate::restore::fail_job(&s.client, &s.watched.name, &job).await;
+    let failed = wait_for(Duration::from_secs(60), "BackupHealthy False with BackupFailed", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let (status, reason, message) = condition(&current, "BackupHealthy")?;
+        (status == "False" && reason == "BackupFailed").then_some(message)
+    })
+    .await;
+    assert!(failed.contains(&job) && failed.contains("BackoffLimitExceeded"), "{failed}");
+    assert!(failed.contains("kept"), "{failed}");
+    let events = wait_for(Duration::from_secs(30), "a BackupFailed event", || async {
+        let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
+        (ok && events.contains("\"BackupFailed\"")).then_some(events)
+    })
+    .await;
+    assert!(events.contains(&job), "the event names the Job: {events}");
+
+    // The next complete backup (as finalize reports it) clears the failure.
+    let report = json!({"apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem", "status": {"backup": {
+        "lastSuccess": k8s_openapi::jiff::Timestamp::now().to_string(), "latest": "20261123T120000Z",
+        "backups": ["20261123T120000Z"], "kept": 1, "sizeBytes": 10
+    }}});
+    s.systems().patch_status("main", &StatusWriter::Backup.apply_params(), &Patch::Apply(&report)).await.unwrap();
+    s.annotate("referral.dev/touch", "1").await;
+    wait_for(Duration::from_secs(60), "BackupHealthy True after a newer success", || async {
+        let current = s.systems().get("main").await.ok()?;
+        let (status, reason, _) = condition(&current, "BackupHealthy")?;
+        (status == "True" && reason == "BackupRecent").then_some(())
+    })
+    .await;
+    drop(operator);
 }

@@ -4,6 +4,7 @@
 //! `tests/e2e/TESTBED.md` for how the bed is built.
 
 mod backup;
+mod backup_pods;
 #[allow(dead_code)]
 #[path = "../support/certs.rs"]
 mod certs;
@@ -11,6 +12,8 @@ mod chain_check;
 mod chart;
 mod controller_jobs;
 mod crd;
+mod differential;
+mod faults;
 mod harness;
 mod node;
 mod operator;

@@ -7,9 +7,10 @@
 //!
 //! One test per behaviour of the controller (docs/controller.md), each in its own namespace with its own operator,
 //! whose trace-level log is kept in the test's temporary directory. The operator runs
-//! with `--resync-ready`/`--resync-not-ready` of [`RESYNC`] so that periodic requeues
-//! (the only way a rotated Secret is noticed, and what the no-op test must survive)
-//! happen many times within each test.
+//! with `--resync-ready`/`--resync-not-ready`/`--recheck-max-interval` of [`RESYNC`]
+//! and a probe interval of a second, so that periodic re-checks (the only way a
+//! rotated Secret is noticed, and what the no-op test must survive) happen many times
+//! within each test.
 //!
 //! On the test bed's node the pods run, from the images built there ([`fit_to_node`]),
 //! and become ready through their real probes; on a control-plane-only bed they are
@@ -115,7 +116,12 @@ impl Fixture {
             &format!("{prefix}-0"),
             &[&ns.name],
             "trace",
-            &[&format!("--resync-ready={resync}"), &format!("--resync-not-ready={resync}")],
+            &[
+                &format!("--resync-ready={resync}"),
+                &format!("--resync-not-ready={resync}"),
+                &format!("--recheck-max-interval={resync}"),
+                "--probe-interval=1s",
+            ],
         );
         let systems = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name);
         Fixture { operator, client, systems, ns, _installed: installed, _dir: dir }
@@ -207,7 +213,7 @@ impl Fixture {
 
 /// The `patched=N` count of every "applied children" line the reconcile step logs
 /// (debug level) in `log`.
-fn apply_steps(log: &str) -> Vec<u64> {
+pub(crate) fn apply_steps(log: &str) -> Vec<u64> {
     let patched = regex::Regex::new(r"patched=(\d+)").unwrap();
     log.lines()
         .filter(|line| line.contains("applied children"))
@@ -373,12 +379,22 @@ fn by_operator(managers: &[String]) -> bool {
 
 /// The operator's `referral_operator_reconcile_runs_total`.
 pub(crate) fn reconcile_runs(operator: &RunningOperator) -> f64 {
+    metric(operator, "referral_operator_reconcile_runs_total ")
+}
+
+/// Cheap re-checks done so far that found `result` (`nothing_new`, `news`, ...).
+fn rechecks(operator: &RunningOperator, result: &str) -> f64 {
+    metric(operator, &format!("referral_operator_rechecks_total{{result=\"{result}\"}} "))
+}
+
+/// The value of the series whose line starts with `prefix` on the operator's /metrics.
+fn metric(operator: &RunningOperator, prefix: &str) -> f64 {
     let (_, metrics, _) = http_get(operator.listen, "/metrics");
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("referral_operator_reconcile_runs_total "))
+        .find_map(|line| line.strip_prefix(prefix))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no reconcile counter in /metrics:\n{metrics}"))
+        .unwrap_or_else(|| panic!("no {prefix:?} in /metrics:\n{metrics}"))
 }
 
 /// Pod specs of every workload child: (Kind/name, pod spec).
@@ -943,18 +959,25 @@ async fn rotating_the_mongo_secret_changes_the_worker_pod_template_hash() {
     let first = wait_for(CONVERGE, "every worker to carry the Secret hash", || hashes(worker_names.clone())).await;
     assert_eq!(first.len(), 1, "one hash for all workers: {first:?}");
     let generation_before = fx.observed().await.metadata.generation;
+    // Quiet first (as in the no-op test, long enough for the HPA controller's writes
+    // after creation): then no news is pending, and only a re-check can find the
+    // rotation.
+    settled_children(&fx, &expected_children(&created), Duration::from_secs(20)).await;
 
     // Same server, different bytes: a rotation the probe still accepts.
     let rotated = format!("{}/?appName=rotated-{}", testbed_var("REFOP_TEST_MONGODB_URI"), suffix());
     put_secret(&fx.client, &fx.ns.name, "referral-mongo", &[("uri", &rotated)]).await;
-    // No Secret watch (the operator may only `get` Secrets): the change is seen on the
-    // next resync, which is what this waits for. The spec is not touched.
+    // No Secret watch (the operator may only `get` Secrets): the change is seen by the
+    // next re-check, which reads no system but the Secrets, finds them changed and has
+    // the system reconciled; that is what this waits for. The spec is not touched.
+    let news_before = rechecks(&fx.operator, "news");
     let second = wait_for(CONVERGE, "the workers' Secret hash to change", || async {
         let now = hashes(worker_names.clone()).await?;
         (now.len() == 1 && now != first).then_some(now)
     })
     .await;
     assert_ne!(first, second);
+    assert!(rechecks(&fx.operator, "news") > news_before, "the rotation was found by a re-check");
     let system = fx.observed().await;
     assert_eq!(system.metadata.generation, generation_before, "the operator never writes the spec");
     assert_eq!(condition_of(&system, "MongoReachable").status, "True");
@@ -1040,9 +1063,10 @@ async fn paused_systems_get_no_child_writes_and_resume_when_unpaused() {
     let observed = fx.observed().await;
     assert_eq!(observed.metadata.generation, Some(generation), "status keeps up while paused");
     assert_eq!(condition_of(&observed, "ReconciliationPaused").status, "True");
-    let runs = reconcile_runs(&fx.operator);
+    let looked = rechecks(&fx.operator, "nothing_new") + rechecks(&fx.operator, "news");
     tokio::time::sleep(RESYNC * 3).await;
-    assert!(reconcile_runs(&fx.operator) > runs, "the operator kept reconciling while paused");
+    let looked_after = rechecks(&fx.operator, "nothing_new") + rechecks(&fx.operator, "news");
+    assert!(looked_after > looked, "the operator kept re-checking while paused");
     let replicas = |name: &'static str| {
         let deployments = deployments.clone();
         async move { deployments.get(name).await.unwrap().spec.unwrap().replicas }
@@ -1115,6 +1139,9 @@ async fn a_conflicting_managers_edit_of_a_managed_field_is_reverted() {
     );
 }
 
+/// Nothing changed, so nothing is written: not by the re-checks of the idle system
+/// (which read Secrets and probe, and must find nothing new), and not by the full
+/// reconciles a person's annotation wakes (which run every step, apply included).
 #[tokio::test]
 async fn a_no_op_reconcile_writes_nothing() {
     if !enabled() {
@@ -1136,24 +1163,46 @@ async fn a_no_op_reconcile_writes_nothing() {
     let ready = condition_of(&system_before, "Ready");
     assert_eq!(ready.status, "True", "the no-op test starts from a Ready system: {ready:?}");
     let before = fx.children().await;
+    let looked_before = rechecks(&fx.operator, "nothing_new");
+    let news_before = rechecks(&fx.operator, "news");
     let runs_before = reconcile_runs(&fx.operator);
     let log_offset = fx.log_len();
 
-    tokio::time::sleep(Duration::from_secs(window)).await;
+    // The first half idle; in the second, an annotation no part of the operator reads
+    // is changed every few seconds: each change is news, a full reconcile of a system
+    // whose spec, children and dependencies are as they were.
+    tokio::time::sleep(Duration::from_secs(window / 2)).await;
+    let nudges = (window / 2 / RESYNC.as_secs()).max(2);
+    for i in 0..nudges {
+        let nudge = json!({"metadata": {"annotations": {"e2e.referral.dev/nudge": i.to_string()}}});
+        fx.systems.patch(SYSTEM, &PatchParams::default(), &Patch::Merge(&nudge)).await.expect("annotate the system");
+        tokio::time::sleep(RESYNC).await;
+    }
 
     let system_after = fx.system().await;
     let after = fx.children().await;
+    let looked = rechecks(&fx.operator, "nothing_new") - looked_before;
     let runs = reconcile_runs(&fx.operator) - runs_before;
-    // Requeues every RESYNC: the window must have seen many reconciles, or it proves nothing.
+    // Re-checks every RESYNC: the window must have seen many, or it proves nothing.
     let floor = (window / RESYNC.as_secs() / 2).max(2) as f64;
-    assert!(runs >= floor, "only {runs} reconciles in {window}s (expected at least {floor})");
-    assert_eq!(
-        system_after.resource_version(),
-        system_before.resource_version(),
-        "the ReferralSystem was written: {:?} -> {:?}",
-        system_before.status,
-        system_after.status
-    );
+    assert!(looked >= floor, "only {looked} re-checks in {window}s (expected at least {floor})");
+    assert_eq!(rechecks(&fx.operator, "news"), news_before, "a re-check of the unchanged system found news");
+    assert!(runs >= nudges as f64, "{runs} reconciles for {nudges} annotations");
+    assert_eq!(system_after.status, system_before.status, "the status changed");
+    // The annotations are the only writes to the system: every field manager of the
+    // operator's is as it was (a status write would move its time, if not its fields).
+    let operators = |system: &ReferralSystem| -> Vec<String> {
+        system
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.manager.as_deref().is_some_and(|m| m.starts_with(MANAGER)))
+            .map(|m| serde_json::to_string(m).unwrap())
+            .collect()
+    };
+    assert!(!operators(&system_before).is_empty(), "no field manager of the operator's on the system");
+    assert_eq!(operators(&system_after), operators(&system_before), "the operator wrote the ReferralSystem");
     assert_eq!(
         resource_versions(&after),
         resource_versions(&before),
@@ -1164,9 +1213,12 @@ async fn a_no_op_reconcile_writes_nothing() {
     // No-op applies leave resourceVersions alone too; the apply step's own count shows
     // that none was even sent.
     let applies = apply_steps(&fx.log_since(log_offset));
-    assert!(applies.len() as f64 >= floor, "{} apply steps logged in the window", applies.len());
-    assert!(applies.iter().all(|&n| n == 0), "idle reconciles patched children: {applies:?}");
-    eprintln!("no-op window: {window}s, {runs} reconciles, {} children and the ReferralSystem unchanged", after.len());
+    assert!(applies.len() as u64 >= nudges, "{} apply steps logged for {nudges} annotations", applies.len());
+    assert!(applies.iter().all(|&n| n == 0), "reconciles of the unchanged system patched children: {applies:?}");
+    eprintln!(
+        "no-op window: {window}s, {looked} re-checks, {runs} reconciles, {} children and the ReferralSystem's status unchanged",
+        after.len()
+    );
 }
 
 /// Standard base64 with padding, as Secret data is shown in JSON.
@@ -1297,4 +1349,83 @@ async fn canary_passwords_never_appear_in_logs_events_or_status() {
     }
     drop(fx);
     drop(redis);
+}
+
+#[tokio::test]
+async fn mongo_passwords_with_reserved_characters_never_appear_in_logs_events_or_status() {
+    if !enabled() {
+        return;
+    }
+    // One password holding every character a connection string reserves, twice: as a
+    // person who forgot to percent-encode it writes it (the driver misreads it: part
+    // of it becomes a port, an option), and encoded (it parses, and the credentials go
+    // to the server, whose refusal is the other error path). Each piece between the
+    // reserved characters is its own needle, since a driver quotes pieces.
+    let tag = suffix();
+    let pieces: Vec<String> = ["qa", "qb", "qc", "qd", "qe", "qf", "qg"].iter().map(|p| format!("{p}{tag}z")).collect();
+    let password =
+        format!("{}?{}@{}:{}/{}%{}#{}", pieces[0], pieces[1], pieces[2], pieces[3], pieces[4], pieces[5], pieces[6]);
+    let encoded: String = password
+        .chars()
+        .map(|c| match c {
+            '?' | '@' | ':' | '/' | '%' | '#' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    let mongo = testbed_var("REFOP_TEST_MONGODB_URI");
+    let raw_uri = mongo.replacen("mongodb://", &format!("mongodb://referral:{password}@"), 1);
+    let encoded_uri = mongo.replacen("mongodb://", &format!("mongodb://referral:{encoded}@"), 1);
+    let fx = Fixture::start("reserved", Some(&raw_uri), &[("referral-mongo-encoded", &[("uri", &encoded_uri)])]).await;
+    fx.create_system("full.yaml", RedisKind::External).await;
+    let mut encoded_system = example_system("full.yaml", &fx.ns.name, RedisKind::External);
+    encoded_system.metadata.name = Some("encoded".into());
+    encoded_system.spec.mongodb.uri_secret_ref.name = "referral-mongo-encoded".into();
+    fx.systems.create(&PostParams::default(), &encoded_system).await.expect("create the second ReferralSystem");
+
+    let probed = |name: &'static str| {
+        let systems = fx.systems.clone();
+        async move {
+            let system = systems.get(name).await.ok()?;
+            let mongo = condition(&system.status.as_ref()?.conditions, "MongoReachable")?.clone();
+            (mongo.reason != "NotChecked" && mongo.reason != "SecretMissing").then_some(mongo)
+        }
+    };
+    let raw = wait_for(CONVERGE, "the unencoded password's probe to report", || probed(SYSTEM)).await;
+    let encoded_condition = wait_for(CONVERGE, "the encoded password's probe to report", || probed("encoded")).await;
+    assert_eq!(raw.reason, "InvalidURI", "{raw:?}");
+    assert!(raw.message.contains("percent-encoded"), "the message says what to do: {raw:?}");
+    eprintln!("MongoReachable, encoded password: {encoded_condition:?}");
+    let runs = reconcile_runs(&fx.operator);
+    wait_for(CONVERGE, "a few more reconciles", || async {
+        (reconcile_runs(&fx.operator) >= runs + 3.0).then_some(())
+    })
+    .await;
+
+    let statuses = serde_json::to_string(&[
+        fx.systems.get(SYSTEM).await.unwrap().status,
+        fx.systems.get("encoded").await.unwrap().status,
+    ])
+    .unwrap();
+    let (ok, core_events, err) = kubectl(&["get", "events", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let (ok, new_events, err) = kubectl(&["get", "events.events.k8s.io", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok, "{err}");
+    let children = serde_json::to_string(&fx.children().await.values().collect::<Vec<_>>()).unwrap();
+    let log = fx.log_text();
+    assert!(log.contains("TRACE") && log.len() > 10_000, "the log is trace-level and holds the run");
+    // Positive control: the search finds a piece where it is.
+    let (ok, secret, _) = kubectl(&["get", "secret", "referral-mongo", "-n", &fx.ns.name, "-o", "json"], None);
+    assert!(ok && secret.contains(&base64(raw_uri.as_bytes())), "the Secret holds the URI");
+    assert!(raw_uri.contains(&pieces[3]), "positive control: the needle is in the URI");
+    for (place, text) in [
+        ("the operator's trace log", &log),
+        ("core/v1 Events", &core_events),
+        ("events.k8s.io Events", &new_events),
+        ("the ReferralSystems' status", &statuses),
+        ("the children", &children),
+    ] {
+        for needle in pieces.iter().chain([&password, &encoded]) {
+            assert!(!text.contains(needle.as_str()), "{needle} found in {place} (log: {:?})", fx.log_path());
+        }
+    }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # E2E test bed: a real Kubernetes control plane (etcd + kube-apiserver +
-# kube-controller-manager), a MongoDB-wire server (mongo-java-server, in memory)
-# and Redis, and a real node (kube-scheduler, kubelet, containerd + runc, CNI
+# kube-controller-manager), a MongoDB-wire server (mongo-java-server, in memory),
+# Redis and an S3-compatible server (versitygw), and a real node (kube-scheduler, kubelet, containerd + runc, CNI
 # bridge, kube-proxy, kube-router's NetworkPolicy firewall, CoreDNS, a
 # local-path PersistentVolume provisioner) in a network namespace of its own:
 # see node/node.sh. One node bed per machine (a lock); control-plane-only beds
@@ -27,7 +27,8 @@
 #
 # DIR defaults to ${TESTBED_DIR:-/tmp/referral-testbed}. After start,
 # `source DIR/env` exports KUBECONFIG, REFOP_TEST_MONGODB_URI,
-# REFOP_TEST_REDIS_URL, TESTBED_DIR (and a few TESTBED_* extras).
+# REFOP_TEST_REDIS_URL, REFOP_TEST_S3_* (endpoint, bucket, region, keys),
+# TESTBED_DIR (and a few TESTBED_* extras).
 # Built binaries are cached under ${REFOP_CACHE_DIR:-~/.cache/referral-operator}
 # keyed by version. See TESTBED.md.
 set -euo pipefail
@@ -39,6 +40,7 @@ source "$E2E_DIR/versions.env"
 CACHE_ROOT="${REFOP_CACHE_DIR:-$HOME/.cache/referral-operator}"
 ETCD_CACHE="$CACHE_ROOT/etcd-$ETCD_VERSION"
 MONGO_CACHE="$CACHE_ROOT/mongo-java-server-$MONGO_JAVA_SERVER_VERSION"
+S3_CACHE="$CACHE_ROOT/versitygw-$VERSITYGW_VERSION"
 KUBE_MOD_DIR="$E2E_DIR/controlplane/kube"
 if [[ -n ${TESTBED_KUBERNETES_VERSION:-} && $TESTBED_KUBERNETES_VERSION != "$KUBERNETES_VERSION" ]]; then
   [[ $TESTBED_KUBERNETES_VERSION =~ ^v1\.[0-9]+\.[0-9]+$ ]] ||
@@ -49,6 +51,9 @@ if [[ -n ${TESTBED_KUBERNETES_VERSION:-} && $TESTBED_KUBERNETES_VERSION != "$KUB
 fi
 ETCD_MOD_DIR="$E2E_DIR/controlplane/etcd"
 MONGO_PROJECT_DIR="$E2E_DIR/mongo-server"
+S3_MOD_DIR="$E2E_DIR/s3server"
+# The bucket the S3 server starts with.
+S3_BUCKET=refop-test
 NODE_SRC="$E2E_DIR/node"
 KUBE_ROUTER_CACHE="$CACHE_ROOT/kube-router-$KUBE_ROUTER_VERSION"
 COREDNS_CACHE="$CACHE_ROOT/coredns-$COREDNS_VERSION"
@@ -57,7 +62,7 @@ WORKER_CACHE="$CACHE_ROOT/standin-worker"
 
 READY_TIMEOUT="${TESTBED_READY_TIMEOUT:-90}"
 # Processes in stop order (dependents first): the control plane and servers...
-CP_PROCS=(kube-controller-manager kube-apiserver mongo redis etcd)
+CP_PROCS=(kube-controller-manager kube-apiserver mongo redis s3 etcd)
 # ... and the node's, stopped before them (node_stop).
 NODE_PROCS=(kubelet kube-router kube-proxy kube-scheduler containerd)
 PROCS=("${CP_PROCS[@]}")
@@ -135,6 +140,9 @@ check_go_mods() {
   got=$(cd "$ETCD_MOD_DIR" && go_env go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
   [[ $got == "$ETCD_VERSION" ]] ||
     die "controlplane/etcd/go.mod has etcd $got but versions.env says $ETCD_VERSION; run: $0 sync-versions"
+  got=$(cd "$S3_MOD_DIR" && go_env go list -m -f '{{.Version}}' github.com/versity/versitygw)
+  [[ $got == "$VERSITYGW_VERSION" ]] ||
+    die "s3server/go.mod has versitygw $got but versions.env says $VERSITYGW_VERSION; run: $0 sync-versions"
   local dir module want
   for dir in kube-router:github.com/cloudnativelabs/kube-router/v2:$KUBE_ROUTER_VERSION \
              coredns:github.com/coredns/coredns:$COREDNS_VERSION \
@@ -265,6 +273,12 @@ build_pause() {
   BUILT+=("pause $tag")
 }
 
+build_s3() {
+  local v="-X main.Version=$VERSITYGW_VERSION -X main.Build=module -X main.BuildTime=none"
+  build_go "versitygw $VERSITYGW_VERSION" "$S3_MOD_DIR" "$S3_CACHE" "-s -w $v" \
+    github.com/versity/versitygw/cmd/versitygw
+}
+
 build_mongo() {
   local stamp
   stamp=$(find "$MONGO_PROJECT_DIR/pom.xml" "$MONGO_PROJECT_DIR/src" -type f | sort | xargs cat |
@@ -313,6 +327,7 @@ cmd_install() {
   check_go_mods
   build_kube
   build_etcd
+  build_s3
   build_mongo
   build_node_go
   build_pause
@@ -482,8 +497,10 @@ EOF
 etcd_shm_dir() { echo "/dev/shm/referral-testbed-etcd-$(printf '%s' "$DIR" | sha256sum | cut -c1-12)"; }
 
 # Audit policy for --audit-log: one Metadata line per write request (user, verb,
-# resource, name, response code), nothing for reads, so a benchmark can count who
-# wrote what without the log growing with every watch and list.
+# resource, name, response code) by anyone, and per get or list by a ServiceAccount
+# outside kube-system (an operator under test; the controller-manager's reads are
+# left out), nothing for watches, so a benchmark can count who wrote and read what
+# without the log growing with every watch.
 write_audit_policy() { # file
   cat >"$1" <<'EOF'
 apiVersion: audit.k8s.io/v1
@@ -492,6 +509,11 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+    verbs: ["get", "list"]
   - level: None
 EOF
 }
@@ -524,9 +546,9 @@ cmd_start() {
   local t0; t0=$(now)
 
   # Only our own files under DIR are reset.
-  rm -rf "${DIR:?}/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/kubeconfig" "$DIR/env" "${DIR:?}/bin" \
+  rm -rf "${DIR:?}/pki" "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/s3" "$DIR/kubeconfig" "$DIR/env" "${DIR:?}/bin" \
          "$DIR/controller-manager.kubeconfig" "$DIR/ports" "$DIR/audit-policy.yaml" "$DIR/node-on"
-  mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis"
+  mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/redis" "$DIR/s3/$S3_BUCKET"
   local shm; shm=$(etcd_shm_dir)
   rm -rf "$shm"; echo "$shm" >"$DIR/etcd-data-dir"
 
@@ -546,9 +568,9 @@ cmd_start() {
     node_start_early
     host=$NODE_HOST_IP
   fi
-  local ports etcd_port etcd_peer api_port kcm_port mongo_port redis_port sched_port
-  ports=$(free_ports 7)
-  read -r etcd_port etcd_peer api_port kcm_port mongo_port redis_port sched_port <<<"$ports"
+  local ports etcd_port etcd_peer api_port kcm_port mongo_port redis_port sched_port s3_port
+  ports=$(free_ports 8)
+  read -r etcd_port etcd_peer api_port kcm_port mongo_port redis_port sched_port s3_port <<<"$ports"
   cat >"$DIR/ports" <<EOF
 etcd=$etcd_port
 etcd-peer=$etcd_peer
@@ -557,6 +579,7 @@ kube-controller-manager=$kcm_port
 mongo=$mongo_port
 redis=$redis_port
 kube-scheduler=$sched_port
+s3=$s3_port
 EOF
   local api_url="https://$host:$api_port"
   local audit_flags=()
@@ -582,6 +605,16 @@ EOF
   # host's end of the node's link is reachable from this machine and its pods only.
   launch redis redis-server --port "$redis_port" --bind "$host" --protected-mode "$([[ $host == 127.0.0.1 ]] && echo yes || echo no)" \
     --save '' --appendonly no --daemonize no --dir "$DIR/redis" --logfile ''
+  # Fresh credentials each start, handed over in the environment (never on the
+  # command line, where any process could read them); the posix backend keeps
+  # each bucket as a directory under DIR/s3. Debug logging writes each request's
+  # headers (Authorization masked) to logs/s3.log, where a test can see what
+  # reached the server (server-side encryption headers).
+  local s3_access s3_secret
+  s3_access="refop$(openssl rand -hex 6)"
+  s3_secret=$(openssl rand -hex 20)
+  ROOT_ACCESS_KEY_ID=$s3_access ROOT_SECRET_ACCESS_KEY=$s3_secret \
+    launch s3 "$S3_CACHE/bin/versitygw" --port "$host:$s3_port" --quiet --log-level debug posix "$DIR/s3"
   # shellcheck disable=SC2086
   launch mongo java ${TESTBED_MONGO_JAVA_OPTS:--Xms32m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto} \
     -jar "$MONGO_CACHE/mongo-server.jar" "$mongo_port" "$MONGO_SERVER_VERSION" "$host"
@@ -653,6 +686,8 @@ EOF
   wait_for kube-controller-manager "$READY_TIMEOUT" curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
 
   wait_for redis 30 bash -c "[[ \$(redis-cli -h '$host' -p '$redis_port' ping) == PONG ]]"
+  # Any HTTP answer (403 to an anonymous request) means the gateway is serving.
+  wait_for s3 30 curl -sS -o /dev/null "http://$host:$s3_port/"
   wait_for mongo 60 bash -c "grep -q '^ready' '$DIR/logs/mongo.log' && exec 3<>/dev/tcp/$host/$mongo_port"
 
   if [[ -n $NODE_ON ]]; then node_start_late "$api_url" "$sched_port"; fi
@@ -665,6 +700,12 @@ export REFOP_TEST_REDIS_URL='redis://$host:$redis_port'
 export TESTBED_APISERVER_URL='$api_url'
 export TESTBED_KUBECTL='$KUBE_CACHE/bin/kubectl'
 export TESTBED_ETCD_ENDPOINT='http://127.0.0.1:$etcd_port'
+export REFOP_TEST_S3_ENDPOINT='http://$host:$s3_port'
+export REFOP_TEST_S3_BUCKET='$S3_BUCKET'
+export REFOP_TEST_S3_REGION='us-east-1'
+export REFOP_TEST_S3_ACCESS_KEY_ID='$s3_access'
+export REFOP_TEST_S3_SECRET_ACCESS_KEY='$s3_secret'
+export REFOP_TEST_S3_LOG='$DIR/logs/s3.log'
 # kubectl of the bed's own Kubernetes version first (the e2e suite runs \`kubectl\`).
 export PATH='$DIR/bin':"\$PATH"
 EOF
@@ -685,8 +726,8 @@ EOF
   trap - EXIT
   log "started in $DIR in $(elapsed "$t0")s (total incl. install check $(elapsed "$t_all")s):"
   log "  kube-apiserver $api_url  etcd 127.0.0.1:$etcd_port  controller-manager 127.0.0.1:$kcm_port"
-  log "  mongo $host:$mongo_port  redis $host:$redis_port"
-  log "  source $DIR/env   # KUBECONFIG, REFOP_TEST_MONGODB_URI, REFOP_TEST_REDIS_URL, TESTBED_DIR"
+  log "  mongo $host:$mongo_port  redis $host:$redis_port  s3 http://$host:$s3_port (bucket $S3_BUCKET)"
+  log "  source $DIR/env   # KUBECONFIG, REFOP_TEST_MONGODB_URI, REFOP_TEST_REDIS_URL, REFOP_TEST_S3_*, TESTBED_DIR"
 }
 
 # ------------------------------------------------------------------- stop ---
@@ -749,6 +790,7 @@ cmd_status() {
           health=$(curl -fsSk --max-time 5 "https://127.0.0.1:$(port_of kube-controller-manager)/healthz" 2>&1 || true) ;;
         etcd) health=$(curl -fsS --max-time 5 "http://127.0.0.1:$(port_of etcd)/health" 2>&1 || true) ;;
         redis) health=$(redis-cli -h "$(listen_host)" -p "$(port_of redis)" ping 2>&1 || true) ;;
+        s3) health=$(curl -sS --max-time 5 -o /dev/null -w 'http %{http_code}' "http://$(listen_host):$(port_of s3)/" 2>&1 || true) ;;
         mongo) health=$( (exec 3<>"/dev/tcp/$(listen_host)/$(port_of mongo)") 2>/dev/null && echo "tcp ok" || echo "tcp FAILED") ;;
         kube-scheduler) health=$(curl -fsSk --max-time 5 "https://127.0.0.1:$(port_of kube-scheduler)/healthz" 2>&1 || true) ;;
         kubelet) health=$(nsexec curl -fsS --max-time 5 http://127.0.0.1:10248/healthz 2>&1 || true) ;;
@@ -843,6 +885,12 @@ cmd_selftest() {
   mhost=${mhost%:*}
   (exec 3<>"/dev/tcp/$mhost/$mport") 2>/dev/null || die "selftest: mongo port $mport not accepting connections"
   echo "ok   mongo-java-server accepts connections on $mport"
+  # An unsigned request must be refused: the gateway checks signatures.
+  local code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "$REFOP_TEST_S3_ENDPOINT/$REFOP_TEST_S3_BUCKET/") ||
+    die "selftest: the S3 server at $REFOP_TEST_S3_ENDPOINT does not answer"
+  [[ $code == 403 ]] || die "selftest: an anonymous S3 request got HTTP $code, expected 403"
+  echo "ok   versitygw answers and refuses an unsigned request (403)"
   if [[ -n ${TESTBED_NODE:-} ]]; then
     local nodens="testbed-node-selftest-$$"
     "${k[@]}" create namespace "$nodens" >/dev/null
@@ -916,10 +964,12 @@ cmd_sync_versions() {
   sync_kube_module "$KUBE_MOD_DIR"
   log "etcd wrapper -> go.etcd.io/etcd/server/v3 $ETCD_VERSION"
   (cd "$ETCD_MOD_DIR" && go mod edit "-require=go.etcd.io/etcd/server/v3@$ETCD_VERSION" && "${genv[@]}" go mod tidy)
+  log "s3server wrapper -> github.com/versity/versitygw $VERSITYGW_VERSION"
+  (cd "$S3_MOD_DIR" && go mod edit "-require=github.com/versity/versitygw@$VERSITYGW_VERSION" && "${genv[@]}" go mod tidy)
   log "mongo-server pom default -> $MONGO_JAVA_SERVER_VERSION"
   sed -i "s:<mongo-java-server.version>.*</mongo-java-server.version>:<mongo-java-server.version>$MONGO_JAVA_SERVER_VERSION</mongo-java-server.version>:" \
     "$MONGO_PROJECT_DIR/pom.xml"
-  log "done; commit versions.env, controlplane/*/go.mod, controlplane/*/go.sum, mongo-server/pom.xml"
+  log "done; commit versions.env, controlplane/*/go.mod, controlplane/*/go.sum, s3server/go.mod, s3server/go.sum, mongo-server/pom.xml"
 }
 
 # ------------------------------------------------------------------- main ---
