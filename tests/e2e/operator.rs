@@ -196,6 +196,29 @@ impl Fixture {
         .await
     }
 
+    /// Has the system reconciled `how_many` more times. A settled system is no
+    /// longer reconciled on a timer (re-checks look for news instead,
+    /// docs/controller.md), so each reconcile is asked for: an annotation of no
+    /// meaning to the operator changes the object, and the watch queues it.
+    pub(crate) async fn more_reconciles(&self, how_many: u32) {
+        for nudge in 0..how_many {
+            let runs = reconcile_runs(&self.operator);
+            let stamp = format!("{}-{nudge}", k8s_openapi::jiff::Timestamp::now().as_millisecond());
+            self.systems
+                .patch(
+                    SYSTEM,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {"e2e.referral.dev/nudge": stamp}}})),
+                )
+                .await
+                .expect("annotate the ReferralSystem");
+            wait_for(CONVERGE, "one more reconcile", || async {
+                (reconcile_runs(&self.operator) > runs).then_some(())
+            })
+            .await;
+        }
+    }
+
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
@@ -738,20 +761,26 @@ async fn settled_children(
     let mut quiet_since = tokio::time::Instant::now();
     let mut log_at_change = fx.log_len();
     loop {
+        // A change seen in the next snapshot happened after this point: the apply
+        // step that answers it is logged after it. A settled system is reconciled
+        // only when something changes (no timed resync), so that step may well come
+        // before the snapshot that sees the change.
+        let log_at_previous_snapshot = fx.log_len();
         tokio::time::sleep(RESYNC).await;
         let now = fx.children().await;
         let present: BTreeSet<String> = now.keys().cloned().collect();
         // Settled also means the operator has caught up with the last change: an apply
         // step since then found nothing to patch (another writer, such as the HPA
         // controller raising replicas, makes it re-apply that child once).
-        let caught_up = apply_steps(&fx.log_since(log_at_change)).contains(&0);
         if !expected.is_subset(&present)
             || resource_versions(&now) != resource_versions(&last)
             || !autoscaled_to_minimum(&now)
         {
             quiet_since = tokio::time::Instant::now();
-            log_at_change = fx.log_len();
-        } else if quiet_since.elapsed() >= hpa_quiet(&now, quiet) && caught_up {
+            log_at_change = log_at_previous_snapshot;
+        }
+        let caught_up = apply_steps(&fx.log_since(log_at_change)).contains(&0);
+        if quiet_since.elapsed() >= hpa_quiet(&now, quiet) && caught_up {
             return now;
         }
         assert!(
@@ -1310,11 +1339,7 @@ async fn canary_passwords_never_appear_in_logs_events_or_status() {
     .await;
     eprintln!("MongoReachable with credentials: {:?}", condition_of(&observed, "MongoReachable"));
     // Several more reconciles, each reading the Secrets and probing again.
-    let runs = reconcile_runs(&fx.operator);
-    wait_for(CONVERGE, "a few more reconciles", || async {
-        (reconcile_runs(&fx.operator) >= runs + 3.0).then_some(())
-    })
-    .await;
+    fx.more_reconciles(3).await;
 
     let b64 = |s: &str| base64(s.as_bytes());
     let needles = [mongo_canary.clone(), redis_canary.clone(), b64(&redis_canary), b64(&mongo_uri)];
@@ -1395,11 +1420,7 @@ async fn mongo_passwords_with_reserved_characters_never_appear_in_logs_events_or
     assert_eq!(raw.reason, "InvalidURI", "{raw:?}");
     assert!(raw.message.contains("percent-encoded"), "the message says what to do: {raw:?}");
     eprintln!("MongoReachable, encoded password: {encoded_condition:?}");
-    let runs = reconcile_runs(&fx.operator);
-    wait_for(CONVERGE, "a few more reconciles", || async {
-        (reconcile_runs(&fx.operator) >= runs + 3.0).then_some(())
-    })
-    .await;
+    fx.more_reconciles(3).await;
 
     let statuses = serde_json::to_string(&[
         fx.systems.get(SYSTEM).await.unwrap().status,

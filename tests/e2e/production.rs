@@ -14,9 +14,7 @@ use serde_json::json;
 
 use crate::certs::{self, Stunnel, TestPki, free_port, wait_for_port};
 use crate::harness::{kubectl, put_secret, testbed_var, wait_for};
-use crate::operator::{
-    CONVERGE, Fixture, RedisKind, SYSTEM, base64, condition, condition_of, example_system, reconcile_runs, suffix,
-};
+use crate::operator::{CONVERGE, Fixture, RedisKind, SYSTEM, base64, condition, condition_of, example_system, suffix};
 
 async fn secret_value(fx: &Fixture, name: &str, key: &str) -> Option<(Vec<u8>, String)> {
     let secret = Api::<Secret>::namespaced(fx.client.clone(), &fx.ns.name).get_opt(name).await.ok()??;
@@ -27,27 +25,6 @@ async fn secret_value(fx: &Fixture, name: &str, key: &str) -> Option<(Vec<u8>, S
 async fn secrets_hash(fx: &Fixture, deployment: &str) -> Option<String> {
     let d = Api::<Deployment>::namespaced(fx.client.clone(), &fx.ns.name).get_opt(deployment).await.ok()??;
     d.spec?.template.metadata?.annotations?.get("referral.dev/secrets-hash").cloned()
-}
-
-/// Has the system reconciled `how_many` more times. A settled system is no longer
-/// reconciled on a timer (re-checks look for news instead, docs/controller.md), so
-/// each reconcile is asked for: an annotation of no meaning to the operator changes
-/// the object, and the watch queues it.
-async fn more_reconciles(fx: &Fixture, how_many: u32) {
-    for nudge in 0..how_many {
-        let runs = reconcile_runs(&fx.operator);
-        let stamp = format!("{}-{nudge}", k8s_openapi::jiff::Timestamp::now().as_millisecond());
-        fx.systems
-            .patch(
-                SYSTEM,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"e2e.referral.dev/nudge": stamp}}})),
-            )
-            .await
-            .unwrap();
-        wait_for(CONVERGE, "one more reconcile", || async { (reconcile_runs(&fx.operator) > runs).then_some(()) })
-            .await;
-    }
 }
 
 /// Events of the namespace, both APIs, as text.
@@ -111,7 +88,7 @@ async fn a_managed_redis_gets_a_generated_password_kept_rotated_on_request_and_n
     .await;
 
     // Kept: more reconciles write nothing to it.
-    more_reconciles(&fx, 3).await;
+    fx.more_reconciles(3).await;
     assert_eq!(secret_value(&fx, &secret_name, "password").await, Some((first.clone(), version.clone())));
 
     // Rotated once per request.
@@ -139,7 +116,7 @@ async fn a_managed_redis_gets_a_generated_password_kept_rotated_on_request_and_n
         (hash != hash_before).then_some(())
     })
     .await;
-    more_reconciles(&fx, 3).await;
+    fx.more_reconciles(3).await;
     assert_eq!(
         secret_value(&fx, &secret_name, "password").await,
         Some((second.clone(), second_version)),
@@ -435,7 +412,7 @@ async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_met
     let seen = events(&fx.ns.name);
     assert!(seen.contains("MaintenanceJobFailed"), "a Warning event says so");
     let told = seen.matches("MaintenanceJobFailed").count();
-    more_reconciles(&fx, 3).await;
+    fx.more_reconciles(3).await;
     assert_eq!(events(&fx.ns.name).matches("MaintenanceJobFailed").count(), told, "each failure is told once");
 
     // As the runbook says: fix the cause, then run it by hand from the CronJob; the
