@@ -85,7 +85,12 @@ pub fn unescape_collection_name(escaped: &str) -> Result<String, String> {
 
 /// The file name of a collection without its extension, as mongodump makes it.
 pub fn file_stem(collection: &str) -> String {
-    let escaped = escape_collection_name(collection);
+    let mut escaped = escape_collection_name(collection);
+    // A collection named "." or ".." would get a stem that is a path component of
+    // its own; escaped dots read back as the same name (mongodump keeps them as is).
+    if escaped == "." || escaped == ".." {
+        escaped = escaped.replace('.', "%2E");
+    }
     if escaped.len() <= MAX_ESCAPED_NAME {
         return escaped;
     }
@@ -279,6 +284,16 @@ mod tests {
         assert!(unescape_collection_name("bad%2").is_err());
         assert!(unescape_collection_name("bad%zz").is_err());
         assert!(unescape_collection_name("%FF").is_err());
+    }
+
+    #[test]
+    fn a_collection_named_dot_or_dot_dot_gets_a_stem_that_is_no_path_component() {
+        assert_eq!(file_stem("."), "%2E");
+        assert_eq!(file_stem(".."), "%2E%2E");
+        assert_eq!(file_stem("..."), "...");
+        for name in [".", ".."] {
+            assert_eq!(unescape_collection_name(&file_stem(name)).unwrap(), name);
+        }
     }
 
     #[test]

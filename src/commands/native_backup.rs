@@ -203,16 +203,21 @@ fn rate(count: f64, seconds: f64) -> f64 {
     if seconds > 0.0 { count / seconds } else { 0.0 }
 }
 
-/// Runs `backup dump`.
-pub fn run_dump(args: DumpArgs) -> ExitCode {
+/// Runs a command that reports only success or a message, as the process's exit.
+fn run_to_exit(command: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(e) => return fail(e),
     };
-    match runtime.block_on(dump_command(&args)) {
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+/// Runs `backup dump`.
+pub fn run_dump(args: DumpArgs) -> ExitCode {
+    run_to_exit(dump_command(&args))
 }
 
 async fn dump_command(args: &DumpArgs) -> Result<(), String> {
@@ -406,14 +411,7 @@ fn only_database_folder(path: &Path) -> Result<String, String> {
 
 /// Runs `backup restore`.
 pub fn run_restore(args: RestoreArgs) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(e),
-    };
-    match runtime.block_on(restore_command(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
+    run_to_exit(restore_command(&args))
 }
 
 async fn restore_command(args: &RestoreArgs) -> Result<(), String> {

@@ -215,7 +215,10 @@ async fn lead(client: &Client, config: &LeaseConfig, manager: &LeaseManager, lea
     let look_every = Duration::from_secs(config.renew_seconds());
     let mut claim_end = Instant::now() + Duration::from_secs(config.duration_seconds());
     let mut renewing = Box::pin(manager.changed());
-    let mut check = tokio::time::interval(look_every);
+    // The first look waits one renew period: a replica restarted under the same
+    // identity finds its own stale renewTime in the Lease, and judging that before the
+    // manager's first renewal would step down at once.
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + look_every, look_every);
     loop {
         tokio::select! {
             outcome = &mut renewing => match outcome {

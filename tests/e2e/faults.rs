@@ -108,6 +108,12 @@ async fn deployment_replicas(s: &Setup, name: &str) -> Option<i32> {
     Api::<Deployment>::namespaced(s.client.clone(), &s.watched.name).get_opt(name).await.ok()??.spec?.replicas
 }
 
+/// A new generation of the system: its one worker at `replicas`.
+async fn set_worker_replicas(s: &Setup, replicas: i32) {
+    let workers = json!({"spec": {"workers": [{"name": "reward-processor", "replicas": replicas}]}});
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(workers)).await.unwrap();
+}
+
 fn restart_args() -> Vec<String> {
     vec![format!("--resync-ready={RESYNC}"), format!("--resync-not-ready={RESYNC}")]
 }
@@ -146,14 +152,7 @@ async fn fault_operator_killed_mid_reconcile_repeatedly_converges_without_duplic
     for (round, point) in kill_points.iter().enumerate() {
         // Each round brings a new generation, so every start has writes to make.
         replicas = round as i32 + 2;
-        s.systems()
-            .patch(
-                "main",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"workers": [{"name": "reward-processor", "replicas": replicas}]}})),
-            )
-            .await
-            .unwrap();
+        set_worker_replicas(&s, replicas).await;
         let operator = start(&s, identity);
         let offset = operator.log_text().len();
         let since = |op: &RunningOperator| op.log_text().get(offset..).unwrap_or_default().to_string();
@@ -196,14 +195,7 @@ async fn fault_operator_killed_mid_reconcile_repeatedly_converges_without_duplic
     // The last start has work left too (a generation no killed process saw), so the
     // figure measures a restarted operator doing it, not a system already converged.
     replicas += 1;
-    s.systems()
-        .patch(
-            "main",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"workers": [{"name": "reward-processor", "replicas": replicas}]}})),
-        )
-        .await
-        .unwrap();
+    set_worker_replicas(&s, replicas).await;
     let operator = start(&s, identity);
     let fault_end = Timestamp::now();
     let started = Instant::now();

@@ -16,14 +16,19 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use mongodb::bson::{Document, doc, oid::ObjectId};
+use referral_operator::backup::store;
 use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::restore::{ReferralRestore, RestorePhase};
 use referral_operator::crd::status::StatusWriter;
+use referral_operator::crd::validate::validate;
+use referral_operator::reconcilers::backup::{claim_name, manual_backup_job_name};
 use serde_json::{Value, json};
 
+use crate::backup::install_restore_crd;
 use crate::chart::{Installed, render_chart};
 use crate::harness::{
     Node, TestNamespace, client, fit_to_node, install_crd, kubectl, operator_image, put_secret, require_node,
@@ -589,4 +594,228 @@ async fn an_unpullable_image_reaches_the_progress_deadline_degraded_and_is_rolle
     let pods = ready_pods(&client, &watched.name, "app.kubernetes.io/instance=rolled").await;
     assert!(!pods.is_empty(), "no ready pod of the rolled-back system");
     assert_statuses_are_the_kubelets(&client, &watched.name).await;
+}
+
+// ------------------------------------------------------------------ 5 ---
+
+/// `n` users in one tree (user `i` referred by user `i / 3`) with ObjectIds, their
+/// referrals and some transactions: data whose chains are sound, so the chain check
+/// a restore ends with passes.
+async fn seed_referrals(db: &mongodb::Database) -> Vec<(&'static str, Vec<Document>)> {
+    let id = |i: u32| {
+        let mut bytes = [7u8; 12];
+        bytes[8..].copy_from_slice(&i.to_be_bytes());
+        ObjectId::from_bytes(bytes)
+    };
+    let users = (0..300u32)
+        .map(|i| match i {
+            0 => doc! {"_id": id(0), "referralCode": "CODE00000"},
+            _ => doc! {"_id": id(i), "referralCode": format!("CODE{i:05}"), "referredBy": id(i / 3)},
+        })
+        .collect();
+    let referrals =
+        (1..300u32).map(|i| doc! {"_id": id(10_000 + i), "referrer": id(i / 3), "referee": id(i)}).collect();
+    let transactions =
+        (0..120u32).map(|i| doc! {"_id": id(20_000 + i), "userId": id(i % 40), "amount": i64::from(i) * 5}).collect();
+    let seeded = vec![("users", users), ("referrals", referrals), ("referralTransactions", transactions)];
+    for (name, docs) in &seeded {
+        db.collection::<Document>(name).insert_many(docs).await.unwrap();
+    }
+    seeded
+}
+
+async fn sorted_contents(db: &mongodb::Database, name: &str) -> Vec<Document> {
+    let mut cursor = db.collection::<Document>(name).find(doc! {}).sort(doc! {"_id": 1}).await.unwrap();
+    let mut docs = Vec::new();
+    while cursor.advance().await.unwrap() {
+        docs.push(cursor.deserialize_current().unwrap());
+    }
+    docs
+}
+
+#[tokio::test]
+async fn a_backup_job_writes_to_a_provisioned_volume_and_a_restore_brings_the_data_back_with_real_pods() {
+    let Some(_node) = require_node("backup and restore on the node") else { return };
+    let client = client().await;
+    install_crd(&client).await;
+    install_restore_crd(&client).await;
+    let watched = TestNamespace::create(&client, "bkrs").await;
+    let ns = watched.name.clone();
+    let mongo_uri = testbed_var("REFOP_TEST_MONGODB_URI");
+    put_secret(&client, &ns, "referral-mongo", &[("uri", &mongo_uri)]).await;
+    put_secret(&client, &ns, "referral-redis", &[("password", &format!("pw-{}-{}", suffix(), suffix()))]).await;
+    let database = format!("e2e_node_backup_{}", suffix());
+    let mongo = mongodb::Client::with_uri_str(&mongo_uri).await.unwrap();
+    let db = mongo.database(&database);
+    let seeded = seed_referrals(&db).await;
+    let operator = PodOperator::install(&client, "bkrs", &ns, false).await;
+
+    // The minimal example: managed Redis, and backup by default (the native method,
+    // on a claim of the default StorageClass, local-path on the bed).
+    let mut system = example("minimal.yaml", "main", &ns);
+    system.spec.mongodb.database = database.clone();
+    system.spec.redis.password_secret_ref =
+        serde_json::from_value(json!({"name": "referral-redis", "key": "password"})).unwrap();
+    if let Some(managed) = system.spec.redis.managed.as_mut() {
+        managed.max_memory = "64mb".into();
+    }
+    let created = create(&client, &system).await;
+    let validated = validate(&created, &ns).expect("a valid system");
+    wait_condition(&client, &ns, "main", "Ready", &operator).await;
+    let redis = |script: &str| {
+        let (ok, out, err) =
+            kubectl(&["exec", "-n", &ns, "main-redis-0", "-c", "redis", "--", "sh", "-c", script], None);
+        assert!(ok, "{script}: {out}{err}");
+        out.trim().to_string()
+    };
+    redis("redis-cli SET ref:e2e:state before-backup");
+    let users = db.collection::<Document>("users");
+
+    // A backup now, asked for as `kubectl referral backup` does.
+    let systems = Api::<ReferralSystem>::namespaced(client.clone(), &ns);
+    let token = "node-e2e-backup-1";
+    let asked = Instant::now();
+    systems
+        .patch(
+            "main",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"referral.dev/backup-now": token}}})),
+        )
+        .await
+        .unwrap();
+    let job_name = manual_backup_job_name(&validated, token);
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns);
+    let job = wait_for(START, "the backup Job to succeed", || async {
+        let job = jobs.get(&job_name).await.ok()?;
+        let status = job.status.as_ref()?;
+        assert_eq!(status.failed.unwrap_or(0), 0, "the backup Job failed: {status:?}\n{}", operator.logs());
+        (status.succeeded.unwrap_or(0) >= 1).then_some(job)
+    })
+    .await;
+    let backup_took = asked.elapsed();
+    let latest = wait_for(Duration::from_secs(60), "status.backup.latest", || async {
+        systems.get("main").await.ok()?.status?.backup?.latest
+    })
+    .await;
+    let job_status = job.status.clone().unwrap();
+    let job_run = job_status.completion_time.unwrap().0 - job_status.start_time.unwrap().0;
+    eprintln!("backup {latest}: Job {job_name} ran {job_run:?}; asked to succeeded {backup_took:?}");
+
+    // It ran in real pods, and wrote to a claim local-path provisioned.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        pods.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")),
+        "no pod of {job_name} succeeded"
+    );
+    let claim =
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get(&claim_name(&validated)).await.unwrap();
+    let claim_status = claim.status.clone().unwrap_or_default();
+    assert_eq!(claim_status.phase.as_deref(), Some("Bound"), "{claim_status:?}");
+    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).expect("a bound volume");
+    let volume = Api::<PersistentVolume>::all(client.clone()).get(&volume_name).await.unwrap();
+    let volume_spec = volume.spec.unwrap();
+    assert_eq!(volume_spec.storage_class_name.as_deref(), Some(testbed_var("TESTBED_STORAGE_CLASS").as_str()));
+    let annotations = volume.metadata.annotations.unwrap_or_default();
+    let provisioner = annotations.get("pv.kubernetes.io/provisioned-by").map(String::as_str);
+    assert_eq!(provisioner, Some("rancher.io/local-path"), "{volume_name} was not provisioned by local-path");
+    // The volume is a directory on this machine (the node's): the backup there is
+    // complete, its files match its manifest, and it counts every collection.
+    let path = volume_spec
+        .host_path
+        .map(|h| h.path)
+        .or(volume_spec.local.map(|l| l.path))
+        .expect("a local-path volume has a path on the node");
+    let manifest = store::verify(std::path::Path::new(&path), &latest).expect("a complete, sound backup");
+    assert!(manifest.redis, "the Redis snapshot is part of the backup");
+    let counts: std::collections::BTreeMap<String, u64> =
+        manifest.mongodb.expect("a native dump").collections.into_iter().map(|c| (c.name, c.documents)).collect();
+    let expected: std::collections::BTreeMap<String, u64> =
+        seeded.iter().map(|(name, docs)| (name.to_string(), docs.len() as u64)).collect();
+    assert_eq!(counts, expected);
+
+    // The data changes after the backup: MongoDB loses it all, Redis is rewritten.
+    db.drop().await.unwrap();
+    users.insert_one(doc! {"_id": "written after the backup"}).await.unwrap();
+    redis("redis-cli SET ref:e2e:state after-backup");
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let worker = "main-reward-processor";
+    let replicas = deployments.get(worker).await.unwrap().spec.unwrap().replicas.unwrap_or(1);
+    assert!(replicas >= 1);
+    let restores = Api::<ReferralRestore>::namespaced(client.clone(), &ns);
+    let restore: ReferralRestore = serde_json::from_value(json!({
+        "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralRestore",
+        "metadata": {"name": "back"},
+        "spec": {"systemName": "main", "backupName": latest}
+    }))
+    .unwrap();
+    let started = Instant::now();
+    restores.create(&PostParams::default(), &restore).await.expect("create the ReferralRestore");
+    // Watch it: the workers go to zero while it runs, and come back.
+    let mut scaled_to_zero = false;
+    let mut phases = Vec::new();
+    let deadline = Instant::now() + 2 * START;
+    let done = loop {
+        let current = restores.get("back").await.unwrap();
+        let status = current.status.clone().unwrap_or_default();
+        if let Some(phase) = status.phase
+            && phases.last() != Some(&phase)
+        {
+            phases.push(phase);
+        }
+        if deployments.get(worker).await.ok().and_then(|d| d.spec?.replicas) == Some(0) {
+            scaled_to_zero = true;
+        }
+        if status.phase.is_some_and(|p| p.is_terminal()) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the restore is still {phases:?}: {status:?}\n{}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let restore_took = started.elapsed();
+    eprintln!("restore of {latest}: {phases:?} in {restore_took:?}");
+    assert_eq!(done.phase, Some(RestorePhase::Succeeded), "{done:?}\n{}", operator.logs());
+    assert!(scaled_to_zero, "the workers were never scaled to zero during the restore ({phases:?})");
+    for step in ["WorkersStopped", "DataRestored", "IndexesEnsured", "ChainsChecked", "WorkersRestored"] {
+        assert!(
+            done.conditions.iter().any(|c| c.type_ == step && c.status == "True"),
+            "{step} is not True: {:?}",
+            done.conditions
+        );
+    }
+    // The restore Job and the chain check after it ran in real pods and succeeded.
+    for job_name in
+        [done.restore_job.clone().expect("the restore Job"), done.chain_check_job.clone().expect("the check Job")]
+    {
+        let job = jobs.get(&job_name).await.unwrap();
+        assert!(job.status.and_then(|s| s.succeeded).unwrap_or(0) >= 1, "{job_name} did not succeed");
+    }
+
+    // The data is as it was at the backup: every document, the indexes, the Redis key.
+    for (name, docs) in &seeded {
+        assert_eq!(&sorted_contents(&db, name).await, docs, "{name} after the restore");
+    }
+    // The declared indexes (the seed's six, by default) on the restored collections,
+    // under their given names or MongoDB's default ones.
+    for index in &validated.spec.mongodb.indexes {
+        let name = index.name.clone().unwrap_or_else(|| {
+            let keys = index.keys.iter().flatten().map(|(field, order)| format!("{field}_{order}"));
+            keys.collect::<Vec<_>>().join("_")
+        });
+        let names = db.collection::<Document>(&index.collection).list_index_names().await.unwrap();
+        assert!(names.contains(&name), "{}: no index {name} after the restore: {names:?}", index.collection);
+    }
+    assert_eq!(redis("redis-cli GET ref:e2e:state"), "before-backup");
+    // The workers are back, available.
+    wait_for(START, "the workers back and available", || async {
+        let d = deployments.get(worker).await.ok()?;
+        (d.spec?.replicas == Some(replicas) && d.status?.available_replicas == Some(replicas)).then_some(())
+    })
+    .await;
+    assert_statuses_are_the_kubelets(&client, &ns).await;
+    let _ = db.drop().await;
 }

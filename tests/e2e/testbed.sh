@@ -753,7 +753,7 @@ cmd_stop() {
   # The API server and controller-manager first: on TERM the API server removes
   # its endpoint lease, which needs etcd still up.
   stop_procs kube-controller-manager kube-apiserver
-  stop_procs mongo redis etcd
+  stop_procs mongo redis s3 etcd
   # The node bed's lock goes last: until here, its resources are still ours.
   stop_proc node-lock
   if [[ -n ${NODE_ON:-} ]]; then node_cgroups_down; fi
