@@ -393,6 +393,8 @@ pub fn backup_status(listing: &Listing, plan: &RetentionPlan, report: &ApplyRepo
         incomplete: u32::try_from(listing.backups.len() - complete.len()).unwrap_or(u32::MAX),
         warnings,
         last_report: Some(Time(at)),
+        // The drill's field: the backup Job never writes it (StatusWriter carves it out).
+        last_verified_restore: None,
     }
 }
 

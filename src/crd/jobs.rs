@@ -80,6 +80,74 @@ pub struct BackupSpec {
     /// the manifest (last) by finalize, pruned there with the same retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_storage: Option<ObjectStorageSpec>,
+    /// A scheduled restore drill: the newest backup restored into a scratch database,
+    /// its counts checked against the manifest, the chain check run on it, the scratch
+    /// database dropped, the result in `status.backup.lastVerifiedRestore`. Off when
+    /// absent. Workers keep running; the production database is never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_drill: Option<RestoreDrillSpec>,
+}
+
+/// The scheduled restore drill: proof that the newest backup restores.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.maxUnverifiedAge != '0'",
+     "message": "maxUnverifiedAge 0 would alert at once after every backup: give a duration such as 8d"}
+]))]
+pub struct RestoreDrillSpec {
+    /// Cron schedule in UTC. Default `0 4 * * 0` (Sundays 04:00, after the 01:00 backup
+    /// and the 03:00 chain check).
+    #[serde(default = "default_drill_schedule")]
+    #[schemars(length(min = 1, max = 256), pattern(super::common::CRON_PATTERN))]
+    pub schedule: String,
+    /// Stop scheduling drills. The alert still fires when the newest backup stays
+    /// unverified too long. Default false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// How old the newest successfully restored backup may be (counted from the
+    /// backup's own time) before `BackupVerified` turns False and the
+    /// `ReferralBackupUnverified` alert fires. Prometheus duration (`8d`, `36h`).
+    /// Default `8d`: a weekly drill plus a day.
+    #[serde(default = "default_max_unverified_age")]
+    #[schemars(length(min = 1, max = 32), pattern(super::duration::PROMETHEUS_DURATION_PATTERN))]
+    pub max_unverified_age: String,
+    /// The database the drill restores into and drops afterwards; it must not be
+    /// `mongodb.database` (the drill refuses to start if it is). Default
+    /// `<mongodb.database>_drill`. Its collections are dropped before and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r#"^[^/\\. "$*<>:|?]+$"#))]
+    pub scratch_database: Option<String>,
+    /// Give up after this many seconds. Default 21600 (6 hours).
+    #[serde(default = "default_drill_deadline")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub active_deadline_seconds: i64,
+    /// Resources of the drill's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for RestoreDrillSpec {
+    fn default() -> Self {
+        Self {
+            schedule: default_drill_schedule(),
+            suspend: false,
+            max_unverified_age: default_max_unverified_age(),
+            scratch_database: None,
+            active_deadline_seconds: default_drill_deadline(),
+            resources: None,
+        }
+    }
+}
+
+fn default_drill_schedule() -> String {
+    "0 4 * * 0".into()
+}
+fn default_max_unverified_age() -> String {
+    "8d".into()
+}
+fn default_drill_deadline() -> i64 {
+    21600
 }
 
 /// A bucket of an S3-compatible object store.
@@ -137,6 +205,7 @@ impl Default for BackupSpec {
             redis_tools_image: None,
             resources: None,
             object_storage: None,
+            restore_drill: None,
         }
     }
 }

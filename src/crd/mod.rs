@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use common::{SecretKeyRef, StorageSpec, TlsSpec};
 pub use jobs::{
-    BackupMethod, BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, ObjectStorageSpec, RetentionSpec,
+    BackupMethod, BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, ObjectStorageSpec, RestoreDrillSpec, RetentionSpec,
 };
 pub use mongodb::{ChainModel, IndexPolicy, IndexSpec, MongoSpec};
 pub use monitoring::MonitoringSpec;
@@ -75,6 +75,7 @@ pub const VERSION: &str = "v1alpha1";
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.workers.all(w, self.workers.exists_one(x, x.name == w.name))").message("worker names must be unique within a ReferralSystem"))]
 #[x_kube(validation = Rule::new("!has(self.maintenance) || self.maintenance.all(m, self.maintenance.exists_one(x, x.name == m.name))").message("maintenance job names must be unique within a ReferralSystem"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.restoreDrill) || !has(self.backup.restoreDrill.scratchDatabase) || self.backup.restoreDrill.scratchDatabase.lowerAscii() != self.mongodb.database.lowerAscii()").message("backup.restoreDrill.scratchDatabase must differ from mongodb.database: the drill drops its scratch database, so it must never be the production one"))]
 pub struct ReferralSystemSpec {
     /// Stop changing children: the operator keeps reporting status but writes nothing
     /// else. Workers keep running. Default false.

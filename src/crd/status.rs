@@ -62,10 +62,12 @@ pub struct ReferralSystemStatus {
     pub handled_requests: Option<HandledRequests>,
 }
 
-/// The four writers of a ReferralSystem's status. Each owns a fixed set of its
+/// The five writers of a ReferralSystem's status. Each owns a fixed set of its
 /// fields and writes them by server-side apply under its own field manager, so
 /// `managedFields` names the owner of every field and one writer can never erase
-/// another's: an apply removes only fields its own manager applied before.
+/// another's: an apply removes only fields its own manager applied before. A field
+/// may sit inside another writer's object (`backup.lastVerifiedRestore` inside
+/// `backup`): it is carved out of the outer writer's part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusWriter {
     /// The system's reconcile: what it observed and judged.
@@ -76,11 +78,18 @@ pub enum StatusWriter {
     ChainCheck,
     /// The backup Job's last step (`backup finalize --system`).
     Backup,
+    /// The restore drill Job (`backup drill --system`).
+    RestoreDrill,
 }
 
 impl StatusWriter {
-    pub const ALL: [StatusWriter; 4] =
-        [StatusWriter::Controller, StatusWriter::Upgrade, StatusWriter::ChainCheck, StatusWriter::Backup];
+    pub const ALL: [StatusWriter; 5] = [
+        StatusWriter::Controller,
+        StatusWriter::Upgrade,
+        StatusWriter::ChainCheck,
+        StatusWriter::Backup,
+        StatusWriter::RestoreDrill,
+    ];
 
     /// Its server-side apply field manager.
     pub fn field_manager(self) -> &'static str {
@@ -89,10 +98,12 @@ impl StatusWriter {
             StatusWriter::Upgrade => "referral-operator-upgrade",
             StatusWriter::ChainCheck => "referral-operator-chain-check",
             StatusWriter::Backup => "referral-operator-backup",
+            StatusWriter::RestoreDrill => "referral-operator-restore-drill",
         }
     }
 
-    /// The fields of `status` it owns (as written, camelCase).
+    /// The fields of `status` it owns (as written, camelCase; a nested field as a
+    /// dotted path).
     pub fn fields(self) -> &'static [&'static str] {
         match self {
             StatusWriter::Controller => &[
@@ -110,14 +121,28 @@ impl StatusWriter {
             StatusWriter::Upgrade => &["upgrade"],
             StatusWriter::ChainCheck => &["chainCheck"],
             StatusWriter::Backup => &["backup"],
+            StatusWriter::RestoreDrill => &["backup.lastVerifiedRestore"],
         }
     }
 
-    /// Its part of `status`: the fields it owns, absent ones left out.
+    /// Its part of `status`: the fields it owns, absent ones left out, without the
+    /// fields inside them that another writer owns.
     pub fn owned(self, status: &ReferralSystemStatus) -> Map<String, Value> {
-        let Ok(Value::Object(mut all)) = serde_json::to_value(status) else { return Map::new() };
-        all.retain(|key, _| self.fields().contains(&key.as_str()));
-        all
+        let Ok(Value::Object(all)) = serde_json::to_value(status) else { return Map::new() };
+        let mut out = Map::new();
+        for path in self.fields() {
+            if let Some(value) = value_at(&all, path) {
+                insert_at(&mut out, path, value.clone());
+            }
+        }
+        for other in StatusWriter::ALL.into_iter().filter(|w| *w != self) {
+            for inner in other.fields() {
+                if self.fields().iter().any(|mine| inner.strip_prefix(mine).is_some_and(|r| r.starts_with('.'))) {
+                    remove_at(&mut out, inner);
+                }
+            }
+        }
+        out
     }
 
     /// How it applies: its field manager, forced, so that it takes over its fields
@@ -147,6 +172,43 @@ impl StatusWriter {
         let applied = Value::Object(self.owned(applied));
         let patch = nulls_for_missing(&live, &applied)?;
         Some(json!({ "status": patch }))
+    }
+}
+
+/// The value at a dotted path of objects.
+fn value_at<'a>(map: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    match path.split_once('.') {
+        None => map.get(path),
+        Some((head, rest)) => value_at(map.get(head)?.as_object()?, rest),
+    }
+}
+
+/// Puts `value` at a dotted path, making the objects on the way.
+fn insert_at(map: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            map.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let inner = map.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(inner) = inner {
+                insert_at(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Removes the value at a dotted path, if there is one.
+fn remove_at(map: &mut Map<String, Value>, path: &str) {
+    match path.split_once('.') {
+        None => {
+            map.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Object(inner)) = map.get_mut(head) {
+                remove_at(inner, rest);
+            }
+        }
     }
 }
 
@@ -484,8 +546,10 @@ pub struct BackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Time>,
     /// Complete backups kept after retention.
+    #[serde(default)]
     pub kept: u32,
     /// Total size of the kept backups in bytes.
+    #[serde(default)]
     pub size_bytes: u64,
     /// Name of the newest complete backup, e.g. `20261123T010000Z`: what a
     /// ReferralRestore names to go back to it.
@@ -505,6 +569,49 @@ pub struct BackupStatus {
     /// When the backup Job last wrote this summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_report: Option<Time>,
+    /// The last restore drill (`spec.backup.restoreDrill`): which backup it restored
+    /// into the scratch database, and whether that worked. Written by the drill Job
+    /// as its own field manager; the backup Job never touches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_restore: Option<VerifiedRestoreStatus>,
+}
+
+/// How a restore drill went.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DrillResult {
+    /// The backup was verified, restored, counted and chain-checked.
+    Succeeded,
+    /// Something did not: `message` says what and what to do.
+    Failed,
+}
+
+/// The last restore drill.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedRestoreStatus {
+    /// When the drill finished.
+    pub time: Time,
+    /// The backup it restored (the newest complete one); absent when none was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    pub result: DrillResult,
+    /// What was checked, or what failed and what to do about it.
+    pub message: String,
+    /// Where the backup was read from: the volume or the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The scratch database it restored into (dropped afterwards).
+    pub scratch_database: String,
+    /// Documents restored and counted against the manifest.
+    #[serde(default)]
+    pub documents: u64,
+    /// The chain check of the restored data: `OK` or the violations found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chains: Option<String>,
+    /// The newest backup a drill restored successfully (this one when it succeeded,
+    /// else carried over): what `BackupVerified` and its alert count from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_backup: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -547,7 +654,45 @@ mod tests {
             assert_eq!(owners.len(), 1, "{key} is owned by {owners:?}");
         }
         let managers: std::collections::BTreeSet<&str> = StatusWriter::ALL.iter().map(|w| w.field_manager()).collect();
-        assert_eq!(managers.len(), 4, "each writer has a field manager of its own");
+        assert_eq!(managers.len(), 5, "each writer has a field manager of its own");
+    }
+
+    #[test]
+    fn the_drill_owns_its_field_inside_backup_and_the_backup_job_does_not() {
+        let mut status = full_status();
+        let at = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        status.backup.as_mut().unwrap().last_verified_restore = Some(VerifiedRestoreStatus {
+            time: at,
+            backup: Some("20270115T010000Z".into()),
+            result: DrillResult::Succeeded,
+            message: "m".into(),
+            source: None,
+            scratch_database: "neurolov_drill".into(),
+            documents: 3,
+            chains: None,
+            verified_backup: Some("20270115T010000Z".into()),
+        });
+        let drill = StatusWriter::RestoreDrill.apply_body(&status);
+        assert_eq!(drill["status"].as_object().unwrap().keys().collect::<Vec<_>>(), ["backup"]);
+        assert_eq!(
+            drill["status"]["backup"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["lastVerifiedRestore"],
+            "not kept or sizeBytes: those are the backup Job's"
+        );
+        let backup = StatusWriter::Backup.apply_body(&status);
+        assert_eq!(backup["status"]["backup"], json!({"kept": 1, "sizeBytes": 2}));
+        // The backup Job's apply leaves the drill's field alone: no leftover patch
+        // nulls it, although its own body does not hold it.
+        let mut applied = status.clone();
+        applied.backup.as_mut().unwrap().last_verified_restore = None;
+        assert_eq!(StatusWriter::Backup.leftovers(Some(&status), &applied), None);
+        // The drill clears what it left out this time, and only that.
+        let mut next = status.clone();
+        next.backup.as_mut().unwrap().last_verified_restore.as_mut().unwrap().verified_backup = None;
+        assert_eq!(
+            StatusWriter::RestoreDrill.leftovers(Some(&status), &next),
+            Some(json!({"status": {"backup": {"lastVerifiedRestore": {"verifiedBackup": null}}}}))
+        );
     }
 
     #[test]

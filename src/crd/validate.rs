@@ -521,6 +521,34 @@ fn check_jobs(spec: &ReferralSystemSpec, problems: &mut Vec<SpecProblem>) {
         }
     }
     check_storage_size(&backup.storage.size, "spec.backup.storage.size", "20Gi", problems);
+    if let Some(drill) = &backup.restore_drill {
+        check_restore_drill(drill, &spec.mongodb.database, problems);
+    }
+}
+
+/// The drill's schedule and age limit, and the one rule that keeps it away from the
+/// production data: its scratch database is another database.
+fn check_restore_drill(drill: &crate::crd::RestoreDrillSpec, database: &str, problems: &mut Vec<SpecProblem>) {
+    if let Err(why) = check_schedule(&drill.schedule) {
+        problems.push(SpecProblem::new("spec.backup.restoreDrill.schedule", why));
+    }
+    match crate::crd::duration::parse_prometheus_duration(&drill.max_unverified_age) {
+        Ok(0) => problems.push(SpecProblem::new(
+            "spec.backup.restoreDrill.maxUnverifiedAge",
+            "maxUnverifiedAge 0 would alert at once after every backup: give a duration such as 8d",
+        )),
+        Ok(_) => {}
+        Err(why) => problems.push(SpecProblem::new("spec.backup.restoreDrill.maxUnverifiedAge", why.to_string())),
+    }
+    if let Some(scratch) = &drill.scratch_database
+        && scratch.eq_ignore_ascii_case(database)
+    {
+        problems.push(SpecProblem::new(
+            "spec.backup.restoreDrill.scratchDatabase",
+            "backup.restoreDrill.scratchDatabase must differ from mongodb.database: the drill drops its scratch database, so it must never be the production one",
+        ));
+    }
+    check_resources(drill.resources.as_ref(), "spec.backup.restoreDrill.resources", problems);
 }
 
 /// A volume size: a quantity above zero (Kubernetes refuses a claim for nothing).
