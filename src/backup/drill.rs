@@ -269,7 +269,10 @@ mod tests {
     #[test]
     fn an_unreadable_or_huge_age_never_panics() {
         for age in ["0", "", "8x", "9999999999999999999y", "292y"] {
-            let verdict = restore_drill_verdict(DrillVerdictInput { max_unverified_age: age, ..input(None, "2027-01-05T00:00:00Z") });
+            let verdict = restore_drill_verdict(DrillVerdictInput {
+                max_unverified_age: age,
+                ..input(None, "2027-01-05T00:00:00Z")
+            });
             if age == "292y" {
                 assert!(verdict.verified, "{age}: {verdict:?}");
             } else {

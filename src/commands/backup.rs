@@ -140,6 +140,11 @@ pub enum BackupCommand {
     /// whole backup is verified first, each collection dropped and restored, its
     /// indexes created and its documents counted.
     Restore(RestoreArgs),
+    /// The restore drill: restore the newest complete backup into a scratch database
+    /// (never the production one), count it against the manifest, run the chain check
+    /// on it, drop it, and report to status.backup.lastVerifiedRestore (--system).
+    /// Exit 0 passed, 1 failed, 2 could not report.
+    Drill(super::restore_drill::DrillArgs),
 }
 
 /// Runs a `backup` subcommand.
@@ -161,6 +166,7 @@ pub fn run(command: BackupCommand) -> ExitCode {
         }
         BackupCommand::Dump(args) => native_backup::run_dump(args),
         BackupCommand::Restore(args) => native_backup::run_restore(args),
+        BackupCommand::Drill(args) => super::restore_drill::run_drill(args),
         BackupCommand::Finalize { dir, name_file, retention, expect_redis, system, namespace, s3 } => {
             finalize(&dir, &name_file, &retention, expect_redis, system.as_deref(), namespace.as_deref(), &s3)
         }

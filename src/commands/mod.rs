@@ -8,4 +8,5 @@ pub mod bench_backup;
 pub mod check;
 pub mod mongo_client;
 pub mod native_backup;
+pub mod restore_drill;
 pub mod status;

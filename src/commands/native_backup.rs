@@ -34,7 +34,7 @@ use super::mongo_client::client_from_uri;
 /// (docs/backup-restore.md#benchmark).
 pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 /// How long the driver waits to find a server before giving up.
-const MONGO_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const MONGO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where backups are in object storage. Any of these turns a command to object
 /// storage; credentials come from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
@@ -189,7 +189,7 @@ pub fn uri_redactor(uri: &str) -> Vec<String> {
     secrets
 }
 
-fn read_uri(var: &str) -> Result<String, String> {
+pub(super) fn read_uri(var: &str) -> Result<String, String> {
     std::env::var(var)
         .map_err(|_| format!("environment variable {var} is not set: it must hold the MongoDB connection string"))
 }
@@ -287,7 +287,7 @@ async fn dump_command(args: &DumpArgs) -> Result<(), String> {
 }
 
 /// The S3 secrets of the environment, for redaction.
-fn target_secrets() -> Vec<String> {
+pub(super) fn target_secrets() -> Vec<String> {
     Credentials::from_env()
         .map(|c| [Some(c.access_key_id), Some(c.secret_access_key), c.session_token].into_iter().flatten().collect())
         .unwrap_or_default()

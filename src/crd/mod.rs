@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 pub use common::{SecretKeyRef, StorageSpec, TlsSpec};
 pub use jobs::{
-    BackupMethod, BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, ObjectStorageSpec, RestoreDrillSpec, RetentionSpec,
+    BackupMethod, BackupSpec, ChainCheckSpec, JobTemplate, MaintenanceJob, ObjectStorageSpec, RestoreDrillSpec,
+    RetentionSpec,
 };
 pub use mongodb::{ChainModel, IndexPolicy, IndexSpec, MongoSpec};
 pub use monitoring::MonitoringSpec;

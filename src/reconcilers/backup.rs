@@ -122,6 +122,9 @@ pub fn cron_job_name(system: &ValidatedSystem) -> String {
 pub fn build(system: &ValidatedSystem, ctx: &BuildContext, children: &mut Children) {
     children.persistent_volume_claims.push(claim(system));
     children.cron_jobs.push(backup_cron_job(system, ctx));
+    if let Some(drill) = super::restore_drill::restore_drill_cron_job(system, ctx) {
+        children.cron_jobs.push(drill);
+    }
 }
 
 fn claim(system: &ValidatedSystem) -> PersistentVolumeClaim {
@@ -190,7 +193,7 @@ pub(crate) fn redis_client_env(system: &ValidatedSystem) -> Vec<EnvVar> {
 
 /// Where the native dump and finalize find the object store: settings as literals,
 /// the keys from their Secrets (the names `backup dump|finalize` read).
-fn object_storage_env(system: &ValidatedSystem) -> Vec<EnvVar> {
+pub(crate) fn object_storage_env(system: &ValidatedSystem) -> Vec<EnvVar> {
     let Some(store) = &system.spec.backup.object_storage else { return Vec::new() };
     let mut env = vec![
         env_literal("BACKUP_S3_BUCKET", &store.bucket),
@@ -327,11 +330,11 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
 }
 
 /// Where a client library looks for the in-cluster token, CA and namespace.
-const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// What automounting would give every container, as a volume one container mounts:
 /// a short-lived token, the cluster CA and the namespace.
-fn api_access_volume() -> Volume {
+pub(crate) fn api_access_volume() -> Volume {
     Volume {
         name: "api-access".into(),
         projected: Some(ProjectedVolumeSource {

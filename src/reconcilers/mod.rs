@@ -15,6 +15,7 @@ pub mod monitoring;
 pub mod pods;
 pub mod redis;
 pub mod restore;
+pub mod restore_drill;
 pub mod restore_step;
 pub mod security;
 pub mod upgrade;
