@@ -38,6 +38,8 @@ spec:
     database: neurolov
   redis:
     managed: {}
+  backup:
+    restoreDrill: {maxUnverifiedAge: 2h}
   maintenance:
     - {name: cleanup, schedule: "0 4 * * 1", args: [npm, run, cleanup]}
 "#;
@@ -231,6 +233,10 @@ fn above_default_thresholds(groups: &Value) -> Value {
     series.extend(operator_series("referral_operator_backup_interval_seconds", "", "3600x200"));
     // A backup Job failed (at unix time 1000); a success clears the series at 30m.
     series.extend(operator_series("referral_operator_backup_last_failure_timestamp_seconds", "", "1000x30 _x170"));
+    // The newest backup a drill restored is from time 0, the limit 2 hours: over it
+    // after 120m, firing 10m later.
+    series.extend(operator_series("referral_operator_backup_verified_timestamp_seconds", "", "0x200"));
+    series.extend(operator_series("referral_operator_backup_max_unverified_age_seconds", "", "7200x200"));
     // 2 cycles + 1 orphan, reported by both operator replicas: 3, not 6.
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"cycles\"", "2x200"));
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"orphans\"", "1x200"));
@@ -243,6 +249,7 @@ fn above_default_thresholds(groups: &Value) -> Value {
     let backlog = rule(groups, "ReferralQueueBacklog");
     let backup = rule(groups, "ReferralBackupMissing");
     let backup_failed = rule(groups, "ReferralBackupFailed");
+    let unverified = rule(groups, "ReferralBackupUnverified");
     let chain = rule(groups, "ReferralChainViolations");
     let index = rule(groups, "ReferralIndexMissing");
     let redis = rule(groups, "ReferralRedisUnreachable");
@@ -276,6 +283,9 @@ fn above_default_thresholds(groups: &Value) -> Value {
             check("ReferralBackupFailed", "0m", vec![]),
             check("ReferralBackupFailed", "5m", vec![firing(backup_failed, operator_labels(), "1970-01-01 00:16:40 +0000 UTC")]),
             check("ReferralBackupFailed", "60m", vec![]),
+            check("ReferralBackupUnverified", "119m", vec![]),
+            check("ReferralBackupUnverified", "125m", vec![]),
+            check("ReferralBackupUnverified", "140m", vec![firing(unverified, operator_labels(), "2h 20m 0s")]),
             check("ReferralChainViolations", "5m", vec![firing(chain, operator_labels(), "3")]),
             check("ReferralIndexMissing", "10m", vec![]),
             check("ReferralIndexMissing", "20m", vec![firing(index, operator_labels(), "1")]),
@@ -303,6 +313,9 @@ fn below_default_thresholds() -> Value {
     // A backup every minute.
     series.extend(operator_series("referral_operator_backup_last_success_timestamp_seconds", "", "0+60x200"));
     series.extend(operator_series("referral_operator_backup_interval_seconds", "", "3600x200"));
+    // A drill verifies a fresh backup every minute: never older than the limit.
+    series.extend(operator_series("referral_operator_backup_verified_timestamp_seconds", "", "0+60x200"));
+    series.extend(operator_series("referral_operator_backup_max_unverified_age_seconds", "", "7200x200"));
     series.extend(operator_series("referral_operator_chain_violations", ",kind=\"cycles\"", "0x200"));
     series.extend(operator_series("referral_operator_indexes", ",state=\"present\"", "6x200"));
     series.extend(operator_series("referral_operator_indexes", ",state=\"missing\"", "0x200"));
@@ -344,7 +357,7 @@ fn default_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &rule_groups(&system(None)));
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
 }
 
 #[test]
@@ -360,7 +373,7 @@ fn customised_rules_pass_promtool_check() {
     let dir = tempfile::tempdir().unwrap();
     write_yaml(dir.path(), "rules.yaml", &groups);
     let out = promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 14 rules found"), "{out}");
 }
 
 #[test]

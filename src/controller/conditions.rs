@@ -5,6 +5,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::backup::drill::DrillVerdict;
 use crate::backup::health::BackupHealth;
 use crate::crd::conditions::{condition, merge, unknown};
 use crate::crd::status::{
@@ -22,6 +23,7 @@ pub const PAUSED: &str = "ReconciliationPaused";
 pub const CHAIN_INTEGRITY: &str = "ChainIntegrity";
 pub const INDEXES_READY: &str = "IndexesReady";
 pub const BACKUP_HEALTHY: &str = "BackupHealthy";
+pub const BACKUP_VERIFIED: &str = "BackupVerified";
 
 /// Outcome of a dependency probe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,6 +80,9 @@ pub struct Observed {
     pub chain_check: Option<ChainCheckStatus>,
     /// Whether backups are recent enough; `None` when not judged (invalid spec).
     pub backup: Option<BackupHealth>,
+    /// Whether the newest backup restored in a drill is recent enough; `None` when
+    /// no drill is asked for (or not judged).
+    pub restore_drill: Option<DrillVerdict>,
     /// An image change holds this generation back: reason and message.
     pub upgrade: Option<UpgradeGate>,
     /// `status.upgrade` as the upgrade gate recorded it this reconcile.
@@ -271,6 +276,18 @@ fn backup_condition(observed: &Observed, now: &Time) -> Option<Condition> {
     Some(condition(BACKUP_HEALTHY, health.healthy, health.reason, health.message.clone(), observed.generation, now))
 }
 
+fn drill_condition(observed: &Observed, now: &Time) -> Option<Condition> {
+    let verdict = observed.restore_drill.as_ref()?;
+    Some(condition(
+        BACKUP_VERIFIED,
+        verdict.verified,
+        verdict.reason,
+        verdict.message.clone(),
+        observed.generation,
+        now,
+    ))
+}
+
 /// Every condition for `observed`, before merging with the old ones.
 pub fn conditions(observed: &Observed, now: &Time) -> Vec<Condition> {
     let g = observed.generation;
@@ -305,6 +322,7 @@ pub fn conditions(observed: &Observed, now: &Time) -> Vec<Condition> {
     }
     out.push(chain_condition(observed, now));
     out.extend(backup_condition(observed, now));
+    out.extend(drill_condition(observed, now));
     out.push(ready_condition(observed, &out, now));
     out
 }
@@ -418,6 +436,7 @@ mod tests {
             apply_error: None,
             chain_check: None,
             backup: None,
+            restore_drill: None,
             upgrade: None,
             upgrade_status: None,
             handled_requests: None,
@@ -641,6 +660,27 @@ mod tests {
         let s = status(&o, None, &at(1));
         let c = get(&s.conditions, BACKUP_HEALTHY);
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "BackupOverdue"));
+        assert_eq!(get(&s.conditions, READY).status, "True");
+    }
+
+    #[test]
+    fn the_drill_verdict_becomes_backup_verified_which_does_not_block_ready() {
+        let mut o = healthy();
+        assert!(
+            status(&o, None, &at(1)).conditions.iter().all(|c| c.type_ != BACKUP_VERIFIED),
+            "no drill, no condition"
+        );
+        o.restore_drill = Some(DrillVerdict {
+            verified: false,
+            reason: crate::backup::drill::REASON_FAILED,
+            message: "the restore drill of X failed: users.bson.gz".into(),
+            since: k8s_openapi::jiff::Timestamp::from_second(0).unwrap(),
+            max_age_seconds: Some(691_200),
+        });
+        let s = status(&o, None, &at(1));
+        let c = get(&s.conditions, BACKUP_VERIFIED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RestoreDrillFailed"));
+        assert!(c.message.contains("users.bson.gz"));
         assert_eq!(get(&s.conditions, READY).status, "True");
     }
 

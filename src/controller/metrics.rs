@@ -27,8 +27,9 @@ use prometheus_client::registry::Registry;
 use crate::crd::status::ChainViolation;
 use crate::reconcilers::monitoring::{
     DEPENDENCIES, INDEX_STATES, OPERATOR_BACKUP_INTERVAL, OPERATOR_BACKUP_LAST_FAILURE, OPERATOR_BACKUP_LAST_SUCCESS,
-    OPERATOR_CHAIN_CHECK_FAILED, OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_DEPENDENCY_UP,
-    OPERATOR_INDEXES, OPERATOR_MAINTENANCE_JOB_FAILED, OPERATOR_WORKER_PODS, WORKER_POD_STATES,
+    OPERATOR_BACKUP_MAX_UNVERIFIED_AGE, OPERATOR_BACKUP_VERIFIED, OPERATOR_CHAIN_CHECK_FAILED,
+    OPERATOR_CHAIN_USERS_BY_DEPTH, OPERATOR_CHAIN_VIOLATIONS, OPERATOR_DEPENDENCY_UP, OPERATOR_INDEXES,
+    OPERATOR_MAINTENANCE_JOB_FAILED, OPERATOR_WORKER_PODS, WORKER_POD_STATES,
 };
 
 /// Reconciles run, whatever their outcome.
@@ -153,6 +154,8 @@ pub struct Metrics {
     workers: NamesBySystem,
     maintenance_jobs: NamesBySystem,
     backup_last_failure: Family<SystemLabels, FloatGauge>,
+    backup_verified: Family<SystemLabels, FloatGauge>,
+    backup_max_unverified_age: Family<SystemLabels, FloatGauge>,
     leader: Gauge,
     rechecks: Family<RecheckLabels, Counter>,
     probes: Family<ProbeLabels, Counter>,
@@ -185,6 +188,8 @@ impl Metrics {
         let chain_check_failed = Family::<SystemLabels, Gauge>::default();
         let maintenance_failed = Family::<JobLabels, Gauge>::default();
         let backup_last_failure = Family::<SystemLabels, FloatGauge>::default();
+        let backup_verified = Family::<SystemLabels, FloatGauge>::default();
+        let backup_max_unverified_age = Family::<SystemLabels, FloatGauge>::default();
         let leader = Gauge::default();
         let rechecks = Family::<RecheckLabels, Counter>::default();
         let probes = Family::<ProbeLabels, Counter>::default();
@@ -241,6 +246,16 @@ impl Metrics {
             "Unix time the newest backup Job failed, while no backup has completed since",
             backup_last_failure.clone(),
         );
+        registry.register(
+            OPERATOR_BACKUP_VERIFIED,
+            "Unix time of the newest backup a restore drill restored successfully (the system's creation before the first)",
+            backup_verified.clone(),
+        );
+        registry.register(
+            OPERATOR_BACKUP_MAX_UNVERIFIED_AGE,
+            "spec.backup.restoreDrill.maxUnverifiedAge in seconds",
+            backup_max_unverified_age.clone(),
+        );
         registry.register(LEADER, "1 when this replica holds the leader Lease", leader.clone());
         registry.register(counter_base(RECHECKS_TOTAL), "Cheap re-checks of systems, by result", rechecks.clone());
         registry.register(
@@ -279,6 +294,8 @@ impl Metrics {
             workers: Mutex::new(HashMap::new()),
             maintenance_jobs: Mutex::new(HashMap::new()),
             backup_last_failure,
+            backup_verified,
+            backup_max_unverified_age,
             leader,
             rechecks,
             probes,
@@ -417,6 +434,23 @@ impl Metrics {
         }
     }
 
+    /// Sets the restore drill's two gauges of one system, `(verified since, limit)`
+    /// in seconds, or removes both when no drill is asked for: without the limit
+    /// series the alert cannot fire.
+    pub fn set_restore_drill(&self, ns: &str, name: &str, drill: Option<(f64, f64)>) {
+        let labels = system(ns, name);
+        match drill {
+            Some((since, max_age)) => {
+                self.backup_verified.get_or_create(&labels).set(since);
+                self.backup_max_unverified_age.get_or_create(&labels).set(max_age);
+            }
+            None => {
+                self.backup_verified.remove(&labels);
+                self.backup_max_unverified_age.remove(&labels);
+            }
+        }
+    }
+
     /// Replaces the pod counts of a system's workers: `(worker, desired, ready)`.
     pub fn set_worker_pods(&self, ns: &str, name: &str, workers: &[(String, i64, i64)]) {
         let labels = |worker: &str, state: &'static str| WorkerPodLabels {
@@ -465,6 +499,8 @@ impl Metrics {
         self.backup_last_success.remove(&key);
         self.backup_interval.remove(&key);
         self.backup_last_failure.remove(&key);
+        self.backup_verified.remove(&key);
+        self.backup_max_unverified_age.remove(&key);
         for state in INDEX_STATES {
             self.indexes.remove(&IndexLabels { referral_namespace: ns.into(), referral_system: name.into(), state });
         }
@@ -586,6 +622,7 @@ mod tests {
         metrics.set_worker_pods("referrals", "main", &[("api".into(), 2, 1)]);
         metrics.set_chain_check_failed("referrals", "main", false);
         metrics.set_maintenance_failed("referrals", "main", &[("cleanup".into(), true)]);
+        metrics.set_restore_drill("referrals", "main", Some((1_700_000_000.0, 691_200.0)));
         metrics.set_leader(true);
         metrics.record_recheck("nothing_new");
         metrics.record_probe("mongodb");
@@ -675,6 +712,15 @@ mod tests {
         assert_eq!(series(&text, OPERATOR_CHAIN_USERS_BY_DEPTH).len(), 1, "{text}");
         // Process-wide series are not per system and survive.
         assert_eq!(series(&text, RECONCILE_RUNS_TOTAL).len(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_drill_removed_from_the_spec_takes_both_its_series_along() {
+        let metrics = populated();
+        metrics.set_restore_drill("referrals", "main", None);
+        let text = metrics.encode();
+        assert!(series(&text, OPERATOR_BACKUP_VERIFIED).is_empty(), "{text}");
+        assert!(series(&text, OPERATOR_BACKUP_MAX_UNVERIFIED_AGE).is_empty(), "{text}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::reconcilers::env::{generated_redis_password_name, redis_endpoint, red
 use crate::reconcilers::workers::worker_name;
 use crate::reconcilers::{BuildContext, build};
 
+use crate::backup::drill::{DrillVerdict, DrillVerdictInput, restore_drill_verdict};
 use crate::backup::health::{BackupFailure, BackupHealth, BackupHealthInput, REASON_FAILED, backup_health};
 
 use super::apply::{Applied, Target, apply_all};
@@ -141,6 +142,7 @@ async fn report_undecodable(meta: &PartialObjectMeta<ReferralSystem>, error: &st
         apply_error: None,
         chain_check: None,
         backup: None,
+        restore_drill: None,
         upgrade: None,
         upgrade_status: None,
         handled_requests: None,
@@ -185,6 +187,7 @@ fn new_observed(system: &ReferralSystem) -> Observed {
         apply_error: None,
         chain_check: system.status.as_ref().and_then(|s| s.chain_check.clone()),
         backup: None,
+        restore_drill: None,
         upgrade: None,
         upgrade_status: None,
         handled_requests: None,
@@ -329,6 +332,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
     observe_workloads(&validated, &applied, &mut observed);
     let backup_due = backup.due;
     observed.backup = Some(backup);
+    observed.restore_drill = judge_restore_drill(ctx, system, &validated, &now);
     export_chain_check(ctx, &validated, observed.chain_check.as_ref());
     let (maintenance, chain_cron) = scheduled::observe(ctx, &validated, system.status.as_ref()).await?;
     observed.maintenance = Some(scheduled::maintenance_statuses(&validated, &maintenance, system.status.as_ref()));
@@ -414,6 +418,31 @@ fn judge_backups(
         );
     }
     health
+}
+
+/// `BackupVerified`, from what the drill Job last reported; also exported as the two
+/// gauges the `ReferralBackupUnverified` alert compares, so the two agree. Without a
+/// drill in the spec: no condition and no series.
+fn judge_restore_drill(
+    ctx: &Context,
+    object: &ReferralSystem,
+    system: &ValidatedSystem,
+    now: &Time,
+) -> Option<DrillVerdict> {
+    let Some(drill) = &system.spec.backup.restore_drill else {
+        ctx.metrics.set_restore_drill(&system.namespace, &system.name, None);
+        return None;
+    };
+    let last = object.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_verified_restore.as_ref());
+    let verdict = restore_drill_verdict(DrillVerdictInput {
+        max_unverified_age: &drill.max_unverified_age,
+        last,
+        created: object.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now.0),
+        now: now.0,
+    });
+    let gauges = verdict.max_age_seconds.map(|max| (verdict.since.as_second() as f64, max as f64));
+    ctx.metrics.set_restore_drill(&system.namespace, &system.name, gauges);
+    Some(verdict)
 }
 
 /// The last chain check's counts as gauges (the check Job reports into status; the

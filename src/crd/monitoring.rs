@@ -75,6 +75,10 @@ pub struct AlertsSpec {
     /// ignored).
     #[serde(default = "default_enabled_alert")]
     pub backup_failed: ToggleAlert,
+    /// The newest backup a restore drill restored successfully is older than
+    /// `backup.restoreDrill.maxUnverifiedAge` (only with a drill; threshold ignored).
+    #[serde(default = "default_enabled_alert")]
+    pub backup_unverified: ToggleAlert,
     /// The last chain check found violations (threshold ignored).
     #[serde(default = "default_enabled_alert")]
     pub chain_violations: ToggleAlert,
@@ -111,6 +115,7 @@ impl Default for AlertsSpec {
             queue_backlog: default_queue_backlog(),
             backup_missing: default_enabled_alert(),
             backup_failed: default_enabled_alert(),
+            backup_unverified: default_enabled_alert(),
             chain_violations: default_enabled_alert(),
             index_missing: default_enabled_alert(),
             redis_unreachable: default_critical_alert(),

@@ -560,11 +560,12 @@ fn check_storage_size(size: &str, path: &str, example: &str, problems: &mut Vec<
     }
 }
 
-const BUILTIN_ALERTS: [&str; 12] = [
+const BUILTIN_ALERTS: [&str; 13] = [
     "ReferralHighFailureRate",
     "ReferralQueueBacklog",
     "ReferralBackupMissing",
     "ReferralBackupFailed",
+    "ReferralBackupUnverified",
     "ReferralChainViolations",
     "ReferralIndexMissing",
     "ReferralRedisUnreachable",
@@ -640,6 +641,6 @@ fn is_prometheus_label_name(name: &str) -> bool {
 }
 
 /// Names of the built-in alerts, for the monitoring builder.
-pub fn builtin_alert_names() -> [&'static str; 12] {
+pub fn builtin_alert_names() -> [&'static str; 13] {
     BUILTIN_ALERTS
 }

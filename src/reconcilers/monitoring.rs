@@ -68,6 +68,11 @@ pub const OPERATOR_BACKUP_INTERVAL: &str = "referral_operator_backup_interval_se
 /// Unix time the newest backup Job failed, present only while no backup has
 /// completed since (exactly while `BackupHealthy` says `BackupFailed`).
 pub const OPERATOR_BACKUP_LAST_FAILURE: &str = "referral_operator_backup_last_failure_timestamp_seconds";
+/// Unix time of the newest backup a restore drill restored successfully (the
+/// system's creation before the first); present only with `backup.restoreDrill`.
+pub const OPERATOR_BACKUP_VERIFIED: &str = "referral_operator_backup_verified_timestamp_seconds";
+/// `backup.restoreDrill.maxUnverifiedAge` in seconds; present only with a drill.
+pub const OPERATOR_BACKUP_MAX_UNVERIFIED_AGE: &str = "referral_operator_backup_max_unverified_age_seconds";
 /// Violations found by the last chain check, by `kind` ([`ChainViolation::label`]).
 pub const OPERATOR_CHAIN_VIOLATIONS: &str = "referral_operator_chain_violations";
 /// Users per chain depth found by the last chain check, by `depth`.
@@ -87,9 +92,11 @@ pub const OPERATOR_CHAIN_CHECK_FAILED: &str = "referral_operator_chain_check_fai
 pub const OPERATOR_MAINTENANCE_JOB_FAILED: &str = "referral_operator_maintenance_job_failed";
 
 /// Every per-system metric the operator exports.
-pub const OPERATOR_METRICS: [&str; 9] = [
+pub const OPERATOR_METRICS: [&str; 11] = [
     OPERATOR_BACKUP_LAST_SUCCESS,
     OPERATOR_BACKUP_INTERVAL,
+    OPERATOR_BACKUP_VERIFIED,
+    OPERATOR_BACKUP_MAX_UNVERIFIED_AGE,
     OPERATOR_CHAIN_VIOLATIONS,
     OPERATOR_CHAIN_USERS_BY_DEPTH,
     OPERATOR_INDEXES,
@@ -125,6 +132,7 @@ pub const ALERT_HIGH_FAILURE_RATE: &str = "ReferralHighFailureRate";
 pub const ALERT_QUEUE_BACKLOG: &str = "ReferralQueueBacklog";
 pub const ALERT_BACKUP_MISSING: &str = "ReferralBackupMissing";
 pub const ALERT_BACKUP_FAILED: &str = "ReferralBackupFailed";
+pub const ALERT_BACKUP_UNVERIFIED: &str = "ReferralBackupUnverified";
 pub const ALERT_CHAIN_VIOLATIONS: &str = "ReferralChainViolations";
 pub const ALERT_INDEX_MISSING: &str = "ReferralIndexMissing";
 pub const ALERT_REDIS_UNREACHABLE: &str = "ReferralRedisUnreachable";
@@ -339,6 +347,24 @@ fn builtin_alerts(system: &ValidatedSystem) -> Vec<BuiltinAlert> {
                 "A backup Job of {who} failed at {{{{ $value | humanizeTimestamp }}}} and no backup has completed \
                  since. The earlier backups are kept; the BackupHealthy condition and the BackupFailed event name \
                  the Job and its reason."
+            ),
+        });
+    }
+    if !alerts.backup_unverified.disabled && system.spec.backup.restore_drill.is_some() {
+        out.push(BuiltinAlert {
+            name: ALERT_BACKUP_UNVERIFIED,
+            expr: format!(
+                "time() - max by ({by_operator}) ({OPERATOR_BACKUP_VERIFIED}{{{operator}}}) \
+                 > max by ({by_operator}) ({OPERATOR_BACKUP_MAX_UNVERIFIED_AGE}{{{operator}}})"
+            ),
+            for_: BACKUP_MISSING_FOR.into(),
+            severity: alerts.backup_unverified.severity,
+            summary: format!("No recent backup of {who} has been proven to restore"),
+            description: format!(
+                "The newest backup of {who} that a restore drill restored successfully is {{{{ $value | humanizeDuration }}}} \
+                 old, more than backup.restoreDrill.maxUnverifiedAge (or no drill has passed since the system was \
+                 created). status.backup.lastVerifiedRestore and the BackupVerified condition say what the last \
+                 drill found."
             ),
         });
     }
@@ -597,6 +623,7 @@ spec:
             ALERT_QUEUE_BACKLOG,
             ALERT_BACKUP_MISSING,
             ALERT_BACKUP_FAILED,
+            ALERT_BACKUP_UNVERIFIED,
             ALERT_CHAIN_VIOLATIONS,
             ALERT_INDEX_MISSING,
             ALERT_REDIS_UNREACHABLE,
@@ -607,13 +634,20 @@ spec:
             ALERT_MAINTENANCE_JOB_FAILED,
         ];
         assert_eq!(ours, builtin_alert_names());
-        let names: Vec<String> =
-            rules(&with_maintenance("")).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
+        let mut everything = with_maintenance("");
+        everything.spec.backup.restore_drill = Some(crate::crd::RestoreDrillSpec::default());
+        let names: Vec<String> = rules(&everything).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
         assert_eq!(names, ours);
-        // Without maintenance jobs their alert has nothing to watch and is left out.
+        // Without maintenance jobs or a restore drill their alerts have nothing to
+        // watch and are left out.
         let names: Vec<String> =
             rules(&system_with("")).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
-        assert_eq!(names, ours[..11]);
+        let expected: Vec<&str> = ours
+            .iter()
+            .copied()
+            .filter(|a| *a != ALERT_BACKUP_UNVERIFIED && *a != ALERT_MAINTENANCE_JOB_FAILED)
+            .collect();
+        assert_eq!(names, expected);
     }
 
     #[test]

@@ -370,3 +370,230 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
     assert!(!printed.contains(&uri), "the connection string reached the output");
     db.drop().await.unwrap();
 }
+
+/// Recomputes the size and SHA-256 recorded for `path` in a backup's manifest (and
+/// in the dump summary it also lists), as if the backup had been written that way:
+/// a backup that is sound by its manifest but does not restore.
+fn reseal(folder: &std::path::Path, path: &str) {
+    use sha2::Digest;
+    fn restamp(value: &mut serde_json::Value, path: &str, size: u64, sha: &str) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("path").and_then(|p| p.as_str()) == Some(path) {
+                    map.insert("sizeBytes".into(), json!(size));
+                    map.insert("sha256".into(), json!(sha));
+                }
+                map.values_mut().for_each(|v| restamp(v, path, size, sha));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| restamp(v, path, size, sha)),
+            _ => {}
+        }
+    }
+    let digest = |file: &str| {
+        let bytes = std::fs::read(folder.join(file)).unwrap();
+        let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        (bytes.len() as u64, sha)
+    };
+    let (size, sha) = digest(path);
+    let summary_path = folder.join("mongodb-dump.json");
+    let mut summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    restamp(&mut summary, path, size, &sha);
+    std::fs::write(&summary_path, serde_json::to_vec_pretty(&summary).unwrap()).unwrap();
+    let (summary_size, summary_sha) = digest("mongodb-dump.json");
+    let manifest_path = folder.join("complete.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    restamp(&mut manifest, path, size, &sha);
+    restamp(&mut manifest, "mongodb-dump.json", summary_size, &summary_sha);
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+async fn database_names(mongo: &mongodb::Client) -> Vec<String> {
+    mongo.list_database_names().await.unwrap()
+}
+
+async fn drill_status(client: &Client, ns: &str) -> serde_json::Value {
+    let system = Api::<ReferralSystem>::namespaced(client.clone(), ns).get("main").await.unwrap();
+    serde_json::to_value(system.status.and_then(|s| s.backup)).unwrap()
+}
+
+/// The restore drill's CronJob pod, run as a node would: the newest backup restored
+/// into the scratch database, counted and chain-checked, the scratch database gone
+/// afterwards, `status.backup.lastVerifiedRestore` written beside the backup Job's
+/// fields; a backup that does not restore fails the drill with a message naming what,
+/// the scratch database is dropped all the same, and production is never touched.
+#[tokio::test]
+async fn the_restore_drill_pod_verifies_the_newest_backup_and_never_touches_production() {
+    if !enabled() {
+        return;
+    }
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "drill").await;
+    let uri = testbed_var("REFOP_TEST_MONGODB_URI");
+    let database = format!("drill_{}", std::process::id());
+    let scratch = format!("{database}_drill");
+    let mongo = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let db = mongo.database(&database);
+    db.drop().await.unwrap();
+    mongo.database(&scratch).drop().await.unwrap();
+    let seeded = seed(&db).await;
+
+    let system: ReferralSystem = serde_json::from_value(json!({
+        "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem",
+        "metadata": {"name": "main", "namespace": ns.name},
+        "spec": {
+            "image": "example/referral-service:1.4.2",
+            "workers": [{"name": "reward-processor", "replicas": 1}],
+            "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database},
+            "redis": {"managed": {}},
+            "backup": {"includeRedis": false, "restoreDrill": {"maxUnverifiedAge": "8d"}}
+        }
+    }))
+    .unwrap();
+    let created = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &system)
+        .await
+        .unwrap();
+    let validated = validate(&created, &ns.name).expect("a valid system");
+    let children = build(&validated, &ctx());
+    for account in &children.service_accounts {
+        apply::<ServiceAccount>(&client, &ns.name, account).await;
+    }
+    for role in &children.roles {
+        apply::<Role>(&client, &ns.name, role).await;
+    }
+    for binding in &children.role_bindings {
+        apply::<RoleBinding>(&client, &ns.name, binding).await;
+    }
+    let cron_pod = |name: &str| {
+        let cron = children.cron_jobs.iter().find(|c| c.name_any() == name).unwrap_or_else(|| panic!("{name}"));
+        cron.clone()
+    };
+    let crons = Api::<CronJob>::namespaced(client.clone(), &ns.name);
+    let mut pods = BTreeMap::new();
+    for name in ["main-backup", "main-restore-drill"] {
+        // Admitted by the apiserver under the namespace's restricted Pod Security.
+        apply::<CronJob>(&client, &ns.name, &cron_pod(name)).await;
+        let stored = crons.get(name).await.unwrap();
+        pods.insert(name, stored.spec.unwrap().job_template.spec.unwrap().template.spec.unwrap());
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let volume = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let account = pods["main-restore-drill"].service_account_name.clone().unwrap();
+    let node = Node {
+        secrets: BTreeMap::from([(("referral-mongo".into(), "uri".into()), uri.clone())]),
+        fields: BTreeMap::from([("metadata.namespace".into(), ns.name.clone())]),
+        volumes: ["backups", "work", "tmp", "api-access"].into_iter().map(|v| (v.to_string(), volume(v))).collect(),
+        kubeconfig: impersonating(&format!("system:serviceaccount:{}:{account}", ns.name), dir.path()),
+    };
+    run_pod(&node, &pods["main-backup"]).unwrap_or_else(|(c, out)| panic!("backup container {c} failed:\n{out}"));
+    let backups = node.volumes["backups"].clone();
+    let name = store::list(&backups).unwrap().backups[0].dir_name.clone();
+
+    // A leftover of a drill killed midway: the drill starts from nothing.
+    mongo.database(&scratch).collection::<Document>("leftover").insert_one(doc! {"x": 1}).await.unwrap();
+    let ran = run_pod(&node, &pods["main-restore-drill"])
+        .unwrap_or_else(|(c, out)| panic!("drill container {c} failed:\n{out}"));
+    assert!(ran[0].1.contains("restore drill succeeded"), "{}", ran[0].1);
+    let status = drill_status(&client, &ns.name).await;
+    let drill = &status["lastVerifiedRestore"];
+    assert_eq!(drill["result"], "Succeeded", "{status}");
+    assert_eq!(drill["backup"], name.as_str());
+    assert_eq!(drill["verifiedBackup"], name.as_str());
+    assert_eq!(drill["scratchDatabase"], scratch.as_str());
+    assert_eq!(drill["documents"], 1299, "users, referrals and transactions counted: {drill}");
+    assert!(drill["chains"].is_string(), "the chain check ran on the restored data: {drill}");
+    assert_eq!(status["latest"], name.as_str(), "the backup Job's fields are still there: {status}");
+    assert!(!database_names(&mongo).await.contains(&scratch), "the scratch database is dropped");
+    for (collection, docs) in &seeded {
+        assert_eq!(&contents(&db, collection).await, docs, "{collection} of production after the drill");
+    }
+    // The drill wrote under its own field manager, and only its field.
+    let stored = Api::<ReferralSystem>::namespaced(client.clone(), &ns.name).get("main").await.unwrap();
+    let drill_fields = stored
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("referral-operator-restore-drill"))
+        .and_then(|m| m.fields_v1.as_ref())
+        .map(|f| f.0.to_string())
+        .expect("the drill's field manager");
+    assert!(drill_fields.contains("f:lastVerifiedRestore") && !drill_fields.contains("f:latest"), "{drill_fields}");
+
+    // A newer backup that is sound by its manifest but does not restore: its users
+    // carry a duplicate referral code under an index recorded as unique. The
+    // documents go into the scratch database before the index fails, so the drop
+    // afterwards is what leaves no scratch database behind.
+    let broken_source = format!("{database}_src");
+    let source = mongo.database(&broken_source);
+    source.drop().await.unwrap();
+    source
+        .collection::<Document>("users")
+        .insert_many([doc! {"_id": 1, "referralCode": "SAME"}, doc! {"_id": 2, "referralCode": "SAME"}])
+        .await
+        .unwrap();
+    source
+        .collection::<Document>("users")
+        .create_index(IndexModel::builder().keys(doc! {"referralCode": 1}).build())
+        .await
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a backup name is to the second
+    let out = Command::new(BINARY)
+        .args(["backup", "dump", "--no-gzip", "--database", &broken_source, "--dir"])
+        .arg(&backups)
+        .env("MONGODB_URI", &uri)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    source.drop().await.unwrap();
+    let listing = store::list(&backups).unwrap();
+    let newer = listing.backups.iter().map(|b| b.dir_name.clone()).max().unwrap();
+    assert_ne!(newer, name);
+    let metadata_path = format!("{broken_source}/users.metadata.json");
+    let metadata_file = backups.join(&newer).join(&metadata_path);
+    let text = std::fs::read_to_string(&metadata_file).unwrap();
+    let mut metadata: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for index in metadata["indexes"].as_array_mut().unwrap() {
+        if index["name"] == "referralCode_1" {
+            index["unique"] = json!(true);
+        }
+    }
+    std::fs::write(&metadata_file, serde_json::to_vec(&metadata).unwrap()).unwrap();
+    reseal(&backups.join(&newer), &metadata_path);
+    store::verify(&backups, &newer).expect("sound by its manifest");
+
+    let (container, printed) =
+        run_pod(&node, &pods["main-restore-drill"]).expect_err("the drill of a backup that does not restore fails");
+    assert_eq!(container, "drill");
+    assert!(printed.contains("restore drill failed"), "{printed}");
+    let status = drill_status(&client, &ns.name).await;
+    let drill = &status["lastVerifiedRestore"];
+    assert_eq!(drill["result"], "Failed", "{status}");
+    assert_eq!(drill["backup"], newer.as_str());
+    assert_eq!(drill["verifiedBackup"], name.as_str(), "the last good backup is kept: {drill}");
+    assert!(drill["message"].as_str().unwrap().contains("referralCode"), "a message naming what failed: {drill}");
+    assert!(!database_names(&mongo).await.contains(&scratch), "dropped although the drill failed");
+    assert!(!drill.to_string().contains(&uri), "the connection string reached status");
+
+    // A tampered file: refused before anything is restored, named in the message.
+    let data = backups.join(&newer).join(&broken_source).join("users.bson");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    run_pod(&node, &pods["main-restore-drill"]).expect_err("a tampered backup fails the drill");
+    let status = drill_status(&client, &ns.name).await;
+    let message = status["lastVerifiedRestore"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("users.bson"), "{message}");
+    assert!(!database_names(&mongo).await.contains(&scratch));
+    for (collection, docs) in &seeded {
+        assert_eq!(&contents(&db, collection).await, docs, "{collection} of production after the failed drills");
+    }
+    db.drop().await.unwrap();
+}
