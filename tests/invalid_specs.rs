@@ -221,6 +221,31 @@ invalid!(
 );
 
 invalid!(
+    restore_drill_into_the_production_database,
+    |d| {
+        d["spec"]["backup"] = json!({"restoreDrill": {"scratchDatabase": "Neurolov"}});
+    },
+    "spec",
+    "scratchDatabase must differ from mongodb.database"
+);
+invalid!(
+    restore_drill_max_age_zero,
+    |d| {
+        d["spec"]["backup"] = json!({"restoreDrill": {"maxUnverifiedAge": "0"}});
+    },
+    "spec.backup.restoreDrill",
+    "maxUnverifiedAge 0 would alert at once"
+);
+invalid!(
+    restore_drill_max_age_not_a_duration,
+    |d| {
+        d["spec"]["backup"] = json!({"restoreDrill": {"maxUnverifiedAge": "1d2w"}});
+    },
+    "spec.backup.restoreDrill.maxUnverifiedAge",
+    "does not match"
+);
+
+invalid!(
     kms_key_without_kms_encryption,
     |d| {
         d["spec"]["backup"] = json!({"objectStorage": {"bucket": "backups", "kmsKeyId": "k1",

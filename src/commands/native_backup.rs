@@ -163,6 +163,15 @@ pub struct RestoreArgs {
     /// Environment variable holding the MongoDB connection string.
     #[arg(long, default_value = "MONGODB_URI")]
     pub uri_env: String,
+    /// The backup must come from the bucket (a ReferralRestore with source
+    /// ObjectStorage): refuse when no bucket is configured instead of looking on the
+    /// volume.
+    #[arg(long)]
+    pub from_bucket: bool,
+    /// After the restore, copy the backup's Redis snapshot (if it has one) to
+    /// DIR/NAME/redis.rdb, for the Redis restore that follows.
+    #[arg(long, requires = "name")]
+    pub redis_to: Option<PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
 }
@@ -415,6 +424,9 @@ pub fn run_restore(args: RestoreArgs) -> ExitCode {
 }
 
 async fn restore_command(args: &RestoreArgs) -> Result<(), String> {
+    if args.from_bucket && args.s3.bucket.is_none() {
+        return Err("the restore is to read the backup from object storage (source: ObjectStorage), but no bucket is configured: set spec.backup.objectStorage on the ReferralSystem, or restore with source: Volume".into());
+    }
     let uri = read_uri(&args.uri_env)?;
     let (located, target) = locate(
         args.dir.as_deref(),
@@ -438,8 +450,39 @@ async fn restore_command(args: &RestoreArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("restore from {}: {e}", located.source.location()))?;
     print_restore(args.output, &located.source.location(), &report, started.elapsed().as_secs_f64());
+    if let (Some(dir), Some(name)) = (&args.redis_to, &args.name) {
+        copy_redis_snapshot(located.source.clone(), &dir.join(name)).await?;
+    }
     Ok(())
 }
+
+/// Streams the backup's `redis.rdb` into `folder`; a backup without one is left so
+/// (the Redis restore then says there is nothing to restore).
+async fn copy_redis_snapshot(source: Arc<dyn BackupSource>, folder: &Path) -> Result<(), String> {
+    let folder = folder.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match source.open(REDIS_SNAPSHOT) {
+            Ok(reader) => reader,
+            Err(crate::backup::target::TargetError::NotFound { .. }) => {
+                println!("{} holds no Redis snapshot", source.location());
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        let path = folder.join(REDIS_SNAPSHOT);
+        let mut file = std::fs::File::create(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let bytes = std::io::copy(&mut reader, &mut file)
+            .map_err(|e| format!("copying {REDIS_SNAPSHOT} from {} failed: {e}", source.location()))?;
+        println!("copied the Redis snapshot ({bytes} bytes) from {} to {}", source.location(), path.display());
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The Redis snapshot's file name in a backup.
+const REDIS_SNAPSHOT: &str = "redis.rdb";
 
 fn print_restore(output: Output, location: &str, report: &RestoreReport, seconds: f64) {
     let documents: u64 = report.collections.iter().map(|c| c.documents).sum();

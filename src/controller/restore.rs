@@ -47,7 +47,7 @@ use crate::crd::validate::{ValidatedSystem, validate};
 use crate::reconcilers::job::{JobPhase, LABEL_PURPOSE, job_from_cron_job};
 use crate::reconcilers::meta::{APP_NAME, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, MANAGER, selector_labels};
 use crate::reconcilers::restore::{
-    PURPOSE_RESTORE, PURPOSE_RESTORE_CHECK, owned_by_restore, restore_job, restore_job_name, restore_owner,
+    PURPOSE_RESTORE, PURPOSE_RESTORE_CHECK, owned_by_restore, restore_job_from, restore_job_name, restore_owner,
     verify_job_name,
 };
 use crate::reconcilers::restore_step::{
@@ -454,7 +454,14 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
                 secrets_hash: None,
                 operator_pods: ctx.settings.operator_pods.clone(),
             };
-            let job = restore_job(system, &build_ctx, &restore.spec.backup_name, job_name, restore.spec.redis);
+            let job = restore_job_from(
+                system,
+                &build_ctx,
+                &restore.spec.backup_name,
+                job_name,
+                restore.spec.redis,
+                restore.spec.source,
+            );
             create_job(ctx, &namespace, with_owner(job, owner)).await?;
             Action::requeue(ACTIVE_REQUEUE)
         }

@@ -61,6 +61,26 @@ pub struct ReferralRestoreSpec {
          "message": "redis cannot be changed once the restore exists; create a new ReferralRestore instead"}
     ]))]
     pub redis: bool,
+    /// Where the backup is read from: `Volume` (default), the backup volume; or
+    /// `ObjectStorage`, the system's `spec.backup.objectStorage` bucket (the
+    /// off-cluster copy, e.g. when the volume is lost). Redis's snapshot comes from
+    /// the same place.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf",
+         "message": "source cannot be changed once the restore exists; create a new ReferralRestore instead"}
+    ]))]
+    pub source: RestoreSource,
+}
+
+/// Where a restore reads its backup.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestoreSource {
+    /// The backup volume, mounted read-only.
+    #[default]
+    Volume,
+    /// The bucket of the system's `spec.backup.objectStorage`.
+    ObjectStorage,
 }
 
 fn default_true() -> bool {
@@ -179,6 +199,12 @@ mod tests {
         let mut no_redis = old.clone();
         no_redis["spec"]["redis"] = json!(false);
         assert!(problems(&no_redis, Some(&old)).iter().any(|m| m.contains("redis cannot be changed")));
+        let mut from_bucket = old.clone();
+        from_bucket["spec"]["source"] = json!("ObjectStorage");
+        assert!(problems(&from_bucket, None).is_empty(), "ObjectStorage is a source");
+        let mut with_source = old.clone();
+        with_source["spec"]["source"] = json!("Volume");
+        assert!(problems(&from_bucket, Some(&with_source)).iter().any(|m| m.contains("source cannot be changed")));
         // On create there is nothing to compare with.
         assert!(problems(&moved, None).is_empty());
     }

@@ -24,12 +24,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::crd::BackupMethod;
-use crate::crd::restore::ReferralRestore;
+use crate::crd::restore::{ReferralRestore, RestoreSource};
 use crate::crd::validate::ValidatedSystem;
 use crate::crd::{GROUP, VERSION};
 
 use super::backup::{
-    BACKUP_MOUNT, WORK_MOUNT, claim_name, env_field, env_literal, redis_client_env, redis_tools_image,
+    BACKUP_MOUNT, WORK_MOUNT, claim_name, env_field, env_literal, object_storage_env, redis_client_env,
+    redis_tools_image,
 };
 use super::env::from_secret;
 use super::job::{OneOff, one_off_job};
@@ -175,18 +176,39 @@ pub fn restore_job(
     job_name: &str,
     redis_requested: bool,
 ) -> Job {
+    restore_job_from(system, ctx, backup_name, job_name, redis_requested, RestoreSource::Volume)
+}
+
+/// The restore Job reading the backup from `source`. From object storage the native
+/// restore reads the system's bucket (keys by `secretKeyRef`), no volume is
+/// mounted, and it copies the Redis snapshot into the pod's scratch space for the
+/// Redis restore that follows. Without `spec.backup.objectStorage` it fails saying
+/// so.
+pub fn restore_job_from(
+    system: &ValidatedSystem,
+    ctx: &BuildContext,
+    backup_name: &str,
+    job_name: &str,
+    redis_requested: bool,
+    source: RestoreSource,
+) -> Job {
     let spec = &system.spec;
     let backup = &spec.backup;
+    let from_bucket = source == RestoreSource::ObjectStorage;
+    let with_redis = restores_redis(system, redis_requested);
     let mounts = |extra: Option<(&str, &str)>| {
-        let mut mounts = vec![
-            VolumeMount {
-                name: "backups".into(),
-                mount_path: BACKUP_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            tmp_mount(),
-        ];
+        let mut mounts = vec![tmp_mount()];
+        if !from_bucket {
+            mounts.insert(
+                0,
+                VolumeMount {
+                    name: "backups".into(),
+                    mount_path: BACKUP_MOUNT.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+            );
+        }
         if let Some((name, path)) = extra {
             mounts.push(VolumeMount { name: name.into(), mount_path: path.into(), ..VolumeMount::default() });
         }
@@ -199,6 +221,25 @@ pub fn restore_job(
     ];
     // (checks before, the restore itself)
     let (mut init, mongo_restore) = match backup.method {
+        _ if from_bucket => {
+            let mut args: Vec<String> =
+                ["backup", "restore", "--from-bucket", "--name", backup_name].map(String::from).to_vec();
+            if with_redis {
+                args.extend(["--redis-to".to_string(), SCRATCH_MOUNT.to_string()]);
+            }
+            let mut env = mongo_env;
+            env.extend(object_storage_env(system));
+            (
+                Vec::new(),
+                Container {
+                    args: Some(args),
+                    env: Some(env),
+                    resources: backup.resources.clone(),
+                    volume_mounts: Some(mounts(with_redis.then_some(("scratch", SCRATCH_MOUNT)))),
+                    ..restricted_container("restore", ctx.operator_image.clone())
+                },
+            )
+        }
         BackupMethod::Native => (
             Vec::new(),
             Container {
@@ -228,13 +269,17 @@ pub fn restore_job(
             },
         ),
     };
-    let main = if restores_redis(system, redis_requested) {
+    let main = if with_redis {
         let mut env = redis_client_env(system);
         env.extend([
             env_literal("BACKUP_NAME", backup_name),
             env_literal("RESTORE_PORT", RESTORE_REDIS_PORT),
             env_field("POD_IP", "status.podIP"),
         ]);
+        if from_bucket {
+            // The restore container copied the snapshot to SCRATCH/NAME/redis.rdb.
+            env.push(env_literal("BACKUP_DIR", SCRATCH_MOUNT));
+        }
         let redis = Container {
             command: Some(vec!["sh".into(), "-c".into(), REDIS_RESTORE_SCRIPT.into()]),
             env: Some(env),
@@ -249,26 +294,35 @@ pub fn restore_job(
     };
     let pod = PodSpec {
         init_containers: (!init.is_empty()).then_some(init),
-        volumes: Some(vec![
-            Volume {
+        volumes: Some(
+            [Volume {
                 name: "backups".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: claim_name(system),
                     read_only: Some(true),
                 }),
                 ..Volume::default()
-            },
-            Volume {
-                name: "work".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: Some(Quantity("16Mi".into())),
-                }),
-                ..Volume::default()
-            },
-            Volume { name: "scratch".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-            tmp_volume(),
-        ]),
+            }]
+            .into_iter()
+            .filter(|_| !from_bucket)
+            .chain([
+                Volume {
+                    name: "work".into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        medium: Some("Memory".into()),
+                        size_limit: Some(Quantity("16Mi".into())),
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "scratch".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                tmp_volume(),
+            ])
+            .collect(),
+        ),
         ..restricted_pod(system, vec![main])
     };
     one_off_job(
@@ -354,6 +408,50 @@ spec:
 
     fn ctx() -> BuildContext {
         BuildContext { operator_image: "operator:test".into(), secrets_hash: None, operator_pods: None }
+    }
+
+    #[test]
+    fn from_object_storage_the_restore_reads_the_bucket_and_hands_the_redis_snapshot_on() {
+        let mut system = system("{managed: {}, passwordSecretRef: {name: referral-redis, key: password}}");
+        system.spec.backup.object_storage = serde_json::from_value(json!({
+            "bucket": "backups", "prefix": "prod", "endpoint": "https://s3.example:9000",
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "s3", "key": "secret"}
+        }))
+        .unwrap();
+        let job = restore_job_from(
+            &system,
+            &ctx(),
+            "20261123T010000Z",
+            "main-restore-abc",
+            true,
+            RestoreSource::ObjectStorage,
+        );
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.name != "backups"), "no volume: the bucket");
+        let restore = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            restore.args.as_ref().unwrap().join(" "),
+            "backup restore --from-bucket --name 20261123T010000Z --redis-to /scratch"
+        );
+        let env = restore.env.as_ref().unwrap();
+        let literal = |env: &[k8s_openapi::api::core::v1::EnvVar], name: &str| {
+            env.iter().find(|e| e.name == name).and_then(|e| e.value.clone())
+        };
+        assert_eq!(literal(env, "BACKUP_S3_BUCKET").as_deref(), Some("backups"));
+        assert_eq!(literal(env, "BACKUP_S3_PREFIX").as_deref(), Some("prod"));
+        let key = env.iter().find(|e| e.name == "AWS_SECRET_ACCESS_KEY").unwrap();
+        assert!(key.value.is_none() && key.value_from.as_ref().unwrap().secret_key_ref.is_some());
+        assert!(restore.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == "scratch"));
+        let redis = &pod.containers[0];
+        assert_eq!(redis.name, "redis-restore");
+        assert_eq!(literal(redis.env.as_ref().unwrap(), "BACKUP_DIR").as_deref(), Some(SCRATCH_MOUNT));
+        assert!(!redis.env.as_ref().unwrap().iter().any(|e| e.name.starts_with("AWS_")), "keys only where used");
+        // The default stays the volume, exactly as before.
+        assert_eq!(
+            restore_job_from(&system, &ctx(), "20261123T010000Z", "main-restore-abc", true, RestoreSource::Volume),
+            restore_job(&system, &ctx(), "20261123T010000Z", "main-restore-abc", true)
+        );
     }
 
     #[test]

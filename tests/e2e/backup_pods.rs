@@ -25,8 +25,9 @@ use mongodb::IndexModel;
 use mongodb::bson::{Document, doc};
 use referral_operator::backup::store;
 use referral_operator::crd::ReferralSystem;
+use referral_operator::crd::restore::RestoreSource;
 use referral_operator::crd::validate::validate;
-use referral_operator::reconcilers::restore::restore_job;
+use referral_operator::reconcilers::restore::{restore_job, restore_job_from};
 use referral_operator::reconcilers::{BuildContext, build};
 use serde_json::json;
 
@@ -351,6 +352,41 @@ async fn the_native_backup_cronjob_pod_and_the_restore_job_pod_bring_a_dropped_d
     let mut indexes = db.collection::<Document>("users").list_index_names().await.unwrap();
     indexes.sort();
     assert_eq!(indexes, ["_id_", "referralCode_1"]);
+
+    // The volume is lost: a ReferralRestore with source ObjectStorage brings the
+    // data back from the bucket, the Redis snapshot copied for the Redis restore.
+    db.drop().await.unwrap();
+    db.collection::<Document>("users").insert_one(doc! {"_id": "written after the backup"}).await.unwrap();
+    let lost = dir.path().join("backups-lost");
+    std::fs::rename(backups, &lost).unwrap();
+    std::fs::create_dir_all(backups).unwrap();
+    let job = restore_job_from(&validated, &ctx(), &name, "main-restore-bucket", true, RestoreSource::ObjectStorage);
+    apply::<Job>(&client, &ns.name, &job).await;
+    let bucket_pod = job.spec.unwrap().template.spec.unwrap();
+    let restore = bucket_pod.init_containers.iter().flatten().find(|c| c.name == "restore").expect("restore first");
+    let out = node.run(restore);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains(&testbed_var("REFOP_TEST_S3_BUCKET")), "read from the bucket: {printed}");
+    for (collection, docs) in &seeded {
+        assert_eq!(&contents(&db, collection).await, docs, "{collection} after the restore from the bucket");
+    }
+    let snapshot = node.volumes["scratch"].join(&name).join("redis.rdb");
+    assert_eq!(
+        std::fs::read(&snapshot).expect("the Redis snapshot handed on"),
+        std::fs::read(lost.join(&name).join("redis.rdb")).unwrap(),
+        "the snapshot from the bucket is the one the backup took"
+    );
+    std::fs::remove_dir_all(backups).unwrap();
+    std::fs::rename(&lost, backups).unwrap();
+    // Without a bucket in the system's spec the same restore refuses, saying so.
+    let mut plain = validated.clone();
+    plain.spec.backup.object_storage = None;
+    let job = restore_job_from(&plain, &ctx(), &name, "main-restore-nobucket", false, RestoreSource::ObjectStorage);
+    let (container, printed) =
+        run_pod(&node, &job.spec.unwrap().template.spec.unwrap()).expect_err("no bucket to read from");
+    assert_eq!(container, "restore");
+    assert!(printed.contains("spec.backup.objectStorage"), "{printed}");
 
     // A backup whose file no longer matches its manifest is refused by the same Job
     // before anything is dropped, and the message names the file.
