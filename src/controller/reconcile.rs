@@ -330,9 +330,12 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
         ));
     }
     observe_workloads(&validated, &applied, &mut observed);
-    let backup_due = backup.due;
-    observed.backup = Some(backup);
+    observed.backup = Some(backup.clone());
     observed.restore_drill = judge_restore_drill(ctx, system, &validated, &now);
+    let drill_due = observed.restore_drill.as_ref().and_then(|v| {
+        let max = v.max_age_seconds?;
+        v.since.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(max)).ok()
+    });
     export_chain_check(ctx, &validated, observed.chain_check.as_ref());
     let (maintenance, chain_cron) = scheduled::observe(ctx, &validated, system.status.as_ref()).await?;
     observed.maintenance = Some(scheduled::maintenance_statuses(&validated, &maintenance, system.status.as_ref()));
@@ -345,8 +348,9 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
         return Err(error);
     }
     let ready = crate::crd::conditions::is_true(&status.conditions, READY);
-    // Come back when the backups turn overdue, so BackupHealthy flips on time.
-    if let Some(due) = backup_due {
+    // Come back when the backups (or their verification) turn overdue, so
+    // BackupHealthy and BackupVerified flip on time.
+    for due in [backup.due, drill_due].into_iter().flatten() {
         let until = due.duration_since(now.0).as_secs();
         if until >= 0 {
             let at = std::time::Instant::now() + std::time::Duration::from_secs(until.unsigned_abs() + 1);
