@@ -112,6 +112,7 @@ fn exported() -> BTreeSet<(String, String)> {
     metrics.set_chain_check_failed("referrals", "main", false);
     metrics.set_maintenance_failed("referrals", "main", &[("cleanup".into(), false)]);
     metrics.set_backup_failure("referrals", "main", Some(1_700_000_100.0));
+    metrics.set_restore_drill("referrals", "main", Some((1_700_000_000.0, 691_200.0)));
     metrics.set_leader(true);
     let text = metrics.encode();
     let type_line = Regex::new(r"(?m)^# TYPE (\S+) (\S+)$").unwrap();
