@@ -212,3 +212,24 @@ fn a_policy_that_keeps_nothing_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("raise at least one"), "{}", text(&out));
 }
+
+/// The drill refuses a scratch database that is the production one before it looks
+/// at MongoDB at all: the URI here names a server that does not exist, and the only
+/// message is the refusal.
+#[test]
+fn the_drill_refuses_the_production_database_before_contacting_mongodb() {
+    let dir = tempfile::tempdir().unwrap();
+    for scratch in ["neurolov", "NeuroLov"] {
+        let out = binary()
+            .args(["backup", "drill", "--database", "neurolov", "--scratch-database", scratch, "--dir"])
+            .arg(dir.path())
+            .env("MONGODB_URI", "mongodb://nowhere.invalid:1/?serverSelectionTimeoutMS=100")
+            .env_remove("POD_NAMESPACE")
+            .output()
+            .unwrap();
+        let printed = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{printed}");
+        assert!(printed.contains("is the production database"), "{printed}");
+        assert!(!printed.contains("nowhere.invalid"), "MongoDB was contacted: {printed}");
+    }
+}
