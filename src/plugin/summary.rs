@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::crd::ReferralSystem;
-use crate::crd::status::{IndexState, ReferralSystemStatus};
+use crate::crd::status::{DrillResult, IndexState, ReferralSystemStatus};
 
 /// Every line of the human summary fits this many columns.
 pub const WIDTH: usize = 80;
@@ -311,6 +311,14 @@ fn backups(lines: &mut Lines, system: &ReferralSystem, status: &ReferralSystemSt
         }
     };
     lines.wrapped("Backups: ", 2, &text);
+    if let Some(drill) = status.backup.as_ref().and_then(|b| b.last_verified_restore.as_ref()) {
+        let backup = drill.backup.as_deref().unwrap_or("no backup");
+        let text = match drill.result {
+            DrillResult::Succeeded => format!("{backup} restored and checked {}", when(&drill.time, now)),
+            DrillResult::Failed => format!("FAILED {} on {backup}: {}", when(&drill.time, now), drill.message),
+        };
+        lines.wrapped("  Restore drill: ", 4, &text);
+    }
 }
 
 /// The JSON document of `status -o json`: identity, generations, paused, and the
@@ -533,6 +541,27 @@ ReferralSystem referrals/main
         assert!(text.contains("  Paused:      yes: the operator does not change this system's children\n"));
         assert!(text.contains("Indexes: not checked yet\nChain check: not run yet\n"), "{text}");
         assert!(text.contains("Backups: none reported yet (schedule 0 1 * * *)\n"), "{text}");
+    }
+
+    #[test]
+    fn the_last_restore_drill_is_shown_under_the_backups() {
+        let mut system = healthy();
+        let backup = system.status.as_mut().unwrap().backup.as_mut().unwrap();
+        backup.last_verified_restore = Some(crate::crd::status::VerifiedRestoreStatus {
+            time: Time(at("2025-06-03T04:10:00Z")),
+            backup: Some("20250603T010000Z".into()),
+            result: DrillResult::Failed,
+            message: "neurolov/users.bson.gz: SHA-256 differs".into(),
+            source: None,
+            scratch_database: "neurolov_drill".into(),
+            documents: 0,
+            chains: None,
+            verified_backup: None,
+        });
+        let text = human(&system, at(NOW));
+        assert_fits(&text);
+        assert!(text.contains("  Restore drill: FAILED 2025-06-03T04:10:00Z"), "{text}");
+        assert!(text.contains("users.bson.gz"), "{text}");
     }
 
     #[test]
