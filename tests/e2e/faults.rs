@@ -28,6 +28,7 @@ use referral_operator::crd::ReferralSystem;
 use referral_operator::reconcilers::backup::manual_backup_job_name;
 use referral_operator::reconcilers::chain_check::manual_check_job_name;
 use referral_operator::reconcilers::meta::{MANAGER, system_selector};
+use referral_operator::reconcilers::monitoring::{ALERT_BACKUP_FAILED, OPERATOR_BACKUP_LAST_FAILURE, prometheus_rule};
 use serde_json::{Value, json};
 
 use crate::chart::{RunningOperator, http_get};
@@ -62,10 +63,21 @@ fn table_row(fault: &str, converged: Duration, writes: &Option<BTreeMap<String, 
     eprintln!("FAULT-TABLE\t{fault}\t{secs:.1} ({verdict} < {}s)\t{writes}\t{lost}", TARGET.as_secs());
 }
 
+/// Verbs that change something. The bed's audit log also holds ServiceAccounts'
+/// gets and lists (`testbed.sh`'s audit policy), which [`operator_requests`] counts.
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
 /// Write requests by the operator's ServiceAccount (namespace `operator_ns`) between
 /// `from` and `to`, by "verb resource[/subresource]", from the audit log; Lease
 /// renewals are left out (they go on whatever the system does). None without one.
 fn operator_writes(operator_ns: &str, from: Timestamp, to: Timestamp) -> Option<BTreeMap<String, usize>> {
+    let mut all = operator_requests(operator_ns, from, to)?;
+    all.retain(|key, _| WRITE_VERBS.iter().any(|verb| key.split(' ').next() == Some(*verb)));
+    Some(all)
+}
+
+/// Like [`operator_writes`], reads (get, list) included; watches are not logged.
+fn operator_requests(operator_ns: &str, from: Timestamp, to: Timestamp) -> Option<BTreeMap<String, usize>> {
     let path = std::env::var_os("TESTBED_AUDIT_LOG")?;
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read the audit log {path:?}: {e}"));
     let user = format!("system:serviceaccount:{operator_ns}:");
@@ -549,5 +561,475 @@ async fn fault_mongodb_unanswering_for_a_minute_is_reported_then_recovered() {
         converged,
         &writes,
         "nothing (index created once, data kept)",
+    );
+}
+
+// ----------------------------------------------------------------- fault 7 ---
+
+/// A backup volume that can really fill up: a tmpfs of a fixed size, mounted for the
+/// test (no node here to give a pod a small volume). The backups live in `backups/`
+/// and a filler file beside it takes whatever room is left.
+struct SmallVolume {
+    mount: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    /// Mounts it, or says why not (mounting needs root with CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Result<SmallVolume, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mount = dir.path().join("volume");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(&mount)
+            .output()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        std::fs::create_dir(mount.join("backups")).map_err(|e| e.to_string())?;
+        Ok(SmallVolume { mount, _dir: dir })
+    }
+
+    fn backups(&self) -> std::path::PathBuf {
+        self.mount.join("backups")
+    }
+
+    /// Writes the filler until the file system refuses: the volume is full.
+    fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.mount.join("filler")).expect("create the filler");
+        let block = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("fill the volume: {e}"),
+            }
+        }
+        let _ = file.sync_all();
+        written
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.mount.join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// Every file under `dir` (relative path) with its bytes' SHA-256.
+fn tree_digest(dir: &std::path::Path) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap_or_else(|e| panic!("read {current:?}: {e}")) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                let relative = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(relative, format!("{:x}", sha2::Sha256::digest(&bytes)));
+            }
+        }
+    }
+    out
+}
+
+/// The backup Job the operator started for `token`, run container by container on
+/// this machine ([`crate::backup_pods::run_pod`]); its outcome reported to the Job as
+/// the kubelet would (succeeded, or failed with the failed container's output). Returns
+/// the Job's name and what the pod did.
+async fn run_backup_job(
+    s: &Setup,
+    system: &referral_operator::crd::validate::ValidatedSystem,
+    node: &crate::backup_pods::Node,
+    token: &str,
+) -> (String, Result<Vec<(String, String)>, (String, String)>) {
+    s.annotate("referral.dev/backup-now", token).await;
+    let job = manual_backup_job_name(system, token);
+    let created = wait_for(RECOVERY_LIMIT, "the backup Job", || async { s.jobs().get_opt(&job).await.ok()? }).await;
+    let pod = created.spec.and_then(|j| j.template.spec).expect("a pod template");
+    let ran = crate::backup_pods::run_pod(node, &pod);
+    match &ran {
+        Ok(_) => crate::backup::succeed_job(&s.client, &s.watched.name, &job).await,
+        Err((_, output)) => crate::controller_jobs::fail_job_pod(&s.client, &s.watched.name, &job, output).await,
+    }
+    (job, ran)
+}
+
+/// Events of kind `reason` on the system, by note.
+async fn event_notes(s: &Setup, reason: &str) -> Vec<String> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &s.watched.name);
+    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.note).collect()
+}
+
+/// Fault 7: the backup volume is full. The operator's backup Job runs its real
+/// containers (this build's binary) against a tmpfs holding two earlier backups and
+/// a filler that takes the rest; the dump fails with ENOSPC. BackupHealthy, a
+/// `BackupFailed` event and the alert's series say so; the earlier backups are
+/// byte-identical afterwards and retention deleted nothing. Once there is room again,
+/// the next backup completes and clears all three.
+#[tokio::test]
+async fn fault_backup_target_full_is_reported_and_earlier_backups_are_kept() {
+    if !enabled() {
+        return;
+    }
+    let volume = match SmallVolume::mount("8m") {
+        Ok(volume) => volume,
+        Err(why) => {
+            eprintln!("SKIPPED fault 7: it mounts a small tmpfs as the full backup volume, which needs root: {why}");
+            return;
+        }
+    };
+    let s = setup("fault-backup").await;
+    let database = format!("fault_backup_{}", std::process::id());
+    let uri = testbed_var("REFOP_TEST_MONGODB_URI");
+    let mongo = mongodb::Client::with_uri_str(&uri).await.expect("connect to MongoDB");
+    let db = mongo.database(&database);
+    db.drop().await.expect("drop the test database");
+    let users: Vec<mongodb::bson::Document> = (0..200)
+        .map(|i| mongodb::bson::doc! {"_id": format!("u{i}"), "referralCode": format!("C{i:04}"), "referrer": format!("u{}", i / 2)})
+        .collect();
+    db.collection::<mongodb::bson::Document>("users").insert_many(users).await.expect("seed users");
+    let system = s
+        .create_system(json!({
+            "mongodb": {"uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database},
+            "backup": {"includeRedis": false},
+        }))
+        .await;
+    let mut args = restart_args();
+    args.push(format!("--operator-image={}", crate::backup_pods::OPERATOR_IMAGE));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = s.start_with("fault-backup-0", RUST_LOG, &args);
+    s.reconciled(&operator).await;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let mut volumes = BTreeMap::from([("backups".to_string(), volume.backups())]);
+    for name in ["work", "tmp", "scratch", "api-access"] {
+        let path = scratch.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        volumes.insert(name.to_string(), path);
+    }
+    let account = format!("system:serviceaccount:{}:main-jobs", s.watched.name);
+    let node = crate::backup_pods::Node {
+        secrets: BTreeMap::from([(("referral-mongo".into(), "uri".into()), uri.clone())]),
+        fields: BTreeMap::from([
+            ("metadata.namespace".into(), s.watched.name.clone()),
+            ("status.podIP".into(), "127.0.0.1".into()),
+        ]),
+        volumes,
+        kubeconfig: crate::backup::impersonating(&account, scratch.path()),
+    };
+
+    // Two earlier backups, dated one and two days back so that the retention's daily
+    // windows keep both: a backup is named after its start, and nothing inside it
+    // repeats the name.
+    let backups = volume.backups();
+    let mut earlier_names: Vec<String> = Vec::new();
+    for (days, token) in [(2i64, "2026-12-06T09:00:00Z"), (1, "2026-12-06T09:00:01Z")] {
+        let (job, ran) = run_backup_job(&s, &system, &node, token).await;
+        ran.unwrap_or_else(|(c, out)| panic!("earlier backup {job}: container {c} failed:\n{out}"));
+        let listing = referral_operator::backup::store::list(&backups).unwrap();
+        let fresh = listing
+            .backups
+            .iter()
+            .map(|b| b.dir_name.clone())
+            .find(|n| !n.ends_with(".partial") && !earlier_names.contains(n))
+            .expect("the backup just made");
+        // YYYYMMDDTHHMMSSZ, then the label.
+        let (stamp, label) = fresh.split_at(16);
+        let at: Timestamp = k8s_openapi::jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+            .expect("a backup name starts with its time")
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp();
+        let earlier = at - k8s_openapi::jiff::SignedDuration::from_hours(24 * days);
+        let earlier = format!("{}{label}", earlier.strftime("%Y%m%dT%H%M%SZ"));
+        std::fs::rename(backups.join(&fresh), backups.join(&earlier)).unwrap();
+        earlier_names.push(earlier);
+        std::thread::sleep(Duration::from_millis(1100)); // backup names are to the second
+    }
+    let before = tree_digest(&backups);
+    let complete_before: Vec<String> = referral_operator::backup::store::list(&backups)
+        .unwrap()
+        .backups
+        .iter()
+        .filter(|b| !b.dir_name.ends_with(".partial"))
+        .map(|b| b.dir_name.clone())
+        .collect();
+    assert_eq!(complete_before.len(), 2, "{complete_before:?}");
+    wait_for(RECOVERY_LIMIT, "BackupHealthy True after the earlier backups", || async {
+        let (status, _, _) = condition(&s.systems().get("main").await.ok()?, "BackupHealthy")?;
+        (status == "True").then_some(())
+    })
+    .await;
+
+    // The fault: the volume is full when the next backup runs.
+    let filled = volume.fill();
+    let fault_start = Timestamp::now();
+    let (failed_job, ran) = run_backup_job(&s, &system, &node, "2026-12-06T09:00:02Z").await;
+    let (container, output) = ran.expect_err("a backup onto a full volume fails");
+    eprintln!("the backup on a full volume ({filled} bytes of filler) failed in {container}: {output}");
+    assert_eq!(container, "dump", "the dump is the first to write");
+    assert!(output.contains("No space left on device"), "the dump says why: {output}");
+    let (_, reason, message) = wait_for(RECOVERY_LIMIT, "BackupHealthy False with BackupFailed", || async {
+        let found = condition(&s.systems().get("main").await.ok()?, "BackupHealthy")?;
+        (found.0 == "False").then_some(found)
+    })
+    .await;
+    assert_eq!(reason, "BackupFailed", "{message}");
+    assert!(message.contains(&failed_job) && message.contains("kept"), "the condition names the Job: {message}");
+    let notes = wait_for(RECOVERY_LIMIT, "a BackupFailed event", || async {
+        let notes = event_notes(&s, "BackupFailed").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert!(notes.iter().all(|n| n.contains(&failed_job)), "the event names the Job: {notes:?}");
+    // The alert: the operator exports the failure series for this system, and the
+    // rule it applies for the system reads exactly that series (tests/prometheus_rules.rs
+    // has promtool fire the alert on it).
+    let label = format!("referral_namespace=\"{}\"", s.watched.name);
+    let (ok, metrics, _) = http_get(operator.listen, "/metrics");
+    let failure_series: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with(OPERATOR_BACKUP_LAST_FAILURE) && l.contains(&label)).collect();
+    assert!(ok && failure_series.len() == 1, "one failure series for the system: {failure_series:?}");
+    let rules = prometheus_rule(&system).expect("the default PrometheusRule");
+    let alert = rules.data["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["alert"] == ALERT_BACKUP_FAILED)
+        .expect("the backup-failed alert is on by default");
+    let expr = alert["expr"].as_str().unwrap();
+    assert!(expr.contains(OPERATOR_BACKUP_LAST_FAILURE) && expr.contains(&label), "{expr}");
+
+    // Several resyncs into the failure: one event for the one failed Job, and the
+    // earlier backups exactly as they were (no retention ran: finalize never did).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(event_notes(&s, "BackupFailed").await.len(), 1, "one event per failed Job");
+    let during = tree_digest(&backups);
+    for (file, digest) in &before {
+        assert_eq!(during.get(file), Some(digest), "{file} changed or went during the failure");
+    }
+    let listing = referral_operator::backup::store::list(&backups).unwrap();
+    let partial: Vec<String> =
+        listing.backups.iter().map(|b| b.dir_name.clone()).filter(|n| n.ends_with(".partial")).collect();
+
+    // The fault ends: room again, and the next backup asked for.
+    volume.free();
+    let fault_end = Timestamp::now();
+    let freed = Instant::now();
+    let (job, ran) = run_backup_job(&s, &system, &node, "2026-12-06T09:00:03Z").await;
+    ran.unwrap_or_else(|(c, out)| panic!("the backup after the fault: {job}: container {c} failed:\n{out}"));
+    let converged = wait_for(RECOVERY_LIMIT, "BackupHealthy True after the next backup", || async {
+        let (status, reason, _) = condition(&s.systems().get("main").await.ok()?, "BackupHealthy")?;
+        (status == "True" && reason == "BackupRecent").then(|| freed.elapsed())
+    })
+    .await;
+    let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+
+    // The new backup's finalize applied the retention: both earlier backups are kept,
+    // byte for byte, and so is the failed run's partial folder (incomplete, young).
+    let after = tree_digest(&backups);
+    for (file, digest) in &before {
+        assert_eq!(after.get(file), Some(digest), "{file} changed or went after the next backup's retention");
+    }
+    let listing = referral_operator::backup::store::list(&backups).unwrap();
+    let names: Vec<String> = listing.backups.iter().map(|b| b.dir_name.clone()).collect();
+    for kept in complete_before.iter().chain(&partial) {
+        assert!(names.contains(kept), "{kept} is gone: {names:?}");
+    }
+    assert_eq!(names.len(), complete_before.len() + partial.len() + 1, "{names:?}");
+    let (_, metrics, _) = http_get(operator.listen, "/metrics");
+    assert!(
+        !metrics.lines().any(|l| l.starts_with(OPERATOR_BACKUP_LAST_FAILURE) && l.contains(&label)),
+        "the failure series outlived the next complete backup"
+    );
+    assert!(!operator.log_text().contains("panicked"), "the operator panicked:\n{}", operator.log_text());
+    db.drop().await.expect("drop the test database");
+    table_row(
+        "7. backup volume full (ENOSPC in the dump)",
+        converged,
+        &writes,
+        &format!(
+            "nothing ({} earlier backups byte-identical, retention deleted nothing, failed run left as {})",
+            complete_before.len(),
+            partial.first().map(String::as_str).unwrap_or("nothing")
+        ),
+    );
+}
+
+// ----------------------------------------------------------------- fault 8 ---
+
+/// Fault 8: a restore whose operator is SIGKILLed as soon as each new step is
+/// recorded, and started again (same identity), until the restore is over. Each step
+/// happens once: one event per step, one restore Job and one chain-check Job, every
+/// step's condition True, the workers back. Then a second restore fails; deleting it
+/// (how a failed restore is cancelled) lets the workers start and a third restore run
+/// to the end, with no operator restart in between.
+///
+/// As in `restore.rs`, the test plays the kubelet for the two Jobs (no node here):
+/// their status is written succeeded or failed.
+#[tokio::test]
+async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_cancelled() {
+    use referral_operator::crd::restore::{ReferralRestore, RestorePhase};
+    use referral_operator::reconcilers::restore::{restore_job_name, verify_job_name};
+
+    if !enabled() {
+        return;
+    }
+    let s = setup("fault-restore").await;
+    crate::backup::install_restore_crd(&s.client).await;
+    let database = format!("fault_restore_{}", std::process::id());
+    let system = s
+        .create_system(json!({"mongodb": {
+            "uriSecretRef": {"name": "referral-mongo", "key": "uri"}, "database": database, "indexPolicy": "Report",
+        }}))
+        .await;
+    let identity = "fault-restore-0";
+    let mut operator = start(&s, identity);
+    s.reconciled(&operator).await;
+    wait_for(RECOVERY_LIMIT, "the worker Deployment", || async {
+        (deployment_replicas(&s, "main-reward-processor").await == Some(1)).then_some(())
+    })
+    .await;
+
+    let restores = Api::<ReferralRestore>::namespaced(s.client.clone(), &s.watched.name);
+    let first = restores
+        .create(&Default::default(), &crate::restore::restore_object("r1"))
+        .await
+        .expect("create the ReferralRestore");
+    let uid = first.uid().unwrap();
+    let restore_job = restore_job_name(&system, &uid);
+    let check_job = verify_job_name(&system, &uid);
+    let fault_start = Timestamp::now();
+    let mut last: Option<RestorePhase> = None;
+    let mut killed_in = Vec::new();
+    let final_start = loop {
+        let phase = wait_for(RECOVERY_LIMIT, "the restore's next step", || async {
+            let phase = crate::restore::status_of(&restores, "r1").await?.phase?;
+            (Some(phase) != last && phase != RestorePhase::Pending).then_some(phase)
+        })
+        .await;
+        if phase.is_terminal() {
+            assert_eq!(phase, RestorePhase::Succeeded, "{:?}", crate::restore::status_of(&restores, "r1").await);
+            break None;
+        }
+        // Killed the moment the step is recorded: before, or while, the operator acts on it.
+        sigkill(operator);
+        killed_in.push(format!("{phase:?}"));
+        operator = start(&s, identity);
+        last = Some(phase);
+        match phase {
+            RestorePhase::Restoring => {
+                wait_for(RECOVERY_LIMIT, "the restore Job", || async { s.jobs().get_opt(&restore_job).await.ok()? })
+                    .await;
+                crate::backup::succeed_job(&s.client, &s.watched.name, &restore_job).await;
+            }
+            RestorePhase::CheckingChains => {
+                wait_for(RECOVERY_LIMIT, "the chain-check Job", || async { s.jobs().get_opt(&check_job).await.ok()? })
+                    .await;
+                crate::backup::succeed_job(&s.client, &s.watched.name, &check_job).await;
+            }
+            RestorePhase::ScalingUp => break Some((Timestamp::now(), Instant::now())),
+            _ => {}
+        }
+    };
+    // The figure: from the start after the last kill (in ScalingUp) until the restore
+    // is over and the workers are back.
+    let (fault_end, started) = final_start.unwrap_or_else(|| (Timestamp::now(), Instant::now()));
+    let converged = wait_for(RECOVERY_LIMIT, "r1 Succeeded and the workers back", || async {
+        let phase = crate::restore::status_of(&restores, "r1").await?.phase?;
+        let back = deployment_replicas(&s, "main-reward-processor").await == Some(1);
+        (phase == RestorePhase::Succeeded && back).then(|| started.elapsed())
+    })
+    .await;
+    eprintln!("SIGKILLed as each step was recorded: {killed_in:?}");
+    assert!(killed_in.len() >= 3, "too few steps were interrupted: {killed_in:?}");
+    let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+
+    // Each step once.
+    let done = crate::restore::status_of(&restores, "r1").await.unwrap();
+    let conditions: Vec<(&str, &str)> = done.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+    assert_eq!(
+        conditions,
+        [
+            ("WorkersStopped", "True"),
+            ("DataRestored", "True"),
+            ("IndexesEnsured", "True"),
+            ("ChainsChecked", "True"),
+            ("WorkersRestored", "True")
+        ]
+    );
+    let reasons = crate::restore::event_reasons(&s.client, &s.watched.name, "r1").await;
+    let steps: Vec<&str> = reasons.iter().map(String::as_str).filter(|r| *r != "Pending").collect();
+    assert_eq!(
+        steps,
+        ["ScalingDown", "Restoring", "EnsuringIndexes", "CheckingChains", "ScalingUp", "Restored"],
+        "one event per step, in order, across {} kills",
+        killed_in.len()
+    );
+    let restore_jobs = crate::restore::jobs_for(&s.client, &s.watched.name, "restore").await;
+    let check_jobs = crate::restore::jobs_for(&s.client, &s.watched.name, "restore-check").await;
+    assert_eq!((restore_jobs.len(), check_jobs.len()), (1, 1), "one Job per step, none started twice");
+    if let Some(by_kind) = &writes {
+        eprintln!("writes while the restore was being interrupted: {by_kind:?}");
+        let created = by_kind.get("create jobs").copied().unwrap_or_default();
+        assert!(created <= 2, "Jobs created more than once (an answer 'already exists' counts too): {by_kind:?}");
+    }
+
+    // A restore that fails, cancelled by deleting it; the next runs; no restart.
+    restores.create(&Default::default(), &crate::restore::restore_object("r2")).await.expect("create r2");
+    let second_job = restore_job_name(&system, &restores.get("r2").await.unwrap().uid().unwrap());
+    wait_for(RECOVERY_LIMIT, "the restore Job of r2", || async { s.jobs().get_opt(&second_job).await.ok()? }).await;
+    crate::restore::fail_job(&s.client, &s.watched.name, &second_job).await;
+    wait_for(RECOVERY_LIMIT, "r2 Failed, holding the workers at zero", || async {
+        let status = crate::restore::status_of(&restores, "r2").await?;
+        let held = deployment_replicas(&s, "main-reward-processor").await == Some(0);
+        (status.phase == Some(RestorePhase::Failed) && status.holds_system && held).then_some(())
+    })
+    .await;
+    restores.delete("r2", &DeleteParams::default()).await.expect("delete (cancel) r2");
+    let cancelled = Instant::now();
+    let released = wait_for(RECOVERY_LIMIT, "the workers back once the failed restore is deleted", || async {
+        (deployment_replicas(&s, "main-reward-processor").await == Some(1)).then(|| cancelled.elapsed())
+    })
+    .await;
+    let third = restores.create(&Default::default(), &crate::restore::restore_object("r3")).await.expect("r3");
+    let third_uid = third.uid().unwrap();
+    let third_job = restore_job_name(&system, &third_uid);
+    wait_for(RECOVERY_LIMIT, "the restore Job of r3", || async { s.jobs().get_opt(&third_job).await.ok()? }).await;
+    crate::backup::succeed_job(&s.client, &s.watched.name, &third_job).await;
+    let third_check = verify_job_name(&system, &third_uid);
+    wait_for(RECOVERY_LIMIT, "the chain-check Job of r3", || async { s.jobs().get_opt(&third_check).await.ok()? })
+        .await;
+    crate::backup::succeed_job(&s.client, &s.watched.name, &third_check).await;
+    wait_for(RECOVERY_LIMIT, "r3 Succeeded and the workers back", || async {
+        let phase = crate::restore::status_of(&restores, "r3").await?.phase?;
+        let back = deployment_replicas(&s, "main-reward-processor").await == Some(1);
+        (phase == RestorePhase::Succeeded && back).then_some(())
+    })
+    .await;
+    eprintln!("cancelled r2: workers back after {:.1}s; r3 ran to the end", released.as_secs_f64());
+    assert!(!operator.log_text().contains("panicked"), "the operator panicked:\n{}", operator.log_text());
+    table_row(
+        &format!("8. restore: operator SIGKILLed at each step ({})", killed_in.join(", ")),
+        converged,
+        &writes,
+        &format!(
+            "nothing (each step once: 1 event each, 1 restore + 1 check Job); failed restore cancelled by deletion, workers back {:.1}s later, next restore ran",
+            released.as_secs_f64()
+        ),
     );
 }
