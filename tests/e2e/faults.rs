@@ -247,6 +247,113 @@ async fn fault_operator_killed_mid_reconcile_repeatedly_converges_without_duplic
     );
 }
 
+/// Fault 1, during an image change: SIGKILL the moment each upgrade step is recorded
+/// in `status.upgrade` (the pre-upgrade backup, the migration, the rollout), and
+/// start again with the same identity. Each step happens once: one pre-upgrade
+/// backup Job, one migration Job, the new image only after both, the upgrade
+/// recorded as succeeded.
+#[tokio::test]
+async fn fault_operator_killed_at_each_upgrade_step_does_no_step_twice() {
+    use referral_operator::crd::status::UpgradePhase;
+    use referral_operator::crd::validate::validate;
+    use referral_operator::reconcilers::upgrade::{backup_job_name, migration_job_name, upgrade_target};
+
+    if !enabled() {
+        return;
+    }
+    let s = setup("fault-upgrade").await;
+    let on_node = crate::harness::node().is_some();
+    // On the node the migration runs the new image for real (the stand-in worker's
+    // one-off command); elsewhere the test writes its Job's outcome.
+    let migrate = if on_node { json!(["/worker", "job", "migrate"]) } else { json!(["npm", "run", "migrate"]) };
+    s.create_system(json!({"migration": {"command": migrate}})).await;
+    let identity = "fault-upgrade-0";
+    let mut operator = start(&s, identity);
+    s.reconciled(&operator).await;
+    assert_eq!(s.worker_image().await, Some(crate::controller_jobs::old()));
+
+    let fault_start = Timestamp::now();
+    let new = crate::controller_jobs::new();
+    s.systems().patch("main", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": new}}))).await.unwrap();
+    let current = s.systems().get("main").await.unwrap();
+    let target = upgrade_target(&validate(&current, &s.watched.name).unwrap());
+    let backup = backup_job_name(&validate(&current, &s.watched.name).unwrap(), &target);
+    let migration = migration_job_name(&validate(&current, &s.watched.name).unwrap(), &target);
+    let mut last: Option<UpgradePhase> = None;
+    let mut killed_in = Vec::new();
+    let (fault_end, started) = loop {
+        let phase = wait_for(RECOVERY_LIMIT, "the upgrade's next step", || async {
+            mark_pods_ready(&s.client, &s.watched.name).await;
+            let phase = s.systems().get("main").await.ok()?.status?.upgrade?.phase;
+            (Some(phase) != last).then_some(phase)
+        })
+        .await;
+        assert!(
+            matches!(
+                phase,
+                UpgradePhase::BackingUp | UpgradePhase::Migrating | UpgradePhase::RollingOut | UpgradePhase::Succeeded
+            ),
+            "the upgrade went {phase:?}"
+        );
+        if phase == UpgradePhase::Succeeded {
+            // Only when the rollout finished before the kill could land.
+            break (Timestamp::now(), Instant::now());
+        }
+        sigkill(operator);
+        killed_in.push(format!("{phase:?}"));
+        if phase != UpgradePhase::RollingOut {
+            let image = s.worker_image().await;
+            assert_eq!(image, Some(crate::controller_jobs::old()), "the new image before the {phase:?} step was done");
+        }
+        operator = start(&s, identity);
+        last = Some(phase);
+        match phase {
+            UpgradePhase::BackingUp => {
+                wait_for(RECOVERY_LIMIT, "the pre-upgrade backup Job", || async {
+                    s.jobs().get_opt(&backup).await.ok()?
+                })
+                .await;
+                crate::backup::succeed_job(&s.client, &s.watched.name, &backup).await;
+            }
+            UpgradePhase::Migrating => {
+                wait_for(RECOVERY_LIMIT, "the migration Job", || async { s.jobs().get_opt(&migration).await.ok()? })
+                    .await;
+                if !on_node {
+                    crate::backup::succeed_job(&s.client, &s.watched.name, &migration).await;
+                }
+            }
+            _ => break (Timestamp::now(), Instant::now()),
+        }
+    };
+    let converged = wait_for(RECOVERY_LIMIT, "the upgrade recorded as succeeded", || async {
+        mark_pods_ready(&s.client, &s.watched.name).await;
+        let upgrade = s.systems().get("main").await.ok()?.status?.upgrade?;
+        let rolled = s.worker_image().await == Some(new.clone());
+        (upgrade.phase == UpgradePhase::Succeeded && rolled).then(|| started.elapsed())
+    })
+    .await;
+    eprintln!("SIGKILLed as each upgrade step was recorded: {killed_in:?}");
+    assert!(killed_in.len() >= 2, "too few steps were interrupted: {killed_in:?}");
+    let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+    let mut jobs: Vec<String> =
+        s.jobs().list(&ListParams::default()).await.unwrap().iter().map(|j| j.name_any()).collect();
+    jobs.sort();
+    let mut expected = vec![backup.clone(), migration.clone()];
+    expected.sort();
+    assert_eq!(jobs, expected, "one pre-upgrade backup and one migration across {} kills", killed_in.len());
+    if let Some(by_kind) = &writes {
+        let created = by_kind.get("create jobs").copied().unwrap_or_default();
+        assert!(created <= 2, "a Job was created twice (an answer 'already exists' counts too): {by_kind:?}");
+    }
+    assert!(!operator.log_text().contains("panicked"), "the operator panicked:\n{}", operator.log_text());
+    table_row(
+        &format!("1b. operator SIGKILLed at each upgrade step ({})", killed_in.join(", ")),
+        converged,
+        &writes,
+        "nothing (1 pre-upgrade backup Job, 1 migration Job, new image only after both)",
+    );
+}
+
 // ----------------------------------------------------------------- fault 5 ---
 
 /// Fault 5: the system is deleted while no operator runs. The garbage collector
