@@ -1140,3 +1140,146 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
         ),
     );
 }
+
+// ----------------------------------------------------------------- fault 2 ---
+
+/// Whether the faults that stop the bed's own API server or etcd may run: every test
+/// sharing the bed would feel them, so only `scripts/faults-table.sh`, in a bed of its
+/// own, one test at a time, turns them on.
+fn disruptive(fault: &str) -> bool {
+    if std::env::var("REFOP_FAULTS_DISRUPTIVE").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {fault}: it stops the test bed's API server or etcd, which every test sharing the bed would feel; \
+         scripts/faults-table.sh runs it in a bed of its own (REFOP_FAULTS_DISRUPTIVE=1)"
+    );
+    false
+}
+
+/// `testbed.sh restart` on this test's bed, in the background.
+fn restart_bed_process(name: &str, down: Duration, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed.sh"))
+        .args(["restart", &testbed_var("TESTBED_DIR"), name, "--down", &down.as_secs().to_string()])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run testbed.sh restart")
+}
+
+/// While `outage` runs: the operator's `/readyz` answers, sampled every half second.
+/// Returns the not-ready answers seen, and whether the operator process exited.
+async fn readiness_during(operator: &mut RunningOperator, outage: &mut std::process::Child) -> (Vec<String>, bool) {
+    let mut not_ready = Vec::new();
+    loop {
+        if let Some(status) = outage.try_wait().expect("wait for testbed.sh restart") {
+            assert!(status.success(), "testbed.sh restart failed: {status}");
+            return (not_ready, operator.exited().is_some());
+        }
+        if operator.exited().is_none() {
+            let (ok, body, _) = http_get(operator.listen, "/readyz");
+            if !ok && !not_ready.contains(&body) {
+                not_ready.push(body);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Time until the operator applied a new generation made now (the change reaches it
+/// through its watch), with its `/readyz` ready again.
+async fn converges_on_a_new_generation(s: &Setup, operator: &RunningOperator, replicas: i32) -> Duration {
+    let started = Instant::now();
+    set_worker_replicas(s, replicas).await;
+    let generation = s.systems().get("main").await.unwrap().metadata.generation;
+    wait_for(RECOVERY_LIMIT, "the operator to apply a generation made after the fault", || async {
+        let observed = s.systems().get("main").await.ok()?.status?.observed_generation;
+        let applied = deployment_replicas(s, "main-reward-processor").await == Some(replicas);
+        let (ready, _, _) = http_get(operator.listen, "/readyz");
+        (observed == generation && applied && ready).then(|| started.elapsed())
+    })
+    .await
+}
+
+/// Fault 2: the API server stopped and started again, then etcd stopped for 20 s,
+/// in a bed of this test's own. Meanwhile the operator's `/readyz` says the API
+/// server is not ready; after each, a new generation is applied without anyone
+/// restarting the operator for it, which shows its watches resumed. During the etcd
+/// outage the API server still logs each request, so the operator's are counted: a
+/// tight retry loop would show there.
+#[tokio::test]
+async fn fault_api_server_restart_and_etcd_stop_are_survived_without_a_retry_storm() {
+    if !enabled() || !disruptive("fault 2 (API server restart, etcd stopped)") {
+        return;
+    }
+    let etcd_down = Duration::from_secs(20);
+    let s = setup("fault-api").await;
+    s.create_system(json!({})).await;
+    let mut operator = start(&s, "fault-api-0");
+    s.reconciled(&operator).await;
+    let (ready, body, _) = http_get(operator.listen, "/readyz");
+    assert!(ready, "ready before the fault: {body}");
+
+    // The API server: stopped, down 5 s, started again.
+    let fault_start = Timestamp::now();
+    let mut outage = restart_bed_process("kube-apiserver", Duration::from_secs(5), &[]);
+    let (said, exited) = readiness_during(&mut operator, &mut outage).await;
+    let fault_end = Timestamp::now();
+    eprintln!("/readyz while the API server was down: {said:?}");
+    assert!(!exited, "the operator exited while the API server restarted:\n{}", operator.log_text());
+    assert!(said.iter().any(|b| b.contains("the API server is not ready")), "/readyz did not say so: {said:?}");
+    let restart_converged = converges_on_a_new_generation(&s, &operator, 2).await;
+    let restart_writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
+    table_row(
+        "2a. API server stopped 5 s and started again",
+        restart_converged,
+        &restart_writes,
+        "nothing (same process, watches resumed; /readyz said not ready meanwhile)",
+    );
+
+    // etcd: stopped for 20 s. The API server stays up and answers each request with
+    // an error, logging it.
+    let fault_start = Timestamp::now();
+    let mut outage = restart_bed_process("etcd", etcd_down, &[]);
+    let (said, exited) = readiness_during(&mut operator, &mut outage).await;
+    let fault_end = Timestamp::now();
+    eprintln!("/readyz while etcd was down: {said:?}");
+    let requests = operator_requests(&s.operator_ns.name, fault_start, fault_end);
+    let mut note = "same process".to_string();
+    if exited {
+        // A leader that cannot renew its Lease steps down and exits, by design, so a
+        // replica that can reach the API server takes over; the kubelet starts it again.
+        let log = operator.log_text();
+        assert!(log.contains("lease"), "the operator exited for another reason than its Lease:\n{log}");
+        note =
+            "the leader stepped down (its 15 s Lease could not be renewed) and was started again, as the kubelet would"
+                .into();
+        operator = start(&s, "fault-api-0");
+    } else {
+        assert!(said.iter().any(|b| b.contains("the API server is not ready")), "/readyz did not say so: {said:?}");
+    }
+    let etcd_converged = converges_on_a_new_generation(&s, &operator, 3).await;
+    if let Some(by_kind) = &requests {
+        let total: usize = by_kind.values().sum();
+        let per_second = total as f64 / etcd_down.as_secs_f64();
+        eprintln!("requests while etcd was down: {total} ({per_second:.1}/s): {by_kind:?}");
+        // The probe every 5 s, each controller's watches re-listing with back-off, a
+        // status write or two: a few a second at most. A retry loop makes hundreds.
+        assert!(per_second <= 5.0, "{total} requests in {}s of etcd outage: {by_kind:?}", etcd_down.as_secs());
+    }
+    assert!(!operator.log_text().contains("panicked"), "the operator panicked:\n{}", operator.log_text());
+    let writes = requests.as_ref().map(|by_kind| {
+        by_kind
+            .iter()
+            .filter(|(k, _)| WRITE_VERBS.iter().any(|v| k.split(' ').next() == Some(*v)))
+            .map(|(k, n)| (k.clone(), *n))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let total = requests.as_ref().map(|r| r.values().sum::<usize>()).unwrap_or_default();
+    table_row(
+        &format!("2b. etcd stopped {}s", etcd_down.as_secs()),
+        etcd_converged,
+        &writes,
+        &format!("nothing ({note}; {total} requests in all during the outage)"),
+    );
+}
