@@ -1081,12 +1081,21 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
     );
     let reasons = crate::restore::event_reasons(&s.client, &s.watched.name, "r1").await;
     let steps: Vec<&str> = reasons.iter().map(String::as_str).filter(|r| *r != "Pending").collect();
-    assert_eq!(
-        steps,
-        ["ScalingDown", "Restoring", "EnsuringIndexes", "CheckingChains", "ScalingUp", "Restored"],
-        "one event per step, in order, across {} kills",
-        killed_in.len()
-    );
+    // No step's event twice, and in order. An event can be missing: the driver
+    // publishes it after the status write that records the step, so a SIGKILL between
+    // the two loses it (Kubernetes events are best effort; the step's condition is
+    // the record). The table's "lost" column names any that went.
+    let order = ["ScalingDown", "Restoring", "EnsuringIndexes", "CheckingChains", "ScalingUp", "Restored"];
+    let positions: Vec<usize> = steps
+        .iter()
+        .map(|step| order.iter().position(|o| o == step).unwrap_or_else(|| panic!("an unknown step event {step}")))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "a step's event twice or out of order: {steps:?}");
+    assert_eq!(steps.last(), Some(&"Restored"), "{steps:?}");
+    let lost_events: Vec<&str> = order.iter().copied().filter(|o| !steps.contains(o)).collect();
+    if !lost_events.is_empty() {
+        eprintln!("events lost to a SIGKILL between the step's status write and its event: {lost_events:?}");
+    }
     let restore_jobs = crate::restore::jobs_for(&s.client, &s.watched.name, "restore").await;
     let check_jobs = crate::restore::jobs_for(&s.client, &s.watched.name, "restore-check").await;
     assert_eq!((restore_jobs.len(), check_jobs.len()), (1, 1), "one Job per step, none started twice");
@@ -1135,7 +1144,15 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
         converged,
         &writes,
         &format!(
-            "nothing (each step once: 1 event each, 1 restore + 1 check Job); failed restore cancelled by deletion, workers back {:.1}s later, next restore ran",
+            "{} (each step once: 1 restore + 1 check Job, no event twice); failed restore cancelled by deletion, workers back {:.1}s later, next restore ran",
+            if lost_events.is_empty() {
+                "nothing".to_string()
+            } else {
+                format!(
+                    "no data; the event of step {} (killed between its status write and its event)",
+                    lost_events.join(", ")
+                )
+            },
             released.as_secs_f64()
         ),
     );
