@@ -1438,3 +1438,103 @@ async fn fault_throttled_api_server_is_backed_off_from_and_no_system_starves() {
         ),
     );
 }
+
+// ----------------------------------------------------------------- fault 4 ---
+
+/// Fault 4, on the node only: the managed Redis pod is deleted (its StatefulSet
+/// starts another). Meanwhile RedisReady and Ready say why; after, both recover, and
+/// the worker pods are the same pods with the same restart counts (the operator
+/// restarted nothing, and nothing made them restart). The operator runs as the
+/// chart's pod from the image built from this checkout.
+#[tokio::test]
+async fn fault_redis_pod_deleted_is_reported_and_no_worker_is_restarted() {
+    use k8s_openapi::api::core::v1::Pod;
+
+    use crate::node::{PodOperator, create, example, ready_pods, suffix, wait_condition};
+
+    let Some(_node) = crate::harness::require_node("fault 4 (the managed Redis pod deleted)") else { return };
+    let client = crate::harness::client().await;
+    crate::harness::install_crd(&client).await;
+    let watched = crate::harness::TestNamespace::create(&client, "fault-redis").await;
+    let password = format!("pw-{}-{}", suffix(), suffix());
+    put_secret(&client, &watched.name, "referral-mongo", &[("uri", &testbed_var("REFOP_TEST_MONGODB_URI"))]).await;
+    put_secret(&client, &watched.name, "referral-redis", &[("password", &password)]).await;
+    let operator = PodOperator::install(&client, "fault-redis", &watched.name, false).await;
+    let mut system = example("minimal.yaml", "main", &watched.name);
+    system.spec.redis.password_secret_ref =
+        serde_json::from_value(json!({"name": "referral-redis", "key": "password"})).unwrap();
+    if let Some(managed) = system.spec.redis.managed.as_mut() {
+        managed.max_memory = "64mb".into();
+    }
+    create(&client, &system).await;
+    wait_condition(&client, &watched.name, "main", "RedisReady", &operator).await;
+    wait_condition(&client, &watched.name, "main", "Ready", &operator).await;
+    let restarts = |pods: &[Pod]| -> BTreeMap<String, i32> {
+        pods.iter()
+            .map(|p| {
+                let count =
+                    p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).map(|c| c.restart_count).sum();
+                (p.name_any(), count)
+            })
+            .collect()
+    };
+    let workers_before = restarts(&ready_pods(&client, &watched.name, "app.kubernetes.io/component=worker").await);
+    assert!(!workers_before.is_empty(), "no ready worker pod before the fault");
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &watched.name);
+    let systems = Api::<ReferralSystem>::namespaced(client.clone(), &watched.name);
+    let old_uid = pods.get("main-redis-0").await.unwrap().metadata.uid;
+    let fault_start = Timestamp::now();
+    pods.delete("main-redis-0", &DeleteParams::default()).await.expect("delete the Redis pod");
+    // Until the new Redis pod is ready: what RedisReady and Ready said.
+    let mut said: Vec<((String, String, String), (String, String, String))> = Vec::new();
+    let back = Instant::now();
+    let (fault_end, ready_at) = loop {
+        assert!(back.elapsed() < RECOVERY_LIMIT * 2, "the Redis pod did not come back: {said:?}");
+        if let Ok(current) = systems.get("main").await
+            && let (Some(redis), Some(ready)) = (condition(&current, "RedisReady"), condition(&current, "Ready"))
+            && redis.0 != "True"
+            && !said.iter().any(|(r, _)| r.1 == redis.1)
+        {
+            said.push((redis, ready));
+        }
+        if let Ok(Some(pod)) = pods.get_opt("main-redis-0").await {
+            let ready = pod
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if pod.metadata.uid != old_uid && ready {
+                break (Timestamp::now(), Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eprintln!("while Redis was away: {said:?}");
+    assert!(!said.is_empty(), "RedisReady stayed True while the Redis pod was gone");
+    for ((_, reason, message), ready) in &said {
+        assert!(!message.is_empty(), "RedisReady {reason} says why");
+        assert_eq!(ready.0, "False", "Ready while Redis was away: {ready:?}");
+    }
+    let converged = wait_for(RECOVERY_LIMIT, "RedisReady and Ready True again", || async {
+        let current = systems.get("main").await.ok()?;
+        let ok = condition(&current, "RedisReady")?.0 == "True" && condition(&current, "Ready")?.0 == "True";
+        ok.then(|| ready_at.elapsed())
+    })
+    .await;
+    let writes = operator_writes(&operator.ns.name, fault_start, fault_end);
+    // The same worker pods, not restarted.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let workers_after = restarts(&ready_pods(&client, &watched.name, "app.kubernetes.io/component=worker").await);
+    assert_eq!(workers_after, workers_before, "worker pods were replaced or restarted");
+    table_row(
+        "4. managed Redis pod deleted (on the node)",
+        converged,
+        &writes,
+        &format!(
+            "nothing ({} worker pods, same pods, restart counts unchanged; RedisReady said {})",
+            workers_before.len(),
+            said.iter().map(|(r, _)| r.1.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    );
+}
