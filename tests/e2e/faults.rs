@@ -1453,6 +1453,12 @@ async fn fault_redis_pod_deleted_is_reported_and_no_worker_is_restarted() {
     use crate::node::{PodOperator, create, example, ready_pods, suffix, wait_condition};
 
     let Some(_node) = crate::harness::require_node("fault 4 (the managed Redis pod deleted)") else { return };
+    // Written when the node bed was busy and never run yet: opt-in until it has
+    // passed on a node once.
+    if std::env::var("REFOP_FAULTS_NODE").as_deref() != Ok("1") {
+        eprintln!("SKIPPED fault 4: not yet proven on a node; REFOP_FAULTS_NODE=1 runs it (node bed needed)");
+        return;
+    }
     let client = crate::harness::client().await;
     crate::harness::install_crd(&client).await;
     let watched = crate::harness::TestNamespace::create(&client, "fault-redis").await;
@@ -1487,7 +1493,9 @@ async fn fault_redis_pod_deleted_is_reported_and_no_worker_is_restarted() {
     let fault_start = Timestamp::now();
     pods.delete("main-redis-0", &DeleteParams::default()).await.expect("delete the Redis pod");
     // Until the new Redis pod is ready: what RedisReady and Ready said.
-    let mut said: Vec<((String, String, String), (String, String, String))> = Vec::new();
+    // (RedisReady, Ready) as (status, reason, message), one entry per RedisReady reason.
+    type Said = ((String, String, String), (String, String, String));
+    let mut said: Vec<Said> = Vec::new();
     let back = Instant::now();
     let (fault_end, ready_at) = loop {
         assert!(back.elapsed() < RECOVERY_LIMIT * 2, "the Redis pod did not come back: {said:?}");
