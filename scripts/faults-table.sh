@@ -14,18 +14,25 @@
 #                   ${TESTBED_DIR:-/tmp/tb-faults} and stop it at the end. None of
 #                   these faults needs a pod to run.
 #   --keep          leave the bed this script started running
-# Takes about 4 minutes on 2 cores (fault 3 alone keeps MongoDB down for 60 s;
+#   --disruptive    with --testbed: run faults 2 and 9 there too (they restart its
+#                   API server and etcd; nothing else may use the bed meanwhile)
+# Faults 2 (API server restart, etcd stopped) and 9 (API throttling) stop or restart
+# the bed's API server, so they run only in a bed of this script's own (or with
+# --disruptive), never in the shared bed of `scripts/test-all.sh`, where they skip
+# saying so (REFOP_FAULTS_DISRUPTIVE=1 turns them on).
+# Takes about 8 minutes on 2 cores (fault 3 alone keeps MongoDB down for 60 s;
 # REFOP_FAULT_MONGO_DOWN_SECS changes that). The whole output is kept in DIR/faults.log.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 
-DIR="" OWN_BED=1 KEEP=0
+DIR="" OWN_BED=1 KEEP=0 DISRUPTIVE=0
 die() { printf 'faults-table: %s\n' "$*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --testbed) DIR=${2:?--testbed needs a directory}; OWN_BED=0; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --disruptive) DISRUPTIVE=1; shift ;;
     --) shift; break ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -51,6 +58,9 @@ fi
 source "$DIR/env"
 [[ -n ${TESTBED_AUDIT_LOG:-} ]] ||
   printf 'faults-table: %s has no audit log: writes are not counted (start it with --audit-log)\n' "$DIR" >&2
+
+[[ $OWN_BED == 1 ]] && DISRUPTIVE=1
+export REFOP_FAULTS_DISRUPTIVE=$DISRUPTIVE
 
 out=$DIR/faults.log
 status=0

@@ -215,6 +215,7 @@ async fn lead(client: &Client, config: &LeaseConfig, manager: &LeaseManager, lea
     let look_every = Duration::from_secs(config.renew_seconds());
     let mut claim_end = Instant::now() + Duration::from_secs(config.duration_seconds());
     let mut renewing = Box::pin(manager.changed());
+    let mut retry_pause = MIN_RENEW_EVERY / 4;
     // The first look waits one renew period: a replica restarted under the same
     // identity finds its own stale renewTime in the Lease, and judging that before the
     // manager's first renewal would step down at once.
@@ -222,16 +223,22 @@ async fn lead(client: &Client, config: &LeaseConfig, manager: &LeaseManager, lea
     loop {
         tokio::select! {
             outcome = &mut renewing => match outcome {
-                Ok(true) => renewing = Box::pin(manager.changed()),
+                Ok(true) => {
+                    retry_pause = MIN_RENEW_EVERY / 4;
+                    renewing = Box::pin(manager.changed());
+                }
                 Ok(false) => {
                     publish(leading, false, config);
                     return true;
                 }
-                // A renew failed: the manager tries again at once; the check below
-                // decides whether the claim still holds.
+                // A renew failed: the manager tries again at once, so the pause is
+                // ours, doubling up to MIN_RENEW_EVERY: an API server that is down
+                // gets one renew a second, not four (issue 20, fault 2). The check
+                // below decides whether the claim still holds.
                 Err(source) => {
                     warn_round(config, source);
-                    tokio::time::sleep(MIN_RENEW_EVERY / 4).await;
+                    tokio::time::sleep(retry_pause).await;
+                    retry_pause = (retry_pause * 2).min(MIN_RENEW_EVERY);
                     renewing = Box::pin(manager.changed());
                 }
             },

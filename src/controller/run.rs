@@ -299,6 +299,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     // frees. Holding readiness back until it leads would stall every rollout of a
     // two-replica Deployment behind its PodDisruptionBudget.
     health.set_ready(true);
+    // Leader or not, readiness follows whether the API server answers.
+    tokio::spawn(super::apiserver_probe::follow(client.clone(), health.clone()));
 
     let mut leadership = None;
     if let Some(lease) = &config.lease {

@@ -34,8 +34,8 @@ use serde_json::json;
 use crate::backup::impersonating;
 use crate::harness::{TestNamespace, client, enabled, install_crd, testbed_var};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_referral-operator");
-const OPERATOR_IMAGE: &str = "ghcr.io/referral-dev/referral-operator:e2e";
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_referral-operator");
+pub(crate) const OPERATOR_IMAGE: &str = "ghcr.io/referral-dev/referral-operator:e2e";
 
 fn ctx() -> BuildContext {
     BuildContext { operator_image: OPERATOR_IMAGE.into(), secrets_hash: None, operator_pods: None }
@@ -44,11 +44,11 @@ fn ctx() -> BuildContext {
 /// What the kubelet would supply: Secret values, downward-API fields, and a
 /// directory per volume; plus the kubeconfig the pod's service account token stands
 /// for.
-struct Node {
-    secrets: BTreeMap<(String, String), String>,
-    fields: BTreeMap<String, String>,
-    volumes: BTreeMap<String, PathBuf>,
-    kubeconfig: PathBuf,
+pub(crate) struct Node {
+    pub(crate) secrets: BTreeMap<(String, String), String>,
+    pub(crate) fields: BTreeMap<String, String>,
+    pub(crate) volumes: BTreeMap<String, PathBuf>,
+    pub(crate) kubeconfig: PathBuf,
 }
 
 impl Node {
@@ -117,7 +117,7 @@ impl Node {
 
 /// Runs the pod's containers in order; the first failure ends the pod. Returns each
 /// container's name and output.
-fn run_pod(node: &Node, pod: &PodSpec) -> Result<Vec<(String, String)>, (String, String)> {
+pub(crate) fn run_pod(node: &Node, pod: &PodSpec) -> Result<Vec<(String, String)>, (String, String)> {
     let mut done = Vec::new();
     for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
         let out = node.run(container);

@@ -508,6 +508,11 @@ impl RunningOperator {
         RunningOperator { child: command.spawn().expect("start referral-operator run"), log, listen }
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -32,12 +32,12 @@ use crate::harness::{
 use referral_operator::reconcilers::job::JobPhase;
 
 /// The image the systems start with: on the node, the stand-in worker.
-fn old() -> String {
+pub(crate) fn old() -> String {
     node().map_or_else(|| "example/referral-service:1.4.2".into(), |n| n.worker_image)
 }
 
 /// The image they upgrade to: on the node, the stand-in worker under another tag.
-fn new() -> String {
+pub(crate) fn new() -> String {
     node().map_or_else(|| "example/referral-service:1.5.0".into(), |n| n.worker_image_next)
 }
 

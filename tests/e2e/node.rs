@@ -38,15 +38,15 @@ use crate::harness::{
 /// How long pods may take to start and pass their probes on a busy 2-core node.
 const START: Duration = Duration::from_secs(240);
 
-fn suffix() -> String {
+pub(crate) fn suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{:x}", (std::process::id() ^ nanos.rotate_left(11)) % 0xfffff)
 }
 
 /// The operator installed from the chart (namespaced mode, watching one namespace),
 /// running as pods from the image built from this checkout.
-struct PodOperator {
-    ns: TestNamespace,
+pub(crate) struct PodOperator {
+    pub(crate) ns: TestNamespace,
     release: String,
     deployment: String,
     _installed: Installed,
@@ -54,7 +54,7 @@ struct PodOperator {
 }
 
 impl PodOperator {
-    async fn install(client: &Client, prefix: &str, watched: &str, leader_election: bool) -> PodOperator {
+    pub(crate) async fn install(client: &Client, prefix: &str, watched: &str, leader_election: bool) -> PodOperator {
         let ns = TestNamespace::create(client, &format!("{prefix}-op")).await;
         let dir = tempfile::tempdir().unwrap();
         let release = format!("{prefix}-{}", suffix());
@@ -113,7 +113,7 @@ impl PodOperator {
     }
 
     /// The operator's logs, for a failure message.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let (_, out, err) = kubectl(
             &["logs", "-n", &self.ns.name, &format!("deployment/{}", self.deployment), "--all-containers", "--tail=80"],
             None,
@@ -124,7 +124,7 @@ impl PodOperator {
 
 /// A ReferralSystem from `examples/<file>`, named `name` in `namespace`, runnable on
 /// the node ([`fit_to_node`]).
-fn example(file: &str, name: &str, namespace: &str) -> ReferralSystem {
+pub(crate) fn example(file: &str, name: &str, namespace: &str) -> ReferralSystem {
     let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut value: Value = referral_operator::yaml::from_str(&text).unwrap();
     value["metadata"] = json!({"name": name, "namespace": namespace});
@@ -132,7 +132,7 @@ fn example(file: &str, name: &str, namespace: &str) -> ReferralSystem {
     serde_json::from_value(value).expect("the example is a ReferralSystem")
 }
 
-async fn create(client: &Client, system: &ReferralSystem) -> ReferralSystem {
+pub(crate) async fn create(client: &Client, system: &ReferralSystem) -> ReferralSystem {
     let namespace = system.metadata.namespace.as_deref().unwrap();
     Api::<ReferralSystem>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), system)
@@ -146,7 +146,13 @@ fn condition(system: &ReferralSystem, type_: &str) -> Option<(String, String, St
 }
 
 /// Waits until `type_` is True on the system `name` for its current generation.
-async fn wait_condition(client: &Client, ns: &str, name: &str, type_: &str, operator: &PodOperator) -> ReferralSystem {
+pub(crate) async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    operator: &PodOperator,
+) -> ReferralSystem {
     let systems = Api::<ReferralSystem>::namespaced(client.clone(), ns);
     let deadline = Instant::now() + START;
     loop {
@@ -206,7 +212,7 @@ fn pod_get(pod: &Pod, port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Ready pods of `namespace` matching `selector`.
-async fn ready_pods(client: &Client, namespace: &str, selector: &str) -> Vec<Pod> {
+pub(crate) async fn ready_pods(client: &Client, namespace: &str, selector: &str) -> Vec<Pod> {
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
     let list = pods.list(&ListParams::default().labels(selector)).await.map(|l| l.items).unwrap_or_default();
     list.into_iter()

@@ -55,7 +55,7 @@ fn redis_host_port() -> (String, i32) {
     (host.to_string(), port.parse().expect("a port number"))
 }
 
-fn restore_object(name: &str) -> ReferralRestore {
+pub(crate) fn restore_object(name: &str) -> ReferralRestore {
     serde_json::from_value(json!({
         "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralRestore",
         "metadata": {"name": name},
@@ -93,7 +93,7 @@ where
     }
 }
 
-async fn status_of(api: &Api<ReferralRestore>, name: &str) -> Option<ReferralRestoreStatus> {
+pub(crate) async fn status_of(api: &Api<ReferralRestore>, name: &str) -> Option<ReferralRestoreStatus> {
     api.get(name).await.ok()?.status
 }
 
@@ -134,7 +134,7 @@ async fn worker_pods(client: &Client, ns: &str) -> usize {
         .len()
 }
 
-async fn jobs_for(client: &Client, ns: &str, purpose: &str) -> Vec<Job> {
+pub(crate) async fn jobs_for(client: &Client, ns: &str, purpose: &str) -> Vec<Job> {
     Api::<Job>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("referral.dev/purpose={purpose}")))
         .await
@@ -183,7 +183,7 @@ async fn stays_at_zero(deployments: &Api<Deployment>, why: &str) {
 }
 
 /// The reasons of the events on ReferralRestore `name`, oldest first.
-async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+pub(crate) async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
     let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await

@@ -18,6 +18,10 @@
 #                                          level, every create/update/patch/delete by
 #                                          anyone) to count API writes
 #   tests/e2e/testbed.sh stop [DIR]        stop what start started
+#   tests/e2e/testbed.sh restart DIR etcd|kube-apiserver [--down SECONDS] [ARG...]
+#                                          stop it, wait SECONDS, start it again with
+#                                          its arguments (+ ARGS, kept by later
+#                                          restarts); for fault tests in a bed of their own
 #   tests/e2e/testbed.sh status [DIR]
 #   tests/e2e/testbed.sh peak-memory [DIR] current/peak RSS of each process
 #   tests/e2e/testbed.sh selftest [DIR]    prove the running test bed works
@@ -375,6 +379,8 @@ EOF
 launch() { # name cmd... : background, detached, logs to $DIR/logs/name.log
   local name=$1; shift
   echo "+ $*" >"$DIR/logs/$name.log"
+  # For `restart`: the arguments exactly (no secret is ever an argument here).
+  mkdir -p "$DIR/cmdline" && printf '%s\0' "$@" >"$DIR/cmdline/$name"
   if [[ -n ${NODE_LOCK_FD:-} && $name != node-lock ]]; then
     # Only the holder keeps the node bed's lock open.
     setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 {NODE_LOCK_FD}>&- &
@@ -766,6 +772,43 @@ cmd_stop() {
   return 0
 }
 
+# ---------------------------------------------------------------- restart ---
+
+# Stops etcd or the API server of a running bed, waits, and starts it again with the
+# arguments it had (plus ARGS, which a later restart keeps), then waits until it
+# serves. For fault tests (tests/e2e/faults.rs) in a bed of their own: every client
+# of the bed sees the outage.
+cmd_restart() { # DIR NAME [--down SECONDS] [ARG...]
+  DIR=$(state_dir "${1:-}")
+  [[ -d $DIR ]] || die "restart: no test bed in $DIR"
+  DIR=$(cd "$DIR" && pwd)
+  local name=${2:-} down=0
+  [[ $# -ge 2 ]] && shift 2 || shift $#
+  if [[ ${1:-} == --down ]]; then down=${2:?--down needs seconds}; shift 2; fi
+  case $name in
+    etcd | kube-apiserver) ;;
+    *) die "restart: etcd or kube-apiserver, not '${name}'" ;;
+  esac
+  [[ -f $DIR/cmdline/$name ]] || die "restart: no recorded command line for $name in $DIR (bed started by an older testbed.sh)"
+  pid_alive "$name" || die "restart: $name is not running in $DIR"
+  [[ -f $DIR/node-on ]] && NODE_ON=1
+  local args=() t0
+  mapfile -d '' args <"$DIR/cmdline/$name"
+  t0=$(now)
+  # The API server stops listening at once on TERM but its process lingers (15 s
+  # here): KILL after 2 s, so the outage lasts what the caller asked for.
+  TESTBED_STOP_TIMEOUT=2 stop_proc "$name"
+  sleep "$down"
+  launch "$name" "${args[@]}" "$@"
+  case $name in
+    etcd) wait_for etcd 30 curl -fsS "http://127.0.0.1:$(port_of etcd)/health" ;;
+    kube-apiserver)
+      wait_for kube-apiserver "$READY_TIMEOUT" curl -fsS --cacert "$DIR/pki/ca.crt" --cert "$DIR/pki/admin.crt" \
+        --key "$DIR/pki/admin.key" "https://$(listen_host):$(port_of kube-apiserver)/readyz" ;;
+  esac
+  log "restarted $name after ${down}s down; serving again $(elapsed "$t0")s after the stop"
+}
+
 # ----------------------------------------------------------------- status ---
 
 port_of() { sed -n "s/^$1=//p" "$DIR/ports" 2>/dev/null; }
@@ -986,6 +1029,7 @@ case $cmd in
   start) cmd_start "$@" ;;
   stop) cmd_stop "$@" ;;
   status) cmd_status "$@" ;;
+  restart) cmd_restart "$@" ;;
   peak-memory) cmd_peak_memory "$@" ;;
   selftest) cmd_selftest "$@" ;;
   load-image) cmd_load_image "$@" ;;
