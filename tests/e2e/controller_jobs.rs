@@ -478,9 +478,11 @@ async fn a_failed_verification_rolls_back_and_says_what_the_job_said() {
     })
     .await;
 
-    // A new image: rolled out at once, then verified; the verification fails.
+    // A new image: rolled out at once, then verified; the verification fails. On the
+    // node it tries five times, a second apart, so that its Job runs long enough for
+    // the Verifying phase to be seen before the rollback.
     let change = if on_node {
-        json!({"image": new(), "verify": {"args": ["connect", "127.0.0.1:1"]}})
+        json!({"image": new(), "verify": {"args": ["connect", "127.0.0.1:1", "5"]}})
     } else {
         json!({"image": new()})
     };
