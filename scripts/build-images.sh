@@ -242,6 +242,10 @@ cmd_operator() {
   if file "$bin" | grep -q 'dynamically linked'; then die "$bin is not static: $(file "$bin")"; fi
   log "binary built in $((SECONDS - t0))s: $(du -h "$bin" | cut -f1)"
 
+  # The images' lock only now: cargo locks its own target dir, and a checkout's
+  # release build (up to ~18 min on a busy machine) must not hold up another
+  # checkout's bed, whose start waits here for the test bed images.
+  images_lock
   static_base
   local version hash ctx ref
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
@@ -261,14 +265,24 @@ cmd_operator() {
   echo "REFOP_OPERATOR_IMAGE_ARCHIVE=$archive"
 }
 
+# One buildah storage and one context directory under the cache, shared by every
+# checkout: one build at a time.
+images_lock() {
+  exec 8>"$IMAGES/.lock"
+  flock 8
+}
+
 mkdir -p "$IMAGES"
 cmd=${1:-}
 case $cmd in
-  testbed|operator)
+  testbed)
     need_packages
-    exec 8>"$IMAGES/.lock"
-    flock 8
-    "cmd_$cmd"
+    images_lock
+    cmd_testbed
+    ;;
+  operator)
+    need_packages
+    cmd_operator
     ;;
   *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

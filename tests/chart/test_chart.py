@@ -272,12 +272,16 @@ def test_restricted_pod_security(helm):
         for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
             assert forbidden not in pod, f"{forbidden} in the operator's pod"
         # Two volumes only: the memory-backed /tmp where the MongoDB TLS files go, and
-        # the secrets hash key, from a Secret, read-only, owner-only.
+        # the secrets hash key, from a Secret, read-only, readable by the operator's
+        # group only: the kubelet writes Secret files as root and gives them the pod's
+        # fsGroup, so without it user 65532 could not read the key (on the node, the
+        # pods failed to start with "Permission denied").
         tmp, key = pod["volumes"]
         assert tmp == {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
         assert set(key) == {"name", "secret"}, key
         assert key["secret"]["secretName"] == "referral-operator-hash-key"
-        assert key["secret"]["defaultMode"] == 0o400
+        assert key["secret"]["defaultMode"] == 0o440
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == 65532
         (container,) = pod["containers"]
         tmp_mount, key_mount = container["volumeMounts"]
         assert tmp_mount == {"name": "tmp", "mountPath": "/tmp"}

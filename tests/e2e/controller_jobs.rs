@@ -438,9 +438,9 @@ async fn a_failed_verification_rolls_back_and_says_what_the_job_said() {
     let s = setup("verify").await;
     // On the node the verification runs for real: the stand-in worker's one-off
     // command passes, and a connection to a closed port fails with its own words.
+    // `args` follow the image's entrypoint (the stand-in's is `/worker`).
     let on_node = node().is_some();
-    let passes =
-        if on_node { json!(["/worker", "job", "verify-migration"]) } else { json!(["npm", "run", "verify-migration"]) };
+    let passes = if on_node { json!(["job", "verify-migration"]) } else { json!(["npm", "run", "verify-migration"]) };
     s.create_system(json!({
         "verify": {"args": passes},
         "upgrade": {"backupFirst": false, "autoRollback": true}
@@ -478,9 +478,11 @@ async fn a_failed_verification_rolls_back_and_says_what_the_job_said() {
     })
     .await;
 
-    // A new image: rolled out at once, then verified; the verification fails.
+    // A new image: rolled out at once, then verified; the verification fails. On the
+    // node it tries five times, a second apart, so that its Job runs long enough for
+    // the Verifying phase to be seen before the rollback.
     let change = if on_node {
-        json!({"image": new(), "verify": {"args": ["/worker", "connect", "127.0.0.1:1"]}})
+        json!({"image": new(), "verify": {"args": ["connect", "127.0.0.1:1", "5"]}})
     } else {
         json!({"image": new()})
     };

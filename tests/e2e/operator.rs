@@ -486,6 +486,10 @@ async fn an_applied_example_gets_every_child_owned_labelled_restricted_and_admit
         expected.is_subset(&present).then_some(children)
     })
     .await;
+    // The first status, read now: on the node the Redis pod turns Ready for real (its
+    // volume provisioned, its probe passed) 10-20 s after the create, and the
+    // admission checks below take seconds of their own.
+    let before = fx.observed().await;
     // The StatefulSet controller labels the claim it makes from the template; nothing
     // else may carry this system's labels.
     let extra: Vec<&String> = children
@@ -576,7 +580,6 @@ async fn an_applied_example_gets_every_child_owned_labelled_restricted_and_admit
     }
 
     // The managed Redis StatefulSet: not ready until its pod is, then no longer blocking.
-    let before = fx.observed().await;
     let not_ready = &before.status.as_ref().unwrap().resources_not_ready;
     let redis_sts = children.keys().find(|k| k.starts_with("StatefulSet/")).unwrap().clone();
     assert!(not_ready.contains(&redis_sts), "{redis_sts} must block while its pod is not ready: {not_ready:?}");

@@ -351,10 +351,11 @@ async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_met
     // to a closed port fails, then the fixed command succeeds. Elsewhere the test plays
     // the kubelet. The chain check's Job dying before it reports is played only where
     // no kubelet runs its pod: on the node it would run (unit tests in
-    // controller::scheduled cover that path there).
+    // controller::scheduled cover that path there). `args` follow the image's
+    // entrypoint (the stand-in's is `/worker`).
     let on_node = crate::harness::node().is_some();
-    let failing = if on_node { json!(["/worker", "connect", "127.0.0.1:1"]) } else { json!(["npm", "run", "cleanup"]) };
-    let fixed = if on_node { json!(["/worker", "job", "cleanup"]) } else { failing.clone() };
+    let failing = if on_node { json!(["connect", "127.0.0.1:1"]) } else { json!(["npm", "run", "cleanup"]) };
+    let fixed = if on_node { json!(["job", "cleanup"]) } else { failing.clone() };
     let fx = Fixture::start("maint", None, &[]).await;
     let mut system = example_system("minimal.yaml", &fx.ns.name, RedisKind::External);
     system.spec.maintenance =
