@@ -9,8 +9,8 @@
 //! What robfig accepts that looks odd is accepted here too, on purpose: `?` in any
 //! field, empty list items (`1,,2`), anything after `*-` (`*-5` is `*`), `+5`, day of
 //! week 0-6 only (7 is refused), and `@every` with a Go duration. `tests/cron_reference.rs`
-//! holds this against robfig/cron itself and `tests/e2e/cron_grammar.rs` against the
-//! API server. No input panics or loops: every number is bounded before it is used.
+//! holds this against robfig/cron itself, and the schedule cases of `tests/corpus`
+//! go to the API server in `tests/e2e/differential.rs`. No input panics or loops: every number is bounded before it is used.
 
 use std::time::Duration;
 
