@@ -8,6 +8,8 @@
 #[allow(dead_code)]
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "support/resp.rs"]
+mod resp;
 mod support;
 
 use std::process::{Child, Command, Stdio};
@@ -174,7 +176,7 @@ async fn a_renamed_auth_that_echoes_its_arguments_never_reaches_the_message() {
     assert_eq!(error.reason(), "AuthenticationFailed", "{error}");
     assert_no_secret(&error);
     // The server really does echo it: the same exchange by hand shows the password.
-    let reply = raw_exchange(redis.port, &["AUTH", "referral", PASSWORD]);
+    let reply = resp::raw_exchange(redis.port, &["AUTH", "referral", PASSWORD], TIMEOUT);
     assert!(reply.contains("s3cret"), "this test needs a server that echoes: {reply:?}");
 }
 
@@ -189,21 +191,6 @@ async fn plain_tcp_with_a_password_and_without_one() {
     assert_eq!(error.reason(), "PasswordRequired", "{error}");
     let closed = RedisTarget { host: "127.0.0.1".into(), port: free_port(), ..RedisTarget::default() };
     assert_eq!(ping(&closed, TIMEOUT).await.unwrap_err().reason(), "Unreachable");
-}
-
-/// One command in RESP, and the first line of the reply.
-fn raw_exchange(port: u16, parts: &[&str]) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut frame = format!("*{}\r\n", parts.len());
-    for part in parts {
-        frame.push_str(&format!("${}\r\n{part}\r\n", part.len()));
-    }
-    stream.write_all(frame.as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    line
 }
 
 /// The managed Redis's start script, run as the pod runs it (`sh -c`), with the

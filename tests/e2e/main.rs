@@ -19,5 +19,7 @@ mod node;
 mod operator;
 mod plugin;
 mod production;
+#[path = "../support/resp.rs"]
+mod resp;
 mod restore;
 mod servers;
