@@ -1278,24 +1278,19 @@ struct PasswordRedis {
 impl PasswordRedis {
     fn start(password: &str) -> PasswordRedis {
         use std::io::Write;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = std::process::Command::new("redis-server")
-            .arg("-")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed (the test bed installs it: tests/e2e/testbed.sh install)");
-        let config = format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\nrequirepass {password}\n");
-        child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
-        let redis = PasswordRedis { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the password-protected redis-server did not listen on {port}");
+        let (child, port) = crate::certs::start_redis_server("the password-protected redis-server", |port| {
+            let mut child = std::process::Command::new("redis-server")
+                .arg("-")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is needed (the test bed installs it: tests/e2e/testbed.sh install)");
+            let config = format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\nrequirepass {password}\n");
+            child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
+            child
+        });
+        PasswordRedis { child, port }
     }
 }
 
