@@ -120,7 +120,8 @@ pub struct RunArgs {
     /// (a changed spec, a child's event) is never held by it.
     #[arg(long, default_value_t = crate::controller::context::DEFAULT_RECHECK_BUDGET, value_parser = recheck_budget)]
     pub recheck_budget: f64,
-    /// Probe each MongoDB and Redis at most this often, however many systems use it.
+    /// Probe each MongoDB and Redis that answers at most this often, however many systems
+    /// use it (one that fails is probed again after 4-5 s).
     #[arg(long, default_value = "30s", value_parser = resync_interval)]
     pub probe_interval: std::time::Duration,
     /// Reconciles running at once per watched namespace (or in all, cluster-wide).

@@ -9,22 +9,21 @@
 //! reaches, so the stand-ins check the scripts' side of the contract (arguments, the
 //! config file that carries the URI, what is written where) and nothing of MongoDB.
 
+#[allow(dead_code)]
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use certs::free_port;
 use referral_operator::backup::store::{self, FinalizeOptions};
 use referral_operator::reconcilers::backup::{MONGODUMP_SCRIPT, REDIS_SNAPSHOT_SCRIPT};
 use referral_operator::reconcilers::restore::{MONGORESTORE_SCRIPT, REDIS_RESTORE_SCRIPT};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A redis-server on 127.0.0.1 that is stopped when dropped.
 struct Redis {
@@ -35,14 +34,15 @@ struct Redis {
 
 impl Redis {
     fn start(dir: &Path, password: &str, append_only: bool) -> Redis {
-        let port = free_port();
         fs::create_dir_all(dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--requirepass", password])
-            .args(["--appendonly", if append_only { "yes" } else { "no" }, "--dir", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let (child, port) = certs::start_redis_server("redis-server", |port| {
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--requirepass", password])
+                .args(["--appendonly", if append_only { "yes" } else { "no" }, "--dir", dir.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start redis-server")
+        });
         let redis = Redis { port, password: password.into(), child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.cli(&["PING"]) != "PONG" {
@@ -181,7 +181,7 @@ fn a_redis_snapshot_taken_by_the_backup_job_is_restored_into_a_live_redis() {
     assert!(live.cli(&["ROLE"]).starts_with("master"), "promoted back: {}", live.cli(&["ROLE"]));
     assert_eq!(live.cli(&["CONFIG", "GET", "masterauth"]), "masterauth");
     assert_eq!(live.cli(&["SET", "ref:after", "1"]), "OK", "writable again");
-    assert!(TcpListener::bind(format!("127.0.0.1:{restore_port}")).is_ok(), "the throwaway server is gone");
+    assert!(std::net::TcpListener::bind(format!("127.0.0.1:{restore_port}")).is_ok(), "the throwaway server is gone");
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "scratch emptied");
     assert_eq!(store::verify(&backups, name).unwrap(), manifest, "the backup itself is unchanged");
 }

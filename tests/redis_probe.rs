@@ -15,7 +15,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use certs::{TestPki, free_port, wait_for_port};
+use certs::{TestPki, free_port, start_redis_server};
 use referral_operator::checks::redis_probe::{RedisProbeError, RedisTarget, ping};
 use referral_operator::checks::tls::TlsMaterial;
 
@@ -42,26 +42,25 @@ fn redis_available() -> bool {
 
 /// redis-server with `args` after the common ones; `tls` serves TLS only.
 fn start(pki: Option<&TestPki>, args: &[&str]) -> Redis {
-    let port = free_port();
-    let mut command = Command::new("redis-server");
-    command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--daemonize", "no"]);
-    match pki {
-        Some(pki) => {
-            command.args(["--port", "0", "--tls-port", &port.to_string()]);
-            command.arg("--tls-cert-file").arg(&pki.server_cert);
-            command.arg("--tls-key-file").arg(&pki.server_key);
-            command.arg("--tls-ca-cert-file").arg(&pki.ca_cert);
-            command.args(["--tls-auth-clients", "optional"]);
+    let (child, port) = start_redis_server("redis-server", |port| {
+        let mut command = Command::new("redis-server");
+        command.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--daemonize", "no"]);
+        match pki {
+            Some(pki) => {
+                command.args(["--port", "0", "--tls-port", &port.to_string()]);
+                command.arg("--tls-cert-file").arg(&pki.server_cert);
+                command.arg("--tls-key-file").arg(&pki.server_key);
+                command.arg("--tls-ca-cert-file").arg(&pki.ca_cert);
+                command.args(["--tls-auth-clients", "optional"]);
+            }
+            None => {
+                command.args(["--port", &port.to_string()]);
+            }
         }
-        None => {
-            command.args(["--port", &port.to_string()]);
-        }
-    }
-    command.args(args);
-    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start redis-server");
-    let redis = Redis { child, port };
-    wait_for_port(port, "redis-server");
-    redis
+        command.args(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start redis-server")
+    });
+    Redis { child, port }
 }
 
 /// The ACL user `referral` with [`PASSWORD`], and `default` switched off.
@@ -193,6 +192,32 @@ async fn plain_tcp_with_a_password_and_without_one() {
     assert_eq!(ping(&closed, TIMEOUT).await.unwrap_err().reason(), "Unreachable");
 }
 
+/// The flake this guards against: another process takes the free port between its
+/// choosing and redis-server binding it. The server that exits for it is replaced on
+/// another port, and the one returned is this test's own (it wants this password).
+#[tokio::test]
+async fn a_port_taken_before_redis_server_binds_it_is_replaced_by_another() {
+    if !redis_available() {
+        return;
+    }
+    let mut taken = Vec::new();
+    let (child, port) = start_redis_server("redis-server", |port| {
+        if taken.is_empty() {
+            // Someone else's server, there first.
+            taken.push(std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the port"));
+        }
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", PASSWORD])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start redis-server")
+    });
+    let redis = Redis { child, port };
+    assert_ne!(port, taken[0].local_addr().unwrap().port(), "the taken port was not replaced");
+    ping(&target(&redis, None, None, Some(PASSWORD)), TIMEOUT).await.expect("AUTH and PING on the new port");
+}
+
 /// The managed Redis's start script, run as the pod runs it (`sh -c`), with the
 /// Secret's key as a file: the password works, and it is on no command line.
 #[tokio::test]
@@ -203,27 +228,30 @@ async fn the_managed_redis_gets_its_password_from_a_file_never_from_argv() {
     use referral_operator::reconcilers::redis::START_SCRIPT;
     for username in [None, Some("referral")] {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let password_file = dir.path().join("password");
         // Quotes, a space, a hash and a newline-free tail: what a shell or a
         // config parser would mangle.
         let password = "p@ss w'rd\"#$(x)-s3cret";
         std::fs::write(&password_file, password).unwrap();
         let conf = dir.path().join("redis.conf");
-        std::fs::write(&conf, format!("port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n"))
+        let (child, port) = start_redis_server("the managed Redis start script", |port| {
+            std::fs::write(
+                &conf,
+                format!("port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n"),
+            )
             .unwrap();
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", START_SCRIPT])
-            .env("REDIS_PASSWORD_FILE", &password_file)
-            .env("REDIS_ACL_FILE", dir.path().join("users.acl"))
-            .env("REDIS_CONFIG_FILE", &conf);
-        if let Some(user) = username {
-            command.env("REDIS_USERNAME", user);
-        }
-        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", START_SCRIPT])
+                .env("REDIS_PASSWORD_FILE", &password_file)
+                .env("REDIS_ACL_FILE", dir.path().join("users.acl"))
+                .env("REDIS_CONFIG_FILE", &conf);
+            if let Some(user) = username {
+                command.env("REDIS_USERNAME", user);
+            }
+            command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+        });
         let redis = Redis { child, port };
-        wait_for_port(port, "the managed Redis start script");
 
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", redis.child.id())).unwrap();
         let cmdline = String::from_utf8_lossy(&cmdline);

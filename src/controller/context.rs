@@ -29,6 +29,10 @@ pub const DEFAULT_CONCURRENCY: u16 = 16;
 pub const DEFAULT_RECHECK_BUDGET: f64 = 20.0;
 /// Cheap re-checks in flight at once.
 const MAX_CHECKING: usize = 8;
+/// How soon a failing MongoDB or Redis is probed again, and a system using it
+/// re-checked (backing off to its base interval): a server that answers again is
+/// seen within seconds rather than a probe interval later (issue 20, fault 3).
+const DEPENDENCY_DOWN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Settings of the controller that do not come from a ReferralSystem.
 #[derive(Debug, Clone)]
@@ -122,6 +126,7 @@ impl Context {
             budget: settings.recheck_budget,
             ready: settings.resync_ready,
             not_ready: settings.resync_not_ready,
+            dependency_down: DEPENDENCY_DOWN_INTERVAL,
             max_interval: settings.recheck_max_interval,
             slots: usize::from(settings.concurrency) * controllers.max(1),
             max_checking: MAX_CHECKING,
@@ -132,7 +137,7 @@ impl Context {
         });
         Self {
             rechecks: Rechecks::new(policy),
-            probes: ProbeCache::new(settings.probe_interval),
+            probes: ProbeCache::new(settings.probe_interval, DEPENDENCY_DOWN_INTERVAL),
             capabilities_generation: AtomicU64::new(0),
             client,
             recorder,

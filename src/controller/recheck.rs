@@ -18,6 +18,12 @@
 //!   jitter factor in [0.8, 1.2), and never more than a ceiling; or at a deadline its
 //!   last reconcile named (backups turning overdue), whichever comes first. Any reconcile (news, or an
 //!   escalation) starts the back-off again from the base interval.
+//! - **A dependency that is down is looked at sooner.** While the last reconcile found
+//!   MongoDB or Redis failing, the back-off starts from the shorter `dependency_down`
+//!   interval and stops at the system's own base interval, so a server that answers
+//!   again is seen within that base interval however long it was down, instead of
+//!   after a back-off grown over the outage. It costs a few more re-checks per outage
+//!   (log2 of base / `dependency_down`), all paced by the same budget.
 //! - **Bounded memory.** One entry per system; each ordered set holds a system at
 //!   most once, so nothing here grows with time or with the rate of events.
 
@@ -48,6 +54,9 @@ pub struct RecheckPolicy {
     pub ready: Duration,
     /// Base interval of a system that is not Ready.
     pub not_ready: Duration,
+    /// First interval of a system whose MongoDB or Redis probe failed; it backs off
+    /// from there up to the system's base interval, not beyond.
+    pub dependency_down: Duration,
     /// Ceiling of the back-off (a base interval above it is kept as it is).
     pub max_interval: Duration,
     /// Reconciles that can run at once: the Controllers' concurrency, summed.
@@ -65,9 +74,18 @@ impl RecheckPolicy {
 
     /// The back-off interval, before jitter.
     pub fn interval(&self, ready: bool, level: u8) -> Duration {
-        let base = if ready { self.ready } else { self.not_ready };
-        let ceiling = self.max_interval.max(base);
-        base.saturating_mul(1u32 << level.min(MAX_LEVEL)).min(ceiling)
+        self.interval_of(Health { ready, dependency_down: false }, level)
+    }
+
+    /// The back-off interval of a system in `health`, before jitter.
+    fn interval_of(&self, health: Health, level: u8) -> Duration {
+        let base = if health.ready { self.ready } else { self.not_ready };
+        let (start, ceiling) = if health.dependency_down {
+            (self.dependency_down.min(base), base)
+        } else {
+            (base, self.max_interval.max(base))
+        };
+        start.saturating_mul(1u32 << level.min(MAX_LEVEL)).min(ceiling)
     }
 
     /// Least time between two re-checks starting.
@@ -78,11 +96,19 @@ impl RecheckPolicy {
     }
 }
 
+/// What the last reconcile of a system found, as far as its re-check interval goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    pub ready: bool,
+    /// A MongoDB or Redis probe failed (MongoReachable or RedisReady False).
+    pub dependency_down: bool,
+}
+
 /// How a reconcile ended, for the schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settled<T> {
     /// Re-check after the base interval (or at `wake_at`), comparing against `baseline`.
-    Recheck { ready: bool, wake_at: Option<Instant>, baseline: T },
+    Recheck { health: Health, wake_at: Option<Instant>, baseline: T },
     /// Nothing to re-check until news (an invalid spec waits for a new one).
     Parked,
     /// The reconcile failed and kube-runtime retries it with its own back-off; the
@@ -141,7 +167,7 @@ struct Entry<T> {
     state: State,
     /// Re-checks in a row that found nothing new (capped where the interval stops growing).
     level: u8,
-    ready: bool,
+    health: Health,
     wake_at: Option<Instant>,
     /// What the last reconcile saw; `None` until one settled, so the first re-check escalates.
     baseline: Option<T>,
@@ -216,8 +242,8 @@ impl<T: Clone> RecheckSchedule<T> {
         let next = {
             let Some(entry) = self.entries.get_mut(&key) else { return };
             match settled {
-                Settled::Recheck { ready, wake_at, baseline } => {
-                    entry.ready = ready;
+                Settled::Recheck { health, wake_at, baseline } => {
+                    entry.health = health;
                     entry.level = 0;
                     entry.wake_at = wake_at;
                     entry.baseline = Some(baseline);
@@ -256,7 +282,8 @@ impl<T: Clone> RecheckSchedule<T> {
             Finding::NothingNew | Finding::Failed => {
                 if finding == Finding::NothingNew
                     && let Some(entry) = self.entries.get_mut(&key)
-                    && self.policy.interval(entry.ready, entry.level) < self.policy.interval(entry.ready, MAX_LEVEL)
+                    && self.policy.interval_of(entry.health, entry.level)
+                        < self.policy.interval_of(entry.health, MAX_LEVEL)
                 {
                     entry.level += 1;
                 }
@@ -354,21 +381,23 @@ impl<T: Clone> RecheckSchedule<T> {
             return k.clone();
         }
         let k: SystemKey = key.into();
-        self.entries
-            .insert(k.clone(), Entry { state: State::Parked, level: 0, ready: false, wake_at: None, baseline: None });
+        self.entries.insert(
+            k.clone(),
+            Entry { state: State::Parked, level: 0, health: Health::default(), wake_at: None, baseline: None },
+        );
         k
     }
 
     /// When `key` is next due: its jittered back-off interval from `now`, or its
     /// deadline if sooner.
     fn due_at(&mut self, key: &SystemKey, now: Instant) -> Instant {
-        let (ready, level, wake_at) = match self.entries.get(key) {
-            Some(e) => (e.ready, e.level, e.wake_at),
-            None => (false, 0, None),
+        let (health, level, wake_at) = match self.entries.get(key) {
+            Some(e) => (e.health, e.level, e.wake_at),
+            None => (Health::default(), 0, None),
         };
         let factor = 1.0 - JITTER + 2.0 * JITTER * self.uniform();
-        let ceiling = self.policy.interval(ready, MAX_LEVEL);
-        let interval = self.policy.interval(ready, level).mul_f64(factor).min(ceiling);
+        let ceiling = self.policy.interval_of(health, MAX_LEVEL);
+        let interval = self.policy.interval_of(health, level).mul_f64(factor).min(ceiling);
         let due = now + interval;
         match wake_at {
             Some(at) => due.min(at.max(now)),
@@ -445,6 +474,7 @@ mod tests {
             budget: 20.0,
             ready: Duration::from_secs(300),
             not_ready: Duration::from_secs(30),
+            dependency_down: Duration::from_secs(5),
             max_interval: Duration::from_secs(600),
             slots: 16,
             max_checking: 8,
@@ -455,12 +485,20 @@ mod tests {
         format!("ns-{}/sys-{i}", i % 20)
     }
 
+    const READY: Health = Health { ready: true, dependency_down: false };
+    const NOT_READY: Health = Health { ready: false, dependency_down: false };
+    const DEPENDENCY_DOWN: Health = Health { ready: false, dependency_down: true };
+
     /// Settles `n` not-Ready systems at `t0` with a baseline, as their first reconciles do.
     fn settled(n: usize, t0: Instant) -> RecheckSchedule<u32> {
+        settled_as(n, t0, NOT_READY)
+    }
+
+    fn settled_as(n: usize, t0: Instant, health: Health) -> RecheckSchedule<u32> {
         let mut s = RecheckSchedule::new(policy(), 42);
         for i in 0..n {
             s.started(&key(i));
-            s.reconciled(&key(i), Settled::Recheck { ready: false, wake_at: None, baseline: 0 }, t0);
+            s.reconciled(&key(i), Settled::Recheck { health, wake_at: None, baseline: 0 }, t0);
         }
         s
     }
@@ -533,7 +571,7 @@ mod tests {
             let (done, still): (Vec<_>, Vec<_>) = self.running.drain(..).partition(|(_, end, _)| *end <= now);
             self.running = still;
             for (k, _, _) in done {
-                s.reconciled(&k, Settled::Recheck { ready: false, wake_at: None, baseline: 0 }, now);
+                s.reconciled(&k, Settled::Recheck { health: NOT_READY, wake_at: None, baseline: 0 }, now);
             }
             for k in news {
                 self.queue.push_back((k.clone(), now, Origin::News));
@@ -665,6 +703,31 @@ mod tests {
         assert_eq!((entries, due, escalating, escalated), (10_000, 10_000, 0, 0));
     }
 
+    #[test]
+    fn ten_thousand_systems_with_a_dependency_down_stay_within_the_budget() {
+        // A shared MongoDB is down for all of them: each wants a look every 5 s at
+        // first (2,000 a second), the budget still allows 20.
+        let t0 = Instant::now();
+        let mut s = settled_as(10_000, t0, DEPENDENCY_DOWN);
+        let mut runner = Runner::new(Duration::from_millis(150));
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(300) {
+            // A new system every second meanwhile.
+            let news: Vec<String> = if (t - t0).as_millis().is_multiple_of(1000) {
+                vec![format!("new/sys-{}", (t - t0).as_secs())]
+            } else {
+                Vec::new()
+            };
+            runner.tick(&mut s, t, &news, |_| Finding::NothingNew);
+            t += TICK;
+        }
+        assert!(peak_per_second(&runner.checks) <= 20, "{} re-checks in one second", peak_per_second(&runner.checks));
+        assert!(runner.checks.len() >= 20 * 295, "the budget was used: {} re-checks", runner.checks.len());
+        assert!(runner.news_waits.iter().all(|w| w.is_zero()), "news waited behind the looks");
+        assert_eq!(runner.news_waits.len(), 300);
+        assert_eq!(s.sizes().0, 10_000 + 300, "one entry per system");
+    }
+
     /// Intervals between the cheap checks of one system that never finds anything new.
     fn intervals(s: &mut RecheckSchedule<u32>, t0: Instant, count: usize, finding: Finding) -> Vec<Duration> {
         let mut last = t0;
@@ -703,11 +766,41 @@ mod tests {
     }
 
     #[test]
+    fn a_system_with_a_dependency_down_is_looked_at_sooner_backing_off_to_its_base_only() {
+        let t0 = Instant::now();
+        let mut s = settled_as(1, t0, DEPENDENCY_DOWN);
+        let seen = intervals(&mut s, t0, 8, Finding::NothingNew);
+        let base = [5, 10, 20, 30, 30, 30, 30, 30];
+        for (interval, base) in seen.iter().zip(base) {
+            let (low, high) = (base as f64 * 0.8, (base as f64 * 1.2).min(30.0));
+            let secs = interval.as_secs_f64();
+            assert!(secs >= low - 0.001 && secs <= high + 0.001, "{seen:?}");
+        }
+        // However long the outage, the answer coming back is looked for every 30 s at most.
+        let later = intervals(&mut s, t0 + seen.iter().sum::<Duration>(), 20, Finding::NothingNew);
+        assert!(later.iter().all(|i| *i <= Duration::from_secs(30) && *i >= Duration::from_secs(24)), "{later:?}");
+        // The server answers again: the reconcile that reports it returns to the normal back-off.
+        let t = t0 + seen.iter().chain(&later).sum::<Duration>();
+        s.started(&key(0));
+        s.reconciled(&key(0), Settled::Recheck { health: NOT_READY, wake_at: None, baseline: 1 }, t);
+        let normal = intervals(&mut s, t, 3, Finding::NothingNew);
+        assert!(normal[0] >= Duration::from_secs(24) && normal[0] < Duration::from_secs(36), "{normal:?}");
+        assert!(normal[2] >= Duration::from_secs(96), "backs off beyond 30 s again: {normal:?}");
+        // A Ready system whose dependency is down (none today, but the rule is general)
+        // backs off to its own base, and a base below the first interval is kept.
+        let p = policy();
+        assert_eq!(p.interval_of(Health { ready: true, dependency_down: true }, 9), Duration::from_secs(300));
+        let fast = RecheckPolicy { not_ready: Duration::from_secs(3), ..policy() };
+        assert_eq!(fast.interval_of(DEPENDENCY_DOWN, 0), Duration::from_secs(3));
+        assert_eq!(fast.interval_of(DEPENDENCY_DOWN, 5), Duration::from_secs(3));
+    }
+
+    #[test]
     fn a_ready_system_starts_from_its_own_base_interval() {
         let t0 = Instant::now();
         let mut s = RecheckSchedule::new(policy(), 7);
         s.started("ns/a");
-        s.reconciled("ns/a", Settled::Recheck { ready: true, wake_at: None, baseline: 1 }, t0);
+        s.reconciled("ns/a", Settled::Recheck { health: READY, wake_at: None, baseline: 1 }, t0);
         let seen = intervals(&mut s, t0, 3, Finding::NothingNew);
         assert!(seen[0] >= Duration::from_secs(240) && seen[0] < Duration::from_secs(360), "{seen:?}");
         assert!(seen[1] >= Duration::from_secs(480) && seen[1] <= Duration::from_secs(600), "{seen:?}");
@@ -721,7 +814,7 @@ mod tests {
         let t = t0 + seen.iter().sum::<Duration>();
         // News for sys-0: a reconcile, after which its re-check is ~30 s away again.
         s.started(&key(0));
-        s.reconciled(&key(0), Settled::Recheck { ready: false, wake_at: None, baseline: 5 }, t);
+        s.reconciled(&key(0), Settled::Recheck { health: NOT_READY, wake_at: None, baseline: 5 }, t);
         let mut due = None;
         let mut now = t;
         while due.is_none() {
@@ -772,13 +865,13 @@ mod tests {
         let mut s = RecheckSchedule::new(policy(), 3);
         s.started("ns/a");
         let wake_at = t0 + Duration::from_secs(10);
-        s.reconciled("ns/a", Settled::Recheck { ready: true, wake_at: Some(wake_at), baseline: 1 }, t0);
+        s.reconciled("ns/a", Settled::Recheck { health: READY, wake_at: Some(wake_at), baseline: 1 }, t0);
         assert_eq!(s.next_recheck_step(t0), RecheckStep::Wait(Some(wake_at)));
         assert_eq!(s.next_recheck_step(wake_at), RecheckStep::Escalate("ns/a".into()));
         // Sent; its start and end settle it again with a new deadline.
         s.started("ns/a");
         assert_eq!(s.running(), 1);
-        s.reconciled("ns/a", Settled::Recheck { ready: true, wake_at: None, baseline: 2 }, wake_at);
+        s.reconciled("ns/a", Settled::Recheck { health: READY, wake_at: None, baseline: 2 }, wake_at);
         assert_eq!(s.running(), 0);
         assert!(
             matches!(s.next_recheck_step(wake_at), RecheckStep::Wait(Some(at)) if at > wake_at + Duration::from_secs(200))
@@ -814,7 +907,7 @@ mod tests {
         s.started(&first);
         s.checked(&first, Finding::News, t);
         assert_eq!(s.sizes().2, 0, "news found by a check a reconcile overtook is not escalated");
-        s.reconciled(&first, Settled::Recheck { ready: false, wake_at: None, baseline: 0 }, t);
+        s.reconciled(&first, Settled::Recheck { health: NOT_READY, wake_at: None, baseline: 0 }, t);
         let RecheckStep::Check(second, _) = s.next_recheck_step(t + Duration::from_secs(1)) else { panic!() };
         assert_ne!(first, second);
         s.checked(&second, Finding::Gone, t);

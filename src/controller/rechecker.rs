@@ -7,7 +7,8 @@
 //! resourceVersion in the metadata cache, the Controllers' capabilities, the
 //! referenced Secrets (read by name from the API server's cache) and the MongoDB and
 //! Redis probes (answered from [`super::probes`], so each server is probed at most
-//! once per probe interval). Only when one differs does the system get a reconcile.
+//! once per probe interval, a failing one every few seconds). Only when one differs
+//! does the system get a reconcile.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{BuildHasher, Hash, Hasher};

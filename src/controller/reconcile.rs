@@ -30,7 +30,7 @@ use super::apply::{Applied, Target, apply_all};
 use super::conditions::{self, Observed, Probe, READY, WorkerObservation};
 use super::context::Context;
 use super::error::Error;
-use super::recheck::Settled;
+use super::recheck::{Health, Settled};
 use super::rechecker::{Baseline, probes_seen, secrets_seen, version_number};
 use super::requests::{self, RunNow};
 use super::secrets::{self, SecretRefs, SecretValues};
@@ -347,7 +347,11 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
     if let Some(error) = apply_failure {
         return Err(error);
     }
-    let ready = crate::crd::conditions::is_true(&status.conditions, READY);
+    let health = Health {
+        ready: crate::crd::conditions::is_true(&status.conditions, READY),
+        // Looked at again sooner, so a server that answers again is reported soon.
+        dependency_down: [&observed.mongo, &observed.redis].iter().any(|p| matches!(p, Probe::Failed { .. })),
+    };
     // Come back when the backups (or their verification) turn overdue, so
     // BackupHealthy and BackupVerified flip on time.
     for due in [backup.due, drill_due].into_iter().flatten() {
@@ -369,7 +373,7 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
         probes_seen,
         targets: dependencies.targets,
     };
-    Ok(Settled::Recheck { ready, wake_at, baseline: Arc::new(baseline) })
+    Ok(Settled::Recheck { health, wake_at, baseline: Arc::new(baseline) })
 }
 
 /// The newest failed backup Job of the system. A failed read is logged and counts as
@@ -580,8 +584,8 @@ pub struct Dependencies {
     pub targets: [Option<super::probes::Target>; 2],
 }
 
-/// Probes MongoDB and Redis, each at most once per probe interval however many
-/// systems use it ([`super::probes`]); a changed answer wakes the other systems that
+/// Probes MongoDB and Redis, each at most once per probe interval (a failing one
+/// every few seconds) however many systems use it ([`super::probes`]); a changed answer wakes the other systems that
 /// use the same server, so that each reports it.
 pub async fn probe_dependencies(ctx: &Context, redis: &RedisTarget, secrets: &SecretValues) -> Dependencies {
     let ((mongo, mongo_target), (redis, redis_target)) =

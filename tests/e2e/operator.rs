@@ -1292,24 +1292,19 @@ impl OwnRedis {
 
     fn start(extra_config: &str) -> OwnRedis {
         use std::io::Write;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = std::process::Command::new("redis-server")
-            .arg("-")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is needed (the test bed installs it: tests/e2e/testbed.sh install)");
-        let config = format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n{extra_config}");
-        child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
-        let redis = OwnRedis { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the test's own redis-server did not listen on {port}");
+        let (child, port) = crate::certs::start_redis_server("the test's own redis-server", |port| {
+            let mut child = std::process::Command::new("redis-server")
+                .arg("-")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is needed (the test bed installs it: tests/e2e/testbed.sh install)");
+            let config = format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n{extra_config}");
+            child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
+            child
+        });
+        OwnRedis { child, port }
     }
 }
 

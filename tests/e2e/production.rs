@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::certs::{self, Stunnel, TestPki, free_port, wait_for_port};
+use crate::certs::{self, Stunnel, TestPki};
 use crate::harness::{kubectl, put_secret, testbed_var, wait_for};
 use crate::operator::{CONVERGE, Fixture, RedisKind, SYSTEM, base64, condition, condition_of, example_system, suffix};
 
@@ -161,25 +161,25 @@ struct TlsRedis {
 impl TlsRedis {
     fn start(pki: &TestPki, password: &str) -> TlsRedis {
         use std::io::Write;
-        let port = free_port();
-        let mut child = std::process::Command::new("redis-server")
-            .arg("-")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (tests/e2e/testbed.sh install puts it there)");
-        let config = format!(
-            "port 0\ntls-port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ntls-cert-file {}\ntls-key-file {}\n\
-             tls-ca-cert-file {}\ntls-auth-clients optional\nuser default off\nuser referral on >{password} ~* &* +@all\n",
-            pki.server_cert.display(),
-            pki.server_key.display(),
-            pki.ca_cert.display()
-        );
-        child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
-        let redis = TlsRedis { child, port };
-        wait_for_port(port, "the TLS redis-server");
-        redis
+        let (child, port) = certs::start_redis_server("the TLS redis-server", |port| {
+            let mut child = std::process::Command::new("redis-server")
+                .arg("-")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (tests/e2e/testbed.sh install puts it there)");
+            let config = format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients optional\nuser default off\nuser referral on >{password} ~* &* +@all\n",
+                pki.server_cert.display(),
+                pki.server_key.display(),
+                pki.ca_cert.display()
+            );
+            child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
+            child
+        });
+        TlsRedis { child, port }
     }
 }
 

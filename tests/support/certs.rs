@@ -130,6 +130,60 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// What Debian's redis-server (7.0; 7.2 adds ` tcp`) logs once it listens.
+const REDIS_READY: &str = "Ready to accept connections";
+/// What it logs, before exiting, when its port was taken.
+const REDIS_PORT_TAKEN: &str = "Address already in use";
+
+/// Starts a redis-server on a free port of 127.0.0.1 and waits until it logs that it
+/// is ready. `spawn` starts it listening on the port it is given, with its stdout
+/// (its log) piped. Choosing a free port and binding it are two steps, and another
+/// process (another test's redis-server) can take the port in between: then this
+/// one exits, and waiting for the port would wait for that other server, which
+/// answers for a while and then refuses. So the log says which server is ours, and a
+/// port taken in between is replaced by another.
+pub fn start_redis_server(what: &str, mut spawn: impl FnMut(u16) -> std::process::Child) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("{what}: its stdout must be piped"));
+        let (lines, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end even after it is ready, so it never blocks on a full pipe.
+            let mut ready = false;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !ready {
+                    ready = line.contains(REDIS_READY);
+                    let _ = lines.send(line);
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(REDIS_READY) => return (child, port),
+                Ok(line) => seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{what} did not get ready on port {port} within 15 s; its log:\n{}", seen.join("\n"));
+                }
+            }
+        }
+        let status = child.wait();
+        assert!(
+            seen.iter().any(|l| l.contains(REDIS_PORT_TAKEN)),
+            "{what} exited ({status:?}) before it was ready on port {port}; its log:\n{}",
+            seen.join("\n")
+        );
+    }
+    panic!("{what}: five free ports in a row were taken before it could listen");
+}
+
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
