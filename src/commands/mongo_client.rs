@@ -103,14 +103,5 @@ pub async fn client_from_uri(
     app_name: &str,
     monitor: Option<EventHandler<CommandEvent>>,
 ) -> Result<Client, MongoClientError> {
-    let invalid = |e: mongodb::error::Error| MongoClientError::InvalidUri {
-        var: source.into(),
-        reason: invalid_uri_reason(&e, uri),
-    };
-    let mut options = ClientOptions::parse(uri).await.map_err(invalid)?;
-    options.server_selection_timeout = Some(timeout);
-    options.connect_timeout = Some(timeout);
-    options.app_name = Some(app_name.into());
-    options.command_event_handler = monitor;
-    Client::with_options(options).map_err(invalid)
+    Ok(client_with_tls(source, uri, timeout, app_name, monitor, None).await?.client)
 }
