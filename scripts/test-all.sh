@@ -4,14 +4,18 @@
 #      and lua-yaml, redis-server, stunnel4 and openssl; the kubernetes-validate,
 #      pytest, helm-python-sdk and pyyaml Python packages), skipping what is already
 #      there;
-#   2. checks formatting and clippy, and runs the chart and Argo CD tests (pytest);
-#   3. builds the operator image (scripts/build-images.sh operator: a static musl
-#      release binary in the release Dockerfile, with buildah), builds (cached) and
-#      starts the e2e test bed: kube-apiserver + etcd + kube-controller-manager, a
+#   2. starts building the operator image in the background (scripts/build-images.sh
+#      operator: a static musl release binary in the release Dockerfile, with
+#      buildah);
+#   3. checks formatting and clippy, runs the chart and Argo CD tests (pytest), and
+#      the unit and integration tests that need no bed, while the image builds;
+#   4. builds (cached) and starts the e2e test bed: kube-apiserver + etcd + kube-controller-manager, a
 #      MongoDB-wire server, Redis, an S3-compatible server (versitygw), and a real node (kubelet, containerd, CNI,
 #      kube-proxy, kube-router, CoreDNS, local-path provisioner), and loads the
 #      operator image into the node;
-#   4. runs unit, integration and e2e tests, then stops the bed.
+#   5. runs the tests that need the bed (e2e, and the MongoDB, S3 and leader
+#      election tests), then stops the bed. A failing test does not stop the run:
+#      every target runs, and the script fails at the end.
 #
 # One node bed runs on a machine at a time: this waits for /tmp/referral-node-bed.lock
 # (up to REFOP_NODE_LOCK_WAIT seconds, default 3600), or uses the caller's when run
@@ -19,7 +23,7 @@
 #
 # MONGODB_URI set to a real MongoDB runs the MongoDB tests (tests/mongo_checks.rs,
 # tests/backup_native.rs) a second time against it.
-# REFOP_SKIP_E2E=1 skips step 3 and the e2e tests for a quick local loop (each e2e
+# REFOP_SKIP_E2E=1 skips the image and the bed (steps 2 and 4), and the e2e tests for a quick local loop (each e2e
 # test then prints SKIPPED). KUBECONFIG pointing at your own cluster skips starting
 # the bed but still runs e2e against that cluster (set REFOP_USE_KUBECONFIG=1).
 set -euo pipefail
@@ -70,6 +74,26 @@ if ! command -v kubernetes-validate >/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "kubernetes-validate==1.37.0"
 fi
 
+# ---------------------------------------------------- operator image ---
+# The image's release build (fat LTO in one codegen unit: one core for minutes)
+# runs in the background from here on, beside the lint, the chart tests and the
+# tests that need no bed, which keep the other core busy. Cargo locks each build
+# directory on its own (target/debug, target/release, target/<musl>/release), so
+# the two builds share CARGO_TARGET_DIR without waiting for each other.
+use_bed=0
+[[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]] && use_bed=1
+image_pid=""
+if [[ $use_bed == 1 ]]; then
+  image_out=$(mktemp)
+  log "building the operator image in the background (scripts/build-images.sh operator)"
+  image_start=$(date +%s)
+  scripts/build-images.sh operator >"$image_out" &
+  image_pid=$!
+  # On a failure before the wait, the build (cargo is a grandchild) stops too.
+  kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
+  trap '[[ -n $image_pid ]] && kill_tree "$image_pid"; rm -f "$image_out"' EXIT
+fi
+
 # ----------------------------------------------------------------- lint ---
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -80,13 +104,35 @@ cargo clippy --all-targets --quiet -- -D warnings
 log "pytest tests/chart tests/argocd"
 python3 -m pytest -q -p no:cacheprovider tests/chart tests/argocd
 
+# ------------------------------------------------- tests without a bed ---
+# The test targets that talk to the bed's servers (the API server, the node, the
+# MongoDB-wire and S3 servers); every other target runs first, while the image
+# builds. A target missing from this list that needs the bed fails loudly here
+# (its tests say which variable is unset), it is never skipped.
+bed_targets=(e2e backup_native leader_election mongo_checks mongo_tls)
+mapfile -t free_targets < <(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+bed = set(sys.argv[1:])
+for package in json.load(sys.stdin)["packages"]:
+    for target in package["targets"]:
+        if "test" in target["kind"] and target["name"] not in bed:
+            print(target["name"])
+' "${bed_targets[@]}")
+failed=0
+log "cargo test: unit tests and ${#free_targets[@]} test targets that need no bed"
+free_args=()
+for target in "${free_targets[@]}"; do free_args+=(--test "$target"); done
+cargo test --lib --bins "${free_args[@]}" --no-fail-fast || failed=1
+cargo test --doc --quiet || failed=1
+
 # ---------------------------------------------------------------- bed ---
-if [[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]]; then
-  log "building the operator image (scripts/build-images.sh operator)"
-  image_start=$(date +%s)
-  images=$(scripts/build-images.sh operator)
+if [[ $use_bed == 1 ]]; then
+  log "waiting for the operator image"
+  wait "$image_pid" || { image_pid=""; log "scripts/build-images.sh operator failed"; exit 1; }
+  image_pid=""
+  images=$(cat "$image_out")
   eval "$(printf '%s\n' "$images" | sed -n 's/^\(REFOP_OPERATOR_IMAGE[A-Z_]*=.*\)$/export \1/p')"
-  log "operator image $REFOP_OPERATOR_IMAGE ready in $(( $(date +%s) - image_start ))s"
+  log "operator image $REFOP_OPERATOR_IMAGE ready $(( $(date +%s) - image_start ))s after its build started"
 
   # The node bed's lock: the caller's (flock LOCK scripts/test-all.sh), or ours.
   node_lock=/tmp/referral-node-bed.lock
@@ -103,7 +149,7 @@ if [[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]]; then
   fi
 
   export TESTBED_DIR=${TESTBED_DIR:-/tmp/referral-testbed-$$}
-  trap 'log "stopping the test bed"; "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true; "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true' EXIT
+  trap 'rm -f "$image_out"; log "stopping the test bed"; "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true; "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true' EXIT
   log "starting the test bed in $TESTBED_DIR"
   bed_start=$(date +%s)
   tests/e2e/testbed.sh start "$TESTBED_DIR"
@@ -115,17 +161,22 @@ if [[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]]; then
   export REFOP_REQUIRE_NODE=1
 fi
 
-# ---------------------------------------------------------------- tests ---
-log "cargo test"
-cargo test --all-targets --no-fail-fast
-cargo test --doc --quiet
+# ------------------------------------------------------ tests on the bed ---
+log "cargo test: the targets that need the bed (${bed_targets[*]})"
+bed_args=()
+for target in "${bed_targets[@]}"; do bed_args+=(--test "$target"); done
+cargo test "${bed_args[@]}" --no-fail-fast || failed=1
 if [[ -n ${MONGODB_URI:-} ]]; then
   # A real MongoDB of the user's: the MongoDB tests once more, against it. They
   # write only to databases named it_<test>_<pid>, which they drop.
   log "MONGODB_URI is set: the MongoDB tests again, against that server"
-  REFOP_TEST_MONGODB_URI=$MONGODB_URI cargo test --test mongo_checks --no-fail-fast
+  REFOP_TEST_MONGODB_URI=$MONGODB_URI cargo test --test mongo_checks --no-fail-fast || failed=1
   # With what mongo-java-server cannot store (views, collection options, code with
   # scope, user binary subtypes) in the round trip.
-  REFOP_TEST_MONGODB_URI=$MONGODB_URI REFOP_TEST_MONGODB_REAL=1 cargo test --test backup_native --no-fail-fast
+  REFOP_TEST_MONGODB_URI=$MONGODB_URI REFOP_TEST_MONGODB_REAL=1 cargo test --test backup_native --no-fail-fast || failed=1
+fi
+if [[ $failed != 0 ]]; then
+  log "some tests FAILED (above) after $(( $(date +%s) - start ))s"
+  exit 1
 fi
 log "all tests passed in $(( $(date +%s) - start ))s"
