@@ -11,7 +11,9 @@
 #      MongoDB-wire server, Redis, an S3-compatible server (versitygw), and a real node (kubelet, containerd, CNI,
 #      kube-proxy, kube-router, CoreDNS, local-path provisioner), and loads the
 #      operator image into the node;
-#   4. runs unit, integration and e2e tests, then stops the bed.
+#   4. runs unit, integration and e2e tests, then stops the bed; beside them, the
+#      faults that restart an API server (tests/e2e/faults.rs, faults 2 and 9) run in
+#      a control-plane bed of their own (scripts/faults-table.sh --disruptive-only).
 #
 # One node bed runs on a machine at a time: this waits for /tmp/referral-node-bed.lock
 # (up to REFOP_NODE_LOCK_WAIT seconds, default 3600), or uses the caller's when run
@@ -103,7 +105,27 @@ if [[ ${REFOP_SKIP_E2E:-0} != 1 && ${REFOP_USE_KUBECONFIG:-0} != 1 ]]; then
   fi
 
   export TESTBED_DIR=${TESTBED_DIR:-/tmp/referral-testbed-$$}
-  trap 'log "stopping the test bed"; "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true; "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true' EXIT
+  # Faults 2 and 9 (tests/e2e/faults.rs) restart an API server and stop its etcd:
+  # in a control-plane bed of their own, beside the main run (they mostly wait, on
+  # outages and back-offs), never in the shared bed.
+  faults_dir=$TESTBED_DIR-faults
+  faults_log=$faults_dir.log
+  log "faults 2 and 9 in a bed of their own ($faults_dir), in the background: $faults_log"
+  faults_start=$(date +%s)
+  # A session of its own: if this script ends early, the whole run is ended at once.
+  TESTBED_DIR=$faults_dir setsid scripts/faults-table.sh --disruptive-only >"$faults_log" 2>&1 &
+  faults_pid=$!
+  stop_beds() {
+    if kill -0 "$faults_pid" 2>/dev/null; then
+      kill -TERM -- "-$faults_pid" 2>/dev/null || true
+      wait "$faults_pid" 2>/dev/null || true
+    fi
+    "$root/tests/e2e/testbed.sh" stop "$faults_dir" >/dev/null 2>&1 || true
+    log "stopping the test bed"
+    "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true
+    "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true
+  }
+  trap stop_beds EXIT
   log "starting the test bed in $TESTBED_DIR"
   bed_start=$(date +%s)
   tests/e2e/testbed.sh start "$TESTBED_DIR"
@@ -119,6 +141,17 @@ fi
 log "cargo test"
 cargo test --all-targets --no-fail-fast
 cargo test --doc --quiet
+if [[ -n ${faults_pid:-} ]]; then
+  faults_status=0
+  wait "$faults_pid" || faults_status=$?
+  log "faults 2 and 9 (own bed) done, $(( $(date +%s) - faults_start ))s after they started:"
+  sed -n '/^| fault/,$p' "$faults_log" >&2
+  if [[ $faults_status != 0 ]]; then
+    tail -n 40 "$faults_log" >&2
+    log "faults 2 and 9 failed (exit $faults_status); the whole output is in $faults_dir/faults.log"
+    exit 1
+  fi
+fi
 if [[ -n ${MONGODB_URI:-} ]]; then
   # A real MongoDB of the user's: the MongoDB tests once more, against it. They
   # write only to databases named it_<test>_<pid>, which they drop.
