@@ -16,6 +16,9 @@
 #   5. runs the tests that need the bed (e2e, and the MongoDB, S3 and leader
 #      election tests), then stops the bed. A failing test does not stop the run:
 #      every target runs, and the script fails at the end.
+#      Beside them, the faults that restart an API server (tests/e2e/faults.rs,
+#      faults 2 and 9) run in a control-plane bed of their own
+#      (scripts/faults-table.sh --disruptive-only).
 #
 # One node bed runs on a machine at a time: this waits for /tmp/referral-node-bed.lock
 # (up to REFOP_NODE_LOCK_WAIT seconds, default 3600), or uses the caller's when run
@@ -149,7 +152,28 @@ if [[ $use_bed == 1 ]]; then
   fi
 
   export TESTBED_DIR=${TESTBED_DIR:-/tmp/referral-testbed-$$}
-  trap 'rm -f "$image_out"; log "stopping the test bed"; "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true; "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true' EXIT
+  # Faults 2 and 9 (tests/e2e/faults.rs) restart an API server and stop its etcd:
+  # in a control-plane bed of their own, beside the main run (they mostly wait, on
+  # outages and back-offs), never in the shared bed.
+  faults_dir=$TESTBED_DIR-faults
+  faults_log=$faults_dir.log
+  log "faults 2 and 9 in a bed of their own ($faults_dir), in the background: $faults_log"
+  faults_start=$(date +%s)
+  # A session of its own: if this script ends early, the whole run is ended at once.
+  TESTBED_DIR=$faults_dir setsid scripts/faults-table.sh --disruptive-only >"$faults_log" 2>&1 &
+  faults_pid=$!
+  stop_beds() {
+    rm -f "$image_out"
+    if kill -0 "$faults_pid" 2>/dev/null; then
+      kill -TERM -- "-$faults_pid" 2>/dev/null || true
+      wait "$faults_pid" 2>/dev/null || true
+    fi
+    "$root/tests/e2e/testbed.sh" stop "$faults_dir" >/dev/null 2>&1 || true
+    log "stopping the test bed"
+    "$root/tests/e2e/testbed.sh" peak-memory "$TESTBED_DIR" >&2 || true
+    "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true
+  }
+  trap stop_beds EXIT
   log "starting the test bed in $TESTBED_DIR"
   bed_start=$(date +%s)
   tests/e2e/testbed.sh start "$TESTBED_DIR"
@@ -166,6 +190,17 @@ log "cargo test: the targets that need the bed (${bed_targets[*]})"
 bed_args=()
 for target in "${bed_targets[@]}"; do bed_args+=(--test "$target"); done
 cargo test "${bed_args[@]}" --no-fail-fast || failed=1
+if [[ -n ${faults_pid:-} ]]; then
+  faults_status=0
+  wait "$faults_pid" || faults_status=$?
+  log "faults 2 and 9 (own bed) done, $(( $(date +%s) - faults_start ))s after they started:"
+  sed -n '/^| fault/,$p' "$faults_log" >&2
+  if [[ $faults_status != 0 ]]; then
+    tail -n 40 "$faults_log" >&2
+    log "faults 2 and 9 failed (exit $faults_status); the whole output is in $faults_dir/faults.log"
+    failed=1
+  fi
+fi
 if [[ -n ${MONGODB_URI:-} ]]; then
   # A real MongoDB of the user's: the MongoDB tests once more, against it. They
   # write only to databases named it_<test>_<pid>, which they drop.

@@ -358,6 +358,13 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
     let namespace = restore.namespace().ok_or_else(|| RestoreError::NoNamespace { name: name.clone() })?;
     let uid = restore.uid().ok_or_else(|| RestoreError::NoUid { name: name.clone() })?;
     let old = restore.status.clone().unwrap_or_default();
+    // A step recorded by an operator that stopped before its event: the event first,
+    // then the next step, from the status that write leaves (the watch brings it).
+    if unannounced(&old).is_some() {
+        let mut status = old.clone();
+        announce(ctx, restore, &mut restore.resource_version(), &mut status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     // A finished restore does nothing more while it exists.
     if old.phase.is_some_and(RestorePhase::is_terminal) {
         return Ok(Action::await_change());
@@ -443,6 +450,7 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
     // copy (the watch a write behind) is refused before it acts twice.
     let mut version = restore.resource_version();
     write_status(ctx, restore, &mut version, &old, &status).await?;
+    announce(ctx, restore, &mut version, &mut status).await?;
 
     let owner = restore_owner(restore);
     Ok(match (&step, system.as_ref(), state.as_ref()) {
@@ -579,23 +587,80 @@ async fn write_status(
         && let Some(phase) = status.phase
     {
         tracing::info!(restore = %name, namespace = %namespace, ?phase, "restore step");
-        let (type_, reason) = match phase {
-            RestorePhase::Failed => (EventType::Warning, "RestoreFailed".to_string()),
-            RestorePhase::Succeeded => (EventType::Normal, "Restored".to_string()),
-            other => (EventType::Normal, format!("{other:?}")),
-        };
-        let event = Event {
-            type_,
-            reason,
-            note: status.message.as_deref().map(|m| truncate(m, 1000)),
-            action: "Restore".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &restore.object_ref(&())).await {
-            tracing::warn!(%error, restore = %name, "could not publish an event");
-        }
     }
     Ok(())
+}
+
+/// Whether the recorded phase still needs its event. A restore that finished before
+/// `announcedPhase` existed had its events published then (best effort) and is left
+/// alone; one still under way gets its current step's event once more, at most.
+fn unannounced(status: &ReferralRestoreStatus) -> Option<RestorePhase> {
+    let phase = status.phase?;
+    match status.announced_phase {
+        Some(announced) if announced == phase => None,
+        None if phase.is_terminal() => None,
+        _ => Some(phase),
+    }
+}
+
+/// The event's name for one step of one restore: the same on every attempt, so a
+/// retry after a restart is answered "already exists" instead of adding a second
+/// event. Within the 253 characters of an object name.
+fn step_event_name(restore: &str, uid: &str, phase: RestorePhase) -> String {
+    let suffix = format!("{}-{}", format!("{phase:?}").to_lowercase(), uid.chars().take(8).collect::<String>());
+    let room = 253 - suffix.len() - 1;
+    let base: String = restore.chars().take(room).collect();
+    format!("{}.{suffix}", base.trim_end_matches(['.', '-']))
+}
+
+/// Publishes the event of the step recorded in `status` (if it has not been), then
+/// records that it was. The event is created under [`step_event_name`] and the
+/// record follows it, so an operator stopped between the two publishes nothing twice:
+/// the next reconcile finds the step unannounced, and its create is refused as
+/// existing. The event is best effort (Kubernetes may refuse it): a refused create
+/// other than "already exists" is logged and the step is recorded as announced, so
+/// one refusal does not block the restore.
+async fn announce(
+    ctx: &Context,
+    restore: &ReferralRestore,
+    version: &mut Option<String>,
+    status: &mut ReferralRestoreStatus,
+) -> Result<(), RestoreError> {
+    let Some(phase) = unannounced(status) else { return Ok(()) };
+    let name = restore.name_any();
+    let namespace = restore.namespace().unwrap_or_default();
+    let (type_, reason) = match phase {
+        RestorePhase::Failed => ("Warning", "RestoreFailed".to_string()),
+        RestorePhase::Succeeded => ("Normal", "Restored".to_string()),
+        other => ("Normal", format!("{other:?}")),
+    };
+    let event = k8s_openapi::api::events::v1::Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(step_event_name(&name, &restore.uid().unwrap_or_default(), phase)),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        action: Some("Restore".into()),
+        reason: Some(reason),
+        note: status.message.as_deref().map(|m| truncate(m, 1000)),
+        type_: Some(type_.into()),
+        event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now())),
+        regarding: Some(restore.object_ref(&())),
+        reporting_controller: Some(MANAGER.into()),
+        reporting_instance: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(ctx.client.clone(), &namespace);
+    match events.create(&PostParams::default(), &event).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(response)) if response.is_already_exists() => {
+            tracing::debug!(restore = %name, ?phase, "the step's event was published before a restart");
+        }
+        Err(error) => tracing::warn!(%error, restore = %name, ?phase, "could not publish the step's event"),
+    }
+    let before = status.clone();
+    status.announced_phase = Some(phase);
+    write_status(ctx, restore, version, &before, status).await
 }
 
 /// One Controller over the ReferralRestores of one namespace (or all), sharing `ctx`
@@ -643,4 +708,47 @@ pub async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Cont
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ReferralRestoreStatus, RestorePhase, step_event_name, unannounced};
+
+    fn status(phase: Option<RestorePhase>, announced: Option<RestorePhase>) -> ReferralRestoreStatus {
+        ReferralRestoreStatus { phase, announced_phase: announced, ..ReferralRestoreStatus::default() }
+    }
+
+    #[test]
+    fn a_recorded_step_is_announced_until_its_event_is_recorded() {
+        use RestorePhase::*;
+        assert_eq!(unannounced(&status(None, None)), None, "nothing recorded yet");
+        // Recorded, and the operator stopped before the event: announce it.
+        assert_eq!(unannounced(&status(Some(ScalingDown), None)), Some(ScalingDown));
+        assert_eq!(unannounced(&status(Some(Restoring), Some(ScalingDown))), Some(Restoring));
+        assert_eq!(unannounced(&status(Some(Succeeded), Some(ScalingUp))), Some(Succeeded));
+        assert_eq!(unannounced(&status(Some(Failed), Some(Restoring))), Some(Failed));
+        // Announced: nothing more.
+        assert_eq!(unannounced(&status(Some(Restoring), Some(Restoring))), None);
+        assert_eq!(unannounced(&status(Some(Succeeded), Some(Succeeded))), None);
+        // Finished before the field existed: its events went out then.
+        assert_eq!(unannounced(&status(Some(Succeeded), None)), None);
+        assert_eq!(unannounced(&status(Some(Failed), None)), None);
+    }
+
+    #[test]
+    fn a_steps_event_name_is_the_same_on_every_attempt_and_a_valid_name() {
+        let uid = "0b6c2d1e-8f4a-4c3b-9d2e-1a2b3c4d5e6f";
+        let name = step_event_name("r1", uid, RestorePhase::EnsuringIndexes);
+        assert_eq!(name, "r1.ensuringindexes-0b6c2d1e");
+        assert_eq!(name, step_event_name("r1", uid, RestorePhase::EnsuringIndexes));
+        assert_ne!(name, step_event_name("r1", uid, RestorePhase::Restoring), "one event per step");
+        assert_ne!(name, step_event_name("r1", "ffff0000-rest", RestorePhase::EnsuringIndexes), "one per restore");
+        // The longest object name still gives a valid one: at most 253 characters,
+        // not ending the restore's part with a dot or a dash.
+        let long = format!("{}-{}", "a".repeat(200), "b.c-".repeat(13));
+        let name = step_event_name(&long, uid, RestorePhase::CheckingChains);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.ends_with(".checkingchains-0b6c2d1e"), "{name}");
+        assert!(!name.contains("-.") && !name.contains(".."), "{name}");
+    }
 }

@@ -143,6 +143,12 @@ pub struct ReferralRestoreStatus {
     /// Result of the chain check after the restore (`OK` or the violations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_check: Option<String>,
+    /// The last phase whose event was published. A phase recorded here but not yet
+    /// announced (the operator stopped between the status write and the event) is
+    /// announced by the next reconcile, under the event name the first attempt used,
+    /// so every step's event is published exactly once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_phase: Option<RestorePhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -616,6 +616,7 @@ pub fn status_patch(status: &ReferralRestoreStatus) -> Value {
             "restoreJob": status.restore_job,
             "chainCheckJob": status.chain_check_job,
             "chainCheck": status.chain_check,
+            "announcedPhase": status.announced_phase,
             "startedAt": status.started_at,
             "completedAt": status.completed_at,
         }

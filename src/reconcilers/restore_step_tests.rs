@@ -517,7 +517,7 @@ fn the_status_patch_clears_what_is_gone() {
     let patch = status_patch(&status);
     assert_eq!(patch["status"]["phase"], "ScalingUp");
     assert_eq!(patch["status"]["holdsSystem"], false, "written even when false, so a hold is lifted");
-    for key in ["message", "restoreJob", "chainCheckJob", "chainCheck", "startedAt", "completedAt"] {
+    for key in ["message", "restoreJob", "chainCheckJob", "chainCheck", "announcedPhase", "startedAt", "completedAt"] {
         assert!(patch["status"][key].is_null(), "{key}");
         assert!(patch["status"].as_object().unwrap().contains_key(key), "{key} is sent as null");
     }
@@ -530,6 +530,7 @@ fn the_status_patch_clears_what_is_gone() {
         restore_job: Some("j".into()),
         chain_check_job: Some("c".into()),
         chain_check: Some("OK".into()),
+        announced_phase: Some(RestorePhase::ScalingDown),
         started_at: Some(at(1)),
         completed_at: Some(at(2)),
     };
