@@ -29,7 +29,7 @@ use crate::crd::mongodb::ChainModel;
 use crate::crd::status::{BackupStatus, DrillResult, ReferralSystemStatus, StatusWriter, VerifiedRestoreStatus};
 
 use super::backup::Output;
-use super::mongo_client::client_from_uri;
+use super::mongo_client::client_with_env_tls;
 use super::native_backup::{MONGO_TIMEOUT, S3Args, read_uri, target_secrets, uri_redactor};
 
 /// Exit code when the drill ran and failed (and said so in status, with `--system`).
@@ -159,7 +159,7 @@ async fn drill(args: &DrillArgs, scratch: &ScratchDatabase, model: &ChainModel, 
             ));
         }
     };
-    let client = match client_from_uri(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-drill", None).await {
+    let client = match client_with_env_tls(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-drill", None).await {
         Ok(client) => client,
         Err(e) => return failed(redactor.clean(&e.to_string())),
     };

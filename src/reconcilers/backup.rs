@@ -30,7 +30,7 @@ use crate::crd::BackupMethod;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
-use super::env::from_secret;
+use super::env::{from_secret, mongo_tls_env};
 use super::job::{JobPhase, OneOff, one_off_job};
 use super::job_identity;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
@@ -237,6 +237,7 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
                 args.extend(["--collection".into(), collection.clone()]);
             }
             let mut env = dump_env;
+            env.extend(mongo_tls_env(system));
             env.extend(object_storage_env(system));
             Container {
                 args: Some(args),
