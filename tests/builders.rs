@@ -386,8 +386,9 @@ fn production_with_drill() -> ValidatedSystem {
 
 /// Asserts that `pod`'s container `name` reaches MongoDB as the workers do: the CA
 /// and client certificate mounted read-only from their Secrets, their paths in
-/// MONGODB_TLS_*, MONGODB_TLS=true, and no Secret's bytes anywhere in the pod.
-fn assert_mongo_tls(pod: &Value, name: &str) {
+/// MONGODB_TLS_*, MONGODB_TLS=true, and no Secret's bytes anywhere in the pod; and,
+/// with `reports_failures`, every container's failure reaches the status.
+fn assert_mongo_tls(pod: &Value, name: &str, reports_failures: bool) {
     let containers =
         pod["containers"].as_array().unwrap().iter().chain(pod["initContainers"].as_array().into_iter().flatten());
     let container = containers.clone().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no container {name}"));
@@ -420,6 +421,10 @@ fn assert_mongo_tls(pod: &Value, name: &str) {
     assert_eq!(secrets, ["referral-db-ca", "referral-mongo-client"], "{name}");
     let text = pod.to_string();
     assert!(!text.contains("BEGIN"), "no PEM bytes in the pod: {text}");
+    // Why a container failed reaches the status: its termination message, or its log's end.
+    for container in containers.filter(|_| reports_failures) {
+        assert_eq!(container["terminationMessagePolicy"], "FallbackToLogsOnError", "{}", container["name"]);
+    }
 }
 
 #[test]
@@ -433,12 +438,12 @@ fn the_native_backup_restore_drill_and_check_pods_reach_mongodb_over_tls_as_the_
         let cron = objects.iter().find(|o| o["kind"] == "CronJob" && o["metadata"]["name"] == name).unwrap();
         cron["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone()
     };
-    assert_mongo_tls(&cron_pod("prod-backup"), "dump");
-    assert_mongo_tls(&cron_pod("prod-restore-drill"), "drill");
-    assert_mongo_tls(&cron_pod("prod-chain-check"), "check-chains");
+    assert_mongo_tls(&cron_pod("prod-backup"), "dump", true);
+    assert_mongo_tls(&cron_pod("prod-restore-drill"), "drill", true);
+    assert_mongo_tls(&cron_pod("prod-chain-check"), "check-chains", false);
     for source in [RestoreSource::Volume, RestoreSource::ObjectStorage] {
         let job = restore_job_from(&system, &ctx, "20261123T010000Z", "prod-restore-x", true, source);
         let job = serde_json::to_value(job).unwrap();
-        assert_mongo_tls(&job["spec"]["template"]["spec"], "restore");
+        assert_mongo_tls(&job["spec"]["template"]["spec"], "restore", true);
     }
 }

@@ -204,7 +204,7 @@ pub(super) fn read_uri(var: &str) -> Result<String, String> {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    super::termination::fail(message);
     ExitCode::FAILURE
 }
 

@@ -301,7 +301,7 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         volume_mounts: Some(finalize_mounts),
         ..restricted_container("finalize", ctx.operator_image.clone())
     };
-    PodSpec {
+    let mut pod = PodSpec {
         // The token is not automounted (restricted_pod): only finalize gets it
         // (api_access_volume), so the third-party dump tools never see it.
         service_account_name: Some(job_identity::identity_name(system)),
@@ -327,7 +327,9 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
             api_access_volume(),
         ]),
         ..restricted_pod(system, vec![finalize])
-    }
+    };
+    super::job::report_failures(&mut pod);
+    pod
 }
 
 /// Where a client library looks for the in-cluster token, CA and namespace.

@@ -293,7 +293,7 @@ pub fn restore_job_from(
     } else {
         mongo_restore
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         init_containers: (!init.is_empty()).then_some(init),
         volumes: Some(
             [Volume {
@@ -326,6 +326,7 @@ pub fn restore_job_from(
         ),
         ..restricted_pod(system, vec![main])
     };
+    super::job::report_failures(&mut pod);
     one_off_job(
         system,
         ctx,

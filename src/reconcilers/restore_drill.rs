@@ -89,11 +89,12 @@ pub fn restore_drill_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> O
         volume_mounts: Some(mounts),
         ..restricted_container("drill", ctx.operator_image.clone())
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         service_account_name: Some(job_identity::identity_name(system)),
         volumes: Some(volumes),
         ..restricted_pod(system, vec![container])
     };
+    super::job::report_failures(&mut pod);
     Some(cron_job(
         system,
         ctx,
