@@ -462,6 +462,7 @@ fn judge_restore_drill(
     let last = object.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_verified_restore.as_ref());
     let verdict = restore_drill_verdict(DrillVerdictInput {
         max_unverified_age: &drill.max_unverified_age,
+        schedule: &drill.schedule,
         last,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now.0),
         now: now.0,
