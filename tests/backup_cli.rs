@@ -233,3 +233,35 @@ fn the_drill_refuses_the_production_database_before_contacting_mongodb() {
         assert!(!printed.contains("nowhere.invalid"), "MongoDB was contacted: {printed}");
     }
 }
+
+/// A failed command leaves its reason where Kubernetes reads it (the pod's termination
+/// message, which the operator copies into the ReferralRestore condition and
+/// `BackupHealthy`): one line, the same words as the log, no credential.
+#[test]
+fn a_failure_is_written_to_the_termination_log_without_secrets_and_only_where_one_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("termination-log");
+    fs::write(&log, "").unwrap();
+    let restore = |log: &Path| {
+        binary()
+            .args(["backup", "restore", "--dir", dir.path().to_str().unwrap(), "--name", "20261123T010000Z"])
+            .args(["--database", "neurolov"])
+            .env("MONGODB_URI", "mongodb://admin:hunter2-Secret@127.0.0.1:1/neurolov")
+            .env("REFOP_TERMINATION_LOG", log)
+            .output()
+            .unwrap()
+    };
+    let out = restore(&log);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("20261123T010000Z"), "names the backup: {said:?}");
+    assert!(!said.contains('\n') && !said.is_empty() && said.len() <= 1024, "{said:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&said), "the log says the same: {stderr} / {said}");
+    assert!(!said.contains("hunter2") && !said.contains("admin"), "{said:?}");
+
+    // Outside a pod there is no termination log, and none is created.
+    let absent = dir.path().join("absent");
+    assert!(!restore(&absent).status.success());
+    assert!(!absent.exists());
+}

@@ -365,3 +365,85 @@ fn long_names_stay_within_kubernetes_limits() {
         assert!(name.len() <= max, "{} {name} is {} long", o["kind"], name.len());
     }
 }
+
+/// The production example (MongoDB with a CA and a client certificate) with its
+/// backups in a bucket and a restore drill.
+fn production_with_drill() -> ValidatedSystem {
+    let text = std::fs::read_to_string(format!("{}/examples/production.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut value: Value = serde_norway::from_str(&text).unwrap();
+    value["spec"]["backup"] = serde_json::json!({
+        "restoreDrill": {},
+        "objectStorage": {
+            "bucket": "backups",
+            "accessKeyIdSecretRef": {"name": "s3", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "s3", "key": "secret"},
+        },
+    });
+    let mut system: ReferralSystem = serde_json::from_value(value).unwrap();
+    system.metadata.uid = Some(UID.into());
+    validate(&system, "referrals").unwrap()
+}
+
+/// Asserts that `pod`'s container `name` reaches MongoDB as the workers do: the CA
+/// and client certificate mounted read-only from their Secrets, their paths in
+/// MONGODB_TLS_*, MONGODB_TLS=true, and no Secret's bytes anywhere in the pod; and,
+/// with `reports_failures`, every container's failure reaches the status.
+fn assert_mongo_tls(pod: &Value, name: &str, reports_failures: bool) {
+    let containers =
+        pod["containers"].as_array().unwrap().iter().chain(pod["initContainers"].as_array().into_iter().flatten());
+    let container = containers.clone().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no container {name}"));
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "mongodb-tls")
+        .unwrap_or_else(|| panic!("{name} does not mount the MongoDB TLS files"));
+    assert_eq!(mount["mountPath"], "/etc/referral/tls/mongodb", "{name}");
+    assert_eq!(mount["readOnly"], true, "{name}");
+    let env: BTreeMap<&str, &Value> =
+        container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
+    for (var, value) in [
+        ("MONGODB_TLS", "true"),
+        ("MONGODB_TLS_CA_FILE", "/etc/referral/tls/mongodb/ca.crt"),
+        ("MONGODB_TLS_CERT_FILE", "/etc/referral/tls/mongodb/tls.crt"),
+        ("MONGODB_TLS_KEY_FILE", "/etc/referral/tls/mongodb/tls.key"),
+    ] {
+        assert_eq!(env.get(var).map(|e| &e["value"]), Some(&Value::from(value)), "{name}: {var}");
+    }
+    assert!(env["MONGODB_URI"]["valueFrom"]["secretKeyRef"].is_object(), "{name}: the URI by reference only");
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "mongodb-tls").unwrap();
+    let secrets: Vec<&str> = volume["projected"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["secret"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(secrets, ["referral-db-ca", "referral-mongo-client"], "{name}");
+    let text = pod.to_string();
+    assert!(!text.contains("BEGIN"), "no PEM bytes in the pod: {text}");
+    // Why a container failed reaches the status: its termination message, or its log's end.
+    for container in containers.filter(|_| reports_failures) {
+        assert_eq!(container["terminationMessagePolicy"], "FallbackToLogsOnError", "{}", container["name"]);
+    }
+}
+
+#[test]
+fn the_native_backup_restore_drill_and_check_pods_reach_mongodb_over_tls_as_the_workers_do() {
+    use referral_operator::crd::restore::RestoreSource;
+    use referral_operator::reconcilers::restore::restore_job_from;
+    let system = production_with_drill();
+    let ctx = ctx(None);
+    let objects = build(&system, &ctx).to_json_objects();
+    let cron_pod = |name: &str| {
+        let cron = objects.iter().find(|o| o["kind"] == "CronJob" && o["metadata"]["name"] == name).unwrap();
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone()
+    };
+    assert_mongo_tls(&cron_pod("prod-backup"), "dump", true);
+    assert_mongo_tls(&cron_pod("prod-restore-drill"), "drill", true);
+    assert_mongo_tls(&cron_pod("prod-chain-check"), "check-chains", false);
+    for source in [RestoreSource::Volume, RestoreSource::ObjectStorage] {
+        let job = restore_job_from(&system, &ctx, "20261123T010000Z", "prod-restore-x", true, source);
+        let job = serde_json::to_value(job).unwrap();
+        assert_mongo_tls(&job["spec"]["template"]["spec"], "restore", true);
+    }
+}

@@ -23,6 +23,14 @@ pub const REASON_FIRST_PENDING: &str = "FirstDrillPending";
 pub const REASON_OVERDUE: &str = "VerificationOverdue";
 pub const REASON_FAILED: &str = "RestoreDrillFailed";
 pub const REASON_INVALID_AGE: &str = "InvalidMaxUnverifiedAge";
+/// maxUnverifiedAge is not longer than the time between two drills: the alert would
+/// fire before every drill, however well the drills go.
+pub const REASON_AGE_BELOW_INTERVAL: &str = "MaxUnverifiedAgeBelowDrillInterval";
+
+/// How far ahead the drill's fire times are searched for its longest interval: a year
+/// covers every calendar pattern but a leap day's; at most this many fire times.
+const INTERVAL_SEARCH_DAYS: i64 = 400;
+const INTERVAL_SEARCH_RUNS: usize = 2000;
 
 /// Databases a drill never restores into, whatever the spec says: MongoDB's own.
 const RESERVED: [&str; 3] = ["admin", "local", "config"];
@@ -83,6 +91,8 @@ pub fn default_scratch_database(production: &str) -> String {
 pub struct DrillVerdictInput<'a> {
     /// `spec.backup.restoreDrill.maxUnverifiedAge`, as written.
     pub max_unverified_age: &'a str,
+    /// `spec.backup.restoreDrill.schedule`.
+    pub schedule: &'a str,
     /// `status.backup.lastVerifiedRestore`.
     pub last: Option<&'a VerifiedRestoreStatus>,
     /// When the ReferralSystem was created.
@@ -138,6 +148,19 @@ pub fn restore_drill_verdict(input: DrillVerdictInput<'_>) -> DrillVerdict {
         since,
         max_age_seconds: Some(max_seconds),
     };
+    if let Some(interval) = longest_interval(input.schedule, input.now)
+        && interval.as_secs() >= max_seconds
+    {
+        return verdict(
+            false,
+            REASON_AGE_BELOW_INTERVAL,
+            format!(
+                "spec.backup.restoreDrill.maxUnverifiedAge {limit} is not longer than the longest time between two drills of schedule {:?} ({}s): ReferralBackupUnverified would fire before every drill. Set maxUnverifiedAge above that interval plus the time from a backup to the drill after it (8d for the weekly default), or drill more often",
+                input.schedule,
+                interval.as_secs()
+            ),
+        );
+    }
     if let Some(last) = input.last.filter(|l| l.result == DrillResult::Failed) {
         let backup = last.backup.as_deref().unwrap_or("no backup");
         let before = match verified_backup {
@@ -180,6 +203,26 @@ pub fn restore_drill_verdict(input: DrillVerdictInput<'_>) -> DrillVerdict {
     }
 }
 
+/// The longest time between two consecutive fire times of `schedule` in the next
+/// [`INTERVAL_SEARCH_DAYS`] from `now` (`@every`: its interval); `None` when it cannot
+/// be read or fires less than twice in that time (the schedule's own checks say so).
+fn longest_interval(schedule: &str, now: Timestamp) -> Option<SignedDuration> {
+    let parsed = super::schedule::CronSchedule::parse(schedule).ok()?;
+    if let super::schedule::CronSchedule::Every(every) = parsed {
+        return SignedDuration::try_from(every).ok();
+    }
+    let end = now.checked_add(SignedDuration::from_hours(24 * INTERVAL_SEARCH_DAYS)).ok()?;
+    let mut previous = parsed.next_after(now)?;
+    let mut longest: Option<SignedDuration> = None;
+    for _ in 0..INTERVAL_SEARCH_RUNS {
+        let Some(next) = parsed.next_after(previous).filter(|next| *next <= end) else { break };
+        let gap = next.duration_since(previous);
+        longest = Some(longest.map_or(gap, |l| l.max(gap)));
+        previous = next;
+    }
+    longest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,7 +247,13 @@ mod tests {
     }
 
     fn input<'a>(last: Option<&'a VerifiedRestoreStatus>, now: &str) -> DrillVerdictInput<'a> {
-        DrillVerdictInput { max_unverified_age: "8d", last, created: at("2027-01-01T00:00:00Z"), now: at(now) }
+        DrillVerdictInput {
+            max_unverified_age: "8d",
+            schedule: "0 4 * * 0",
+            last,
+            created: at("2027-01-01T00:00:00Z"),
+            now: at(now),
+        }
     }
 
     #[test]
@@ -264,6 +313,32 @@ mod tests {
         let overdue = restore_drill_verdict(input(None, "2027-01-10T00:00:00Z"));
         assert!(!overdue.verified);
         assert_eq!(overdue.reason, REASON_OVERDUE);
+    }
+
+    #[test]
+    fn an_age_limit_not_above_the_drill_interval_is_reported_as_such() {
+        let last = drill(DrillResult::Succeeded, "20270117T010000Z", Some("20270117T010000Z"));
+        let now = "2027-01-17T05:00:00Z";
+        for (age, schedule) in [("7d", "0 4 * * 0"), ("36h", "0 4 * * 0"), ("1d", "0 1 * * 1-5"), ("2h", "@every 3h")] {
+            let verdict = restore_drill_verdict(DrillVerdictInput {
+                max_unverified_age: age,
+                schedule,
+                ..input(Some(&last), now)
+            });
+            assert_eq!(verdict.reason, REASON_AGE_BELOW_INTERVAL, "{age} {schedule}: {verdict:?}");
+            assert!(!verdict.verified);
+            assert!(verdict.message.contains(age) && verdict.message.contains(schedule), "{}", verdict.message);
+        }
+        // Weekdays only: Friday to Monday is three days, so 2d is too short but 4d is not.
+        for (age, schedule) in [("8d", "0 4 * * 0"), ("4d", "0 1 * * 1-5"), ("4h", "@every 3h"), ("400d", "0 0 29 2 *")]
+        {
+            let verdict = restore_drill_verdict(DrillVerdictInput {
+                max_unverified_age: age,
+                schedule,
+                ..input(Some(&last), now)
+            });
+            assert_eq!(verdict.reason, REASON_VERIFIED, "{age} {schedule}: {verdict:?}");
+        }
     }
 
     #[test]

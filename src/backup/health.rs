@@ -31,7 +31,7 @@ pub const REASON_SCHEDULE_NEVER_FIRES: &str = "ScheduleNeverFires";
 pub const REASON_INVALID_SCHEDULE: &str = "InvalidSchedule";
 pub const REASON_FAILED: &str = "BackupFailed";
 /// Longest piece of a Job's own message quoted in the condition.
-const MAX_FAILURE_TEXT: usize = 300;
+const MAX_FAILURE_TEXT: usize = 600;
 
 /// A backup Job that failed: its name, when, and the Job's reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]

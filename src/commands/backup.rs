@@ -24,6 +24,7 @@ use crate::crd::status::{BackupStatus, ReferralSystemStatus, StatusWriter};
 use crate::reconcilers::backup::EXIT_STATUS_NOT_WRITTEN;
 
 use super::native_backup::{self, DumpArgs, RestoreArgs, S3Args};
+use super::termination;
 
 /// Longest list of backup names written into status.
 const MAX_LISTED: usize = 100;
@@ -156,7 +157,7 @@ pub fn run(command: BackupCommand) -> ExitCode {
             match retention.policy() {
                 Ok(policy) => native_backup::run_prune(&s3, policy, dry_run, delete_stale, output),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    termination::fail(&e);
                     ExitCode::from(2)
                 }
             }
@@ -199,7 +200,7 @@ fn verify_archives(dir: &Path, name: &str, output: Output) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             ExitCode::FAILURE
         }
     }
@@ -213,7 +214,7 @@ fn list(dir: &Path, output: Output) -> ExitCode {
     let listing = match store::list(dir) {
         Ok(listing) => listing,
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -268,14 +269,14 @@ fn prune(dir: &Path, retention: &RetentionArgs, dry_run: bool, delete_stale: boo
     let policy = match retention.policy() {
         Ok(policy) => policy,
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             return ExitCode::from(2);
         }
     };
     let listing = match store::list(dir) {
         Ok(listing) => listing,
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -416,14 +417,14 @@ fn finalize(
     let policy = match retention.policy() {
         Ok(policy) => policy,
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             return ExitCode::from(2);
         }
     };
     let name = match std::fs::read_to_string(name_file) {
         Ok(text) => text.trim().to_string(),
         Err(e) => {
-            eprintln!("error: cannot read the run's name from {}: {e}", name_file.display());
+            termination::fail(format!("cannot read the run's name from {}: {e}", name_file.display()));
             return ExitCode::FAILURE;
         }
     };
@@ -434,7 +435,7 @@ fn finalize(
             manifest
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             return ExitCode::FAILURE;
         }
     };
@@ -447,7 +448,7 @@ fn finalize(
                 None
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                termination::fail(&e);
                 Some(e)
             }
         }
@@ -475,7 +476,7 @@ fn finalize(
     let done = if bucket_failure.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     let Some(system) = system else { return done };
     let Some(namespace) = namespace else {
-        eprintln!("error: --system needs the namespace: set --namespace or POD_NAMESPACE");
+        termination::fail("--system needs the namespace: set --namespace or POD_NAMESPACE");
         return ExitCode::from(EXIT_STATUS_NOT_WRITTEN);
     };
     match write_status(namespace, system, &status) {

@@ -10,3 +10,4 @@ pub mod mongo_client;
 pub mod native_backup;
 pub mod restore_drill;
 pub mod status;
+pub mod termination;

@@ -61,8 +61,21 @@ pub async fn client_from_env(
     monitor: Option<EventHandler<CommandEvent>>,
 ) -> Result<CliClient, MongoClientError> {
     let uri = std::env::var(var).map_err(|_| MongoClientError::MissingUri { var: var.into() })?;
+    client_with_env_tls(var, &uri, timeout, app_name, monitor).await
+}
+
+/// As [`client_from_env`], for a URI already read (`source` names where it came
+/// from): TLS from the MONGODB_TLS_* variables, as the operator sets them in every
+/// Job's pod. The backup, restore and drill commands connect with it.
+pub async fn client_with_env_tls(
+    source: &str,
+    uri: &str,
+    timeout: Duration,
+    app_name: &str,
+    monitor: Option<EventHandler<CommandEvent>>,
+) -> Result<CliClient, MongoClientError> {
     let (tls, material) = tls_from_env()?;
-    client_with_tls(var, &uri, timeout, app_name, monitor, tls.then_some(material.unwrap_or_default()).as_ref()).await
+    client_with_tls(source, uri, timeout, app_name, monitor, tls.then_some(material.unwrap_or_default()).as_ref()).await
 }
 
 /// As [`client_from_uri`], connecting with TLS from `tls` when it is set (an empty

@@ -26,7 +26,7 @@ use crate::backup::stream::StreamDigest;
 use crate::backup::target::{BackupSource, FileSink, TeeFile, VolumeFolder};
 
 use super::backup::Output;
-use super::mongo_client::client_from_uri;
+use super::mongo_client::client_with_env_tls;
 
 /// The dump's gzip level by default: the fastest. On referral documents level 1
 /// compresses 6.5 times at about 210 MB/s of one core, level 6 (mongodump's) 9.8
@@ -204,7 +204,7 @@ pub(super) fn read_uri(var: &str) -> Result<String, String> {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    super::termination::fail(message);
     ExitCode::FAILURE
 }
 
@@ -266,7 +266,7 @@ async fn dump_command(args: &DumpArgs) -> Result<(), String> {
         std::fs::write(file, &name_text)
             .map_err(|e| format!("cannot write the run's name to {}: {e}", file.display()))?;
     }
-    let client = client_from_uri(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-backup", None)
+    let client = client_with_env_tls(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-backup", None)
         .await
         .map_err(|e| e.to_string())?;
     let request = DumpRequest {
@@ -442,7 +442,7 @@ async fn restore_command(args: &RestoreArgs) -> Result<(), String> {
     }
     let redactor = Redactor::new(secrets);
     let plan = located.plan.only(&args.collections).map_err(|e| e.to_string())?;
-    let client = client_from_uri(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-restore", None)
+    let client = client_with_env_tls(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-restore", None)
         .await
         .map_err(|e| e.to_string())?;
     let started = Instant::now();

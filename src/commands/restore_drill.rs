@@ -29,8 +29,9 @@ use crate::crd::mongodb::ChainModel;
 use crate::crd::status::{BackupStatus, DrillResult, ReferralSystemStatus, StatusWriter, VerifiedRestoreStatus};
 
 use super::backup::Output;
-use super::mongo_client::client_from_uri;
+use super::mongo_client::client_with_env_tls;
 use super::native_backup::{MONGO_TIMEOUT, S3Args, read_uri, target_secrets, uri_redactor};
+use super::termination;
 
 /// Exit code when the drill ran and failed (and said so in status, with `--system`).
 const EXIT_DRILL_FAILED: u8 = 1;
@@ -90,7 +91,7 @@ pub fn run_drill(args: DrillArgs) -> ExitCode {
     let runtime = match super::native_backup::runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: {e}");
+            termination::fail(&e);
             return ExitCode::from(EXIT_NOT_REPORTED);
         }
     };
@@ -102,7 +103,7 @@ async fn drill_command(args: DrillArgs) -> ExitCode {
         Some(name) => match cluster_system(name, args.namespace.as_deref()).await {
             Ok(found) => Some(found),
             Err(e) => {
-                eprintln!("error: {e}");
+                termination::fail(&e);
                 return ExitCode::from(EXIT_NOT_REPORTED);
             }
         },
@@ -118,13 +119,18 @@ async fn drill_command(args: DrillArgs) -> ExitCode {
         Ok(scratch) => drill(&args, &scratch, &model, max_depth).await,
     };
     print_outcome(args.output, &args.scratch_database, &outcome);
+    if outcome.result == DrillResult::Failed {
+        termination::record(&format!("restore drill failed: {}", outcome.message));
+    }
     if let Some((api, system)) = &cluster {
         let name = system.metadata.name.clone().unwrap_or_default();
         let previous =
             system.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_verified_restore.as_ref());
         let status = drill_status(&outcome, previous, &args.scratch_database, Time(super::backup::now()));
         if let Err(e) = write_status(api, &name, status).await {
-            eprintln!("error: the drill's result was not written to status.backup.lastVerifiedRestore of {name}: {e}");
+            termination::fail(format!(
+                "the drill's result was not written to status.backup.lastVerifiedRestore of {name}: {e}"
+            ));
             return ExitCode::from(EXIT_NOT_REPORTED);
         }
     }
@@ -159,7 +165,7 @@ async fn drill(args: &DrillArgs, scratch: &ScratchDatabase, model: &ChainModel, 
             ));
         }
     };
-    let client = match client_from_uri(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-drill", None).await {
+    let client = match client_with_env_tls(&args.uri_env, &uri, MONGO_TIMEOUT, "referral-operator-drill", None).await {
         Ok(client) => client,
         Err(e) => return failed(redactor.clean(&e.to_string())),
     };

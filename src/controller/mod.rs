@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod indexes;
+pub mod job_pods;
 pub mod panics;
 pub mod probes;
 pub mod recheck;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ApiResource, DynamicObject, GetParams, ListParams, Patch};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
@@ -250,7 +250,8 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
     };
     let mut children = build(&validated, &build_context);
     let now = now();
-    let backup_failure = newest_backup_failure(ctx, &validated).await;
+    let last_backup = system.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_success.as_ref());
+    let backup_failure = newest_backup_failure(ctx, &validated, last_backup.map(|t| t.0)).await;
     let backup = judge_backups(ctx, system, &validated, &now, backup_failure.as_ref());
     let restore_hold = super::restore::restore_holding(ctx, &validated).await?;
     if restore_hold.is_some() {
@@ -376,10 +377,15 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
     Ok(Settled::Recheck { health, wake_at, baseline: Arc::new(baseline) })
 }
 
-/// The newest failed backup Job of the system. A failed read is logged and counts as
-/// no failure: the next reconcile reads again, and a list error must not hide the
-/// rest of the status.
-async fn newest_backup_failure(ctx: &Context, system: &ValidatedSystem) -> Option<BackupFailure> {
+/// The newest failed backup Job of the system, with what its pod said when it failed
+/// after `last_success` (an older one is not reported, so its pods are not read). A
+/// failed read is logged and counts as no failure: the next reconcile reads again, and
+/// a list error must not hide the rest of the status.
+async fn newest_backup_failure(
+    ctx: &Context,
+    system: &ValidatedSystem,
+    last_success: Option<k8s_openapi::jiff::Timestamp>,
+) -> Option<BackupFailure> {
     let selector = format!(
         "{},{}={}",
         crate::reconcilers::meta::system_selector(&system.name),
@@ -388,7 +394,19 @@ async fn newest_backup_failure(ctx: &Context, system: &ValidatedSystem) -> Optio
     );
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &system.namespace);
     match jobs.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => crate::reconcilers::backup::newest_failure(&list.items),
+        Ok(list) => {
+            let mut failure = crate::reconcilers::backup::newest_failure(&list.items)?;
+            if last_success.is_some_and(|done| done >= failure.at) {
+                return Some(failure);
+            }
+            // Only the Job's condition says it failed; its pod says why (a dump's
+            // error, a full volume).
+            let pods = Api::<Pod>::namespaced(ctx.client.clone(), &system.namespace);
+            if let Some(said) = super::job_pods::pod_message(&pods, &failure.job).await {
+                failure.why = format!("{}; {said}", failure.why);
+            }
+            Some(failure)
+        }
         Err(error) => {
             tracing::warn!(system = %system.name, %error, "cannot list the backup Jobs");
             None
@@ -444,6 +462,7 @@ fn judge_restore_drill(
     let last = object.status.as_ref().and_then(|s| s.backup.as_ref()).and_then(|b| b.last_verified_restore.as_ref());
     let verdict = restore_drill_verdict(DrillVerdictInput {
         max_unverified_age: &drill.max_unverified_age,
+        schedule: &drill.schedule,
         last,
         created: object.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now.0),
         now: now.0,

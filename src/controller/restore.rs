@@ -408,7 +408,13 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
         }
         None => None,
     };
-    let restore_phase = JobPhase::of(state.as_ref().and_then(|s| s.restore_job.as_ref()));
+    let mut restore_phase = JobPhase::of(state.as_ref().and_then(|s| s.restore_job.as_ref()));
+    if let (Some(system), JobPhase::Failed(_)) = (&system, &restore_phase) {
+        // Read once: the step that sees the failure records it, and a finished
+        // restore is not reconciled again.
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &system.namespace);
+        restore_phase = super::job_pods::with_pod_message(&pods, &restore_job_name(system, &uid), restore_phase).await;
+    }
     let check_phase = JobPhase::of(state.as_ref().and_then(|s| s.check_job.as_ref()));
     let still = state
         .as_ref()

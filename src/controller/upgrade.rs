@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
 
 use crate::crd::ReferralSystem;
@@ -76,33 +76,6 @@ async fn job_phase(jobs: &Api<Job>, name: &str) -> Result<JobPhase, Error> {
     Ok(JobPhase::of(job.as_ref()))
 }
 
-/// Longest part of a Job's own words kept in status and events.
-const JOB_MESSAGE_CHARS: usize = 600;
-
-/// A failed Job's phase with what its pod said on the way out: the termination
-/// message of its failed container (for the verification Job, its last log lines).
-/// Reading pods needs `list` on them, which the chart grants with restores on; without
-/// it, the Job's own condition is what is reported.
-async fn with_pod_message(pods: &Api<Pod>, job: &str, phase: JobPhase) -> JobPhase {
-    let JobPhase::Failed(why) = phase else { return phase };
-    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
-    let Ok(list) = pods.list(&params).await else { return JobPhase::Failed(why) };
-    let said = list
-        .items
-        .iter()
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .filter(|t| t.exit_code != 0)
-        .find_map(|t| t.message.clone().filter(|m| !m.trim().is_empty()));
-    match said {
-        Some(message) => {
-            let text: String = message.trim().replace('\n', " / ").chars().take(JOB_MESSAGE_CHARS).collect();
-            JobPhase::Failed(format!("{why}; its output ends: {text}"))
-        }
-        None => JobPhase::Failed(why),
-    }
-}
-
 async fn create_job(jobs: &Api<Job>, job: &Job) -> Result<(), Error> {
     let params = PostParams { field_manager: Some(crate::reconcilers::meta::MANAGER.into()), ..PostParams::default() };
     match jobs.create(&params, job).await {
@@ -157,7 +130,8 @@ pub async fn gate_images(
     let verify = if system.spec.verify.is_some() && !images_differ && following {
         let name = verify_job_name(system, &target);
         let phase = job_phase(&jobs, &name).await?;
-        with_pod_message(&Api::<Pod>::namespaced(ctx.client.clone(), &system.namespace), &name, phase).await
+        super::job_pods::with_pod_message(&Api::<Pod>::namespaced(ctx.client.clone(), &system.namespace), &name, phase)
+            .await
     } else {
         JobPhase::Absent
     };

@@ -30,7 +30,7 @@ use crate::crd::BackupMethod;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
-use super::env::from_secret;
+use super::env::{from_secret, mongo_tls_env};
 use super::job::{JobPhase, OneOff, one_off_job};
 use super::job_identity;
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name, object_meta};
@@ -237,6 +237,7 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
                 args.extend(["--collection".into(), collection.clone()]);
             }
             let mut env = dump_env;
+            env.extend(mongo_tls_env(system));
             env.extend(object_storage_env(system));
             Container {
                 args: Some(args),
@@ -300,7 +301,7 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
         volume_mounts: Some(finalize_mounts),
         ..restricted_container("finalize", ctx.operator_image.clone())
     };
-    PodSpec {
+    let mut pod = PodSpec {
         // The token is not automounted (restricted_pod): only finalize gets it
         // (api_access_volume), so the third-party dump tools never see it.
         service_account_name: Some(job_identity::identity_name(system)),
@@ -326,7 +327,9 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
             api_access_volume(),
         ]),
         ..restricted_pod(system, vec![finalize])
-    }
+    };
+    super::job::report_failures(&mut pod);
+    pod
 }
 
 /// Where a client library looks for the in-cluster token, CA and namespace.

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::crd::validate::ValidatedSystem;
 
 use super::cron::{Schedule, cron_job};
-use super::env::from_secret;
+use super::env::{from_secret, mongo_tls_env};
 use super::meta::{MAX_CRONJOB, MAX_DNS_LABEL, child_name};
 use super::security::{restricted_container, restricted_pod};
 use super::{BuildContext, Children};
@@ -49,17 +49,25 @@ fn check_cron_job(
             system.name.clone(),
             "--write-status".into(),
         ]),
-        env: Some(vec![
-            from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
-            EnvVar {
-                name: "POD_NAMESPACE".into(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".into(), api_version: None }),
-                    ..EnvVarSource::default()
-                }),
-            },
-        ]),
+        env: Some(
+            [
+                from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
+                EnvVar {
+                    name: "POD_NAMESPACE".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.namespace".into(),
+                            api_version: None,
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                },
+            ]
+            .into_iter()
+            .chain(mongo_tls_env(system))
+            .collect(),
+        ),
         // The analysis keeps a few bytes per user (docs/checks.md measures its peak).
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([

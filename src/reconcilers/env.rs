@@ -144,10 +144,15 @@ pub fn mongo_env(system: &ValidatedSystem) -> Vec<EnvVar> {
         literal("MONGODB_RETRY_WRITES", mongo.client.retry_writes),
         literal("MONGODB_READ_PREFERENCE", mongo.client.read_preference.as_str()),
     ];
-    if mongo.tls.is_some() {
-        env.push(literal("MONGODB_TLS", "true"));
-    }
+    env.extend(mongo_tls_env(system));
     env
+}
+
+/// MONGODB_TLS=true when `mongodb.tls` is set: TLS even when the spec names no file
+/// (`tls: {}` trusts the image's roots), which the mounted files alone cannot say.
+/// Every container of ours that talks to MongoDB gets it beside the files' paths.
+pub fn mongo_tls_env(system: &ValidatedSystem) -> Option<EnvVar> {
+    system.spec.mongodb.tls.is_some().then(|| literal("MONGODB_TLS", "true"))
 }
 
 /// Host and port a client reaches Redis on (the first seed node for a cluster).

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec, PodFailurePolicy};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::JobTemplate;
@@ -142,9 +142,180 @@ impl JobPhase {
     }
 }
 
+/// `text` on one line (line breaks become " / "), cut to at most `max` bytes at a
+/// character boundary.
+pub fn one_line(text: &str, max: usize) -> String {
+    let joined = text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
+    let mut end = joined.len().min(max);
+    while !joined.is_char_boundary(end) {
+        end -= 1;
+    }
+    joined[..end].to_string()
+}
+
+/// Lets every container of `pod` say why it failed where the operator reads it: our
+/// commands write their error to the termination message, and a container that wrote
+/// none (a script, a crash) is described by its last log lines
+/// (`FallbackToLogsOnError`, used only when it exits non-zero). See
+/// [`failed_pod_message`].
+pub fn report_failures(pod: &mut PodSpec) {
+    let containers = pod.containers.iter_mut().chain(pod.init_containers.iter_mut().flatten());
+    for container in containers {
+        container.termination_message_policy = Some("FallbackToLogsOnError".into());
+    }
+}
+
+/// Longest part of a failed pod's own words kept in status and events.
+pub const MAX_POD_MESSAGE_CHARS: usize = 400;
+
+/// What the newest failed pod of a Job said on the way out: the first container (init
+/// containers first, in order) that exited non-zero, with its termination message (our
+/// commands write their error there; a script container's policy
+/// `FallbackToLogsOnError` gives its last log lines) or, without one, its reason
+/// (`OOMKilled`, ...). One line, credentials in URLs replaced, at most
+/// [`MAX_POD_MESSAGE_CHARS`] characters (the end kept: a log's last lines say why).
+pub fn failed_pod_message(pods: &[Pod]) -> Option<String> {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    pods.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let containers =
+            status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+        containers.into_iter().find_map(container_failure)
+    })
+}
+
+fn container_failure(container: &ContainerStatus) -> Option<String> {
+    let terminated = container.state.as_ref()?.terminated.as_ref()?;
+    if terminated.exit_code == 0 {
+        return None;
+    }
+    let said = terminated.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+    let text = match (said, terminated.reason.as_deref()) {
+        (Some(message), _) => {
+            let line = redact_url_credentials(&one_line(message, usize::MAX));
+            let count = line.chars().count();
+            if count > MAX_POD_MESSAGE_CHARS {
+                let tail: String = line.chars().skip(count - MAX_POD_MESSAGE_CHARS).collect();
+                format!("...{tail}")
+            } else {
+                line
+            }
+        }
+        (None, Some(reason)) => format!("({reason})"),
+        (None, None) => return None,
+    };
+    Some(format!("container {} exited {}: {text}", container.name, terminated.exit_code))
+}
+
+/// `text` with the user information of every URL (`scheme://user:password@host`)
+/// replaced: what a failing tool may print of a connection string. Our commands
+/// redact their own messages already; this is for the scripts' log lines.
+pub fn redact_url_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end =
+            tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace()).unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("<redacted>");
+                rest = &tail[userinfo_end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(created: &str, statuses: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("p-{created}"), "creationTimestamp": created},
+            "status": statuses,
+        }))
+        .unwrap()
+    }
+
+    fn terminated(name: &str, code: i32, reason: &str, message: Option<&str>) -> serde_json::Value {
+        serde_json::json!({"name": name, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": reason, "message": message}}})
+    }
+
+    #[test]
+    fn one_line_joins_lines_and_cuts_at_a_character_boundary() {
+        assert_eq!(one_line("a\n\n b \r\nc", 100), "a / b / c");
+        assert_eq!(one_line("ééé", 5), "éé");
+        assert_eq!(one_line("", 5), "");
+        assert_eq!(one_line("abc", 0), "");
+    }
+
+    #[test]
+    fn the_failed_init_container_of_the_newest_pod_says_why() {
+        let older = pod(
+            "2026-12-07T01:00:00Z",
+            serde_json::json!({"initContainerStatuses": [terminated("dump", 1, "Error", Some("older pod"))]}),
+        );
+        let newer = pod(
+            "2026-12-07T01:05:00Z",
+            serde_json::json!({
+                "initContainerStatuses": [
+                    terminated("dump", 0, "Completed", Some("fine")),
+                    terminated("redis-snapshot", 1, "Error",
+                        Some("Transfer finished\nError: write /backups/x.partial/redis.rdb: No space left on device\n")),
+                ],
+                "containerStatuses": [{"name": "finalize", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}}}],
+            }),
+        );
+        assert_eq!(
+            failed_pod_message(&[older.clone(), newer]).as_deref(),
+            Some(
+                "container redis-snapshot exited 1: Transfer finished / Error: write /backups/x.partial/redis.rdb: No space left on device"
+            )
+        );
+        assert_eq!(failed_pod_message(&[older]).as_deref(), Some("container dump exited 1: older pod"));
+    }
+
+    #[test]
+    fn a_container_without_a_message_gives_its_reason_and_success_gives_nothing() {
+        let killed = pod(
+            "2026-12-07T01:00:00Z",
+            serde_json::json!({"containerStatuses": [terminated("restore", 137, "OOMKilled", None)]}),
+        );
+        assert_eq!(failed_pod_message(&[killed]).as_deref(), Some("container restore exited 137: (OOMKilled)"));
+        let fine = pod(
+            "2026-12-07T01:00:00Z",
+            serde_json::json!({"containerStatuses": [terminated("restore", 0, "Completed", None)]}),
+        );
+        assert_eq!(failed_pod_message(&[fine]), None);
+        assert_eq!(failed_pod_message(&[]), None);
+        assert_eq!(failed_pod_message(&[pod("2026-12-07T01:00:00Z", serde_json::json!({}))]), None);
+    }
+
+    #[test]
+    fn long_messages_keep_their_end_and_credentials_never_pass() {
+        let long = format!("{} connecting to mongodb://admin:s3cr%40t@db:27017/x failed: the end", "x".repeat(5000));
+        let said = failed_pod_message(&[pod(
+            "2026-12-07T01:00:00Z",
+            serde_json::json!({"containerStatuses": [terminated("mongorestore", 1, "Error", Some(&long))]}),
+        )])
+        .unwrap();
+        assert!(said.ends_with("failed: the end"), "{said}");
+        assert!(!said.contains("s3cr") && !said.contains("admin"), "{said}");
+        assert!(said.chars().count() <= MAX_POD_MESSAGE_CHARS + 40, "{}", said.len());
+        assert_eq!(
+            redact_url_credentials("a redis://:pw@h:1 b https://u@x/y?z c mongodb://h/ d ://@"),
+            "a redis://<redacted>@h:1 b https://<redacted>@x/y?z c mongodb://h/ d ://<redacted>@"
+        );
+        assert_eq!(redact_url_credentials("é://é@é"), "é://<redacted>@é");
+    }
     use crate::crd::ReferralSystem;
     use crate::crd::validate::validate;
 

@@ -32,7 +32,7 @@ use super::backup::{
     BACKUP_MOUNT, WORK_MOUNT, claim_name, env_field, env_literal, object_storage_env, redis_client_env,
     redis_tools_image,
 };
-use super::env::from_secret;
+use super::env::{from_secret, mongo_tls_env};
 use super::job::{OneOff, one_off_job};
 use super::meta::{MAX_DNS_LABEL, child_name, short_hash};
 use super::security::{restricted_container, restricted_pod, tmp_mount, tmp_volume};
@@ -214,11 +214,12 @@ pub fn restore_job_from(
         }
         mounts
     };
-    let mongo_env = vec![
+    let mut mongo_env = vec![
         from_secret("MONGODB_URI", &spec.mongodb.uri_secret_ref),
         env_literal("MONGODB_DATABASE", &spec.mongodb.database),
         env_literal("BACKUP_NAME", backup_name),
     ];
+    mongo_env.extend(mongo_tls_env(system));
     // (checks before, the restore itself)
     let (mut init, mongo_restore) = match backup.method {
         _ if from_bucket => {
@@ -292,7 +293,7 @@ pub fn restore_job_from(
     } else {
         mongo_restore
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         init_containers: (!init.is_empty()).then_some(init),
         volumes: Some(
             [Volume {
@@ -325,6 +326,7 @@ pub fn restore_job_from(
         ),
         ..restricted_pod(system, vec![main])
     };
+    super::job::report_failures(&mut pod);
     one_off_job(
         system,
         ctx,

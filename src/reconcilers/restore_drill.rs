@@ -19,7 +19,7 @@ use super::backup::{
     BACKUP_MOUNT, SERVICE_ACCOUNT_MOUNT, api_access_volume, claim_name, env_field, env_literal, object_storage_env,
 };
 use super::cron::{Schedule, cron_job};
-use super::env::from_secret;
+use super::env::{from_secret, mongo_tls_env};
 use super::job_identity;
 use super::meta::{MAX_CRONJOB, child_name};
 use super::security::{restricted_container, restricted_pod, tmp_mount, tmp_volume};
@@ -52,6 +52,7 @@ pub fn restore_drill_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> O
         env_literal("MONGODB_DATABASE", &spec.mongodb.database),
         env_field("POD_NAMESPACE", "metadata.namespace"),
     ];
+    env.extend(mongo_tls_env(system));
     let mut mounts = vec![
         tmp_mount(),
         VolumeMount {
@@ -88,11 +89,12 @@ pub fn restore_drill_cron_job(system: &ValidatedSystem, ctx: &BuildContext) -> O
         volume_mounts: Some(mounts),
         ..restricted_container("drill", ctx.operator_image.clone())
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         service_account_name: Some(job_identity::identity_name(system)),
         volumes: Some(volumes),
         ..restricted_pod(system, vec![container])
     };
+    super::job::report_failures(&mut pod);
     Some(cron_job(
         system,
         ctx,

@@ -403,6 +403,16 @@ async fn a_stalled_rollout_is_rolled_back_when_the_spec_asks() {
 /// failed yet exits with code 1 and the last log lines as its message, until the Job
 /// controller itself fails the Job (after its backoffLimit).
 pub(crate) async fn fail_job_pod(client: &Client, ns: &str, job: &str, output: &str) {
+    fail_job_pods(client, ns, job, output, false).await;
+}
+
+/// As [`fail_job_pod`], with the pod's first init container failing (the dump of a
+/// backup pod) and its main container never started.
+pub(crate) async fn fail_job_init_container(client: &Client, ns: &str, job: &str, output: &str) {
+    fail_job_pods(client, ns, job, output, true).await;
+}
+
+async fn fail_job_pods(client: &Client, ns: &str, job: &str, output: &str, init: bool) {
     use k8s_openapi::api::core::v1::Pod;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let selector = format!("batch.kubernetes.io/job-name={job}");
@@ -415,14 +425,22 @@ pub(crate) async fn fail_job_pod(client: &Client, ns: &str, job: &str, output: &
             if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {
                 continue;
             }
-            let container = pod.spec.as_ref()?.containers[0].clone();
+            let spec = pod.spec.as_ref()?;
             let now = k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
                 .unwrap()
                 .to_string();
-            let patch = json!({"status": {"phase": "Failed", "containerStatuses": [{
-                "name": container.name, "image": container.image, "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": output, "startedAt": now, "finishedAt": now}}
-            }]}});
+            let status = |container: &k8s_openapi::api::core::v1::Container, state: serde_json::Value| {
+                json!({"name": container.name, "image": container.image, "imageID": "", "ready": false,
+                       "restartCount": 0, "state": state})
+            };
+            let failed = json!({"terminated": {"exitCode": 1, "reason": "Error", "message": output,
+                                               "startedAt": now, "finishedAt": now}});
+            let patch = match spec.init_containers.as_ref().and_then(|c| c.first()).filter(|_| init) {
+                Some(first) => json!({"status": {"phase": "Failed",
+                    "initContainerStatuses": [status(first, failed)],
+                    "containerStatuses": [status(&spec.containers[0], json!({"waiting": {"reason": "PodInitializing"}}))]}}),
+                None => json!({"status": {"phase": "Failed", "containerStatuses": [status(&spec.containers[0], failed)]}}),
+            };
             let _ = pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
         }
         None
@@ -720,7 +738,17 @@ async fn a_failed_backup_job_turns_backup_healthy_false_with_its_name_and_an_eve
     s.annotate("referral.dev/backup-now", "2026-11-23T11:00:00Z").await;
     let job = manual_backup_job_name(&system, "2026-11-23T11:00:00Z");
     wait_for(Duration::from_secs(60), "the backup Job", || async { s.jobs().get_opt(&job).await.ok()? }).await;
-    crate::restore::fail_job(&s.client, &s.watched.name, &job).await;
+    // Its dump container ran out of space: what it wrote to its termination message
+    // (or its log's end) is in the condition and the event, not only in the log. On
+    // the node the kubelet owns the pod's status, so there the Job alone is failed
+    // (node.rs checks a real pod's message reaching a ReferralRestore).
+    let full = "backup 20261123T110000Z: cannot write neurolov/users.bson.gz: No space left on device (os error 28)";
+    let on_node = node().is_some();
+    if on_node {
+        crate::restore::fail_job(&s.client, &s.watched.name, &job).await;
+    } else {
+        fail_job_init_container(&s.client, &s.watched.name, &job, full).await;
+    }
     let failed = wait_for(Duration::from_secs(60), "BackupHealthy False with BackupFailed", || async {
         let current = s.systems().get("main").await.ok()?;
         let (status, reason, message) = condition(&current, "BackupHealthy")?;
@@ -728,6 +756,7 @@ async fn a_failed_backup_job_turns_backup_healthy_false_with_its_name_and_an_eve
     })
     .await;
     assert!(failed.contains(&job) && failed.contains("BackoffLimitExceeded"), "{failed}");
+    assert!(on_node || failed.contains(&format!("container dump exited 1: {full}")), "the pod's reason: {failed}");
     assert!(failed.contains("kept"), "{failed}");
     let events = wait_for(Duration::from_secs(30), "a BackupFailed event", || async {
         let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &s.watched.name, "-o", "json"], None);
@@ -735,6 +764,7 @@ async fn a_failed_backup_job_turns_backup_healthy_false_with_its_name_and_an_eve
     })
     .await;
     assert!(events.contains(&job), "the event names the Job: {events}");
+    assert!(on_node || events.contains("No space left on device"), "the event says why: {events}");
 
     // The next complete backup (as finalize reports it) clears the failure.
     let report = json!({"apiVersion": "referral.dev/v1alpha1", "kind": "ReferralSystem", "status": {"backup": {

@@ -639,8 +639,53 @@ async fn sorted_contents(db: &mongodb::Database, name: &str) -> Vec<Document> {
     docs
 }
 
+/// Creates the ReferralRestore `name` of `backup` from `source` and watches it to its
+/// end: its status, the phases it went through, and whether `worker` was at zero
+/// replicas at some point meanwhile.
+async fn watch_restore(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    backup: &str,
+    source: &str,
+    worker: &str,
+    operator: &PodOperator,
+) -> (referral_operator::crd::restore::ReferralRestoreStatus, Vec<RestorePhase>, bool) {
+    let restores = Api::<ReferralRestore>::namespaced(client.clone(), ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let restore: ReferralRestore = serde_json::from_value(json!({
+        "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralRestore",
+        "metadata": {"name": name},
+        "spec": {"systemName": "main", "backupName": backup, "source": source}
+    }))
+    .unwrap();
+    restores.create(&PostParams::default(), &restore).await.expect("create the ReferralRestore");
+    let mut scaled_to_zero = false;
+    let mut phases = Vec::new();
+    let deadline = Instant::now() + 2 * START;
+    let done = loop {
+        let current = restores.get(name).await.unwrap();
+        let status = current.status.clone().unwrap_or_default();
+        if let Some(phase) = status.phase
+            && phases.last() != Some(&phase)
+        {
+            phases.push(phase);
+        }
+        if deployments.get(worker).await.ok().and_then(|d| d.spec?.replicas) == Some(0) {
+            scaled_to_zero = true;
+        }
+        if status.phase.is_some_and(|p| p.is_terminal()) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the restore is still {phases:?}: {status:?}\n{}", operator.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    (done, phases, scaled_to_zero)
+}
+
 #[tokio::test]
-async fn a_backup_job_writes_to_a_provisioned_volume_and_a_restore_brings_the_data_back_with_real_pods() {
+async fn a_backup_job_writes_to_a_volume_and_a_bucket_a_drill_verifies_it_and_a_restore_from_the_bucket_brings_the_data_back()
+ {
     let Some(_node) = require_node("backup and restore on the node") else { return };
     let client = client().await;
     install_crd(&client).await;
@@ -650,16 +695,41 @@ async fn a_backup_job_writes_to_a_provisioned_volume_and_a_restore_brings_the_da
     let mongo_uri = testbed_var("REFOP_TEST_MONGODB_URI");
     put_secret(&client, &ns, "referral-mongo", &[("uri", &mongo_uri)]).await;
     put_secret(&client, &ns, "referral-redis", &[("password", &format!("pw-{}-{}", suffix(), suffix()))]).await;
+    put_secret(
+        &client,
+        &ns,
+        "backup-s3",
+        &[
+            ("id", &testbed_var("REFOP_TEST_S3_ACCESS_KEY_ID")),
+            ("secret", &testbed_var("REFOP_TEST_S3_SECRET_ACCESS_KEY")),
+        ],
+    )
+    .await;
     let database = format!("e2e_node_backup_{}", suffix());
+    let prefix = format!("e2e-node-{}", suffix());
     let mongo = mongodb::Client::with_uri_str(&mongo_uri).await.unwrap();
     let db = mongo.database(&database);
     let seeded = seed_referrals(&db).await;
     let operator = PodOperator::install(&client, "bkrs", &ns, false).await;
 
     // The minimal example: managed Redis, and backup by default (the native method,
-    // on a claim of the default StorageClass, local-path on the bed).
+    // on a claim of the default StorageClass, local-path on the bed), plus a copy in
+    // the bed's S3 server (versitygw on the host, reached from the node's pods as the
+    // MongoDB-wire server is) and a restore drill reading it.
     let mut system = example("minimal.yaml", "main", &ns);
     system.spec.mongodb.database = database.clone();
+    system.spec.backup.object_storage = Some(
+        serde_json::from_value(json!({
+            "endpoint": testbed_var("REFOP_TEST_S3_ENDPOINT"),
+            "bucket": testbed_var("REFOP_TEST_S3_BUCKET"),
+            "prefix": prefix,
+            "region": testbed_var("REFOP_TEST_S3_REGION"),
+            "accessKeyIdSecretRef": {"name": "backup-s3", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "backup-s3", "key": "secret"},
+        }))
+        .unwrap(),
+    );
+    system.spec.backup.restore_drill = Some(serde_json::from_value(json!({})).unwrap());
     system.spec.redis.password_secret_ref =
         serde_json::from_value(json!({"name": "referral-redis", "key": "password"})).unwrap();
     if let Some(managed) = system.spec.redis.managed.as_mut() {
@@ -742,6 +812,56 @@ async fn a_backup_job_writes_to_a_provisioned_volume_and_a_restore_brings_the_da
     let expected: std::collections::BTreeMap<String, u64> =
         seeded.iter().map(|(name, docs)| (name.to_string(), docs.len() as u64)).collect();
     assert_eq!(counts, expected);
+    // The same backup is complete in the bucket: `backup verify` reads every object
+    // against the manifest written there last.
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_referral-operator"))
+        .args(["backup", "verify", "--name", &latest, "-o", "json"])
+        .env("BACKUP_S3_ENDPOINT", testbed_var("REFOP_TEST_S3_ENDPOINT"))
+        .env("BACKUP_S3_BUCKET", testbed_var("REFOP_TEST_S3_BUCKET"))
+        .env("BACKUP_S3_PREFIX", &prefix)
+        .env("BACKUP_S3_REGION", testbed_var("REFOP_TEST_S3_REGION"))
+        .env("AWS_ACCESS_KEY_ID", testbed_var("REFOP_TEST_S3_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", testbed_var("REFOP_TEST_S3_SECRET_ACCESS_KEY"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "the backup in the bucket: {}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // The restore drill, run now from its CronJob as `kubectl create job --from` does:
+    // it restores the bucket's newest backup into the scratch database on the node and
+    // reports it; BackupVerified turns True.
+    let drill_job = "main-restore-drill-now";
+    let (ok, out, err) = kubectl(&["create", "job", "-n", &ns, drill_job, "--from=cronjob/main-restore-drill"], None);
+    assert!(ok, "{out}{err}");
+    let drilled = Instant::now();
+    wait_for(START, "the drill Job to succeed", || async {
+        let status = jobs.get(drill_job).await.ok()?.status?;
+        assert_eq!(status.failed.unwrap_or(0), 0, "the drill failed: {status:?}\n{}", operator.logs());
+        (status.succeeded.unwrap_or(0) >= 1).then_some(())
+    })
+    .await;
+    let verified = wait_for(Duration::from_secs(60), "BackupVerified True", || async {
+        let current = systems.get("main").await.ok()?;
+        let report = current.status.as_ref()?.backup.as_ref()?.last_verified_restore.clone()?;
+        condition(&current, "BackupVerified").filter(|(status, _, _)| status == "True").map(|c| (report, c))
+    })
+    .await;
+    eprintln!("restore drill of {latest}: {:?} after it was asked for", drilled.elapsed());
+    let (report, (_, reason, message)) = verified;
+    assert_eq!(report.result, referral_operator::crd::status::DrillResult::Succeeded, "{report:?}");
+    assert_eq!(report.backup.as_deref(), Some(latest.as_str()), "{report:?}");
+    assert_eq!(report.verified_backup.as_deref(), Some(latest.as_str()), "{report:?}");
+    assert_eq!(report.documents, expected.values().sum::<u64>(), "{report:?}");
+    assert!(report.source.as_deref().is_some_and(|s| s.contains(&prefix)), "drilled from the bucket: {report:?}");
+    assert_eq!(reason, "RestoreVerified", "{message}");
+    assert!(
+        !mongo.list_database_names().await.unwrap().contains(&format!("{database}_drill")),
+        "the scratch database is dropped"
+    );
 
     // The data changes after the backup: MongoDB loses it all, Redis is rewritten.
     db.drop().await.unwrap();
@@ -752,36 +872,10 @@ async fn a_backup_job_writes_to_a_provisioned_volume_and_a_restore_brings_the_da
     let worker = "main-reward-processor";
     let replicas = deployments.get(worker).await.unwrap().spec.unwrap().replicas.unwrap_or(1);
     assert!(replicas >= 1);
-    let restores = Api::<ReferralRestore>::namespaced(client.clone(), &ns);
-    let restore: ReferralRestore = serde_json::from_value(json!({
-        "apiVersion": "referral.dev/v1alpha1", "kind": "ReferralRestore",
-        "metadata": {"name": "back"},
-        "spec": {"systemName": "main", "backupName": latest}
-    }))
-    .unwrap();
+    // From the bucket: the disaster case, the backup volume lost with the cluster.
     let started = Instant::now();
-    restores.create(&PostParams::default(), &restore).await.expect("create the ReferralRestore");
-    // Watch it: the workers go to zero while it runs, and come back.
-    let mut scaled_to_zero = false;
-    let mut phases = Vec::new();
-    let deadline = Instant::now() + 2 * START;
-    let done = loop {
-        let current = restores.get("back").await.unwrap();
-        let status = current.status.clone().unwrap_or_default();
-        if let Some(phase) = status.phase
-            && phases.last() != Some(&phase)
-        {
-            phases.push(phase);
-        }
-        if deployments.get(worker).await.ok().and_then(|d| d.spec?.replicas) == Some(0) {
-            scaled_to_zero = true;
-        }
-        if status.phase.is_some_and(|p| p.is_terminal()) {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the restore is still {phases:?}: {status:?}\n{}", operator.logs());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let (done, phases, scaled_to_zero) =
+        watch_restore(&client, &ns, "back", &latest, "ObjectStorage", worker, &operator).await;
     let restore_took = started.elapsed();
     eprintln!("restore of {latest}: {phases:?} in {restore_took:?}");
     assert_eq!(done.phase, Some(RestorePhase::Succeeded), "{done:?}\n{}", operator.logs());
@@ -822,6 +916,16 @@ async fn a_backup_job_writes_to_a_provisioned_volume_and_a_restore_brings_the_da
         (d.spec?.replicas == Some(replicas) && d.status?.available_replicas == Some(replicas)).then_some(())
     })
     .await;
+
+    // A restore that fails says why in its own status, not only in the Job's log: the
+    // restore container's termination message, read from its pod by the operator.
+    let (failed, _, _) = watch_restore(&client, &ns, "missing", "20200101T000000Z", "Volume", worker, &operator).await;
+    assert_eq!(failed.phase, Some(RestorePhase::Failed), "{failed:?}");
+    let restored = failed.conditions.iter().find(|c| c.type_ == "DataRestored").expect("DataRestored");
+    assert_eq!((restored.status.as_str(), restored.reason.as_str()), ("False", "RestoreJobFailed"), "{restored:?}");
+    for text in [&restored.message, failed.message.as_ref().expect("a message")] {
+        assert!(text.contains("container restore exited 1") && text.contains("20200101T000000Z"), "{text}");
+    }
     assert_statuses_are_the_kubelets(&client, &ns).await;
     let _ = db.drop().await;
 }
