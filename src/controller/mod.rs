@@ -15,6 +15,7 @@ pub mod context;
 pub mod error;
 pub mod indexes;
 pub mod panics;
+pub mod presence;
 pub mod probes;
 pub mod recheck;
 pub mod rechecker;

@@ -405,6 +405,11 @@ async fn reconcile_system(system: &ReferralSystem, ctx: &Context) -> Result<Sett
 /// no failure: the next reconcile reads again, and a list error must not hide the
 /// rest of the status.
 async fn newest_backup_failure(ctx: &Context, system: &ValidatedSystem) -> Option<BackupFailure> {
+    // The Jobs' watch has listed them all and holds no backup Job of this system: the
+    // list would find none (most systems, between their backups' runs and TTLs).
+    if !ctx.backup_jobs.may_have(&system.namespace, &system.name) {
+        return None;
+    }
     let selector = format!(
         "{},{}={}",
         crate::reconcilers::meta::system_selector(&system.name),
