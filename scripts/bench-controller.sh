@@ -13,7 +13,11 @@
 #     --new newly created systems takes until its status describes its generation
 #     (target < 10 s);
 #   - write requests (create/update/patch/delete) by the operator's identity during an
-#     idle window (target 0), from the kube-apiserver's audit log, by verb and resource;
+#     idle window, from the kube-apiserver's audit log, by verb and resource, each
+#     explained by scripts/bench-idle-writes.py: what changed in the status it wrote,
+#     and whether another writer (the Deployment controller, ...) had changed the same
+#     system's objects since the operator's previous write. Target 0 for those with no
+#     such change; those after one are real changes, listed apart;
 #   - the idle request rates: the operator's API reads (get/list, from the audit log),
 #     its re-checks and MongoDB pings (its /metrics), and the PINGs Redis answered
 #     (Redis's own INFO commandstats).
@@ -26,7 +30,12 @@
 # its progress deadline (spec.upgrade.progressDeadlineSeconds, 60 s here instead of
 # Kubernetes' 600 s) and the Deployment controller marks it stalled: a real change the
 # operator reports (Ready reason RolloutStuck). The idle window starts only once every
-# Deployment is past that point, so it measures the operator and not that clock.
+# Deployment is past that point and nothing but Leases and Events was written for 20 s,
+# so it measures the operator and not that clock. The bed's Deployment controller runs
+# at the controller-manager's default 20 requests/s, so at 10,000 systems that takes
+# most of an hour after convergence (BENCH_SETTLE_MAX_SECS, default 0.3 s per system,
+# at least 600); if the limit passes first, the result says NOT QUIET and the writes
+# that followed another writer's change are listed apart.
 #
 # Usage: scripts/bench-controller.sh [--systems N] [--namespaces N] [--idle SECS] [--new K]
 #          [--testbed DIR] [--bin PATH] [--operator-args "FLAGS"] [--keep]
@@ -52,7 +61,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 
 COUNT=1000 NAMESPACES=4 IDLE=60 NEW=5 DIR="" OWN_BED=1 BIN="" OPERATOR_ARGS="" OPERATOR_ENV="" KEEP=0
-SETTLE_MAX=${BENCH_SETTLE_MAX_SECS:-600}
+SETTLE_MAX=${BENCH_SETTLE_MAX_SECS:-}
 OPERATOR_NS=refop-bench
 DEADLINE=60
 
@@ -80,6 +89,11 @@ done
 if [[ $COUNT -le 1000 ]]; then CONVERGE_TARGET=60 RSS_TARGET_MB=40; else CONVERGE_TARGET=600 RSS_TARGET_MB=150; fi
 STARVE_TARGET=10
 CONVERGE_MAX=${BENCH_CONVERGE_MAX_SECS:-$((CONVERGE_TARGET * 3 > 900 ? CONVERGE_TARGET * 3 : 900))}
+# The bed's Deployment controller works at the controller-manager's default 20
+# requests/s: a ReplicaSet, two or three status updates and an event per Deployment,
+# ~4.4 Deployments/s, so at 10,000 it is still creating ReplicaSets half an hour after
+# the systems converged, and the cluster is not quiet until it is done.
+[[ -n $SETTLE_MAX ]] || SETTLE_MAX=$((COUNT * 3 / 10 > 600 ? COUNT * 3 / 10 : 600))
 
 # The issues' baselines, to print each figure's ratio against. Issue 22 measured
 # 10,000 systems in 20 namespaces before re-checks left the Controller's queue: it
@@ -385,7 +399,7 @@ unsettled() {
     -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Progressing")].reason}{"\n"}{end}' |
     awk '$1 != "ProgressDeadlineExceeded" && $1 != "NewReplicaSetAvailable" { n++ } END { print n + 0 }'
 }
-t_settle=$(now); seen=$(audit_lines); quiet=0
+t_settle=$(now); seen=$(audit_lines); quiet=0 not_quiet=""
 # Listing every Deployment is costly at 10,000: only once the cluster is quiet.
 while [[ $quiet -lt 20 ]] || [[ $(unsettled) -gt 0 ]]; do
   sleep 5
@@ -393,16 +407,28 @@ while [[ $quiet -lt 20 ]] || [[ $(unsettled) -gt 0 ]]; do
   if [[ $(audit_between "$seen" "$cur" | cluster_writes) -eq 0 ]]; then quiet=$((quiet + 5)); else quiet=0; fi
   seen=$cur
   if awk -v t="$(since "$t_settle")" -v m="$SETTLE_MAX" 'BEGIN { exit !(t > m) }'; then
-    log "still not quiet after ${SETTLE_MAX}s; measuring anyway"; break
+    log "still not quiet after ${SETTLE_MAX}s; measuring anyway"; not_quiet=1; break
   fi
 done
 settled_after=$(since "$t_settle")
+
+# Every system's status just before and just after the window, to name what changed
+# in each status the operator wrote during it (scripts/bench-idle-writes.py).
+status_snapshot() { k get referralsystems -A -o json >"$1"; }
+status_snapshot "$DIR/status-before-idle.json"
 
 log "idle window: ${IDLE}s"
 line0=$(audit_lines); r0=$(reconciles); c0=$(rechecks); m0=$(mongo_probes); h0=$(mongo_heartbeats); p0=$(redis_pings); i0=$(now)
 sleep "$IDLE"
 line1=$(audit_lines); r1=$(reconciles); c1=$(rechecks); m1=$(mongo_probes); h1=$(mongo_heartbeats); p1=$(redis_pings); idle_secs=$(since "$i0")
 rss_idle=$(rss VmRSS); hwm=$(rss VmHWM); rss_anon=$(rss RssAnon); rss_file=$(rss RssFile)
+status_snapshot "$DIR/status-after-idle.json"
+# Each idle write, with what changed in its status and the writes by others to the same
+# system's objects since the operator's previous write for it (the cause, when there is one).
+python3 scripts/bench-idle-writes.py "$AUDIT" "$line0" "$line1" "$user" \
+  "$DIR/status-before-idle.json" "$DIR/status-after-idle.json" >"$DIR/idle-writes.txt"
+read -r idle_explained idle_unexplained idle_others < <(head -1 "$DIR/idle-writes.txt" |
+  sed 's/explained=\([0-9]*\) unexplained=\([0-9]*\) others=\([0-9]*\)/\1 \2 \3/')
 load_idle=$(load)
 apiserver_rss=$(awk '$1 == "VmRSS:" { printf "%.0f", $2 / 1024 }' "/proc/$(bed_pid kube-apiserver)/status" 2>/dev/null || echo "?")
 idle_writes=$(audit_between "$line0" "$line1" | operator_writes)
@@ -439,7 +465,9 @@ unconverged_now=$(generations | awk '$1 != $2 || $3 == "ApplyFailed" { n++ } END
 vs_base() { if [[ -n $2 ]]; then awk -v v="$1" -v b="$2" 'BEGIN { printf "%.2fx", v / b }'; else echo "n/a"; fi; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v < t) ? "PASS" : "MISS" }'; }
 ratio() { awk -v v="$1" -v t="$2" 'BEGIN { printf "%.2fx", v / t }'; }
-idle_verdict=$([[ $idle_writes -eq 0 ]] && echo PASS || echo MISS)
+# The target is for a cluster in which nothing changed: writes that follow another
+# writer's change to the same system are reported apart, with the change.
+idle_verdict=$([[ $idle_unexplained -eq 0 ]] && echo PASS || echo MISS)
 rss_target_mib=$(awk -v m="$RSS_TARGET_MB" 'BEGIN { printf "%.1f", m / 1.048576 }')
 redis_rate=$([[ $idle_redis -ge 0 ]] && per_second "$idle_redis" "$idle_secs" || echo "n/a (no redis-cli)")
 
@@ -464,10 +492,12 @@ referral-operator controller benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc)
   peak RSS (VmHWM):           ${hwm} MiB (${hwm_converged} MiB at convergence)
   idle RSS (VmRSS):           ${rss_idle} MiB = $(awk -v m="$rss_idle" 'BEGIN { printf "%.1f", m * 1.048576 }') MB   target < $RSS_TARGET_MB MB ($rss_target_mib MiB)   $(ratio "$rss_idle" "$rss_target_mib") of target   $(verdict "$rss_idle" "$rss_target_mib")
                               (${rss_anon} MiB anonymous: heap, stacks; ${rss_file} MiB file: the binary's pages)
-  cluster went quiet after:   ${settled_after} s
+  cluster went quiet after:   ${not_quiet:+NOT QUIET, gave up after }${settled_after} s (no writes but Leases and Events for 20 s, every Deployment past its progress deadline)
   idle window:                ${IDLE} s, ${idle_reconciles} reconciles, ${idle_rechecks} re-checks, load $load_idle
-  API writes by the operator in the idle window:
-                              ${idle_writes}   target 0   ${idle_verdict}   (audit log, user $user)
+                              writes by others in it (not Leases or Events): ${idle_others}$([[ $idle_others -gt 0 ]] && echo " (the cluster was still changing; see below)")
+  API writes by the operator in the idle window: ${idle_writes} (audit log, user $user)
+                              ${idle_unexplained} with no change before them   target 0   ${idle_verdict}
+                              ${idle_explained} after another writer changed the same system (real changes, listed below)
   idle request rates:         API reads $(per_second "$idle_reads" "$idle_secs")/s by the operator (audit log: $idle_read_kinds)
                               re-checks $(per_second "$idle_rechecks" "$idle_secs")/s, MongoDB pings $(per_second "$idle_mongo" "$idle_secs")/s and driver
                               heartbeats $(per_second "$idle_heartbeats" "$idle_secs")/s (operator's counts), Redis PINGs $redis_rate/s (Redis's own count)
@@ -487,4 +517,12 @@ echo "$result" | tee "$DIR/result.txt"
 if [[ -n $breakdown ]]; then
   echo "  idle writes by verb and resource:" | tee -a "$DIR/result.txt"
   echo "$breakdown" | tee -a "$DIR/result.txt"
+fi
+if [[ $idle_others -gt 0 ]]; then
+  echo "  writes by others in the idle window (the top ones):" | tee -a "$DIR/result.txt"
+  sed -n 's/^other /    /p' "$DIR/idle-writes.txt" | tee -a "$DIR/result.txt"
+fi
+if [[ $((idle_explained + idle_unexplained)) -gt 0 ]]; then
+  echo "  each idle write (at most 20 of each kind; all in $DIR/idle-writes.txt):" | tee -a "$DIR/result.txt"
+  grep -E '^(explained|unexplained) ' "$DIR/idle-writes.txt" | sed 's/^/    /' | cut -c1-400 | tee -a "$DIR/result.txt"
 fi

@@ -107,6 +107,10 @@ pub struct Context {
     pub rechecks: Rechecks,
     /// The last answer of each MongoDB and Redis.
     pub probes: ProbeCache,
+    /// Which systems a ReferralRestore names, from the restores' watch.
+    pub restores: super::presence::Presence,
+    /// Which systems have backup Jobs, from the Jobs' watch.
+    pub backup_jobs: super::presence::Presence,
     /// Bumped whenever discovery finds other capabilities, so re-checks apply them.
     capabilities_generation: AtomicU64,
     failures: Mutex<HashMap<String, u32>>,
@@ -146,6 +150,8 @@ impl Context {
             capabilities: RwLock::new(Capabilities::default()),
             mongo,
             live: LiveState::default(),
+            restores: Default::default(),
+            backup_jobs: Default::default(),
             index_schedule: Default::default(),
             failures: Mutex::new(HashMap::new()),
         }

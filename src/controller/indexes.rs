@@ -52,6 +52,35 @@ impl IndexSchedule {
     }
 }
 
+/// An index check whose result has not reached the status yet. Dropped before
+/// [`UnwrittenCheck::written`] (the reconcile failed later, or was cancelled), it
+/// forgets the check's time, so the next reconcile checks again: otherwise the status
+/// would keep the previous result (or `NotCheckedYet`) for a whole interval, and the
+/// next check would write the status of a system in which nothing changed.
+pub struct UnwrittenCheck<'a> {
+    schedule: &'a IndexSchedule,
+    key: Option<String>,
+}
+
+impl<'a> UnwrittenCheck<'a> {
+    pub fn new(schedule: &'a IndexSchedule, key: String) -> Self {
+        Self { schedule, key: Some(key) }
+    }
+
+    /// The status now holds the result: the check's time stands.
+    pub fn written(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for UnwrittenCheck<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.schedule.forget(&key);
+        }
+    }
+}
+
 /// Checks (and under `Ensure`, creates) the declared indexes when due.
 pub async fn observe_indexes(
     ctx: &Context,
@@ -132,5 +161,18 @@ mod tests {
         assert!(schedule.due("ns/b", 1, interval, t0), "per system");
         schedule.forget("ns/a");
         assert!(schedule.due("ns/a", 1, interval, t0 + Duration::from_secs(1)), "a failure is retried");
+    }
+
+    #[test]
+    fn a_check_whose_result_was_not_written_is_made_again() {
+        let schedule = IndexSchedule::default();
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(600);
+        schedule.record("ns/a", 1, t0);
+        UnwrittenCheck::new(&schedule, "ns/a".into()).written();
+        assert!(!schedule.due("ns/a", 1, interval, t0 + Duration::from_secs(1)), "written: not due again");
+        // The reconcile failed after the check (or was dropped): due at once.
+        drop(UnwrittenCheck::new(&schedule, "ns/a".into()));
+        assert!(schedule.due("ns/a", 1, interval, t0 + Duration::from_secs(1)));
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod indexes;
 pub mod job_pods;
 pub mod panics;
+pub mod presence;
 pub mod probes;
 pub mod recheck;
 pub mod rechecker;

@@ -199,11 +199,21 @@ async fn controller(client: Client, namespace: Option<String>, ctx: Arc<Context>
         // Jobs the controller started (run now, pre-upgrade backup, migration) wake
         // their system when they finish; their status is read by name when needed.
         .owns_stream(without_errors(
-            watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config()).default_backoff().touched_objects(),
+            watcher(api::<PartialObjectMeta<Job>>(&client, ns), child_config())
+                .default_backoff()
+                .map_ok({
+                    let ctx = ctx.clone();
+                    let scope = namespace.clone();
+                    move |event| {
+                        ctx.backup_jobs.observe(&scope, &event, crate::reconcilers::backup::system_of_backup_job);
+                        event
+                    }
+                })
+                .touched_objects(),
             "Job",
         ))
         .watches_stream(
-            without_errors(super::restore::restore_triggers(&client, ns), "ReferralRestore"),
+            without_errors(super::restore::restore_triggers(&client, ns, ctx.clone()), "ReferralRestore"),
             super::restore::system_of_restore,
         )
         .shutdown_on_signal()

@@ -39,6 +39,17 @@ use super::{BuildContext, Children};
 
 /// `app.kubernetes.io/component` of the backup objects.
 pub const COMPONENT: &str = "backup";
+
+/// The system a Job belongs to when it is one of its backup Jobs: the labels the
+/// reconcile's list of backup Jobs selects on (`system_selector` and this component).
+pub fn system_of_backup_job<K: kube::Resource>(job: &K) -> Option<String> {
+    use super::meta::{APP_NAME, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGER};
+    let labels = job.meta().labels.as_ref()?;
+    let is = |key: &str, value: &str| labels.get(key).is_some_and(|v| v == value);
+    (is(LABEL_NAME, APP_NAME) && is(LABEL_MANAGED_BY, MANAGER) && is(LABEL_COMPONENT, COMPONENT))
+        .then(|| labels.get(LABEL_INSTANCE).cloned())
+        .flatten()
+}
 /// Where the backup volume is mounted in backup and restore pods.
 pub const BACKUP_MOUNT: &str = "/backups";
 /// Scratch space shared by the backup containers (in memory: it briefly holds the
@@ -522,6 +533,30 @@ spec:
         assert_eq!(pod.service_account_name.as_deref(), Some("main-jobs"));
         let policy = spec.job_template.spec.as_ref().unwrap().pod_failure_policy.as_ref().unwrap();
         assert_eq!(policy.rules[0].on_exit_codes.as_ref().unwrap().values, [3]);
+    }
+
+    #[test]
+    fn backup_jobs_are_known_by_their_labels_and_others_are_not() {
+        let system = system("");
+        let mut children = Children::default();
+        build(&system, &ctx(), &mut children);
+        let manual = backup_job(&system, &ctx(), "main-backup-x", BackupPurpose::Manual);
+        assert_eq!(system_of_backup_job(&manual).as_deref(), Some("main"));
+        // What the CronJob's Jobs are labelled with.
+        let template = Job {
+            metadata: children.cron_jobs[0].spec.as_ref().unwrap().job_template.metadata.clone().unwrap_or_default(),
+            ..Job::default()
+        };
+        assert_eq!(system_of_backup_job(&template).as_deref(), Some("main"));
+        let chain_check = children.cron_jobs.iter().find(|c| c.metadata.name.as_deref() != Some("main-backup"));
+        if let Some(chain_check) = chain_check {
+            let other = Job {
+                metadata: chain_check.spec.as_ref().unwrap().job_template.metadata.clone().unwrap_or_default(),
+                ..Job::default()
+            };
+            assert_eq!(system_of_backup_job(&other), None, "{:?}", chain_check.metadata.name);
+        }
+        assert_eq!(system_of_backup_job(&Job::default()), None);
     }
 
     #[test]
