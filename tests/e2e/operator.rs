@@ -1203,13 +1203,34 @@ async fn a_no_op_reconcile_writes_nothing() {
     // The first half idle; in the second, an annotation no part of the operator reads
     // is changed every few seconds: each change is news, a full reconcile of a system
     // whose spec, children and dependencies are as they were.
+    let window_start = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(window / 2)).await;
     let nudges = (window / 2 / RESYNC.as_secs()).max(2);
+    // Each annotation is a real change: a re-check running between the watch's update of
+    // the cached metadata and that change's reconcile would truthfully report it as
+    // news. So each next annotation goes out once the previous one's reconcile has run
+    // and well before the earliest re-check after it (0.8 RESYNC, the jitter's floor):
+    // every re-check then looks at a system whose last change was reconciled. The first
+    // goes out just after a re-check, for the same reason.
+    let looked_so_far = rechecks(&fx.operator, "nothing_new");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while rechecks(&fx.operator, "nothing_new") <= looked_so_far {
+        assert!(tokio::time::Instant::now() < deadline, "no re-check within 60 s of an idle system");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for i in 0..nudges {
+        let runs_before_nudge = reconcile_runs(&fx.operator);
         let nudge = json!({"metadata": {"annotations": {"e2e.referral.dev/nudge": i.to_string()}}});
         fx.systems.patch(SYSTEM, &PatchParams::default(), &Patch::Merge(&nudge)).await.expect("annotate the system");
-        tokio::time::sleep(RESYNC).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while reconcile_runs(&fx.operator) <= runs_before_nudge {
+            assert!(tokio::time::Instant::now() < deadline, "annotation {i} was not reconciled within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(RESYNC * 2 / 5).await;
     }
+    // The rest of the window idle again: its re-checks follow a reconciled change.
+    tokio::time::sleep_until(window_start + Duration::from_secs(window)).await;
 
     let system_after = fx.system().await;
     let after = fx.children().await;
