@@ -1312,18 +1312,8 @@ impl OwnRedis {
     }
 
     fn start(extra_config: &str) -> OwnRedis {
-        use std::io::Write;
-        let (child, port) = crate::certs::start_redis_server("the test's own redis-server", |port| {
-            let mut child = std::process::Command::new("redis-server")
-                .arg("-")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server is needed (the test bed installs it: tests/e2e/testbed.sh install)");
-            let config = format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n{extra_config}");
-            child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
-            child
+        let (child, port) = crate::certs::start_redis_server_with_config("the test's own redis-server", |port| {
+            format!("port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\n{extra_config}")
         });
         OwnRedis { child, port }
     }

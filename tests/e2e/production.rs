@@ -160,24 +160,14 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start(pki: &TestPki, password: &str) -> TlsRedis {
-        use std::io::Write;
-        let (child, port) = certs::start_redis_server("the TLS redis-server", |port| {
-            let mut child = std::process::Command::new("redis-server")
-                .arg("-")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server (tests/e2e/testbed.sh install puts it there)");
-            let config = format!(
+        let (child, port) = certs::start_redis_server_with_config("the TLS redis-server", |port| {
+            format!(
                 "port 0\ntls-port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ntls-cert-file {}\ntls-key-file {}\n\
                  tls-ca-cert-file {}\ntls-auth-clients optional\nuser default off\nuser referral on >{password} ~* &* +@all\n",
                 pki.server_cert.display(),
                 pki.server_key.display(),
                 pki.ca_cert.display()
-            );
-            child.stdin.take().unwrap().write_all(config.as_bytes()).unwrap();
-            child
+            )
         });
         TlsRedis { child, port }
     }

@@ -184,6 +184,26 @@ pub fn start_redis_server(what: &str, mut spawn: impl FnMut(u16) -> std::process
     panic!("{what}: five free ports in a row were taken before it could listen");
 }
 
+/// Debian's redis-server on a free port, configured by `config(port)` on its stdin (no
+/// file: a password in the config never reaches the disk or the process list), ready
+/// once [`start_redis_server`] says so.
+pub fn start_redis_server_with_config(what: &str, config: impl Fn(u16) -> String) -> (std::process::Child, u16) {
+    use std::io::Write;
+    start_redis_server(what, |port| {
+        let mut child = std::process::Command::new("redis-server")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{what}: redis-server is needed (tests/e2e/testbed.sh install puts it there): {e}")
+            });
+        child.stdin.take().unwrap().write_all(config(port).as_bytes()).unwrap();
+        child
+    })
+}
+
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
