@@ -9,16 +9,17 @@
 #      buildah);
 #   3. checks formatting and clippy, runs the chart and Argo CD tests (pytest), and
 #      the unit and integration tests that need no bed, while the image builds;
-#   4. builds (cached) and starts the e2e test bed: kube-apiserver + etcd + kube-controller-manager, a
+#   4. still while the image builds, compiles the test targets that need the bed,
+#      and builds (cached) and starts the e2e test bed: kube-apiserver + etcd + kube-controller-manager, a
 #      MongoDB-wire server, Redis, an S3-compatible server (versitygw), and a real node (kubelet, containerd, CNI,
-#      kube-proxy, kube-router, CoreDNS, local-path provisioner), and loads the
+#      kube-proxy, kube-router, CoreDNS, local-path provisioner); then loads the
 #      operator image into the node;
 #   5. runs the tests that need the bed (e2e, and the MongoDB, S3 and leader
 #      election tests), then stops the bed. A failing test does not stop the run:
 #      every target runs, and the script fails at the end.
-#      Beside them, the faults that restart an API server (tests/e2e/faults.rs,
-#      faults 2 and 9) run in a control-plane bed of their own
-#      (scripts/faults-table.sh --disruptive-only).
+#      The faults that restart an API server (tests/e2e/faults.rs, faults 2 and 9)
+#      run in a control-plane bed of their own (scripts/faults-table.sh
+#      --disruptive-only), in the background from step 4 on.
 #
 # One node bed runs on a machine at a time: this waits for /tmp/referral-node-bed.lock
 # (up to REFOP_NODE_LOCK_WAIT seconds, default 3600), or uses the caller's when run
@@ -129,13 +130,13 @@ cargo test --lib --bins "${free_args[@]}" --no-fail-fast || failed=1
 cargo test --doc --quiet || failed=1
 
 # ---------------------------------------------------------------- bed ---
+bed_args=()
+for target in "${bed_targets[@]}"; do bed_args+=(--test "$target"); done
 if [[ $use_bed == 1 ]]; then
-  log "waiting for the operator image"
-  wait "$image_pid" || { image_pid=""; log "scripts/build-images.sh operator failed"; exit 1; }
-  image_pid=""
-  images=$(cat "$image_out")
-  eval "$(printf '%s\n' "$images" | sed -n 's/^\(REFOP_OPERATOR_IMAGE[A-Z_]*=.*\)$/export \1/p')"
-  log "operator image $REFOP_OPERATOR_IMAGE ready $(( $(date +%s) - image_start ))s after its build started"
+  # Still while the image builds: compile the test targets that need the bed, and
+  # start the beds (neither needs the image until it is loaded into the node).
+  log "compiling the test targets that need the bed (${bed_targets[*]})"
+  cargo test "${bed_args[@]}" --no-run --quiet
 
   # The node bed's lock: the caller's (flock LOCK scripts/test-all.sh), or ours.
   node_lock=/tmp/referral-node-bed.lock
@@ -157,14 +158,11 @@ if [[ $use_bed == 1 ]]; then
   # outages and back-offs), never in the shared bed.
   faults_dir=$TESTBED_DIR-faults
   faults_log=$faults_dir.log
-  log "faults 2 and 9 in a bed of their own ($faults_dir), in the background: $faults_log"
-  faults_start=$(date +%s)
-  # A session of its own: if this script ends early, the whole run is ended at once.
-  TESTBED_DIR=$faults_dir setsid scripts/faults-table.sh --disruptive-only >"$faults_log" 2>&1 &
-  faults_pid=$!
+  faults_pid=""
   stop_beds() {
+    [[ -n $image_pid ]] && kill_tree "$image_pid"
     rm -f "$image_out"
-    if kill -0 "$faults_pid" 2>/dev/null; then
+    if [[ -n $faults_pid ]] && kill -0 "$faults_pid" 2>/dev/null; then
       kill -TERM -- "-$faults_pid" 2>/dev/null || true
       wait "$faults_pid" 2>/dev/null || true
     fi
@@ -174,12 +172,24 @@ if [[ $use_bed == 1 ]]; then
     "$root/tests/e2e/testbed.sh" stop "$TESTBED_DIR" >&2 || true
   }
   trap stop_beds EXIT
+  log "faults 2 and 9 in a bed of their own ($faults_dir), in the background: $faults_log"
+  faults_start=$(date +%s)
+  # A session of its own: if this script ends early, the whole run is ended at once.
+  TESTBED_DIR=$faults_dir setsid scripts/faults-table.sh --disruptive-only >"$faults_log" 2>&1 &
+  faults_pid=$!
   log "starting the test bed in $TESTBED_DIR"
   bed_start=$(date +%s)
   tests/e2e/testbed.sh start "$TESTBED_DIR"
   log "test bed up in $(( $(date +%s) - bed_start ))s"
   # shellcheck disable=SC1091
   source "$TESTBED_DIR/env"
+
+  log "waiting for the operator image"
+  wait "$image_pid" || { image_pid=""; log "scripts/build-images.sh operator failed"; exit 1; }
+  image_pid=""
+  images=$(cat "$image_out")
+  eval "$(printf '%s\n' "$images" | sed -n 's/^\(REFOP_OPERATOR_IMAGE[A-Z_]*=.*\)$/export \1/p')"
+  log "operator image $REFOP_OPERATOR_IMAGE ready $(( $(date +%s) - image_start ))s after its build started"
   tests/e2e/testbed.sh load-image "$TESTBED_DIR" "$REFOP_OPERATOR_IMAGE_ARCHIVE"
   # The node's tests fail, instead of skipping, when the bed has no node.
   export REFOP_REQUIRE_NODE=1
@@ -187,8 +197,6 @@ fi
 
 # ------------------------------------------------------ tests on the bed ---
 log "cargo test: the targets that need the bed (${bed_targets[*]})"
-bed_args=()
-for target in "${bed_targets[@]}"; do bed_args+=(--test "$target"); done
 cargo test "${bed_args[@]}" --no-fail-fast || failed=1
 if [[ -n ${faults_pid:-} ]]; then
   faults_status=0
