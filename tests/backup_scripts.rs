@@ -6,8 +6,9 @@
 //! from that snapshot with the restore Job's script (a throwaway server and one
 //! REPLICAOF resync). mongodump and mongorestore are stand-ins: the MongoDB Database
 //! Tools are not packaged by Debian nor published on the registries this machine
-//! reaches, so the stand-ins check the scripts' side of the contract (arguments, the
-//! config file that carries the URI, what is written where) and nothing of MongoDB.
+//! reaches, so the stand-ins check the scripts' side of the contract (arguments,
+//! among them the exact TLS options, the config file that carries the URI, the
+//! joined client certificate file, what is written where) and nothing of MongoDB.
 
 #[allow(dead_code)]
 #[path = "support/certs.rs"]
@@ -255,8 +256,10 @@ fn a_snapshot_that_cannot_be_loaded_fails_before_the_live_redis_is_touched() {
     assert_eq!(live.cli(&["GET", "keep"]), "me");
 }
 
-/// A stand-in for a MongoDB tool: records its arguments and the config file it was
-/// given, and writes a gzip stream where mongodump would write its archive.
+/// A stand-in for a MongoDB tool: records its arguments (in `TOOL.log` joined by
+/// spaces, in `TOOL.log.argv` each in brackets, so word boundaries show), the
+/// config file and the client certificate file it was given with their modes, and
+/// writes a gzip stream where mongodump would write its archive.
 fn stand_in(dir: &Path, tool: &str) -> PathBuf {
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
@@ -264,9 +267,12 @@ fn stand_in(dir: &Path, tool: &str) -> PathBuf {
     let script = format!(
         r#"#!/bin/sh
 printf '%s\n' "$*" >> "{log}"
+printf '[%s]' "$@" >> "{log}.argv"
+echo >> "{log}.argv"
 for arg in "$@"; do
   case "$arg" in
     --config=*) f="${{arg#--config=}}"; cat "$f" >> "{log}.config"; stat -c '%a' "$f" >> "{log}.mode" ;;
+    --sslPEMKeyFile=*) f="${{arg#--sslPEMKeyFile=}}"; cat "$f" >> "{log}.pem"; stat -c '%a' "$f" >> "{log}.pem-mode" ;;
     --archive=*) if [ "{tool}" = mongodump ]; then printf '\037\213\010\000' > "${{arg#--archive=}}"; fi ;;
   esac
 done
@@ -314,6 +320,7 @@ fn mongodump_gets_the_uri_from_a_private_file_and_never_on_its_command_line() {
     assert!(config.contains(&format!("uri: \"{uri}\"")), "{config}");
     assert_eq!(fs::read_to_string(root.path().join("mongodump.log.mode")).unwrap().lines().next(), Some("600"));
     assert!(!work.join("mongodump.yaml").exists(), "the config file is removed after the dump");
+    assert!(!args.contains("--ssl"), "no TLS option without mongodb.tls: {args}");
 
     // A second run in the same second must not write into the first one's folder.
     let again = sh(MONGODUMP_SCRIPT, &["referrals"], &env, Some(&bin));
@@ -361,6 +368,7 @@ fn mongorestore_drops_and_restores_each_archive_into_the_current_database() {
             assert!(line.contains(expected), "{expected} missing from {line}");
         }
         assert!(!line.contains("s3cret"));
+        assert!(!line.contains("--ssl"), "no TLS option without mongodb.tls: {line}");
     }
     assert!(!work.join("mongorestore.yaml").exists());
 
@@ -378,4 +386,189 @@ fn mongorestore_drops_and_restores_each_archive_into_the_current_database() {
     let empty = sh(MONGORESTORE_SCRIPT, &[], &env, Some(&bin));
     assert!(!empty.status.success());
     assert!(text(&empty).contains("holds no MongoDB archive"), "{}", text(&empty));
+}
+
+/// What a MongoDB tool script run under the stand-in left behind.
+struct ToolRun {
+    out: Output,
+    /// One line per invocation, each argument in brackets.
+    argv: String,
+    /// The client certificate file as the tool read it, and its mode.
+    pem: Option<(String, String)>,
+}
+
+/// Runs `script` (the mongodump or the mongorestore one) with the stand-in `tool`
+/// on PATH, a backup folder holding one archive, and `tls` added to its environment.
+fn run_tool_script(root: &Path, script: &str, tool: &str, args: &[&str], tls: &[(&str, &str)]) -> ToolRun {
+    let backups = root.join("backups");
+    let work = root.join("work");
+    let folder = backups.join("20261123T010000Z");
+    fs::create_dir_all(&folder).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    fs::write(folder.join("mongodb-referrals.archive.gz"), b"x").unwrap();
+    let bin = stand_in(root, tool);
+    fs::write(bin.join("date"), "#!/bin/sh\necho 20261124T010000Z\n").unwrap();
+    fs::set_permissions(bin.join("date"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut env = vec![
+        ("BACKUP_DIR", backups.to_str().unwrap()),
+        ("WORK_DIR", work.to_str().unwrap()),
+        ("MONGODB_URI", "mongodb://backup:s3cret@mongo.example/"),
+        ("MONGODB_DATABASE", "neurolov"),
+        ("BACKUP_NAME", "20261123T010000Z"),
+    ];
+    env.extend_from_slice(tls);
+    let out = sh(script, args, &env, Some(&bin));
+    let log = root.join(format!("{tool}.log"));
+    let read = |suffix: &str| fs::read_to_string(format!("{}{suffix}", log.display())).ok();
+    let pem = read(".pem").map(|pem| (pem, read(".pem-mode").unwrap_or_default().trim().to_string()));
+    let argv = read(".argv").unwrap_or_default();
+    for leftover in ["mongodump.yaml", "mongorestore.yaml", "mongodb-client.pem"] {
+        assert!(!work.join(leftover).exists(), "{leftover} left in the work directory: {}", text(&out));
+    }
+    ToolRun { out, argv, pem }
+}
+
+/// TLS files as the operator mounts them (made-up PEM: the stand-in only copies it).
+fn tls_files(root: &Path) -> (String, String, String) {
+    let dir = root.join("tls");
+    fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, body: &str| {
+        let path = dir.join(name);
+        fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    (
+        write("ca.crt", "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n"),
+        write("tls.crt", "-----BEGIN CERTIFICATE-----\nclient\n-----END CERTIFICATE-----\n"),
+        write("tls.key", "-----BEGIN PRIVATE KEY-----\nclient-key\n-----END PRIVATE KEY-----\n"),
+    )
+}
+
+#[test]
+fn mongodump_connects_over_tls_with_the_mounted_files_only_when_they_are_set() {
+    let root = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(root.path());
+    let base = |root: &Path| {
+        let work = root.join("work");
+        let dir = root.join("backups/20261124T010000Z.partial");
+        format!(
+            "[--config={}/mongodump.yaml][--db=neurolov][--collection=referrals][--archive={}/mongodb-referrals.archive.gz][--gzip]",
+            work.display(),
+            dir.display()
+        )
+    };
+
+    // CA and client certificate: --ssl, the CA as is, and the certificate and key
+    // joined into one private file (what --sslPEMKeyFile reads), gone afterwards.
+    let full = tempfile::tempdir().unwrap();
+    let run = run_tool_script(
+        full.path(),
+        MONGODUMP_SCRIPT,
+        "mongodump",
+        &["referrals"],
+        &[
+            ("MONGODB_TLS", "true"),
+            ("MONGODB_TLS_CA_FILE", &ca),
+            ("MONGODB_TLS_CERT_FILE", &cert),
+            ("MONGODB_TLS_KEY_FILE", &key),
+        ],
+    );
+    assert!(run.out.status.success(), "{}", text(&run.out));
+    let client_pem = full.path().join("work/mongodb-client.pem");
+    assert_eq!(
+        run.argv,
+        format!("{}[--ssl][--sslCAFile={ca}][--sslPEMKeyFile={}]\n", base(full.path()), client_pem.display())
+    );
+    let (pem, mode) = run.pem.expect("the tool was given the client certificate file");
+    assert_eq!(pem, format!("{}{}", fs::read_to_string(&cert).unwrap(), fs::read_to_string(&key).unwrap()));
+    assert_eq!(mode, "600", "the private key is readable by the pod's user alone");
+    assert!(!run.argv.contains("BEGIN") && !run.argv.contains("s3cret"), "{}", run.argv);
+
+    // `tls: {}`: MONGODB_TLS=true alone is --ssl with the image's roots.
+    let roots = tempfile::tempdir().unwrap();
+    let run = run_tool_script(roots.path(), MONGODUMP_SCRIPT, "mongodump", &["referrals"], &[("MONGODB_TLS", "true")]);
+    assert!(run.out.status.success(), "{}", text(&run.out));
+    assert_eq!(run.argv, format!("{}[--ssl]\n", base(roots.path())));
+    assert!(run.pem.is_none());
+
+    // A CA without a client certificate.
+    let ca_only = tempfile::tempdir().unwrap();
+    let run = run_tool_script(
+        ca_only.path(),
+        MONGODUMP_SCRIPT,
+        "mongodump",
+        &["referrals"],
+        &[("MONGODB_TLS", "true"), ("MONGODB_TLS_CA_FILE", &ca)],
+    );
+    assert!(run.out.status.success(), "{}", text(&run.out));
+    assert_eq!(run.argv, format!("{}[--ssl][--sslCAFile={ca}]\n", base(ca_only.path())));
+
+    // Without mongodb.tls: no TLS option at all (MONGODB_TLS unset or not "true").
+    for tls in [&[][..], &[("MONGODB_TLS", "false")][..]] {
+        let plain = tempfile::tempdir().unwrap();
+        let run = run_tool_script(plain.path(), MONGODUMP_SCRIPT, "mongodump", &["referrals"], tls);
+        assert!(run.out.status.success(), "{}", text(&run.out));
+        assert_eq!(run.argv, format!("{}\n", base(plain.path())), "{tls:?}");
+    }
+
+    // Half a client certificate is refused before the tool runs, naming the variable.
+    let half = tempfile::tempdir().unwrap();
+    let run = run_tool_script(
+        half.path(),
+        MONGODUMP_SCRIPT,
+        "mongodump",
+        &["referrals"],
+        &[("MONGODB_TLS", "true"), ("MONGODB_TLS_CERT_FILE", &cert)],
+    );
+    assert!(!run.out.status.success());
+    assert!(text(&run.out).contains("MONGODB_TLS_KEY_FILE"), "{}", text(&run.out));
+    assert_eq!(run.argv, "", "the tool never ran");
+}
+
+#[test]
+fn mongorestore_connects_over_tls_as_mongodump_does() {
+    let root = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(root.path());
+    let base = |root: &Path| {
+        format!(
+            "[--config={}/mongorestore.yaml][--archive={}/mongodb-referrals.archive.gz][--gzip][--drop][--stopOnError][--nsInclude=neurolov.*]",
+            root.join("work").display(),
+            root.join("backups/20261123T010000Z").display()
+        )
+    };
+    let full = tempfile::tempdir().unwrap();
+    let run = run_tool_script(
+        full.path(),
+        MONGORESTORE_SCRIPT,
+        "mongorestore",
+        &[],
+        &[
+            ("MONGODB_TLS", "true"),
+            ("MONGODB_TLS_CA_FILE", &ca),
+            ("MONGODB_TLS_CERT_FILE", &cert),
+            ("MONGODB_TLS_KEY_FILE", &key),
+        ],
+    );
+    assert!(run.out.status.success(), "{}", text(&run.out));
+    assert_eq!(
+        run.argv,
+        format!(
+            "{}[--ssl][--sslCAFile={ca}][--sslPEMKeyFile={}]\n",
+            base(full.path()),
+            full.path().join("work/mongodb-client.pem").display()
+        )
+    );
+    let (pem, mode) = run.pem.expect("the tool was given the client certificate file");
+    assert!(pem.contains("client-key") && pem.contains("-----BEGIN CERTIFICATE-----\nclient"), "{pem}");
+    assert_eq!(mode, "600");
+
+    let roots = tempfile::tempdir().unwrap();
+    let run = run_tool_script(roots.path(), MONGORESTORE_SCRIPT, "mongorestore", &[], &[("MONGODB_TLS", "true")]);
+    assert!(run.out.status.success(), "{}", text(&run.out));
+    assert_eq!(run.argv, format!("{}[--ssl]\n", base(roots.path())));
+
+    let plain = tempfile::tempdir().unwrap();
+    let run = run_tool_script(plain.path(), MONGORESTORE_SCRIPT, "mongorestore", &[], &[]);
+    assert!(run.out.status.success(), "{}", text(&run.out));
+    assert_eq!(run.argv, format!("{}\n", base(plain.path())));
 }

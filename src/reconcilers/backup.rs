@@ -64,13 +64,50 @@ pub const EXIT_STATUS_NOT_WRITTEN: u8 = 3;
 /// Image for `redis-cli` when Redis is external and no tools image is set.
 pub const DEFAULT_REDIS_TOOLS_IMAGE: &str = "redis:7.2";
 
+/// The shell lines the mongodump and mongorestore scripts share, after each set
+/// `work` and `config` (its config file) and `umask 077`: the URI goes into the
+/// config file, and `mongo_tool TOOL ARGS...` runs a MongoDB Database Tool with it
+/// and with the TLS settings the native method reads (`MONGODB_TLS`, the files
+/// named by `MONGODB_TLS_*_FILE`). The tools spell them `--ssl`, `--sslCAFile` and
+/// `--sslPEMKeyFile` (mongo-tools 100.x has no `--tls*` flags besides
+/// `--tlsInsecure`), and take the client certificate and its key in one file, so
+/// the two mounted files are joined into a private file in memory, removed with
+/// the config file. `MONGODB_TLS=true` alone (`tls: {}`) is `--ssl` with the
+/// image's roots. A function, so the flags are appended as separate words
+/// whatever the paths hold.
+macro_rules! mongo_tools_connection {
+    () => {
+        r#"client_pem="$work/mongodb-client.pem"
+trap 'rm -f "$config" "$client_pem"' EXIT
+printf 'uri: "%s"\n' "$MONGODB_URI" > "$config"
+if [ -n "${MONGODB_TLS_CERT_FILE:-}" ]; then
+  cat "$MONGODB_TLS_CERT_FILE" "${MONGODB_TLS_KEY_FILE:?MONGODB_TLS_CERT_FILE is set but MONGODB_TLS_KEY_FILE is not}" > "$client_pem"
+fi
+mongo_tool() {
+  tool=$1
+  shift
+  set -- "--config=$config" "$@"
+  if [ "${MONGODB_TLS:-}" = true ] || [ -n "${MONGODB_TLS_CA_FILE:-}${MONGODB_TLS_CERT_FILE:-}" ]; then
+    set -- "$@" --ssl
+    if [ -n "${MONGODB_TLS_CA_FILE:-}" ]; then set -- "$@" "--sslCAFile=$MONGODB_TLS_CA_FILE"; fi
+    if [ -n "${MONGODB_TLS_CERT_FILE:-}" ]; then set -- "$@" "--sslPEMKeyFile=$client_pem"; fi
+  fi
+  "$tool" "$@"
+}
+"#
+    };
+}
+pub(crate) use mongo_tools_connection;
+
 /// mongodump, one archive per collection (or one for the whole database when no
 /// collection is listed). Collections arrive as positional arguments, never spliced
 /// into the script, and the connection string goes through a config file in memory
-/// rather than the command line, where any process could read it. `mkdir` without
-/// `-p`: two runs starting in the same second must not share a folder; the second
-/// fails and its Job retries under a new name.
-pub const MONGODUMP_SCRIPT: &str = r#"set -eu
+/// rather than the command line, where any process could read it
+/// ([`mongo_tools_connection!`], which also connects over TLS as the native dump
+/// does). `mkdir` without `-p`: two runs starting in the same second must not share
+/// a folder; the second fails and its Job retries under a new name.
+pub const MONGODUMP_SCRIPT: &str = concat!(
+    r#"set -eu
 backups="${BACKUP_DIR:-/backups}"
 work="${WORK_DIR:-/work}"
 name=$(date -u +%Y%m%dT%H%M%SZ)
@@ -80,16 +117,18 @@ mkdir "$dir"
 printf '%s' "$name" > "$work/backup-name"
 printf '%s\n' "$MONGODB_DATABASE" > "$dir/mongodb-database.txt"
 umask 077
-trap 'rm -f "$work/mongodump.yaml"' EXIT
-printf 'uri: "%s"\n' "$MONGODB_URI" > "$work/mongodump.yaml"
-if [ "$#" -eq 0 ]; then
-  mongodump --config="$work/mongodump.yaml" --db="$MONGODB_DATABASE" --archive="$dir/mongodb.archive.gz" --gzip
+config="$work/mongodump.yaml"
+"#,
+    mongo_tools_connection!(),
+    r#"if [ "$#" -eq 0 ]; then
+  mongo_tool mongodump --db="$MONGODB_DATABASE" --archive="$dir/mongodb.archive.gz" --gzip
 else
   for collection in "$@"; do
-    mongodump --config="$work/mongodump.yaml" --db="$MONGODB_DATABASE" --collection="$collection" --archive="$dir/mongodb-$collection.archive.gz" --gzip
+    mongo_tool mongodump --db="$MONGODB_DATABASE" --collection="$collection" --archive="$dir/mongodb-$collection.archive.gz" --gzip
   done
 fi
-"#;
+"#
+);
 
 /// RDB snapshot over the network; the password comes from REDISCLI_AUTH.
 pub const REDIS_SNAPSHOT_SCRIPT: &str = r#"set -eu
@@ -236,6 +275,9 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
     if let Some(label) = label {
         dump_env.push(env_literal("BACKUP_LABEL", label));
     }
+    // Either tool connects over TLS with `mongodb.tls`; the files' paths come with
+    // their mount (`pods::integrate`).
+    dump_env.extend(mongo_tls_env(system));
     let dump = match backup.method {
         BackupMethod::Native => {
             // Left open: the Redis snapshot joins the folder before finalize writes
@@ -248,7 +290,6 @@ fn backup_pod(system: &ValidatedSystem, ctx: &BuildContext, label: Option<&str>)
                 args.extend(["--collection".into(), collection.clone()]);
             }
             let mut env = dump_env;
-            env.extend(mongo_tls_env(system));
             env.extend(object_storage_env(system));
             Container {
                 args: Some(args),
@@ -474,7 +515,7 @@ pub fn newest_failure(jobs: &[Job]) -> Option<BackupFailure> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crd::ReferralSystem;
     use crate::crd::validate::validate;
@@ -568,6 +609,72 @@ spec:
         assert_eq!(dump.image.as_deref(), Some("mongo:8.0"));
         assert_eq!(dump.command.as_ref().unwrap()[2], MONGODUMP_SCRIPT);
         assert_eq!(dump.args.as_ref().unwrap(), &["users", "referrals", "referralTransactions"]);
+    }
+
+    /// `mongodb.tls` with a CA and a client certificate, or `tls: {}` (`files` false).
+    pub(crate) fn with_mongo_tls(mut system: ValidatedSystem, files: bool) -> ValidatedSystem {
+        let tls = if files {
+            serde_json::json!({"caSecretRef": {"name": "mongo-ca", "key": "ca.crt"}, "clientCertificateSecretName": "mongo-client"})
+        } else {
+            serde_json::json!({})
+        };
+        system.spec.mongodb.tls = Some(serde_json::from_value(tls).unwrap());
+        system
+    }
+
+    /// `container` of `pod` reaches MongoDB as the native Jobs do: `MONGODB_TLS=true`,
+    /// with `files` the read-only TLS mount and the variables naming its files (paths,
+    /// never PEM), without them neither; the URI only by `secretKeyRef`.
+    pub(crate) fn assert_connects_like_the_native_jobs(pod: &PodSpec, container: &str, files: bool) {
+        let container = pod.init_containers.iter().flatten().chain(&pod.containers).find(|c| c.name == container);
+        let container = container.unwrap_or_else(|| panic!("no container {container:?}"));
+        let env = container.env.as_deref().unwrap_or_default();
+        let literal = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref());
+        assert_eq!(literal("MONGODB_TLS"), Some("true"), "{}", container.name);
+        let dir = "/etc/referral/tls/mongodb";
+        let file_vars = [
+            ("MONGODB_TLS_CA_FILE", format!("{dir}/ca.crt")),
+            ("MONGODB_TLS_CERT_FILE", format!("{dir}/tls.crt")),
+            ("MONGODB_TLS_KEY_FILE", format!("{dir}/tls.key")),
+        ];
+        for (name, path) in &file_vars {
+            assert_eq!(literal(name), files.then_some(path.as_str()), "{}: {name}", container.name);
+        }
+        let mounted = container.volume_mounts.iter().flatten().find(|m| m.name == "mongodb-tls");
+        assert_eq!(mounted.map(|m| (m.mount_path.as_str(), m.read_only)), files.then_some((dir, Some(true))));
+        assert_eq!(pod.volumes.iter().flatten().any(|v| v.name == "mongodb-tls"), files);
+        let uri = env.iter().find(|e| e.name == "MONGODB_URI").expect("MONGODB_URI");
+        assert!(uri.value.is_none() && uri.value_from.as_ref().unwrap().secret_key_ref.is_some());
+        // Everything else MONGODB_TLS* is a flag or a mounted path: no PEM in the spec.
+        for var in env.iter().filter(|e| e.name.starts_with("MONGODB_TLS")) {
+            assert!(var.value_from.is_none(), "{}", var.name);
+            let value = var.value.as_deref().unwrap_or_default();
+            assert!(value == "true" || value.starts_with(dir), "{}={value}", var.name);
+        }
+        let words: Vec<&String> = container.command.iter().flatten().chain(container.args.iter().flatten()).collect();
+        assert!(words.iter().all(|w| !w.contains("BEGIN") && !w.contains("--uri")), "{words:?}");
+    }
+
+    #[test]
+    fn method_mongodump_connects_over_tls_like_the_native_dump() {
+        let mongodump = system("  backup: {method: Mongodump}");
+        for files in [true, false] {
+            let system = with_mongo_tls(mongodump.clone(), files);
+            let cron = backup_cron_job(&system, &ctx());
+            assert_connects_like_the_native_jobs(pod_of_cron(&cron), "mongodump", files);
+            let job = backup_job(&system, &ctx(), "main-backup-now-1", BackupPurpose::Manual);
+            assert_connects_like_the_native_jobs(
+                job.spec.as_ref().unwrap().template.spec.as_ref().unwrap(),
+                "mongodump",
+                files,
+            );
+            let native = with_mongo_tls(system_without_storage(), files);
+            assert_connects_like_the_native_jobs(pod_of_cron(&backup_cron_job(&native, &ctx())), "dump", files);
+        }
+        let plain = pod_of_cron(&backup_cron_job(&mongodump, &ctx())).clone();
+        let dump = &plain.init_containers.as_ref().unwrap()[0];
+        assert!(!dump.env.iter().flatten().any(|e| e.name.starts_with("MONGODB_TLS")), "no TLS without mongodb.tls");
+        assert!(!plain.volumes.iter().flatten().any(|v| v.name == "mongodb-tls"));
     }
 
     #[test]

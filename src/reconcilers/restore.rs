@@ -29,8 +29,8 @@ use crate::crd::validate::ValidatedSystem;
 use crate::crd::{GROUP, VERSION};
 
 use super::backup::{
-    BACKUP_MOUNT, WORK_MOUNT, claim_name, env_field, env_literal, object_storage_env, redis_client_env,
-    redis_tools_image,
+    BACKUP_MOUNT, WORK_MOUNT, claim_name, env_field, env_literal, mongo_tools_connection, object_storage_env,
+    redis_client_env, redis_tools_image,
 };
 use super::env::{from_secret, mongo_tls_env};
 use super::job::{OneOff, one_off_job};
@@ -51,20 +51,23 @@ pub const RESTORE_REDIS_PORT: i32 = 6380;
 /// How long the whole restore Job may run.
 pub const RESTORE_JOB_DEADLINE_SECONDS: i64 = 6 * 3600;
 
-/// mongorestore over every archive of the backup. `--drop` drops each collection the
-/// archive holds before restoring it, so that collection is exactly as it was at
-/// backup time (without it, documents written since would stay and restored ones
-/// would collide with them on `_id`); collections the backup does not hold are not
-/// touched. A backup taken from another database name is restored into the current
-/// one with `--nsFrom/--nsTo`.
-pub const MONGORESTORE_SCRIPT: &str = r#"set -eu
+/// mongorestore over every archive of the backup, connected as mongodump is
+/// ([`mongo_tools_connection!`]: the URI in a config file, TLS from `mongodb.tls`).
+/// `--drop` drops each collection the archive holds before restoring it, so that
+/// collection is exactly as it was at backup time (without it, documents written
+/// since would stay and restored ones would collide with them on `_id`);
+/// collections the backup does not hold are not touched. A backup taken from
+/// another database name is restored into the current one with `--nsFrom/--nsTo`.
+pub const MONGORESTORE_SCRIPT: &str = concat!(
+    r#"set -eu
 backups="${BACKUP_DIR:-/backups}"
 work="${WORK_DIR:-/work}"
 dir="$backups/$BACKUP_NAME"
 umask 077
-trap 'rm -f "$work/mongorestore.yaml"' EXIT
-printf 'uri: "%s"\n' "$MONGODB_URI" > "$work/mongorestore.yaml"
-source_db="$MONGODB_DATABASE"
+config="$work/mongorestore.yaml"
+"#,
+    mongo_tools_connection!(),
+    r#"source_db="$MONGODB_DATABASE"
 if [ -f "$dir/mongodb-database.txt" ]; then source_db=$(cat "$dir/mongodb-database.txt"); fi
 if [ "$source_db" != "$MONGODB_DATABASE" ]; then
   set -- "--nsFrom=$source_db.*" "--nsTo=$MONGODB_DATABASE.*"
@@ -77,13 +80,14 @@ for archive in "$dir/mongodb.archive.gz" "$dir"/mongodb-*.archive.gz; do
   [ -f "$archive" ] || continue
   found=1
   echo "restoring $(basename "$archive")"
-  mongorestore --config="$work/mongorestore.yaml" --archive="$archive" --gzip --drop --stopOnError --nsInclude="$source_db.*" "$@"
+  mongo_tool mongorestore --archive="$archive" --gzip --drop --stopOnError --nsInclude="$source_db.*" "$@"
 done
 if [ "$found" = 0 ]; then
   echo "backup $BACKUP_NAME holds no MongoDB archive" >&2
   exit 1
 fi
-"#;
+"#
+);
 
 /// Redis from the snapshot, by replication from a throwaway server (see the module
 /// docs). The throwaway server gets a random password, passed to the live Redis on
@@ -500,6 +504,21 @@ spec:
         let without_redis = restore_job(&system, &ctx(), "20261123T010000Z", "main-restore-abc", false);
         let pod = without_redis.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.containers[0].name, "mongorestore");
+    }
+
+    #[test]
+    fn mongorestore_connects_over_tls_like_the_native_restore() {
+        use super::super::backup::tests::{assert_connects_like_the_native_jobs, with_mongo_tls};
+        for files in [true, false] {
+            for method in [BackupMethod::Mongodump, BackupMethod::Native] {
+                let mut system = with_mongo_tls(system("{managed: {}}"), files);
+                system.spec.backup.method = method;
+                let job = restore_job(&system, &ctx(), "20261123T010000Z", "main-restore-abc", true);
+                let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+                let container = if method == BackupMethod::Mongodump { "mongorestore" } else { "restore" };
+                assert_connects_like_the_native_jobs(pod, container, files);
+            }
+        }
     }
 
     #[test]
