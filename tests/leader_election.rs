@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::jiff::SignedDuration;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use referral_operator::controller::leader::{self, LeaseConfig, holds_lease};
@@ -137,13 +138,25 @@ async fn one_leader_at_a_time_with_takeover_and_release() {
 
     // The leader dies without a word: the other waits out the claim, then takes over.
     first.task.abort();
+    // The claim runs until the last renewal the Lease records plus its duration. (A
+    // renewal sent just before the abort may still land after this read: that only
+    // makes the claim longer.)
+    let last_renewal = lease(&client, &namespace).await.spec.and_then(|s| s.renew_time).expect("a renewTime").0;
     let took =
         watch_until(&[&first, &second], LEASE_DURATION + 2 * RENEW_EVERY + SLACK, "takeover", || second.leads()).await;
     eprintln!("takeover after the leader died: {took:?}");
-    // The dead leader renewed at most RENEW_EVERY before it died, so its claim ran at
-    // least until LEASE_DURATION - RENEW_EVERY after; taking over sooner is a bug.
-    assert!(took >= LEASE_DURATION - RENEW_EVERY, "took over a live claim after {took:?}");
+    // Taking over before that claim ended is a bug. It is judged by the Lease's own
+    // times (both written on this machine's clock), not by the time since the abort: on
+    // a busy machine the dead leader's last renewal can have come later than its
+    // schedule, so its claim can end sooner than LEASE_DURATION - RENEW_EVERY after the
+    // abort, and a takeover then is right.
     let taken = lease(&client, &namespace).await;
+    let acquired = taken.spec.as_ref().and_then(|s| s.acquire_time.clone()).expect("an acquireTime").0;
+    let claim_end = last_renewal + SignedDuration::try_from(LEASE_DURATION).unwrap();
+    assert!(
+        acquired >= claim_end,
+        "took over a live claim after {took:?}: acquired at {acquired}, the claim (renewed at {last_renewal}) ran until {claim_end}"
+    );
     assert_eq!(holder(&taken), Some(second.identity()));
     assert_eq!(taken.spec.as_ref().unwrap().lease_transitions, Some(transitions_before + 1));
 

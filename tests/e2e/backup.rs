@@ -438,7 +438,21 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
     let ns = TestNamespace::create(&client, "restore").await;
     let created = create_system(&client, &ns.name, json!({})).await;
     let system = validated(&created, &ns.name);
-    apply_deployments(&client, &ns.name, &build(&system, &ctx())).await;
+    let built = build(&system, &ctx());
+    apply_deployments(&client, &ns.name, &built).await;
+    // A running system first: every worker pod made. Scaled to zero while the
+    // ReplicaSet controller's create of a pod was still on its way, a Deployment reads
+    // as stopped (its status and its ReplicaSet's say 0 replicas, no pod is listed) and
+    // the pod appears after that (seen on the bed: created 160 ms after the scale-down,
+    // deleted 40 ms later, and listed by the check before the restore Job below).
+    let wanted: i32 = built.deployments.iter().map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)).sum();
+    let worker_pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    wait_for(Duration::from_secs(90), "every worker pod of the running system", || async {
+        let listed =
+            worker_pods.list(&ListParams::default().labels("app.kubernetes.io/component=worker")).await.ok()?;
+        (listed.items.len() == usize::try_from(wanted).unwrap()).then_some(())
+    })
+    .await;
 
     let restores = Api::<ReferralRestore>::namespaced(client.clone(), &ns.name);
     let restore: ReferralRestore = serde_json::from_value(json!({
@@ -465,7 +479,11 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     let mut steps = Vec::new();
     let mut indexes = IndexOutcome::NotYet;
-    for _ in 0..30 {
+    // Bounded by time, not by a count of rounds: how many rounds see the workers still
+    // stopping is up to the cluster (on the node the kubelet tears each pod down, more
+    // slowly on a busy machine), and a slow round must not read as a missing step.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
         let stored = restores.get("back-to-monday").await.unwrap();
         let status: Option<ReferralRestoreStatus> = stored.status.clone();
         let listed = deployments.list(&ListParams::default()).await.unwrap().items;

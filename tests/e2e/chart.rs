@@ -611,8 +611,13 @@ async fn the_operator_reconciles_with_exactly_the_charts_rights() {
     assert!(roles.contains("rolebinding.rbac.authorization.k8s.io/main-jobs"), "{roles}");
     let lease = Api::<Lease>::namespaced(client.clone(), &operator_ns.name).get("referral-operator").await.unwrap();
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("e2e-0"));
-    let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &watched.name, "-o", "json"], None);
-    assert!(ok && events.contains("\"reportingController\": \"referral-operator\""), "no event from the operator");
+    // The reconcile publishes its events after its status write (docs/controller.md:
+    // "status → events"), so the status seen above can come before the event: wait for it.
+    wait_for(Duration::from_secs(30), "an event from the operator", || async {
+        let (ok, events, _) = kubectl(&["get", "events.events.k8s.io", "-n", &watched.name, "-o", "json"], None);
+        (ok && events.contains("\"reportingController\": \"referral-operator\"")).then_some(())
+    })
+    .await;
 
     // Pruning a worker needs list and delete on Deployments.
     let mut workers = serde_json::to_value(&system.spec.workers).unwrap();

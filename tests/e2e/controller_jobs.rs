@@ -710,7 +710,22 @@ async fn each_status_writer_owns_its_fields_and_none_erases_another() {
     // first, so the check is the only writer: on a real node a worker pod becoming ready
     // would otherwise change a condition in between, legitimately.
     drop(operator);
-    let settled = s.systems().get("main").await.unwrap().status.unwrap();
+    // A status write the operator sent just before the kill can still land after a read
+    // made at once (the API server finishes a request it has received): read the status
+    // once it has stayed the same for a while, so that the check is really the only writer.
+    let settled = {
+        let mut last = s.systems().get("main").await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = s.systems().get("main").await.unwrap();
+            if now.resource_version() == last.resource_version() {
+                break now.status.unwrap();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the status kept changing after the operator was killed");
+            last = now;
+        }
+    };
     assert_eq!(settled.observed_generation, after_status.observed_generation);
     check();
     let last = s.systems().get("main").await.unwrap();

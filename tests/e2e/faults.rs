@@ -470,8 +470,11 @@ async fn fault_another_manager_fighting_over_a_field_is_reverted_once_per_change
         Some(d.spec?.template.spec?.containers.first()?.name.clone())
     })
     .await;
-    // Quiet first: the first reconciles and the Deployment controller's own writes.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Quiet first: the first reconciles and the Deployment controller's own writes,
+    // and on the node the worker's pod turning ready and the status write that reports
+    // it. A fixed pause let that write land in the counted window when the kubelet was
+    // slow, on top of the node's two status writes per change the bound allows.
+    settle(&s, name, Duration::from_secs(8)).await;
 
     let offset = operator.log_text().len();
     let fault_start = Timestamp::now();
@@ -529,6 +532,37 @@ async fn fault_another_manager_fighting_over_a_field_is_reverted_once_per_change
         &writes,
         "nothing (image reverted each time)",
     );
+}
+
+/// Waits until the system and Deployment `deployment` have not changed for `quiet`,
+/// and, on the node, until the system is Ready (its workers' pods up): a pod still
+/// starting changes nothing for a while, then the Deployment's status and the
+/// system's. Without a kubelet no pod ever starts, and quiet is all there is to wait for.
+async fn settle(s: &Setup, deployment: &str, quiet: Duration) {
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &s.watched.name);
+    let on_node = crate::harness::node().is_some();
+    let look = || async {
+        let system = s.systems().get("main").await.ok()?;
+        let ready = condition(&system, "Ready").is_some_and(|c| c.0 == "True");
+        let versions = (system.resource_version(), deployments.get(deployment).await.ok()?.resource_version());
+        Some((versions, ready || !on_node))
+    };
+    let deadline = Instant::now() + RECOVERY_LIMIT * 2;
+    let mut last_versions = None;
+    let mut quiet_since = Instant::now();
+    loop {
+        let now = look().await;
+        let versions = now.as_ref().map(|(versions, _)| versions.clone());
+        if versions != last_versions {
+            quiet_since = Instant::now();
+            last_versions = versions;
+        }
+        if now.as_ref().is_some_and(|(_, ready)| *ready) && quiet_since.elapsed() >= quiet {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the system and {deployment} did not settle: {now:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 // ----------------------------------------------------------------- fault 3 ---

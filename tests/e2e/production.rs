@@ -29,11 +29,18 @@ async fn secrets_hash(fx: &Fixture, deployment: &str) -> Option<String> {
 
 /// Events of the namespace, both APIs, as text.
 fn events(namespace: &str) -> String {
+    let (core, new) = event_lists(namespace);
+    format!("{core}{new}")
+}
+
+/// The events of `namespace` as the core API lists them, then as events.k8s.io does
+/// (two views of the same objects, listed one after the other).
+fn event_lists(namespace: &str) -> (String, String) {
     let (ok, core, err) = kubectl(&["get", "events", "-n", namespace, "-o", "json"], None);
     assert!(ok, "{err}");
     let (ok, new, err) = kubectl(&["get", "events.events.k8s.io", "-n", namespace, "-o", "json"], None);
     assert!(ok, "{err}");
-    format!("{core}{new}")
+    (core, new)
 }
 
 /// Asserts none of `needles` is in the operator's log, the events, the status or the
@@ -400,8 +407,16 @@ async fn failed_scheduled_runs_are_reported_with_their_reason_an_event_and_a_met
         (maintenance == 1.0 && (on_node || chain == 1.0)).then_some(())
     })
     .await;
-    let seen = events(&fx.ns.name);
-    assert!(seen.contains("MaintenanceJobFailed"), "a Warning event says so");
+    // The reconcile publishes this event after its status write and after it exports
+    // the gauges, so both can be seen before the event exists: wait for it. And
+    // `events` lists the core API, then events.k8s.io (two views of the same events):
+    // a list that straddles the event's creation shows it in the second view only, so
+    // the count is taken once the first view has it too (then the second has it too).
+    let seen = wait_for(CONVERGE, "a Warning event MaintenanceJobFailed in both event APIs", || async {
+        let (core, new) = event_lists(&fx.ns.name);
+        core.contains("MaintenanceJobFailed").then(|| format!("{core}{new}"))
+    })
+    .await;
     let told = seen.matches("MaintenanceJobFailed").count();
     fx.more_reconciles(3).await;
     assert_eq!(events(&fx.ns.name).matches("MaintenanceJobFailed").count(), told, "each failure is told once");

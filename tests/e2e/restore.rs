@@ -242,12 +242,19 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let log = dir.path().join("operator.log");
     let mut operator = RunningOperator::start(&kubeconfig, log.clone(), &operator_ns.name, "e2e-restore", &[&ns.name]);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    // One reconcile applies the Deployments before the CronJobs: wait for both.
-    let crons = until(&operator, Duration::from_secs(90), "the worker Deployment and the CronJobs", || async {
-        let crons = cron_suspends(&client, &ns.name).await;
-        (replicas(&deployments).await == Some(REPLICAS) && crons.len() >= 2).then_some(crons)
-    })
-    .await;
+    // One reconcile applies the Deployments before the CronJobs: wait for both, and for
+    // the workers' pods. A Deployment scaled to zero while the ReplicaSet controller's
+    // create of a pod is still on its way reads as stopped (status and ReplicaSet at 0,
+    // no pod listed), and the pod appears after that: the restore is of a running system.
+    let crons =
+        until(&operator, Duration::from_secs(90), "the worker Deployment, its pods and the CronJobs", || async {
+            let crons = cron_suspends(&client, &ns.name).await;
+            let pods = usize::try_from(REPLICAS).unwrap();
+            let running =
+                replicas(&deployments).await == Some(REPLICAS) && worker_pods(&client, &ns.name).await == pods;
+            (running && crons.len() >= 2).then_some(crons)
+        })
+        .await;
     assert!(crons.iter().all(|(_, suspended)| !suspended), "{crons:?}");
 
     // --- The first restore: hold, then the restore Job.
