@@ -42,12 +42,12 @@ fn a_restore_walks_every_step_in_order() {
         steps.push(step.clone());
         let old = recorded.clone().unwrap_or_default();
         recorded = Some(next_status(&old, &step, &facts(&absent, &absent, &nothing), &Time(world.now)));
-        world.now = world.now + SignedDuration::from_secs(1);
+        world.now += SignedDuration::from_secs(1);
         match &step {
             RestoreStep::ScaleWorkersToZero => {}
             RestoreStep::WaitForWorkersToStop => world.workers_stopped = true,
             // The driver looks again once the confirmation can pass.
-            RestoreStep::ConfirmWorkersStopped => world.now = world.now + SignedDuration::from_secs(2),
+            RestoreStep::ConfirmWorkersStopped => world.now += SignedDuration::from_secs(2),
             RestoreStep::CreateRestoreJob { .. } => world.restore_job = JobPhase::Running,
             RestoreStep::WaitForRestoreJob { .. } => world.restore_job = JobPhase::Succeeded,
             RestoreStep::EnsureIndexes => world.indexes = IndexOutcome::Ensured,

@@ -1104,7 +1104,8 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
         let recorded = crate::restore::status_of(&restores, "r1").await.and_then(|st| st.phase).unwrap();
         // The confirmation records no phase, so it has no event to rewind: its
         // phase's event was published (and rewound) when that phase was recorded.
-        if !recorded.is_terminal() && !(confirming && recorded == RestorePhase::ScalingDown) {
+        let no_event = recorded.is_terminal() || (confirming && recorded == RestorePhase::ScalingDown);
+        if !no_event {
             // Every other rewind, counting only the kills that have an event to rewind.
             let delete_event = (rewound_kept + rewound_deleted) % 2 == 1;
             rewind_announcement(&s, &restores, "r1", recorded, delete_event).await;

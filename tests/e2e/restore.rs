@@ -284,7 +284,8 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let job_created = job.metadata.creation_timestamp.as_ref().expect("a creation time").0;
     let confirmed_for = job_created.duration_since(stopped.last_transition_time.0);
     assert!(
-        confirmed_for.as_secs() >= i64::try_from(WORKERS_STOPPED_FOR.as_secs()).unwrap() + 1,
+        confirmed_for
+            >= k8s_openapi::jiff::SignedDuration::try_from(WORKERS_STOPPED_FOR + Duration::from_secs(1)).unwrap(),
         "the restore Job came {confirmed_for:?} after the workers first read as stopped"
     );
 
