@@ -51,9 +51,9 @@ use crate::reconcilers::restore::{
     verify_job_name,
 };
 use crate::reconcilers::restore_step::{
-    IndexesResult, RestoreEntry, RestoreObservation, RestoreStep, StepFacts, blocking_restore, chain_check_result,
-    holding_restore, indexes_result, next_restore_step, next_status, recorded_indexes, restored_as_built,
-    retrying_indexes, set_condition, status_patch, still_running, upgrade_in_progress,
+    IndexesResult, RestoreEntry, RestoreObservation, RestoreStep, StepFacts, WORKERS_STOPPED_FOR, blocking_restore,
+    chain_check_result, holding_restore, indexes_result, next_restore_step, next_status, recorded_indexes,
+    restored_as_built, retrying_indexes, set_condition, status_patch, still_running, upgrade_in_progress,
 };
 use crate::reconcilers::{BuildContext, Children, build, chain_check};
 
@@ -64,6 +64,11 @@ use super::reconcile::STATUS_MANAGER;
 /// How soon to look again while a step is under way (workers stopping, a Job
 /// running). The Job watch usually wakes the reconcile sooner.
 const ACTIVE_REQUEUE: Duration = Duration::from_secs(3);
+/// How soon to look again once the workers read as stopped: when the recorded
+/// `WorkersStopped=True` is old enough to confirm them (its time keeps whole seconds,
+/// so a second more). The status write of the first observation also wakes the
+/// reconcile; that one writes nothing and sets this again.
+const CONFIRM_REQUEUE: Duration = WORKERS_STOPPED_FOR.saturating_add(Duration::from_secs(1));
 /// How soon a restore that waits for something else looks again.
 const PENDING_REQUEUE: Duration = Duration::from_secs(10);
 /// How soon a restore whose system became invalid midway looks again.
@@ -446,6 +451,7 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
         backup_running: backup_running.as_deref(),
         upgrade_in_progress: upgrade_in_progress(system_status.as_ref()),
         workers_stopped: still.is_empty(),
+        now: Timestamp::now(),
         restore_job: restore_phase.clone(),
         indexes: recorded_indexes(restore.status.as_ref()),
         chain_check_job: check_phase.clone(),
@@ -478,6 +484,7 @@ async fn reconcile_restore(restore: &ReferralRestore, ctx: &Context) -> Result<A
     Ok(match (&step, system.as_ref(), state.as_ref()) {
         (RestoreStep::Wait { .. }, _, _) => Action::requeue(PENDING_REQUEUE),
         (RestoreStep::Done { .. }, _, _) => Action::await_change(),
+        (RestoreStep::ConfirmWorkersStopped, _, _) => Action::requeue(CONFIRM_REQUEUE),
         (RestoreStep::CreateRestoreJob { job_name }, Some(system), _) => {
             let build_ctx = BuildContext {
                 operator_image: ctx.settings.operator_image.clone(),

@@ -11,11 +11,12 @@
 //! driver, `controller::restore`, observes, records the step, then acts.
 
 use std::cmp::Ordering;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
@@ -40,6 +41,17 @@ const CONDITION_ORDER: [&str; 5] = [WORKERS_STOPPED, DATA_RESTORED, INDEXES_ENSU
 /// place. Only this reason fails a restore; a MongoDB that cannot be reached is
 /// retried, with the restore still holding the system.
 pub const REASON_INDEXES_NOT_ENSURED: &str = "IndexesNotEnsured";
+
+/// How long the workers must read as stopped before the restore Job is created: two
+/// observations at least this far apart, none in between saying otherwise. One
+/// observation is not enough: when the Deployment was scaled to zero while its
+/// ReplicaSet controller still had a pod create on its way, the pod appears after
+/// a check that passed (seen on the test bed: 160 ms after the scale-down). Two
+/// seconds is more than ten times that, and little next to a restore.
+pub const WORKERS_STOPPED_FOR: Duration = Duration::from_secs(2);
+/// A recorded time (`metav1.Time`) keeps whole seconds: the observation it records
+/// may have been up to this much later than the time stored.
+const RECORDED_PRECISION: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------
 // The next step.
@@ -66,6 +78,9 @@ pub struct RestoreObservation<'a> {
     /// `status.observedGeneration >= metadata.generation` and `status.replicas` and
     /// `status.terminatingReplicas` at 0: a status not yet updated reads as 0).
     pub workers_stopped: bool,
+    /// When this observation was made: the workers are confirmed stopped once the
+    /// recorded `WorkersStopped=True` is [`WORKERS_STOPPED_FOR`] old.
+    pub now: Timestamp,
     /// The restore Job ([`restore_job_name`]).
     pub restore_job: JobPhase,
     /// The operator ensured the declared indexes after the restore (it records this
@@ -98,6 +113,9 @@ pub enum RestoreStep {
     ScaleWorkersToZero,
     /// Workers are stopping; keep holding.
     WaitForWorkersToStop,
+    /// The workers read as stopped: record `WorkersStopped=True` and look again once
+    /// [`WORKERS_STOPPED_FOR`] has passed; keep holding.
+    ConfirmWorkersStopped,
     /// Create [`restore_job`] with this name.
     CreateRestoreJob {
         job_name: String,
@@ -141,7 +159,9 @@ impl RestoreStep {
     pub fn phase(&self) -> RestorePhase {
         match self {
             Self::Wait { .. } => RestorePhase::Pending,
-            Self::ScaleWorkersToZero | Self::WaitForWorkersToStop => RestorePhase::ScalingDown,
+            Self::ScaleWorkersToZero | Self::WaitForWorkersToStop | Self::ConfirmWorkersStopped => {
+                RestorePhase::ScalingDown
+            }
             Self::CreateRestoreJob { .. } | Self::WaitForRestoreJob { .. } => RestorePhase::Restoring,
             Self::EnsureIndexes => RestorePhase::EnsuringIndexes,
             Self::RunChainCheck { .. } | Self::WaitForChainCheck { .. } => RestorePhase::CheckingChains,
@@ -216,7 +236,13 @@ pub fn next_restore_step(observed: &RestoreObservation<'_>) -> RestoreStep {
             if observed.backup_running.is_some() {
                 return RestoreStep::WaitForWorkersToStop;
             }
-            return RestoreStep::CreateRestoreJob { job_name: restore_job };
+            // Stopped now and, as recorded, long enough ago with nothing in between
+            // saying otherwise (an observation of a worker records False, and the
+            // next True a new transition time).
+            if workers_stopped_long_enough(observed.status, observed.now) {
+                return RestoreStep::CreateRestoreJob { job_name: restore_job };
+            }
+            return RestoreStep::ConfirmWorkersStopped;
         }
         JobPhase::Running => return RestoreStep::WaitForRestoreJob { job_name: restore_job },
         JobPhase::Failed(why) => {
@@ -255,6 +281,20 @@ pub fn next_restore_step(observed: &RestoreObservation<'_>) -> RestoreStep {
         return RestoreStep::ScaleWorkersBack;
     }
     RestoreStep::Done { phase: RestorePhase::Succeeded, message: format!("restored; {chain_note}"), hold: false }
+}
+
+/// Whether the stored `WorkersStopped` condition is True and became so at least
+/// [`WORKERS_STOPPED_FOR`] before `now`, counting the rounding of the stored time
+/// against it. A time recorded after `now` (another clock) is not long enough.
+fn workers_stopped_long_enough(status: Option<&ReferralRestoreStatus>, now: Timestamp) -> bool {
+    let Some(since) = status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == WORKERS_STOPPED && c.status == "True"))
+        .map(|c| c.last_transition_time.0)
+    else {
+        return false;
+    };
+    let needed = SignedDuration::try_from(WORKERS_STOPPED_FOR + RECORDED_PRECISION).unwrap_or(SignedDuration::MAX);
+    now.duration_since(since) >= needed
 }
 
 // ---------------------------------------------------------------------------------
@@ -504,6 +544,11 @@ fn step_message(step: &RestoreStep, facts: &StepFacts<'_>) -> String {
                 format!("{paused}waiting for {waiting}")
             }
         }
+        RestoreStep::ConfirmWorkersStopped => format!(
+            "the workers of {} read as stopped; confirming that they stay stopped for {}s before the restore starts",
+            facts.system,
+            WORKERS_STOPPED_FOR.as_secs()
+        ),
         RestoreStep::CreateRestoreJob { job_name } | RestoreStep::WaitForRestoreJob { job_name } => {
             format!("Job {job_name} restores backup {}", facts.backup)
         }
@@ -547,6 +592,9 @@ pub fn next_status(
         RestoreStep::ScaleWorkersToZero | RestoreStep::WaitForWorkersToStop => {
             set_condition(conditions, condition(WORKERS_STOPPED, false, "Stopping", step_message(step, facts), now));
         }
+        // True from the first observation of stopped: its transition time is when the
+        // workers were first seen stopped, which the restore Job waits on.
+        RestoreStep::ConfirmWorkersStopped => set_condition(conditions, stopped()),
         RestoreStep::CreateRestoreJob { job_name } | RestoreStep::WaitForRestoreJob { job_name } => {
             status.restore_job = Some(job_name.clone());
             set_condition(conditions, stopped());

@@ -18,6 +18,7 @@ fn observed<'a>(system: &'a ValidatedSystem, status: Option<&'a ReferralRestoreS
         backup_running: None,
         upgrade_in_progress: false,
         workers_stopped: false,
+        now: at(1_000).0,
         restore_job: JobPhase::Absent,
         indexes: IndexOutcome::NotYet,
         chain_check_job: JobPhase::Absent,
@@ -32,14 +33,21 @@ fn a_restore_walks_every_step_in_order() {
     let check = verify_job_name(&system, "uid-1");
     let mut recorded: Option<ReferralRestoreStatus> = None;
     let mut steps = Vec::new();
-    // The world as the controller would see it after acting on each step.
+    let (absent, nothing) = (JobPhase::Absent, StillRunning::default());
+    // The world as the controller would see it after acting on each step, a second
+    // later (the status as the driver records it, in whole seconds).
     let mut world = observed(&system, None);
     for _ in 0..12 {
         let step = next_restore_step(&RestoreObservation { status: recorded.as_ref(), ..world.clone() });
         steps.push(step.clone());
+        let old = recorded.clone().unwrap_or_default();
+        recorded = Some(next_status(&old, &step, &facts(&absent, &absent, &nothing), &Time(world.now)));
+        world.now += SignedDuration::from_secs(1);
         match &step {
             RestoreStep::ScaleWorkersToZero => {}
             RestoreStep::WaitForWorkersToStop => world.workers_stopped = true,
+            // The driver looks again once the confirmation can pass.
+            RestoreStep::ConfirmWorkersStopped => world.now += SignedDuration::from_secs(2),
             RestoreStep::CreateRestoreJob { .. } => world.restore_job = JobPhase::Running,
             RestoreStep::WaitForRestoreJob { .. } => world.restore_job = JobPhase::Succeeded,
             RestoreStep::EnsureIndexes => world.indexes = IndexOutcome::Ensured,
@@ -48,7 +56,6 @@ fn a_restore_walks_every_step_in_order() {
             RestoreStep::ScaleWorkersBack => world.workers_restored = true,
             RestoreStep::Done { .. } | RestoreStep::Wait { .. } => {}
         }
-        recorded = Some(status(step.phase()));
         if matches!(step, RestoreStep::Done { .. }) {
             break;
         }
@@ -58,6 +65,7 @@ fn a_restore_walks_every_step_in_order() {
         [
             RestoreStep::ScaleWorkersToZero,
             RestoreStep::WaitForWorkersToStop,
+            RestoreStep::ConfirmWorkersStopped,
             RestoreStep::CreateRestoreJob { job_name: job.clone() },
             RestoreStep::WaitForRestoreJob { job_name: job },
             RestoreStep::EnsureIndexes,
@@ -72,7 +80,109 @@ fn a_restore_walks_every_step_in_order() {
         ]
     );
     let holds: Vec<bool> = steps.iter().map(RestoreStep::holds_system).collect();
-    assert_eq!(holds, [true, true, true, true, true, true, true, false, false]);
+    assert_eq!(holds, [true, true, true, true, true, true, true, true, false, false]);
+    let phases: Vec<RestorePhase> = steps.iter().map(RestoreStep::phase).collect();
+    assert_eq!(phases[..3], [RestorePhase::ScalingDown; 3], "the confirmation is part of scaling down: no new event");
+}
+
+/// The status as the driver records it for `step` at `second`.
+fn record(old: Option<&ReferralRestoreStatus>, step: &RestoreStep, second: i64) -> ReferralRestoreStatus {
+    let (absent, nothing) = (JobPhase::Absent, StillRunning::default());
+    next_status(&old.cloned().unwrap_or_default(), step, &facts(&absent, &absent, &nothing), &at(second))
+}
+
+fn at_millis(millis: i64) -> Timestamp {
+    Timestamp::from_millisecond(millis).unwrap()
+}
+
+/// A restore past the scale-down, its workers still stopping, recorded at `second`.
+fn scaling_down(second: i64) -> ReferralRestoreStatus {
+    let started = record(None, &RestoreStep::ScaleWorkersToZero, second);
+    record(Some(&started), &RestoreStep::WaitForWorkersToStop, second)
+}
+
+#[test]
+fn the_restore_job_waits_until_the_workers_have_read_as_stopped_long_enough() {
+    let system = system("{managed: {}}");
+    let stopping = scaling_down(95);
+    // First seen stopped at 100.9 s: recorded as 100 s (whole seconds).
+    let first =
+        RestoreObservation { workers_stopped: true, now: at_millis(100_900), ..observed(&system, Some(&stopping)) };
+    assert_eq!(next_restore_step(&first), RestoreStep::ConfirmWorkersStopped);
+    let confirming = record(Some(&stopping), &RestoreStep::ConfirmWorkersStopped, 100);
+    let stopped = confirming.conditions.iter().find(|c| c.type_ == WORKERS_STOPPED).unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.reason.as_str()), ("True", "Stopped"));
+    assert_eq!(stopped.last_transition_time, at(100));
+    assert_eq!(confirming.phase, Some(RestorePhase::ScalingDown));
+    assert!(confirming.holds_system);
+    let message = confirming.message.as_deref().unwrap();
+    assert!(message.contains("read as stopped") && message.contains("2s before the restore starts"), "{message}");
+    // Looked at again (the write's own wake-up, a requeue): still confirming, and the
+    // status it records is the one stored, so nothing is written.
+    for millis in [101_000, 102_000, 102_900] {
+        let again = RestoreObservation { now: at_millis(millis), ..first.clone() };
+        let again = RestoreObservation { status: Some(&confirming), ..again };
+        assert_eq!(next_restore_step(&again), RestoreStep::ConfirmWorkersStopped, "at {millis} ms");
+        assert_eq!(record(Some(&confirming), &RestoreStep::ConfirmWorkersStopped, millis / 1000), confirming);
+    }
+    // 102.9 s is 2 s after 100.9 s but the stored 100 s cannot tell: only from 103 s
+    // on is the first observation surely WORKERS_STOPPED_FOR old.
+    let later = RestoreObservation { status: Some(&confirming), now: at_millis(103_000), ..first.clone() };
+    let job = restore_job_name(&system, "uid-1");
+    assert_eq!(next_restore_step(&later), RestoreStep::CreateRestoreJob { job_name: job.clone() });
+    // The condition keeps the time the workers were first seen stopped.
+    let restoring = record(Some(&confirming), &RestoreStep::CreateRestoreJob { job_name: job }, 103);
+    let stopped = restoring.conditions.iter().find(|c| c.type_ == WORKERS_STOPPED).unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.last_transition_time.clone()), ("True", at(100)));
+    // A recorded time ahead of this clock (another operator's) is not long enough.
+    let ahead = RestoreObservation { status: Some(&confirming), now: at_millis(99_000), ..first };
+    assert_eq!(next_restore_step(&ahead), RestoreStep::ConfirmWorkersStopped);
+}
+
+#[test]
+fn a_worker_pod_seen_between_the_two_observations_sends_the_restore_back_to_waiting() {
+    let system = system("{managed: {}}");
+    let stopping = scaling_down(95);
+    let confirming = record(Some(&stopping), &RestoreStep::ConfirmWorkersStopped, 100);
+    // The pod whose create was on its way appears.
+    let pod =
+        RestoreObservation { workers_stopped: false, now: at_millis(101_000), ..observed(&system, Some(&confirming)) };
+    assert_eq!(next_restore_step(&pod), RestoreStep::WaitForWorkersToStop);
+    let waiting = record(Some(&confirming), &RestoreStep::WaitForWorkersToStop, 101);
+    let stopped = waiting.conditions.iter().find(|c| c.type_ == WORKERS_STOPPED).unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.reason.as_str()), ("False", "Stopping"));
+    // Gone again: long after the first True, yet no Job: the confirmation starts over.
+    let gone = RestoreObservation { workers_stopped: true, now: at_millis(110_000), ..pod };
+    let gone = RestoreObservation { status: Some(&waiting), ..gone };
+    assert_eq!(next_restore_step(&gone), RestoreStep::ConfirmWorkersStopped);
+    let again = record(Some(&waiting), &RestoreStep::ConfirmWorkersStopped, 110);
+    let stopped = again.conditions.iter().find(|c| c.type_ == WORKERS_STOPPED).unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.last_transition_time.clone()), ("True", at(110)), "a new time");
+    let soon = RestoreObservation { status: Some(&again), now: at_millis(112_000), ..gone.clone() };
+    assert_eq!(next_restore_step(&soon), RestoreStep::ConfirmWorkersStopped);
+    let late = RestoreObservation { status: Some(&again), now: at_millis(113_000), ..gone };
+    assert!(matches!(next_restore_step(&late), RestoreStep::CreateRestoreJob { .. }));
+}
+
+#[test]
+fn an_operator_restart_between_the_two_observations_carries_on() {
+    let system = system("{managed: {}}");
+    let confirming = record(Some(&scaling_down(95)), &RestoreStep::ConfirmWorkersStopped, 100);
+    // The next process reads the status back from the API server: the stored
+    // condition is the only memory of the first observation.
+    let stored: ReferralRestoreStatus = serde_json::from_value(serde_json::to_value(&confirming).unwrap()).unwrap();
+    assert_eq!(stored, confirming);
+    for (millis, created) in [(101_500, false), (103_000, true)] {
+        let before = RestoreObservation {
+            workers_stopped: true,
+            now: at_millis(millis),
+            ..observed(&system, Some(&confirming))
+        };
+        let after = RestoreObservation { status: Some(&stored), ..before.clone() };
+        let step = next_restore_step(&after);
+        assert_eq!(step, next_restore_step(&before), "at {millis} ms");
+        assert_eq!(matches!(step, RestoreStep::CreateRestoreJob { .. }), created, "at {millis} ms: {step:?}");
+    }
 }
 
 #[test]
@@ -97,13 +207,20 @@ fn a_restore_never_starts_while_a_backup_another_restore_or_an_upgrade_runs() {
 #[test]
 fn a_backup_that_began_before_the_hold_delays_the_restore_job() {
     let system = system("{managed: {}}");
-    let scaling = status(RestorePhase::ScalingDown);
+    // The workers read as stopped long enough ago.
+    let scaling = record(Some(&scaling_down(95)), &RestoreStep::ConfirmWorkersStopped, 100);
     let mut world = observed(&system, Some(&scaling));
     world.workers_stopped = true;
     world.backup_running = Some("main-backup-29000000");
     assert_eq!(next_restore_step(&world), RestoreStep::WaitForWorkersToStop);
     world.backup_running = None;
     assert!(matches!(next_restore_step(&world), RestoreStep::CreateRestoreJob { .. }));
+    // Recorded, the backup sends the confirmation back to the start.
+    world.backup_running = Some("main-backup-29000000");
+    let waiting = record(Some(&scaling), &next_restore_step(&world), 1_000);
+    world.backup_running = None;
+    world.status = Some(&waiting);
+    assert_eq!(next_restore_step(&world), RestoreStep::ConfirmWorkersStopped);
 }
 
 #[test]
@@ -427,8 +544,14 @@ fn each_step_is_recorded_with_its_condition_and_the_hold() {
     assert_eq!(types(&down), [(WORKERS_STOPPED, "False")]);
     assert!(down.message.as_deref().unwrap().contains("2 worker pod(s)"), "{:?}", down.message);
 
+    let confirming =
+        next_status(&down, &RestoreStep::ConfirmWorkersStopped, &facts(&absent, &absent, &nothing), &at(25));
+    assert_eq!(confirming.phase, Some(RestorePhase::ScalingDown));
+    assert!(confirming.holds_system);
+    assert_eq!(types(&confirming), [(WORKERS_STOPPED, "True")]);
+
     let job = RestoreStep::CreateRestoreJob { job_name: "main-restore-1".into() };
-    let restoring = next_status(&down, &job, &facts(&absent, &absent, &nothing), &at(30));
+    let restoring = next_status(&confirming, &job, &facts(&absent, &absent, &nothing), &at(30));
     assert_eq!(restoring.restore_job.as_deref(), Some("main-restore-1"), "named before it is created");
     assert_eq!(types(&restoring), [(WORKERS_STOPPED, "True"), (DATA_RESTORED, "False")]);
     assert_eq!(restoring.started_at, Some(at(20)), "kept");
@@ -473,7 +596,7 @@ fn each_step_is_recorded_with_its_condition_and_the_hold() {
         ]
     );
     let stopped = finished.conditions.iter().find(|c| c.type_ == WORKERS_STOPPED).unwrap();
-    assert_eq!(stopped.last_transition_time, at(30), "moves only when the status changes");
+    assert_eq!(stopped.last_transition_time, at(25), "moves only when the status changes");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use referral_operator::crd::restore::{ReferralRestore, ReferralRestoreStatus};
@@ -26,7 +27,10 @@ use referral_operator::crd::{ReferralSystem, restore_definition};
 use referral_operator::reconcilers::backup::{BackupPurpose, backup_job, manual_backup_job_name};
 use referral_operator::reconcilers::job::JobPhase;
 use referral_operator::reconcilers::restore::{hold_for_restore, restore_job};
-use referral_operator::reconcilers::restore_step::{IndexOutcome, RestoreObservation, RestoreStep, next_restore_step};
+use referral_operator::reconcilers::restore_step::{
+    IndexOutcome, RestoreObservation, RestoreStep, StepFacts, StillRunning, next_restore_step, next_status,
+    status_patch,
+};
 use referral_operator::reconcilers::upgrade::{migration_job, pin_worker_images, running_images};
 use referral_operator::reconcilers::upgrade_step::{
     ImagePlan, RolloutState, UpgradeObservation, UpgradeStep, next_upgrade_step,
@@ -497,6 +501,9 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
         let workers_restored = listed.iter().all(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(1));
         let restore_job_name = referral_operator::reconcilers::restore::restore_job_name(&system, &uid);
         let check_job_name = referral_operator::reconcilers::restore::verify_job_name(&system, &uid);
+        let restore_phase = job_phase(&client, &ns.name, &restore_job_name).await;
+        let check_phase = job_phase(&client, &ns.name, &check_job_name).await;
+        let now = Timestamp::now();
         let step = next_restore_step(&RestoreObservation {
             restore_uid: &uid,
             status: status.as_ref(),
@@ -505,15 +512,29 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
             backup_running: None,
             upgrade_in_progress: false,
             workers_stopped,
-            restore_job: job_phase(&client, &ns.name, &restore_job_name).await,
+            now,
+            restore_job: restore_phase.clone(),
             indexes: indexes.clone(),
-            chain_check_job: job_phase(&client, &ns.name, &check_job_name).await,
+            chain_check_job: check_phase.clone(),
             workers_restored,
         });
-        // Record first, then act.
-        let phase = step.phase();
+        // Record first, then act: the status as the operator records it (whole
+        // seconds, as the API server keeps them), since the confirmation that the
+        // workers stay stopped is read back from its `WorkersStopped` condition.
+        let facts = StepFacts {
+            system: "main",
+            backup: "20261123T010000Z",
+            restore_job: &restore_phase,
+            chain_check_job: &check_phase,
+            still_running: &StillRunning::default(),
+            backup_running: None,
+            system_paused: false,
+            chain_check: None,
+        };
+        let second = Time(Timestamp::from_second(now.as_second()).unwrap());
+        let recorded = next_status(&status.clone().unwrap_or_default(), &step, &facts, &second);
         restores
-            .patch_status("back-to-monday", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": phase}})))
+            .patch_status("back-to-monday", &PatchParams::default(), &Patch::Merge(status_patch(&recorded)))
             .await
             .unwrap();
         let mut children = build(&system, &ctx());
@@ -544,8 +565,9 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
                     referral_operator::reconcilers::job::job_from_cron_job(cron, job_name, "restore-check").unwrap();
                 jobs.create(&PostParams::default(), &job).await.expect("create check Job");
             }
-            RestoreStep::WaitForWorkersToStop => {
-                // The Deployment controller scales the ReplicaSet down; wait for it.
+            RestoreStep::WaitForWorkersToStop | RestoreStep::ConfirmWorkersStopped => {
+                // The Deployment controller scales the ReplicaSet down, or the
+                // confirmation needs time to pass; wait for it.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             _ => {}
@@ -564,6 +586,7 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
             RestoreStep::Wait { .. } => "wait",
             RestoreStep::ScaleWorkersToZero => "scale-down",
             RestoreStep::WaitForWorkersToStop => "wait-workers",
+            RestoreStep::ConfirmWorkersStopped => "confirm-stopped",
             RestoreStep::CreateRestoreJob { .. } => "create-restore",
             RestoreStep::WaitForRestoreJob { .. } => "wait-restore",
             RestoreStep::EnsureIndexes => "indexes",
@@ -574,12 +597,23 @@ async fn a_restore_goes_through_its_steps_against_real_deployments_and_jobs() {
         })
         .collect();
     // Whether a round sees the workers still stopping depends on the Deployment
-    // controller's speed; every other step must come, in this order.
+    // controller's speed (and a pod seen after the first confirmation sends it back to
+    // waiting); every other step must come, in this order.
     let mut deduped: Vec<&str> = kinds.iter().copied().filter(|k| *k != "wait-workers").collect();
     deduped.dedup();
     assert_eq!(
         deduped,
-        ["scale-down", "create-restore", "wait-restore", "indexes", "create-check", "wait-check", "scale-up", "done"],
+        [
+            "scale-down",
+            "confirm-stopped",
+            "create-restore",
+            "wait-restore",
+            "indexes",
+            "create-check",
+            "wait-check",
+            "scale-up",
+            "done"
+        ],
         "{steps:?}"
     );
     let stored = restores.get("back-to-monday").await.unwrap();

@@ -1029,7 +1029,9 @@ async fn fault_backup_target_full_is_reported_and_earlier_backups_are_kept() {
 // ----------------------------------------------------------------- fault 8 ---
 
 /// Fault 8: a restore whose operator is SIGKILLed as soon as each new step is
-/// recorded, and started again (same identity), until the restore is over. Each step
+/// recorded, and started again (same identity), until the restore is over; the
+/// confirmation that the workers stay stopped (`WorkersStopped=True` within
+/// ScalingDown, between its two observations) counts as a step. Each step
 /// happens once: one event per step, one restore Job and one chain-check Job, every
 /// step's condition True, the workers back. Then a second restore fails; deleting it
 /// (how a failed restore is cancelled) lets the workers start and a third restore run
@@ -1070,7 +1072,9 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
     let restore_job = restore_job_name(&system, &uid);
     let check_job = verify_job_name(&system, &uid);
     let fault_start = Timestamp::now();
-    let mut last: Option<RestorePhase> = None;
+    // A step: the phase, and within ScalingDown whether the workers read as stopped
+    // and are being confirmed (a step of its own with no phase or event).
+    let mut last: Option<(RestorePhase, bool)> = None;
     let mut killed_in = Vec::new();
     // A kill lands between a step's status write and its event only by chance (it
     // did in one of three runs before the event was recorded in status). So after
@@ -1081,9 +1085,12 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
     // publish the missing events and not repeat the present ones.
     let (mut rewound_kept, mut rewound_deleted) = (0, 0);
     let final_start = loop {
-        let phase = wait_for(RECOVERY_LIMIT, "the restore's next step", || async {
-            let phase = crate::restore::status_of(&restores, "r1").await?.phase?;
-            (Some(phase) != last && phase != RestorePhase::Pending).then_some(phase)
+        let (phase, confirming) = wait_for(RECOVERY_LIMIT, "the restore's next step", || async {
+            let status = crate::restore::status_of(&restores, "r1").await?;
+            let phase = status.phase?;
+            let confirming = phase == RestorePhase::ScalingDown
+                && status.conditions.iter().any(|c| c.type_ == "WorkersStopped" && c.status == "True");
+            (Some((phase, confirming)) != last && phase != RestorePhase::Pending).then_some((phase, confirming))
         })
         .await;
         if phase.is_terminal() {
@@ -1092,11 +1099,15 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
         }
         // Killed the moment the step is recorded: before, or while, the operator acts on it.
         sigkill(operator);
-        killed_in.push(format!("{phase:?}"));
+        killed_in.push(if confirming { "ScalingDown (confirming)".to_string() } else { format!("{phase:?}") });
         // The step recorded now (the process may have gone one further before the kill).
         let recorded = crate::restore::status_of(&restores, "r1").await.and_then(|st| st.phase).unwrap();
-        if !recorded.is_terminal() {
-            let delete_event = killed_in.len() % 2 == 0;
+        // The confirmation records no phase, so it has no event to rewind: its
+        // phase's event was published (and rewound) when that phase was recorded.
+        let no_event = recorded.is_terminal() || (confirming && recorded == RestorePhase::ScalingDown);
+        if !no_event {
+            // Every other rewind, counting only the kills that have an event to rewind.
+            let delete_event = (rewound_kept + rewound_deleted) % 2 == 1;
             rewind_announcement(&s, &restores, "r1", recorded, delete_event).await;
             if delete_event {
                 rewound_deleted += 1;
@@ -1105,7 +1116,7 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
             }
         }
         operator = start(&s, identity);
-        last = Some(phase);
+        last = Some((phase, confirming));
         match phase {
             RestorePhase::Restoring => {
                 wait_for(RECOVERY_LIMIT, "the restore Job", || async { s.jobs().get_opt(&restore_job).await.ok()? })
@@ -1134,6 +1145,13 @@ async fn fault_restore_interrupted_by_restarts_resumes_and_a_failed_one_can_be_c
         "SIGKILLed as each step was recorded: {killed_in:?}; left unannounced with the event kept {rewound_kept}x, deleted {rewound_deleted}x"
     );
     assert!(killed_in.len() >= 3, "too few steps were interrupted: {killed_in:?}");
+    // The confirmation lasts WORKERS_STOPPED_FOR and more, long enough to be seen:
+    // an operator killed between its two observations carried on from the stored
+    // condition (one restore Job, below).
+    assert!(
+        killed_in.iter().any(|k| k == "ScalingDown (confirming)"),
+        "no kill between the two observations of stopped workers: {killed_in:?}"
+    );
     let writes = operator_writes(&s.operator_ns.name, fault_start, fault_end);
 
     // Each step once.

@@ -30,6 +30,7 @@ use referral_operator::crd::ReferralSystem;
 use referral_operator::crd::restore::{ReferralRestore, ReferralRestoreStatus, RestorePhase};
 use referral_operator::crd::validate::{ValidatedSystem, validate};
 use referral_operator::reconcilers::restore::{restore_job_name, verify_job_name};
+use referral_operator::reconcilers::restore_step::WORKERS_STOPPED_FOR;
 use serde_json::json;
 
 use crate::backup::{install_restore_crd, job_phase, succeed_job};
@@ -275,6 +276,18 @@ async fn the_operator_restores_step_by_step_and_carries_on_after_a_restart() {
     let status = wait_phase(&restores, "r1", RestorePhase::Restoring, &operator).await;
     assert!(status.holds_system, "{status:?}");
     assert_eq!(status.restore_job.as_deref(), Some(job_name.as_str()));
+    // The workers were confirmed stopped first: read as stopped (WorkersStopped=True,
+    // in whole seconds) at least WORKERS_STOPPED_FOR before the Job, counting the
+    // second the stored time may have lost.
+    let stopped = status.conditions.iter().find(|c| c.type_ == "WorkersStopped").expect("WorkersStopped");
+    assert_eq!((stopped.status.as_str(), stopped.reason.as_str()), ("True", "Stopped"), "{stopped:?}");
+    let job_created = job.metadata.creation_timestamp.as_ref().expect("a creation time").0;
+    let confirmed_for = job_created.duration_since(stopped.last_transition_time.0);
+    assert!(
+        confirmed_for
+            >= k8s_openapi::jiff::SignedDuration::try_from(WORKERS_STOPPED_FOR + Duration::from_secs(1)).unwrap(),
+        "the restore Job came {confirmed_for:?} after the workers first read as stopped"
+    );
 
     // The Job: owned by r1, restores the named backup, the URI only by reference.
     let owner = &job.metadata.owner_references.as_ref().expect("an owner")[0];
