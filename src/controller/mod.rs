@@ -8,6 +8,7 @@ pub mod live;
 pub mod metrics;
 
 pub mod allocator;
+pub mod api_retry;
 pub mod apiserver_probe;
 pub mod apply;
 pub mod conditions;

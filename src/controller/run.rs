@@ -25,6 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::ReferralSystem;
 use crate::reconcilers::meta::{LABEL_MANAGED_BY, MANAGER};
 
+use super::api_retry::SpreadRetry;
 use super::context::{Capabilities, Context, ControllerSettings};
 use super::error::Error;
 use super::http::{self, Health};
@@ -280,11 +281,23 @@ async fn shutdown_signal() {
 /// for good, each with its read buffer, TLS state and request channel, so a burst of
 /// new systems left dozens open at idle (docs/benchmarks.md, "Round 3"). Bounded, a
 /// burst reuses what it opened.
+///
+/// Requests the server turns away are retried as kube would, spread in time
+/// ([`SpreadRetry`]): outside the bound, so a retry waiting holds no slot, and behind
+/// a buffer, which gives the retry a service it can clone.
 async fn bounded_client(max_requests: usize) -> Result<Client, kube::Error> {
-    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.default_retry = false;
     let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_requests)).build())
+    Ok(builder
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(max_requests))
+        .with_layer(&tower::buffer::BufferLayer::new(REQUEST_BUFFER))
+        .with_layer(&tower::retry::RetryLayer::new(SpreadRetry::server_retry()))
+        .build())
 }
+
+/// Requests waiting for a slot of the bounded client's at most; more wait to enter.
+const REQUEST_BUFFER: usize = 1024;
 
 /// The leader election's own client: its own connections, so that a renewal never
 /// waits behind the reconciles' requests (the main client bounds those).
